@@ -1,0 +1,164 @@
+//! Everything the app tells the window without being asked, on one channel.
+//!
+//! The runtime has one event enum on a broadcast channel; `src-tauri` forwards each event to the
+//! window as an [`AppEvent`] on [`EVENT_CHANNEL`]. The window both listens and polls: polling is
+//! the safety net, events make the display immediate.
+
+use crate::IpcError;
+use serde::{Deserialize, Serialize};
+
+/// The Tauri event name all [`AppEvent`]s travel on.
+pub const EVENT_CHANNEL: &str = "genai:event";
+
+/// Which of the two managed servers an event is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerKind {
+    Llm,
+    Diffusion,
+}
+
+/// Lifecycle of a managed server, as the user sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerState {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+    Crashed,
+    /// Stopped by the orchestrator to make room for an image; it will come back.
+    Offloaded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+/// What a download reports while it runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadProgress {
+    pub download_id: String,
+    /// The file being fetched right now (a component or shard of a multi-file model).
+    pub file_name: String,
+    pub downloaded_bytes: u64,
+    /// `None` when the server did not say.
+    pub total_bytes: Option<u64>,
+    pub bytes_per_sec: f64,
+    pub eta_secs: Option<f64>,
+}
+
+/// Where an image job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStage {
+    Queued,
+    MakingRoom,
+    Loading,
+    Diffusion,
+    Decoding,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AppEvent {
+    /// Hardware facts may have changed (a server started or stopped): refresh what is shown.
+    SystemChanged,
+    DownloadProgress(DownloadProgress),
+    DownloadFinished {
+        download_id: String,
+        model_id: String,
+    },
+    DownloadFailed {
+        download_id: String,
+        error: IpcError,
+    },
+    ServerState {
+        server: ServerKind,
+        state: ServerState,
+        pid: Option<u32>,
+        port: Option<u16>,
+    },
+    ServerLog {
+        server: ServerKind,
+        line: LogLine,
+    },
+    ImageProgress {
+        job_id: String,
+        stage: ImageStage,
+        step: u32,
+        total_steps: u32,
+        /// 0..=100 over the whole job, not only the current stage.
+        percent: f32,
+    },
+}
+
+impl AppEvent {
+    /// A one-line summary for event logs.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::SystemChanged => "system changed".to_owned(),
+            Self::DownloadProgress(p) => match p.total_bytes {
+                Some(t) if t > 0 => format!(
+                    "{} {:.0}%",
+                    p.file_name,
+                    p.downloaded_bytes as f64 * 100.0 / t as f64
+                ),
+                _ => format!("{} {} bytes", p.file_name, p.downloaded_bytes),
+            },
+            Self::DownloadFinished { model_id, .. } => format!("downloaded {model_id}"),
+            Self::DownloadFailed { error, .. } => format!("download failed: {}", error.message),
+            Self::ServerState { server, state, .. } => format!("{server:?} server {state:?}"),
+            Self::ServerLog { server, line } => format!("{server:?}: {}", line.message),
+            Self::ImageProgress { stage, percent, .. } => format!("image {stage:?} {percent:.0}%"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_by_kind() {
+        let e = AppEvent::ServerState {
+            server: ServerKind::Llm,
+            state: ServerState::Running,
+            pid: Some(42),
+            port: Some(8080),
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["kind"], "server_state");
+        assert_eq!(json["state"], "running");
+        assert_eq!(serde_json::from_value::<AppEvent>(json).unwrap(), e);
+        let unit = serde_json::to_value(AppEvent::SystemChanged).unwrap();
+        assert_eq!(unit, serde_json::json!({"kind": "system_changed"}));
+    }
+
+    #[test]
+    fn summary_gives_download_percent() {
+        let e = AppEvent::DownloadProgress(DownloadProgress {
+            download_id: "d1".into(),
+            file_name: "tiny.gguf".into(),
+            downloaded_bytes: 250,
+            total_bytes: Some(1000),
+            bytes_per_sec: 10.0,
+            eta_secs: Some(75.0),
+        });
+        assert_eq!(e.summary(), "tiny.gguf 25%");
+    }
+}

@@ -1,0 +1,102 @@
+//! Everything that crosses the boundary between the window (Leptos, wasm32) and the app (Tauri).
+//!
+//! Command names, event names and the data-transfer types live here once, so the UI and the
+//! backend cannot drift apart. Serde only: this crate must build for wasm32 and for the host.
+
+pub mod error;
+pub mod event;
+
+pub use error::{ErrorCode, IpcError};
+pub use event::{AppEvent, EVENT_CHANNEL};
+
+use serde::{Deserialize, Serialize};
+
+/// Names of the commands the window may invoke. Each is registered in `src-tauri` under the same
+/// name; a test there checks that every name here has a handler.
+pub mod cmd {
+    pub const APP_INFO: &str = "app_info";
+    pub const OPEN_STORAGE_FOLDER: &str = "open_storage_folder";
+    pub const OPEN_LINK: &str = "open_link";
+
+    /// Every command name, for the registration check.
+    pub const ALL: &[&str] = &[APP_INFO, OPEN_STORAGE_FOLDER, OPEN_LINK];
+}
+
+/// What the footer shows: who we are and where our files live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub name: String,
+    pub version: String,
+    /// Absolute path of the storage root (models, binaries, logs).
+    pub storage_root: String,
+    /// Where the storage root came from: `GENAI_HOME` or the platform's app-data folder.
+    pub storage_root_source: StorageRootSource,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageRootSource {
+    /// The `GENAI_HOME` environment variable.
+    Env,
+    /// The operating system's per-user application data folder.
+    AppData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    /// `linux`, `macos` or `windows` (Rust's `std::env::consts::OS`).
+    pub os: String,
+    /// `x86_64`, `aarch64`, ... (Rust's `std::env::consts::ARCH`).
+    pub arch: String,
+}
+
+impl Platform {
+    /// "linux x86_64"-style label for display.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.os, self.arch)
+    }
+}
+
+/// Arguments of [`cmd::OPEN_LINK`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenLinkArgs {
+    pub url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_names_are_unique_and_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for name in cmd::ALL {
+            assert!(seen.insert(name), "duplicate command name {name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                "Tauri command names are snake_case identifiers: {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn app_info_round_trips_with_stable_field_names() {
+        let info = AppInfo {
+            name: "GenAI Control Panel".into(),
+            version: "0.1.0".into(),
+            storage_root: "/home/u/.local/share/genai-control-panel".into(),
+            storage_root_source: StorageRootSource::Env,
+            platform: Platform {
+                os: "linux".into(),
+                arch: "x86_64".into(),
+            },
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["storage_root_source"], "env");
+        assert_eq!(json["platform"]["os"], "linux");
+        let back: AppInfo = serde_json::from_value(json).unwrap();
+        assert_eq!(back, info);
+        assert_eq!(back.platform.label(), "linux x86_64");
+    }
+}

@@ -1,0 +1,62 @@
+//! The app's engine: storage, hardware, downloads, runtimes, servers and image jobs.
+//!
+//! Nothing here knows about Tauri or the window. `src-tauri` holds one [`Runtime`] and turns its
+//! methods into commands; tests drive the same methods directly.
+
+pub mod error;
+pub mod events;
+pub mod links;
+pub mod storage;
+
+pub use error::{Result, RuntimeError};
+pub use events::EventBus;
+pub use storage::{StorageLayout, StorageRoot};
+
+use ipc::{AppInfo, Platform};
+
+/// The product's name as shown to people.
+pub const APP_NAME: &str = "GenAI Control Panel";
+
+/// Owns the shared pieces every feature needs. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    storage: StorageLayout,
+    events: EventBus,
+}
+
+impl Runtime {
+    /// Opens the storage root (creating its folders). Events go to `events`, which may outlive
+    /// a failed open, so the window's subscription holds across a retry.
+    pub fn open(root: StorageRoot, events: EventBus) -> Result<Self> {
+        Ok(Self {
+            storage: StorageLayout::create(root)?,
+            events,
+        })
+    }
+
+    /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
+    pub fn open_default(events: EventBus) -> Result<Self> {
+        Self::open(StorageRoot::from_env()?, events)
+    }
+
+    pub fn storage(&self) -> &StorageLayout {
+        &self.storage
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    pub fn app_info(&self) -> AppInfo {
+        AppInfo {
+            name: APP_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            storage_root: self.storage.root().display().to_string(),
+            storage_root_source: self.storage.source(),
+            platform: Platform {
+                os: std::env::consts::OS.to_owned(),
+                arch: std::env::consts::ARCH.to_owned(),
+            },
+        }
+    }
+}

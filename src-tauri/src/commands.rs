@@ -1,0 +1,70 @@
+//! The commands the window may invoke. Each is a few lines: arguments in, runtime call, result
+//! or [`IpcError`] out. Names come from [`ipc::cmd`].
+
+use crate::state::AppState;
+use ipc::{AppInfo, IpcError, OpenLinkArgs};
+use tauri::{AppHandle, State};
+
+pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+    tauri::generate_handler![app_info, open_storage_folder, open_link]
+}
+
+#[tauri::command]
+fn app_info(state: State<'_, AppState>) -> Result<AppInfo, IpcError> {
+    Ok(state.runtime()?.app_info())
+}
+
+/// Shows the storage folder in the system's file manager. It takes no path from the window,
+/// so the window cannot make the shell open anything else.
+#[tauri::command]
+fn open_storage_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(), IpcError> {
+    let root = state.runtime()?.storage().root().display().to_string();
+    open_with_system(&app, &root)
+}
+
+/// Opens a web page (a model card, a release page) in the system's browser: https only.
+#[tauri::command]
+fn open_link(app: AppHandle, args: OpenLinkArgs) -> Result<(), IpcError> {
+    let url = runtime::links::checked_external_url(&args.url)?;
+    open_with_system(&app, url)
+}
+
+fn open_with_system(app: &AppHandle, what: &str) -> Result<(), IpcError> {
+    use tauri_plugin_shell::ShellExt;
+    // `Shell::open` is deprecated in favour of tauri-plugin-opener; the design card names the
+    // shell plugin, and this is the only use of it (the window itself is granted none of it).
+    #[allow(deprecated)]
+    app.shell().open(what, None).map_err(|e| {
+        IpcError::new(
+            ipc::ErrorCode::Unsupported,
+            format!("could not open {what}: {e}"),
+        )
+        .with_remedy("Install a file manager or browser (xdg-open), or open the path by hand.")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every name the window may call has a handler here, and nothing is registered twice.
+    #[test]
+    fn every_ipc_command_is_registered() {
+        let source = include_str!("commands.rs");
+        let registered = source
+            .split("generate_handler![")
+            .nth(1)
+            .and_then(|s| s.split(']').next())
+            .expect("generate_handler! list");
+        let names: Vec<&str> = registered.split(',').map(str::trim).collect();
+        for name in ipc::cmd::ALL {
+            assert!(
+                names.contains(name),
+                "{name} is in ipc::cmd::ALL but has no handler"
+            );
+        }
+        assert_eq!(
+            names.len(),
+            ipc::cmd::ALL.len(),
+            "a handler is missing from ipc::cmd::ALL"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! The app binary: glue between the window and [`runtime::Runtime`].
+//!
+//! Commands parse their arguments, call the runtime and map errors to [`ipc::IpcError`]; events
+//! from the runtime's bus are forwarded to the window. Logic belongs in `crates/runtime`.
+
+mod commands;
+mod events;
+mod state;
+
+use state::AppState;
+
+pub fn run() {
+    let state = AppState::open();
+    if let Some(e) = state.startup_error() {
+        // The window still opens and shows this error with its remedy in the footer.
+        eprintln!("genai-control-panel: {e}");
+    }
+    tauri::Builder::default()
+        .plugin(tauri_plugin_shell::init())
+        .manage(state)
+        .setup(|app| {
+            events::forward_runtime_events(app.handle());
+            Ok(())
+        })
+        .invoke_handler(commands::handler())
+        .run(tauri::generate_context!())
+        .unwrap_or_else(|e| {
+            eprintln!("genai-control-panel: the window could not start: {e}");
+            std::process::exit(1);
+        });
+}

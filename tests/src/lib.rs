@@ -1,0 +1,331 @@
+//! Drives the built app in a real window, the way a person would, over WebDriver.
+//!
+//! `App::launch` starts (when no `DISPLAY` is set) an Xvfb server, then `tauri-driver` in a
+//! process group of its own, which starts WebKitWebDriver, which starts the app. Dropping the
+//! `App`, also while a failed assertion unwinds, ends that whole group and the Xvfb server, so no
+//! test leaves a process behind.
+
+use fantoccini::{elements::Element, Client, ClientBuilder, Locator};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long to wait for the window to show something before failing.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The workspace's target folder (CARGO_TARGET_DIR when set).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The app binary under test: `GENAI_APP_BIN`, else the debug build in the target folder.
+pub fn app_binary() -> PathBuf {
+    let path = std::env::var_os("GENAI_APP_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("debug/genai-control-panel"));
+    assert!(
+        path.is_file(),
+        "the app binary {} does not exist: build it with `scripts/test` (or `cd ui && trunk build` \
+         then `cargo build -p genai-control-panel`), or point GENAI_APP_BIN at one",
+        path.display()
+    );
+    path.canonicalize().expect("canonical app path")
+}
+
+/// A child process that is ended, with its whole process group, when dropped.
+struct Guarded {
+    child: Child,
+    what: &'static str,
+}
+
+impl Guarded {
+    fn spawn(mut cmd: Command, what: &'static str) -> Self {
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {what}: {e} (run scripts/setup)"));
+        Self { child, what }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let group = -(self.child.id() as i32);
+        // SIGTERM first: tauri-driver only ends WebKitWebDriver (and so the app) on SIGTERM; a
+        // SIGKILL orphans them with the native port still bound.
+        unsafe { libc::kill(group, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Whatever of the group is still there (the app, its WebKit processes) goes now.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = self.what;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Starts Xvfb on the first free display number.
+fn start_xvfb() -> (Guarded, String) {
+    let n = (90..400)
+        .find(|n| {
+            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
+                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
+        })
+        .expect("a free X display number");
+    let display = format!(":{n}");
+    let mut cmd = Command::new("Xvfb");
+    cmd.args([
+        &display,
+        "-screen",
+        "0",
+        "1280x860x24",
+        "-nolisten",
+        "tcp",
+        "-noreset",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let xvfb = Guarded::spawn(cmd, "Xvfb");
+    let socket = format!("/tmp/.X11-unix/X{n}");
+    wait_until("Xvfb's socket", || Path::new(&socket).exists());
+    (xvfb, display)
+}
+
+/// Options for [`App::launch_with`].
+#[derive(Default)]
+pub struct LaunchOptions {
+    /// `GENAI_HOME` for the app; a fresh temporary folder when `None`.
+    pub genai_home: Option<PathBuf>,
+}
+
+/// The app running in a real window, with a WebDriver session on it.
+pub struct App {
+    pub client: Client,
+    genai_home: PathBuf,
+    temp_home: Option<PathBuf>,
+    // Dropped after `client`, driver before Xvfb (fields drop in declaration order).
+    driver: Guarded,
+    _xvfb: Option<Guarded>,
+}
+
+impl App {
+    pub async fn launch() -> Self {
+        Self::launch_with(LaunchOptions::default()).await
+    }
+
+    pub async fn launch_with(opts: LaunchOptions) -> Self {
+        let binary = app_binary();
+        let (xvfb, display) = match std::env::var("DISPLAY") {
+            Ok(d) if !d.is_empty() => (None, d),
+            _ => {
+                let (x, d) = start_xvfb();
+                (Some(x), d)
+            }
+        };
+        let (genai_home, temp_home) = match opts.genai_home {
+            Some(h) => (h, None),
+            None => {
+                let h = std::env::temp_dir().join(format!(
+                    "genai-e2e-{}-{}",
+                    std::process::id(),
+                    free_port()
+                ));
+                (h.clone(), Some(h))
+            }
+        };
+        let port = free_port();
+        let native_port = free_port();
+        let mut cmd = Command::new("tauri-driver");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--native-port",
+            &native_port.to_string(),
+        ])
+        .env("DISPLAY", &display)
+        .env("GENAI_HOME", &genai_home)
+        .stdout(Stdio::null());
+        let driver = Guarded::spawn(cmd, "tauri-driver");
+        wait_until("tauri-driver to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), "wry".into());
+        caps.insert(
+            "tauri:options".into(),
+            serde_json::json!({ "application": binary.display().to_string() }),
+        );
+        let client = ClientBuilder::native()
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("no WebDriver session on {}: {e}", binary.display()));
+        Self {
+            client,
+            genai_home,
+            temp_home,
+            driver,
+            _xvfb: xvfb,
+        }
+    }
+
+    /// The `GENAI_HOME` the app was started with.
+    pub fn genai_home(&self) -> &Path {
+        &self.genai_home
+    }
+
+    /// The process id of tauri-driver, the root of the app's process group.
+    pub fn driver_pid(&self) -> u32 {
+        self.driver.pid()
+    }
+
+    /// Waits until an element matching `css` exists and is displayed.
+    pub async fn wait_visible(&self, css: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await {
+                if el.is_displayed().await.unwrap_or(false) {
+                    return el;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} did not become visible within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    /// Waits until `css` is displayed with text for which `ok` holds; returns that text.
+    pub async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut last = String::new();
+        loop {
+            if let Ok(el) = self.client.find(Locator::Css(css)).await {
+                if let Ok(text) = el.text().await {
+                    if ok(&text) {
+                        return text;
+                    }
+                    last = text;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{css} never showed the expected text; last: {last:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+
+    pub async fn click(&self, css: &str) {
+        self.wait_visible(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    pub async fn is_displayed(&self, css: &str) -> bool {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.is_displayed().await.unwrap_or(false),
+            Err(_) => false,
+        }
+    }
+
+    pub async fn script(&self, js: &str) -> serde_json::Value {
+        self.client
+            .execute(js, vec![])
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}"))
+    }
+
+    /// Saves a PNG of the window under `target/e2e/<name>.png` and returns its bytes.
+    pub async fn screenshot(&self, name: &str) -> Vec<u8> {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = target_dir().join("e2e");
+        std::fs::create_dir_all(&dir).expect("create target/e2e");
+        std::fs::write(dir.join(format!("{name}.png")), &png).expect("write screenshot");
+        png
+    }
+
+    /// Ends the WebDriver session cleanly (the app quits), then the processes; returns the
+    /// process group they ran in, so a test can check that nothing of it is left.
+    pub async fn finish(self) -> u32 {
+        let _ = self.client.clone().close().await;
+        self.driver_pid()
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        if let Some(h) = &self.temp_home {
+            let _ = std::fs::remove_dir_all(h);
+        }
+    }
+}
+
+/// Live (non-zombie) processes in process group `pgid`, as `(pid, command name)`.
+pub fn live_group_members(pgid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid pgrp ...; comm may hold spaces, so split after the last ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let (state, pgrp) = (fields.first().copied(), fields.get(2).copied());
+        if pgrp == Some(&pgid.to_string()) && state != Some("Z") {
+            let comm = head
+                .split_once('(')
+                .map(|(_, c)| c.to_owned())
+                .unwrap_or_default();
+            out.push((pid, comm));
+        }
+    }
+    out
+}

@@ -1,0 +1,157 @@
+//! The app shell in a real window: five tabs that switch without losing state, the footer fed by
+//! the `app_info` command, and errors shown with their remedy.
+//!
+//! Ignored by a plain `cargo test`, since it needs the built app, tauri-driver and Xvfb;
+//! `scripts/test` builds those and runs it.
+
+use e2e::{live_group_members, App, LaunchOptions};
+
+const TABS: [(&str, &str); 5] = [
+    ("system", "System Info"),
+    ("models", "Models"),
+    ("llm", "LLM Server"),
+    ("diffusion", "Diffusion Server"),
+    ("monitor", "Resource Monitor"),
+];
+
+#[tokio::test]
+#[ignore = "real window: run scripts/test"]
+async fn five_tabs_switch_without_losing_state() {
+    let app = App::launch().await;
+
+    // The footer shows what app_info answered: this version and the GENAI_HOME we gave the app.
+    let want_root = {
+        std::fs::create_dir_all(app.genai_home()).unwrap();
+        app.genai_home()
+            .canonicalize()
+            .unwrap()
+            .display()
+            .to_string()
+    };
+    let root = app.wait_text("#storage-root", |t| !t.is_empty()).await;
+    assert_eq!(root, want_root, "footer storage root");
+    let version = app.wait_text("#app-version", |t| !t.is_empty()).await;
+    assert_eq!(
+        version,
+        format!("GenAI Control Panel v{}", env!("CARGO_PKG_VERSION"))
+    );
+    let platform = app.wait_text("#app-platform", |t| !t.is_empty()).await;
+    assert_eq!(
+        platform,
+        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
+    );
+    // The app created its storage layout under that root.
+    for sub in [
+        "models/llm",
+        "models/diffusion",
+        "binaries",
+        "logs",
+        "config",
+        "downloads",
+    ] {
+        assert!(app.genai_home().join(sub).is_dir(), "{sub} was not created");
+    }
+
+    // Mark every panel's DOM node: if switching tabs re-created a panel, its mark would be gone.
+    app.script(
+        "document.querySelectorAll('.tab-panel').forEach((p, i) => p.dataset.probe = 'kept-' + i)",
+    )
+    .await;
+
+    let mut shots: Vec<Vec<u8>> = Vec::new();
+    for (i, (id, label)) in TABS.iter().enumerate() {
+        app.click(&format!("#tab-btn-{id}")).await;
+        let heading = app.wait_visible(&format!("#tab-{id} .tab-heading")).await;
+        assert_eq!(heading.text().await.unwrap(), *label, "heading of tab {id}");
+        for (other, _) in TABS {
+            assert_eq!(
+                app.is_displayed(&format!("#tab-{other}")).await,
+                other == *id,
+                "with {id} active, panel {other} has the wrong visibility"
+            );
+        }
+        let selected = app
+            .script(&format!(
+                "return document.getElementById('tab-btn-{id}').getAttribute('aria-selected')"
+            ))
+            .await;
+        assert_eq!(selected, "true", "tab button {id} is not marked selected");
+        shots.push(app.screenshot(&format!("{}-{id}", i + 1)).await);
+    }
+
+    let probes = app
+        .script(
+            "return Array.from(document.querySelectorAll('.tab-panel')).map(p => p.dataset.probe)",
+        )
+        .await;
+    assert_eq!(
+        probes,
+        serde_json::json!(["kept-0", "kept-1", "kept-2", "kept-3", "kept-4"]),
+        "a tab panel was re-created while switching"
+    );
+    for i in 0..shots.len() {
+        for j in i + 1..shots.len() {
+            assert_ne!(
+                shots[i],
+                shots[j],
+                "screenshots of tabs {} and {} are identical",
+                i + 1,
+                j + 1
+            );
+        }
+    }
+
+    let group = app.finish().await;
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+#[tokio::test]
+#[ignore = "real window: run scripts/test"]
+async fn unusable_storage_folder_is_explained_with_a_remedy() {
+    // A folder cannot be created under a regular file.
+    let file = std::env::temp_dir().join(format!("genai-e2e-not-a-dir-{}", std::process::id()));
+    std::fs::write(&file, b"x").unwrap();
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(file.join("home")),
+    })
+    .await;
+
+    let title = app
+        .wait_text("#app-footer .error-title", |t| !t.is_empty())
+        .await;
+    assert_eq!(title, "File system error");
+    let code = app
+        .wait_text("#app-footer .error-code", |t| !t.is_empty())
+        .await;
+    assert_eq!(code, "FILE_SYSTEM");
+    let message = app
+        .wait_text("#app-footer .error-message", |t| !t.is_empty())
+        .await;
+    assert!(
+        message.contains(&file.display().to_string()),
+        "message names the path: {message}"
+    );
+    let remedy = app
+        .wait_text("#app-footer .error-remedy", |t| !t.is_empty())
+        .await;
+    assert!(!remedy.is_empty());
+    // The tabs still work.
+    app.click("#tab-btn-models").await;
+    app.wait_visible("#tab-models .tab-heading").await;
+    app.screenshot("storage-error").await;
+
+    // Once the cause is gone, Retry opens the storage folder without restarting the app.
+    std::fs::remove_file(&file).unwrap();
+    app.click("#app-footer .error-box button").await;
+    let root = app.wait_text("#storage-root", |t| !t.is_empty()).await;
+    assert_eq!(root, file.join("home").display().to_string());
+    assert!(file.join("home/models/llm").is_dir());
+
+    let group = app.finish().await;
+    assert!(
+        live_group_members(group).is_empty(),
+        "processes left behind"
+    );
+    std::fs::remove_dir_all(&file).unwrap();
+}

@@ -1,0 +1,109 @@
+//! Typed access to the app: every command call and event subscription goes through here, so tabs
+//! never touch raw JS values. Names and types come from the `ipc` crate.
+
+use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
+use serde::{de::DeserializeOwned, Serialize};
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "core"], js_name = invoke, catch)]
+    async fn tauri_invoke(cmd: &str, args: JsValue) -> Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(js_namespace = ["window", "__TAURI__", "event"], js_name = listen, catch)]
+    async fn tauri_listen(
+        event: &str,
+        handler: &Closure<dyn FnMut(JsValue)>,
+    ) -> Result<JsValue, JsValue>;
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, IpcError> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| {
+            IpcError::new(
+                ErrorCode::Internal,
+                format!("could not encode arguments: {e}"),
+            )
+        })
+}
+
+/// A rejected invoke carries our `IpcError` as JSON; anything else (Tauri's own "command not
+/// found", a missing `window.__TAURI__`) becomes an `Internal` error with the text it had.
+fn to_error(raw: JsValue) -> IpcError {
+    serde_wasm_bindgen::from_value::<IpcError>(raw.clone()).unwrap_or_else(|_| {
+        let text = raw
+            .as_string()
+            .or_else(|| js_sys_string(&raw))
+            .unwrap_or_else(|| "unknown error".to_owned());
+        IpcError::new(ErrorCode::Internal, text)
+    })
+}
+
+fn js_sys_string(v: &JsValue) -> Option<String> {
+    v.dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+}
+
+/// Calls a command that takes one DTO as `args` (the convention for all our commands).
+pub async fn invoke_with<A: Serialize, T: DeserializeOwned>(
+    name: &str,
+    args: &A,
+) -> Result<T, IpcError> {
+    #[derive(Serialize)]
+    struct Wrapped<'a, A> {
+        args: &'a A,
+    }
+    call(name, to_js(&Wrapped { args })?).await
+}
+
+/// Calls a command that takes no arguments.
+pub async fn invoke<T: DeserializeOwned>(name: &str) -> Result<T, IpcError> {
+    call(name, JsValue::UNDEFINED).await
+}
+
+async fn call<T: DeserializeOwned>(name: &str, args: JsValue) -> Result<T, IpcError> {
+    let raw = tauri_invoke(name, args).await.map_err(to_error)?;
+    serde_wasm_bindgen::from_value(raw).map_err(|e| {
+        IpcError::new(
+            ErrorCode::Internal,
+            format!("unexpected answer from {name}: {e}"),
+        )
+    })
+}
+
+pub async fn app_info() -> Result<AppInfo, IpcError> {
+    invoke(cmd::APP_INFO).await
+}
+
+pub async fn open_storage_folder() -> Result<(), IpcError> {
+    invoke(cmd::OPEN_STORAGE_FOLDER).await
+}
+
+#[allow(dead_code)] // first caller: links to model cards in the Models tab
+pub async fn open_link(url: String) -> Result<(), IpcError> {
+    invoke_with(cmd::OPEN_LINK, &OpenLinkArgs { url }).await
+}
+
+/// Calls `on_event` with every [`AppEvent`] for the rest of the window's life. Payloads that do
+/// not decode (a newer backend) are skipped with a console warning rather than breaking the UI.
+pub fn listen_events(on_event: impl Fn(AppEvent) + 'static) {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        payload: AppEvent,
+    }
+    let handler =
+        Closure::<dyn FnMut(JsValue)>::new(
+            move |raw: JsValue| match serde_wasm_bindgen::from_value::<Envelope>(raw) {
+                Ok(env) => on_event(env.payload),
+                Err(e) => leptos::logging::warn!("ignoring an event that does not decode: {e}"),
+            },
+        );
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Err(e) = tauri_listen(ipc::EVENT_CHANNEL, &handler).await {
+            leptos::logging::warn!("could not listen to app events: {}", to_error(e));
+        }
+        // The subscription lasts as long as the window, so the handler must too.
+        handler.forget();
+    });
+}

@@ -1,0 +1,6 @@
+//! Pieces the tabs share.
+
+pub mod card;
+pub mod error_box;
+pub mod footer;
+pub mod planned;

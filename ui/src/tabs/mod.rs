@@ -1,0 +1,7 @@
+//! One file per tab.
+
+pub mod diffusion;
+pub mod llm;
+pub mod models;
+pub mod monitor;
+pub mod system;
