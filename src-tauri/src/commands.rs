@@ -2,16 +2,33 @@
 //! or [`IpcError`] out. Names come from [`ipc::cmd`].
 
 use crate::state::AppState;
+use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{AppInfo, IpcError, OpenLinkArgs};
 use tauri::{AppHandle, State};
 
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
-    tauri::generate_handler![app_info, open_storage_folder, open_link]
+    tauri::generate_handler![
+        app_info,
+        open_storage_folder,
+        open_link,
+        system_info,
+        memory_now
+    ]
 }
 
 #[tauri::command]
 fn app_info(state: State<'_, AppState>) -> Result<AppInfo, IpcError> {
     Ok(state.runtime()?.app_info())
+}
+
+#[tauri::command]
+fn system_info(state: State<'_, AppState>) -> Result<SystemInfo, IpcError> {
+    Ok(state.system().system_info()?)
+}
+
+#[tauri::command]
+fn memory_now(state: State<'_, AppState>) -> Result<MemoryNow, IpcError> {
+    Ok(state.system().memory_now()?)
 }
 
 /// Shows the storage folder in the system's file manager. It takes no path from the window,

@@ -1,21 +1,25 @@
 use ipc::IpcError;
+use runtime::system::SystemProbe;
 use runtime::{EventBus, Runtime};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// What every command can reach. The runtime may fail to open (no writable storage folder):
 /// commands then answer with that error and its remedy, and each later call tries again, so the
 /// user can fix the folder and press Retry without restarting the app.
 pub struct AppState {
     pub events: EventBus,
+    system: Arc<SystemProbe>,
     runtime: Mutex<Result<Runtime, IpcError>>,
 }
 
 impl AppState {
     pub fn open() -> Self {
         let events = EventBus::default();
-        let runtime = Runtime::open_default(events.clone()).map_err(IpcError::from);
+        let system = Arc::new(SystemProbe::real());
+        let runtime = Runtime::open_default(events.clone(), system.clone()).map_err(IpcError::from);
         Self {
             events,
+            system,
             runtime: Mutex::new(runtime),
         }
     }
@@ -24,9 +28,15 @@ impl AppState {
     pub fn runtime(&self) -> Result<Runtime, IpcError> {
         let mut slot = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_err() {
-            *slot = Runtime::open_default(self.events.clone()).map_err(IpcError::from);
+            *slot = Runtime::open_default(self.events.clone(), self.system.clone())
+                .map_err(IpcError::from);
         }
         slot.clone()
+    }
+
+    /// Hardware detection works without the storage folder, so it is reachable without it.
+    pub fn system(&self) -> &SystemProbe {
+        &self.system
     }
 
     pub fn startup_error(&self) -> Option<IpcError> {

@@ -1,6 +1,7 @@
 //! Typed access to the app: every command call and event subscription goes through here, so tabs
 //! never touch raw JS values. Names and types come from the `ipc` crate.
 
+use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
 use serde::{de::DeserializeOwned, Serialize};
 use wasm_bindgen::prelude::*;
@@ -74,6 +75,15 @@ async fn call<T: DeserializeOwned>(name: &str, args: JsValue) -> Result<T, IpcEr
 
 pub async fn app_info() -> Result<AppInfo, IpcError> {
     invoke(cmd::APP_INFO).await
+}
+
+pub async fn system_info() -> Result<SystemInfo, IpcError> {
+    invoke(cmd::SYSTEM_INFO).await
+}
+
+#[allow(dead_code)] // first caller: the Resource Monitor tab
+pub async fn memory_now() -> Result<MemoryNow, IpcError> {
+    invoke(cmd::MEMORY_NOW).await
 }
 
 pub async fn open_storage_folder() -> Result<(), IpcError> {

@@ -2,6 +2,7 @@
 
 use crate::components::footer::Footer;
 use crate::tabs;
+use ipc::AppEvent;
 use leptos::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,11 @@ impl Tab {
 #[derive(Clone, Copy)]
 pub struct EventLog(pub RwSignal<Vec<String>>);
 
+/// Bumped whenever the machine's situation changed (a server started or stopped): tabs showing
+/// hardware refresh at once instead of waiting for their next poll.
+#[derive(Clone, Copy)]
+pub struct SystemChanged(pub RwSignal<u64>);
+
 const EVENT_LOG_LEN: usize = 50;
 
 #[component]
@@ -55,7 +61,15 @@ pub fn App() -> impl IntoView {
     let active = RwSignal::new(Tab::System);
     let log = EventLog(RwSignal::new(Vec::new()));
     provide_context(log);
+    let changed = SystemChanged(RwSignal::new(0));
+    provide_context(changed);
     crate::api::listen_events(move |event| {
+        if matches!(
+            event,
+            AppEvent::SystemChanged | AppEvent::ServerState { .. }
+        ) {
+            changed.0.update(|n| *n += 1);
+        }
         log.0.update(|lines| {
             lines.push(event.summary());
             let extra = lines.len().saturating_sub(EVENT_LOG_LEN);

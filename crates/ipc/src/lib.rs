@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod event;
+pub mod format;
+pub mod system;
 
 pub use error::{ErrorCode, IpcError};
 pub use event::{AppEvent, EVENT_CHANNEL};
@@ -17,9 +19,19 @@ pub mod cmd {
     pub const APP_INFO: &str = "app_info";
     pub const OPEN_STORAGE_FOLDER: &str = "open_storage_folder";
     pub const OPEN_LINK: &str = "open_link";
+    /// Static and live facts about the machine ([`crate::system::SystemInfo`]).
+    pub const SYSTEM_INFO: &str = "system_info";
+    /// Live RAM and VRAM only ([`crate::system::MemoryNow`]); cheap enough to poll.
+    pub const MEMORY_NOW: &str = "memory_now";
 
     /// Every command name, for the registration check.
-    pub const ALL: &[&str] = &[APP_INFO, OPEN_STORAGE_FOLDER, OPEN_LINK];
+    pub const ALL: &[&str] = &[
+        APP_INFO,
+        OPEN_STORAGE_FOLDER,
+        OPEN_LINK,
+        SYSTEM_INFO,
+        MEMORY_NOW,
+    ];
 }
 
 /// What the footer shows: who we are and where our files live.

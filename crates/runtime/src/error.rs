@@ -29,6 +29,9 @@ pub enum RuntimeError {
 
     #[error("{0}")]
     InvalidInput(String),
+
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl RuntimeError {
@@ -38,6 +41,7 @@ impl RuntimeError {
             Self::NoStorageRoot(_) | Self::StorageUnusable { .. } => ErrorCode::FileSystem,
             Self::PathOutsideRoot { .. } => ErrorCode::PathOutsideRoot,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::Unsupported(_) => ErrorCode::Unsupported,
         }
     }
 

@@ -7,12 +7,15 @@ pub mod error;
 pub mod events;
 pub mod links;
 pub mod storage;
+pub mod system;
 
 pub use error::{Result, RuntimeError};
 pub use events::EventBus;
 pub use storage::{StorageLayout, StorageRoot};
 
-use ipc::{AppInfo, Platform};
+use ipc::{AppEvent, AppInfo, Platform};
+use std::sync::Arc;
+use system::SystemProbe;
 
 /// The product's name as shown to people.
 pub const APP_NAME: &str = "GenAI Control Panel";
@@ -22,21 +25,35 @@ pub const APP_NAME: &str = "GenAI Control Panel";
 pub struct Runtime {
     storage: StorageLayout,
     events: EventBus,
+    system: Arc<SystemProbe>,
 }
 
 impl Runtime {
-    /// Opens the storage root (creating its folders). Events go to `events`, which may outlive
-    /// a failed open, so the window's subscription holds across a retry.
-    pub fn open(root: StorageRoot, events: EventBus) -> Result<Self> {
+    /// Opens the storage root (creating its folders). `events` and `system` may outlive a failed
+    /// open, so the window's subscription and the hardware cache hold across a retry.
+    pub fn open(root: StorageRoot, events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
+        let storage = StorageLayout::create(root)?;
         Ok(Self {
-            storage: StorageLayout::create(root)?,
+            storage,
             events,
+            system,
         })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
-    pub fn open_default(events: EventBus) -> Result<Self> {
-        Self::open(StorageRoot::from_env()?, events)
+    pub fn open_default(events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
+        Self::open(StorageRoot::from_env()?, events, system)
+    }
+
+    pub fn system(&self) -> &SystemProbe {
+        &self.system
+    }
+
+    /// A server started or stopped: what the machine has free changed, so hardware facts are
+    /// detected afresh and the window is told to refresh.
+    pub fn system_changed(&self) {
+        self.system.invalidate();
+        self.events.emit(AppEvent::SystemChanged);
     }
 
     pub fn storage(&self) -> &StorageLayout {

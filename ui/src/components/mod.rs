@@ -1,5 +1,6 @@
 //! Pieces the tabs share.
 
+pub mod bar;
 pub mod card;
 pub mod error_box;
 pub mod footer;

@@ -1,0 +1,138 @@
+//! What the app knows about the machine: CPU, memory, GPUs, and what that means for models.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuInfo {
+    pub model: String,
+    /// `None` when the platform does not say (some VMs).
+    pub physical_cores: Option<u32>,
+    pub logical_cores: u32,
+    pub arch: String,
+}
+
+/// System memory, read fresh on every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryInfo {
+    pub total_bytes: u64,
+    /// What can be given to a new program without swapping (Linux `MemAvailable`), not "free".
+    pub available_bytes: u64,
+}
+
+impl MemoryInfo {
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.available_bytes)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuVendor {
+    Nvidia,
+    Amd,
+    Intel,
+    Apple,
+    Other,
+}
+
+impl GpuVendor {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Nvidia => "NVIDIA",
+            Self::Amd => "AMD",
+            Self::Intel => "Intel",
+            Self::Apple => "Apple",
+            Self::Other => "Other",
+        }
+    }
+}
+
+/// How llama.cpp / stable-diffusion.cpp would use a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Cuda,
+    Vulkan,
+    Metal,
+    Cpu,
+}
+
+impl Backend {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cuda => "CUDA",
+            Self::Vulkan => "Vulkan",
+            Self::Metal => "Metal",
+            Self::Cpu => "CPU",
+        }
+    }
+}
+
+/// VRAM figures of one GPU at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VramInfo {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// Stable within one listing; the key for [`GpuMemory`].
+    pub id: String,
+    pub name: String,
+    pub vendor: GpuVendor,
+    pub backend: Backend,
+    /// `None` where the platform gives no figures (Intel, a driver not loaded).
+    pub vram: Option<VramInfo>,
+    /// Shares system memory (Apple silicon, most integrated GPUs).
+    pub unified_memory: bool,
+    pub driver_version: Option<String>,
+    /// CUDA compute capability, e.g. "8.9".
+    pub compute_capability: Option<String>,
+    pub uuid: Option<String>,
+    /// PCI address, e.g. "0000:01:00.0".
+    pub pci_address: Option<String>,
+}
+
+/// The largest model file that fits somewhere, and what that means in parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFit {
+    pub bytes: u64,
+    /// e.g. "up to ~13B at Q4_K_M".
+    pub label: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recommendations {
+    /// Threads for llama-server / sd-cli: physical cores, one left for the UI on larger machines.
+    pub threads: u32,
+    pub backend: Backend,
+    pub gpu_acceleration: bool,
+    /// Fits wholly in the best GPU's VRAM with room for its context; `None` without such a GPU.
+    pub max_model_gpu: Option<ModelFit>,
+    /// Fits in RAM with room for the system and its context (CPU inference).
+    pub max_model_ram: ModelFit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemInfo {
+    pub cpu: CpuInfo,
+    pub memory: MemoryInfo,
+    pub gpus: Vec<GpuInfo>,
+    pub recommendations: Recommendations,
+}
+
+/// Live VRAM of one GPU, keyed by [`GpuInfo::id`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMemory {
+    pub id: String,
+    pub vram: VramInfo,
+}
+
+/// The cheap, live part: what polling asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryNow {
+    pub memory: MemoryInfo,
+    pub gpus: Vec<GpuMemory>,
+}
