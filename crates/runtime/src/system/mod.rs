@@ -5,6 +5,7 @@
 
 pub mod memory;
 pub mod nvidia;
+pub mod nvidia_smi;
 pub mod recommend;
 pub mod sysfs;
 

@@ -1,0 +1,219 @@
+//! GGUF files: the header (metadata and tensor infos) read without touching the weights, typed
+//! accessors for what the app needs, exact tensor byte sizes, and a writer for test fixtures.
+//!
+//! Every count and length in a file is untrusted: the reader checks each against a limit before
+//! using it, never reserves memory from a count alone, and fails with an error instead of
+//! panicking. Reading stops once the tensor infos are read, so a 100 GB model costs a few reads.
+
+pub mod fixtures;
+mod ggml;
+mod read;
+mod value;
+mod write;
+
+pub use ggml::GgmlType;
+pub use read::{read_header, read_header_from_path, Limits};
+pub use value::{Value, ValueType};
+pub use write::{TensorData, Writer};
+
+/// "GGUF" as a little-endian u32.
+pub const MAGIC: u32 = 0x4655_4747;
+/// Used when the file does not set `general.alignment`.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not a GGUF file (the first four bytes are {0:02x?}, not \"GGUF\")")]
+    NotGguf([u8; 4]),
+    #[error("GGUF version {0} is not supported (only 2 and 3)")]
+    UnsupportedVersion(u32),
+    #[error("the file ends inside the header (at byte {0})")]
+    Truncated(u64),
+    #[error("{what} at byte {offset} is {value}, above the limit of {limit}")]
+    TooLarge {
+        what: &'static str,
+        offset: u64,
+        value: u64,
+        limit: u64,
+    },
+    #[error("bad header at byte {offset}: {why}")]
+    Malformed { offset: u64, why: String },
+    #[error("reading failed: {0}")]
+    Io(std::io::Error),
+}
+
+impl Error {
+    /// True when the file itself is at fault (a corrupt or hostile file), not the reading of it.
+    pub fn is_invalid_file(&self) -> bool {
+        !matches!(self, Error::Io(_))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One tensor as the header describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Dimensions in GGUF order: `dims[0]` is the innermost (row length).
+    pub dims: Vec<u64>,
+    pub ggml_type: GgmlType,
+    /// Offset of the data from the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
+
+    /// Exact bytes of the tensor's data, `None` for a type this reader does not know.
+    pub fn byte_size(&self) -> Option<u64> {
+        self.ggml_type
+            .row_bytes(*self.dims.first().unwrap_or(&1))
+            .map(|row| row * self.dims.iter().skip(1).product::<u64>())
+    }
+
+    /// The block (layer) a tensor belongs to: `blk.12.attn_q.weight` -> 12.
+    pub fn block_index(&self) -> Option<u32> {
+        self.name
+            .strip_prefix("blk.")?
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+/// A GGUF header: version, metadata in file order, tensor infos and where the data begins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub version: u32,
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorInfo>,
+    pub alignment: u64,
+    /// Absolute file offset of the data section (after the header, aligned).
+    pub data_offset: u64,
+    /// Bytes of header actually read.
+    pub header_bytes: u64,
+}
+
+impl Header {
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub fn get_str(&self, key: &str) -> Option<&str> {
+        self.get(key)?.as_str()
+    }
+
+    pub fn get_u64(&self, key: &str) -> Option<u64> {
+        self.get(key)?.as_u64()
+    }
+
+    pub fn architecture(&self) -> Option<&str> {
+        self.get_str("general.architecture")
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.get_str("general.name")
+    }
+
+    /// `<architecture>.<suffix>`, the way per-model keys are named.
+    fn arch_u64(&self, suffix: &str) -> Option<u64> {
+        self.get_u64(&format!("{}.{suffix}", self.architecture()?))
+    }
+
+    pub fn block_count(&self) -> Option<u64> {
+        self.arch_u64("block_count")
+    }
+
+    pub fn context_length(&self) -> Option<u64> {
+        self.arch_u64("context_length")
+    }
+
+    pub fn embedding_length(&self) -> Option<u64> {
+        self.arch_u64("embedding_length")
+    }
+
+    pub fn feed_forward_length(&self) -> Option<u64> {
+        self.arch_u64("feed_forward_length")
+    }
+
+    /// Attention heads per layer. Some models (OpenELM, some hybrids) give one value per layer;
+    /// a scalar is repeated for every block.
+    pub fn head_count_per_layer(&self) -> Option<Vec<u64>> {
+        self.per_layer("attention.head_count")
+    }
+
+    /// KV heads per layer (defaults to the head count when absent, as llama.cpp does).
+    pub fn head_count_kv_per_layer(&self) -> Option<Vec<u64>> {
+        self.per_layer("attention.head_count_kv")
+            .or_else(|| self.head_count_per_layer())
+    }
+
+    fn per_layer(&self, suffix: &str) -> Option<Vec<u64>> {
+        let key = format!("{}.{suffix}", self.architecture()?);
+        match self.get(&key)? {
+            Value::Array(items) => items.iter().map(Value::as_u64).collect(),
+            v => {
+                let n = v.as_u64()?;
+                Some(vec![n; self.block_count().unwrap_or(1) as usize])
+            }
+        }
+    }
+
+    /// Per-head key length: `attention.key_length`, else embedding / heads.
+    pub fn key_length(&self) -> Option<u64> {
+        self.arch_u64("attention.key_length")
+            .or_else(|| self.default_head_dim())
+    }
+
+    pub fn value_length(&self) -> Option<u64> {
+        self.arch_u64("attention.value_length")
+            .or_else(|| self.default_head_dim())
+    }
+
+    fn default_head_dim(&self) -> Option<u64> {
+        let heads = *self.head_count_per_layer()?.iter().find(|&&h| h > 0)?;
+        Some(self.embedding_length()? / heads)
+    }
+
+    pub fn expert_count(&self) -> Option<u64> {
+        self.arch_u64("expert_count")
+    }
+
+    pub fn expert_used_count(&self) -> Option<u64> {
+        self.arch_u64("expert_used_count")
+    }
+
+    pub fn sliding_window(&self) -> Option<u64> {
+        self.arch_u64("attention.sliding_window")
+    }
+
+    /// `general.file_type`: the llama.cpp ftype enum (e.g. 15 = Q4_K_M).
+    pub fn file_type(&self) -> Option<u64> {
+        self.get_u64("general.file_type")
+    }
+
+    /// Bytes of all tensor data; `None` if a tensor has an unknown type.
+    pub fn tensor_bytes(&self) -> Option<u64> {
+        self.tensors.iter().map(TensorInfo::byte_size).sum()
+    }
+
+    /// Weight bytes of each block `0..block_count`, summed exactly from the tensor infos, and
+    /// the bytes outside any block (embeddings, output head).
+    pub fn bytes_per_block(&self) -> Option<(Vec<u64>, u64)> {
+        let blocks = self.block_count()? as usize;
+        let mut per = vec![0u64; blocks];
+        let mut other = 0u64;
+        for t in &self.tensors {
+            let size = t.byte_size()?;
+            match t.block_index().map(|b| b as usize) {
+                Some(b) if b < blocks => per[b] += size,
+                _ => other += size,
+            }
+        }
+        Some((per, other))
+    }
+}

@@ -1,0 +1,258 @@
+//! The reader against files the writer makes, and against hostile variations of them.
+
+use gguf::fixtures::{tiny_llama, TinyLlama};
+use gguf::{read_header, Error, GgmlType, Limits, TensorData, Value, Writer};
+use std::io::Read;
+
+/// Counts the bytes a reader hands out, to prove the header reader stops at the header.
+struct Counting<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+fn parse(bytes: &[u8]) -> gguf::Result<gguf::Header> {
+    read_header(bytes, Limits::default())
+}
+
+#[test]
+fn tiny_llama_round_trips_with_typed_accessors() {
+    let w = tiny_llama(TinyLlama::default());
+    let bytes = w.to_bytes();
+    let h = parse(&bytes).unwrap();
+    assert_eq!(h.version, 3);
+    assert_eq!(h.architecture(), Some("llama"));
+    assert_eq!(h.name(), Some("tiny-llama-test"));
+    assert_eq!(h.block_count(), Some(2));
+    assert_eq!(h.context_length(), Some(512));
+    assert_eq!(h.embedding_length(), Some(64));
+    assert_eq!(h.feed_forward_length(), Some(128));
+    assert_eq!(h.head_count_per_layer(), Some(vec![4, 4]));
+    assert_eq!(h.head_count_kv_per_layer(), Some(vec![4, 4]));
+    assert_eq!(h.key_length(), Some(16), "embedding / heads when not given");
+    assert_eq!(h.file_type(), Some(0));
+    assert_eq!(h.expert_count(), None);
+    assert_eq!(
+        h.get("tokenizer.ggml.tokens")
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        259
+    );
+    assert_eq!(h.tensors.len(), 2 + 9 * 2 + 1);
+
+    // Sizes: the data section holds exactly the tensors' bytes (f32, 32-byte aligned sizes).
+    let total = h.tensor_bytes().unwrap();
+    assert_eq!(h.data_offset % 32, 0);
+    assert_eq!(bytes.len() as u64, h.data_offset + total);
+    let (per_block, other) = h.bytes_per_block().unwrap();
+    let block = 4 * (2 * 64 + 4 * 64 * 64 + 3 * 64 * 128);
+    assert_eq!(per_block, vec![block, block]);
+    assert_eq!(other, 4 * (64 * 259 * 2 + 64));
+    assert!(bytes.len() < 600_000, "tiny model is {} bytes", bytes.len());
+    // Each tensor's data is where its offset says.
+    let norm = h
+        .tensors
+        .iter()
+        .find(|t| t.name == "blk.0.attn_norm.weight")
+        .unwrap();
+    let at = (h.data_offset + norm.offset) as usize;
+    assert_eq!(&bytes[at..at + 4], &1.0f32.to_le_bytes());
+}
+
+#[test]
+fn only_the_header_is_read() {
+    let bytes = tiny_llama(TinyLlama::default()).to_bytes();
+    let mut src = Counting {
+        inner: &bytes[..],
+        read: 0,
+    };
+    let h = read_header(&mut src, Limits::default()).unwrap();
+    assert_eq!(src.read, h.header_bytes);
+    assert!(h.header_bytes < bytes.len() as u64 / 10);
+}
+
+#[test]
+fn every_value_type_and_per_layer_heads() {
+    let w = Writer::new()
+        .kv("general.architecture", Value::String("openelm".into()))
+        .kv("openelm.block_count", Value::U64(3))
+        .kv("openelm.embedding_length", Value::U64(96))
+        .kv(
+            "openelm.attention.head_count",
+            Value::Array(vec![Value::I32(3), Value::I32(4), Value::I32(6)]),
+        )
+        .kv("openelm.attention.sliding_window", Value::U32(4096))
+        .kv("openelm.expert_count", Value::U32(8))
+        .kv("openelm.expert_used_count", Value::U32(2))
+        .kv("u8", Value::U8(7))
+        .kv("i8", Value::I8(-7))
+        .kv("u16", Value::U16(700))
+        .kv("i16", Value::I16(-700))
+        .kv("i64", Value::I64(-1))
+        .kv("f64", Value::F64(2.5))
+        .kv("bool", Value::Bool(true))
+        .kv(
+            "nested",
+            Value::Array(vec![Value::Array(vec![Value::U8(1)]), Value::Array(vec![])]),
+        )
+        .kv("empty", Value::Array(vec![]))
+        .kv("general.alignment", Value::U32(64))
+        .tensor(TensorData {
+            name: "q".into(),
+            dims: vec![256, 2],
+            ggml_type: GgmlType::Q4_K,
+            data: vec![0; 288],
+        });
+    let h = parse(&w.to_bytes()).unwrap();
+    assert_eq!(h.head_count_per_layer(), Some(vec![3, 4, 6]));
+    assert_eq!(
+        h.key_length(),
+        Some(32),
+        "first non-zero head count: 96 / 3"
+    );
+    assert_eq!(h.sliding_window(), Some(4096));
+    assert_eq!(
+        (h.expert_count(), h.expert_used_count()),
+        (Some(8), Some(2))
+    );
+    assert_eq!(
+        h.get("i64").unwrap().as_u64(),
+        None,
+        "negative is not a count"
+    );
+    assert_eq!(h.get("f64").unwrap().as_f64(), Some(2.5));
+    assert_eq!(h.get("bool"), Some(&Value::Bool(true)));
+    assert_eq!(h.alignment, 64);
+    assert_eq!(h.data_offset % 64, 0);
+    assert_eq!(h.tensors[0].byte_size(), Some(288));
+    for (k, v) in &w.metadata {
+        assert_eq!(h.get(k), Some(v), "{k}");
+    }
+}
+
+/// A header of one string key whose declared length is `len`.
+fn with_string_len(len: u64) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"GGUF");
+    b.extend_from_slice(&3u32.to_le_bytes());
+    b.extend_from_slice(&0u64.to_le_bytes());
+    b.extend_from_slice(&1u64.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(b"abc");
+    b
+}
+
+#[test]
+fn hostile_headers_are_errors_not_panics_or_huge_allocations() {
+    let good = tiny_llama(TinyLlama::default()).to_bytes();
+    let mut cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("not gguf", b"PK\x03\x04rest of a zip".to_vec()),
+        ("version 1", [&b"GGUF"[..], &1u32.to_le_bytes()].concat()),
+        ("big-endian", [&b"GGUF"[..], &3u32.to_be_bytes()].concat()),
+        ("huge string", with_string_len(u64::MAX)),
+        ("string past the end", with_string_len(1 << 20)),
+    ];
+    let mut huge_count = good[..8].to_vec();
+    huge_count.extend_from_slice(&u64::MAX.to_le_bytes());
+    cases.push(("huge tensor count", huge_count));
+    let mut huge_array = Writer::new()
+        .kv("a", Value::Array(vec![Value::U8(1)]))
+        .header_bytes()
+        .0;
+    let n = huge_array.len();
+    huge_array[n - 9..n - 1].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    cases.push(("huge array", huge_array));
+    let mut deep = Value::U8(0);
+    for _ in 0..10 {
+        deep = Value::Array(vec![deep]);
+    }
+    cases.push(("deep nesting", Writer::new().kv("d", deep).to_bytes()));
+    cases.push((
+        "bad alignment",
+        Writer::new()
+            .kv("general.alignment", Value::U32(3))
+            .to_bytes(),
+    ));
+    cases.push((
+        "too many dims",
+        Writer::new()
+            .tensor(TensorData {
+                name: "t".into(),
+                dims: vec![1; 9],
+                ggml_type: GgmlType::F32,
+                data: vec![],
+            })
+            .header_bytes()
+            .0,
+    ));
+    cases.push((
+        "overflowing dims",
+        Writer::new()
+            .tensor(TensorData {
+                name: "t".into(),
+                dims: vec![u64::MAX, 3],
+                ggml_type: GgmlType::F32,
+                data: vec![],
+            })
+            .header_bytes()
+            .0,
+    ));
+    let mut bad_type = Writer::new().kv("k", Value::U8(1)).header_bytes().0;
+    let at = 4 + 4 + 8 + 8 + 8 + 1;
+    bad_type[at..at + 4].copy_from_slice(&99u32.to_le_bytes());
+    cases.push(("unknown value type", bad_type));
+
+    for (name, bytes) in cases {
+        match parse(&bytes) {
+            Ok(h) => panic!("{name}: parsed as {} tensors", h.tensors.len()),
+            Err(e) => assert!(e.is_invalid_file(), "{name}: {e}"),
+        }
+    }
+    assert!(matches!(
+        parse(b"GGUF\x01\0\0\0"),
+        Err(Error::UnsupportedVersion(1))
+    ));
+}
+
+/// Deterministic fuzzing: every truncation of a real header, and thousands of random byte
+/// changes, must give a header or an error, never a panic.
+#[test]
+fn mutated_headers_never_panic() {
+    let (header, _) = tiny_llama(TinyLlama {
+        n_layer: 1,
+        ..Default::default()
+    })
+    .header_bytes();
+    for len in 0..header.len() {
+        assert!(parse(&header[..len]).is_err(), "truncated at {len} parsed");
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let limits = Limits {
+        max_header_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    for _ in 0..3000 {
+        let mut b = header.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % b.len() as u64) as usize;
+            b[at] = next() as u8;
+        }
+        let _ = read_header(&b[..], limits);
+    }
+}
