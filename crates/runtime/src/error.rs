@@ -32,9 +32,43 @@ pub enum RuntimeError {
 
     #[error("{0}")]
     Unsupported(String),
+
+    #[error("network error fetching {url}: {detail}")]
+    Network { url: String, detail: String },
+
+    #[error("the server answered HTTP {status} for {url}")]
+    HttpStatus { url: String, status: u16 },
+
+    #[error("{file} has SHA-256 {actual}, expected {expected}; the file was deleted")]
+    ChecksumMismatch {
+        file: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error("cancelled")]
+    Cancelled,
+
+    #[error("{needed} bytes are needed in {dir} but only {available} are free")]
+    InsufficientDisk {
+        dir: String,
+        needed: u64,
+        available: u64,
+    },
+
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl RuntimeError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Io { .. } => ErrorCode::FileSystem,
@@ -42,6 +76,12 @@ impl RuntimeError {
             Self::PathOutsideRoot { .. } => ErrorCode::PathOutsideRoot,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::Unsupported(_) => ErrorCode::Unsupported,
+            Self::Network { .. } => ErrorCode::Network,
+            Self::HttpStatus { .. } => ErrorCode::DownloadFailed,
+            Self::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
+            Self::Cancelled => ErrorCode::Cancelled,
+            Self::InsufficientDisk { .. } => ErrorCode::InsufficientDisk,
+            Self::Internal(_) => ErrorCode::Internal,
         }
     }
 
@@ -55,6 +95,15 @@ impl RuntimeError {
                 .with_remedy(
                     "Give your user write access to the storage folder, or set GENAI_HOME to another folder.",
                 ),
+            Self::HttpStatus { status: 401 | 403, .. } => e.with_remedy(
+                "The file needs access: accept the model's terms on Hugging Face and set HF_TOKEN to a token with read access.",
+            ),
+            Self::HttpStatus { status: 404, .. } => {
+                e.with_remedy("Check the repository, file name and revision (or the URL).")
+            }
+            Self::InsufficientDisk { .. } => e.with_remedy(
+                "Free disk space or delete unused models, then retry; the bytes already fetched are kept.",
+            ),
             _ => e,
         }
     }

@@ -167,6 +167,22 @@ impl StorageLayout {
     }
 }
 
+/// Writes JSON to `path` through a temporary file and a rename, so a crash leaves the old file
+/// or the new one, never half of one.
+pub async fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| RuntimeError::Internal(format!("encoding {}: {e}", path.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    tokio::fs::write(&tmp, &json)
+        .await
+        .map_err(|e| RuntimeError::io("writing", &tmp, e))?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|e| RuntimeError::io("renaming", &tmp, e))
+}
+
 /// Checks that `untrusted` is a plain relative path: no root, no drive, no `..`, no empty or
 /// NUL-containing name, and no backslash (a separator on Windows, a trap everywhere else).
 pub fn relative_inside(untrusted: &str) -> Result<PathBuf> {
