@@ -2,6 +2,7 @@
 //! or [`IpcError`] out. Names come from [`ipc::cmd`].
 
 use crate::state::AppState;
+use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{AppInfo, IpcError, OpenLinkArgs};
 use tauri::{AppHandle, State};
@@ -12,7 +13,15 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         open_storage_folder,
         open_link,
         system_info,
-        memory_now
+        memory_now,
+        models_list,
+        model_delete,
+        model_verify,
+        download_start,
+        downloads,
+        download_pause,
+        download_resume,
+        download_cancel
     ]
 }
 
@@ -29,6 +38,50 @@ fn system_info(state: State<'_, AppState>) -> Result<SystemInfo, IpcError> {
 #[tauri::command]
 fn memory_now(state: State<'_, AppState>) -> Result<MemoryNow, IpcError> {
     Ok(state.system().memory_now()?)
+}
+
+#[tauri::command]
+async fn models_list(state: State<'_, AppState>) -> Result<ModelList, IpcError> {
+    Ok(state.runtime()?.models().list().await?)
+}
+
+#[tauri::command]
+async fn model_delete(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.models().delete(&args.id).await?)
+}
+
+#[tauri::command]
+async fn model_verify(state: State<'_, AppState>, args: IdArgs) -> Result<VerifyResult, IpcError> {
+    Ok(state.runtime()?.models().verify(&args.id).await?)
+}
+
+// Download commands are async so they run on the tokio runtime the queue spawns onto.
+#[tauri::command]
+async fn download_start(
+    state: State<'_, AppState>,
+    args: DownloadRequest,
+) -> Result<String, IpcError> {
+    Ok(state.runtime()?.downloads().enqueue(args)?)
+}
+
+#[tauri::command]
+async fn downloads(state: State<'_, AppState>) -> Result<Vec<DownloadStatus>, IpcError> {
+    Ok(state.runtime()?.downloads().statuses())
+}
+
+#[tauri::command]
+async fn download_pause(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.downloads().pause(&args.id)?)
+}
+
+#[tauri::command]
+async fn download_resume(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.downloads().resume(&args.id)?)
+}
+
+#[tauri::command]
+async fn download_cancel(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.downloads().cancel(&args.id)?)
 }
 
 /// Shows the storage folder in the system's file manager. It takes no path from the window,
@@ -52,11 +105,8 @@ fn open_with_system(app: &AppHandle, what: &str) -> Result<(), IpcError> {
     // shell plugin, and this is the only use of it (the window itself is granted none of it).
     #[allow(deprecated)]
     app.shell().open(what, None).map_err(|e| {
-        IpcError::new(
-            ipc::ErrorCode::Unsupported,
-            format!("could not open {what}: {e}"),
-        )
-        .with_remedy("Install a file manager or browser (xdg-open), or open the path by hand.")
+        IpcError::new(ipc::ErrorCode::Unsupported, format!("could not open {what}: {e}"))
+            .with_remedy("Install a file manager or browser (xdg-open), or open the path by hand.")
     })
 }
 
@@ -71,17 +121,11 @@ mod tests {
             .nth(1)
             .and_then(|s| s.split(']').next())
             .expect("generate_handler! list");
-        let names: Vec<&str> = registered.split(',').map(str::trim).collect();
+        let names: Vec<&str> =
+            registered.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
         for name in ipc::cmd::ALL {
-            assert!(
-                names.contains(name),
-                "{name} is in ipc::cmd::ALL but has no handler"
-            );
+            assert!(names.contains(name), "{name} is in ipc::cmd::ALL but has no handler");
         }
-        assert_eq!(
-            names.len(),
-            ipc::cmd::ALL.len(),
-            "a handler is missing from ipc::cmd::ALL"
-        );
+        assert_eq!(names.len(), ipc::cmd::ALL.len(), "a handler is missing from ipc::cmd::ALL");
     }
 }

@@ -17,11 +17,7 @@ impl AppState {
         let events = EventBus::default();
         let system = Arc::new(SystemProbe::real());
         let runtime = Runtime::open_default(events.clone(), system.clone()).map_err(IpcError::from);
-        Self {
-            events,
-            system,
-            runtime: Mutex::new(runtime),
-        }
+        Self { events, system, runtime: Mutex::new(runtime) }
     }
 
     /// The open runtime, or the reason it cannot open (after one more try).
@@ -40,11 +36,6 @@ impl AppState {
     }
 
     pub fn startup_error(&self) -> Option<IpcError> {
-        self.runtime
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .err()
-            .cloned()
+        self.runtime.lock().unwrap_or_else(|p| p.into_inner()).as_ref().err().cloned()
     }
 }

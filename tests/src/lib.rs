@@ -81,10 +81,7 @@ impl Drop for Guarded {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
@@ -105,17 +102,9 @@ fn start_xvfb() -> (Guarded, String) {
         .expect("a free X display number");
     let display = format!(":{n}");
     let mut cmd = Command::new("Xvfb");
-    cmd.args([
-        &display,
-        "-screen",
-        "0",
-        "1280x860x24",
-        "-nolisten",
-        "tcp",
-        "-noreset",
-    ])
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
+    cmd.args([&display, "-screen", "0", "1280x860x24", "-nolisten", "tcp", "-noreset"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     let xvfb = Guarded::spawn(cmd, "Xvfb");
     let socket = format!("/tmp/.X11-unix/X{n}");
     wait_until("Xvfb's socket", || Path::new(&socket).exists());
@@ -167,15 +156,10 @@ impl App {
         let port = free_port();
         let native_port = free_port();
         let mut cmd = Command::new("tauri-driver");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--native-port",
-            &native_port.to_string(),
-        ])
-        .env("DISPLAY", &display)
-        .env("GENAI_HOME", &genai_home)
-        .stdout(Stdio::null());
+        cmd.args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
+            .env("DISPLAY", &display)
+            .env("GENAI_HOME", &genai_home)
+            .stdout(Stdio::null());
         let driver = Guarded::spawn(cmd, "tauri-driver");
         wait_until("tauri-driver to listen", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -192,13 +176,7 @@ impl App {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .unwrap_or_else(|e| panic!("no WebDriver session on {}: {e}", binary.display()));
-        Self {
-            client,
-            genai_home,
-            temp_home,
-            driver,
-            _xvfb: xvfb,
-        }
+        Self { client, genai_home, temp_home, driver, _xvfb: xvfb }
     }
 
     /// The `GENAI_HOME` the app was started with.
@@ -220,10 +198,7 @@ impl App {
                     return el;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "{css} did not become visible within {WAIT:?}"
-            );
+            assert!(Instant::now() < deadline, "{css} did not become visible within {WAIT:?}");
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
@@ -250,11 +225,7 @@ impl App {
     }
 
     pub async fn click(&self, css: &str) {
-        self.wait_visible(css)
-            .await
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        self.wait_visible(css).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     pub async fn is_displayed(&self, css: &str) -> bool {
@@ -265,10 +236,7 @@ impl App {
     }
 
     pub async fn script(&self, js: &str) -> serde_json::Value {
-        self.client
-            .execute(js, vec![])
-            .await
-            .unwrap_or_else(|e| panic!("script failed: {e}"))
+        self.client.execute(js, vec![]).await.unwrap_or_else(|e| panic!("script failed: {e}"))
     }
 
     /// Saves a PNG of the window under `target/e2e/<name>.png` and returns its bytes.
@@ -303,11 +271,7 @@ pub fn live_group_members(pgid: u32) -> Vec<(u32, String)> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -320,10 +284,7 @@ pub fn live_group_members(pgid: u32) -> Vec<(u32, String)> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let (state, pgrp) = (fields.first().copied(), fields.get(2).copied());
         if pgrp == Some(&pgid.to_string()) && state != Some("Z") {
-            let comm = head
-                .split_once('(')
-                .map(|(_, c)| c.to_owned())
-                .unwrap_or_default();
+            let comm = head.split_once('(').map(|(_, c)| c.to_owned()).unwrap_or_default();
             out.push((pid, comm));
         }
     }

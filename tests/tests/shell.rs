@@ -22,33 +22,16 @@ async fn five_tabs_switch_without_losing_state() {
     // The footer shows what app_info answered: this version and the GENAI_HOME we gave the app.
     let want_root = {
         std::fs::create_dir_all(app.genai_home()).unwrap();
-        app.genai_home()
-            .canonicalize()
-            .unwrap()
-            .display()
-            .to_string()
+        app.genai_home().canonicalize().unwrap().display().to_string()
     };
     let root = app.wait_text("#storage-root", |t| !t.is_empty()).await;
     assert_eq!(root, want_root, "footer storage root");
     let version = app.wait_text("#app-version", |t| !t.is_empty()).await;
-    assert_eq!(
-        version,
-        format!("GenAI Control Panel v{}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(version, format!("GenAI Control Panel v{}", env!("CARGO_PKG_VERSION")));
     let platform = app.wait_text("#app-platform", |t| !t.is_empty()).await;
-    assert_eq!(
-        platform,
-        format!("{} {}", std::env::consts::OS, std::env::consts::ARCH)
-    );
+    assert_eq!(platform, format!("{} {}", std::env::consts::OS, std::env::consts::ARCH));
     // The app created its storage layout under that root.
-    for sub in [
-        "models/llm",
-        "models/diffusion",
-        "binaries",
-        "logs",
-        "config",
-        "downloads",
-    ] {
+    for sub in ["models/llm", "models/diffusion", "binaries", "logs", "config", "downloads"] {
         assert!(app.genai_home().join(sub).is_dir(), "{sub} was not created");
     }
 
@@ -112,29 +95,15 @@ async fn unusable_storage_folder_is_explained_with_a_remedy() {
     // A folder cannot be created under a regular file.
     let file = std::env::temp_dir().join(format!("genai-e2e-not-a-dir-{}", std::process::id()));
     std::fs::write(&file, b"x").unwrap();
-    let app = App::launch_with(LaunchOptions {
-        genai_home: Some(file.join("home")),
-    })
-    .await;
+    let app = App::launch_with(LaunchOptions { genai_home: Some(file.join("home")) }).await;
 
-    let title = app
-        .wait_text("#app-footer .error-title", |t| !t.is_empty())
-        .await;
+    let title = app.wait_text("#app-footer .error-title", |t| !t.is_empty()).await;
     assert_eq!(title, "File system error");
-    let code = app
-        .wait_text("#app-footer .error-code", |t| !t.is_empty())
-        .await;
+    let code = app.wait_text("#app-footer .error-code", |t| !t.is_empty()).await;
     assert_eq!(code, "FILE_SYSTEM");
-    let message = app
-        .wait_text("#app-footer .error-message", |t| !t.is_empty())
-        .await;
-    assert!(
-        message.contains(&file.display().to_string()),
-        "message names the path: {message}"
-    );
-    let remedy = app
-        .wait_text("#app-footer .error-remedy", |t| !t.is_empty())
-        .await;
+    let message = app.wait_text("#app-footer .error-message", |t| !t.is_empty()).await;
+    assert!(message.contains(&file.display().to_string()), "message names the path: {message}");
+    let remedy = app.wait_text("#app-footer .error-remedy", |t| !t.is_empty()).await;
     assert!(!remedy.is_empty());
     // The tabs still work.
     app.click("#tab-btn-models").await;
@@ -149,9 +118,6 @@ async fn unusable_storage_folder_is_explained_with_a_remedy() {
     assert!(file.join("home/models/llm").is_dir());
 
     let group = app.finish().await;
-    assert!(
-        live_group_members(group).is_empty(),
-        "processes left behind"
-    );
+    assert!(live_group_members(group).is_empty(), "processes left behind");
     std::fs::remove_dir_all(&file).unwrap();
 }

@@ -5,10 +5,7 @@ use std::process::Command;
 
 fn nproc() -> u32 {
     let out = Command::new("nproc").output().expect("nproc");
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .expect("nproc prints a number")
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("nproc prints a number")
 }
 
 fn mem_total_bytes() -> u64 {
@@ -28,8 +25,7 @@ fn machine_has_gpu() -> bool {
         .map(|d| {
             d.flatten().any(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
-                n.strip_prefix("card")
-                    .is_some_and(|r| r.chars().all(|c| c.is_ascii_digit()))
+                n.strip_prefix("card").is_some_and(|r| r.chars().all(|c| c.is_ascii_digit()))
             })
         })
         .unwrap_or(false);
@@ -44,53 +40,28 @@ async fn system_tab_shows_this_machine() {
     // System Info is the first tab: it detects on its own, no click needed.
     let cores = app.wait_visible("#cpu-cores").await;
     let logical = cores.attr("data-logical").await.unwrap().unwrap();
-    assert_eq!(
-        logical.parse::<u32>().unwrap(),
-        nproc(),
-        "logical cores vs nproc"
-    );
+    assert_eq!(logical.parse::<u32>().unwrap(), nproc(), "logical cores vs nproc");
     let cores_text = cores.text().await.unwrap();
-    assert!(
-        cores_text.contains(&format!("{} logical", nproc())),
-        "{cores_text}"
-    );
+    assert!(cores_text.contains(&format!("{} logical", nproc())), "{cores_text}");
 
     let total = mem_total_bytes();
     let mem = app.wait_visible("#mem-total").await;
-    assert_eq!(
-        mem.attr("data-bytes").await.unwrap().unwrap(),
-        total.to_string()
-    );
+    assert_eq!(mem.attr("data-bytes").await.unwrap().unwrap(), total.to_string());
     assert_eq!(mem.text().await.unwrap(), ipc::format::bytes(total));
     let avail = app.wait_visible("#mem-available").await;
-    let avail: u64 = avail
-        .attr("data-bytes")
-        .await
-        .unwrap()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let avail: u64 = avail.attr("data-bytes").await.unwrap().unwrap().parse().unwrap();
     assert!(avail > 0 && avail <= total, "available {avail} of {total}");
 
     if machine_has_gpu() {
         app.wait_visible(".gpu-card").await;
     } else {
         let none = app.wait_visible("#no-gpu").await;
-        assert_eq!(
-            none.text().await.unwrap(),
-            "No GPU detected — models will run on the CPU."
-        );
-        assert_eq!(
-            app.wait_text("#rec-backend", |t| !t.is_empty()).await,
-            "CPU"
-        );
+        assert_eq!(none.text().await.unwrap(), "No GPU detected — models will run on the CPU.");
+        assert_eq!(app.wait_text("#rec-backend", |t| !t.is_empty()).await, "CPU");
     }
     let threads = app.wait_text("#rec-threads", |t| !t.is_empty()).await;
     let threads: u32 = threads.parse().unwrap();
-    assert!(
-        (1..=nproc()).contains(&threads),
-        "recommended threads {threads}"
-    );
+    assert!((1..=nproc()).contains(&threads), "recommended threads {threads}");
     let ram_fit = app.wait_text("#rec-ram-fit", |t| !t.is_empty()).await;
     assert!(ram_fit.contains("at Q4_K_M"), "{ram_fit}");
 
@@ -100,8 +71,5 @@ async fn system_tab_shows_this_machine() {
     app.screenshot("system-info").await;
 
     let group = app.finish().await;
-    assert!(
-        live_group_members(group).is_empty(),
-        "processes left behind"
-    );
+    assert!(live_group_members(group).is_empty(), "processes left behind");
 }

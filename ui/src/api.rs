@@ -21,12 +21,7 @@ extern "C" {
 fn to_js<T: Serialize>(value: &T) -> Result<JsValue, IpcError> {
     value
         .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
-        .map_err(|e| {
-            IpcError::new(
-                ErrorCode::Internal,
-                format!("could not encode arguments: {e}"),
-            )
-        })
+        .map_err(|e| IpcError::new(ErrorCode::Internal, format!("could not encode arguments: {e}")))
 }
 
 /// A rejected invoke carries our `IpcError` as JSON; anything else (Tauri's own "command not
@@ -42,8 +37,7 @@ fn to_error(raw: JsValue) -> IpcError {
 }
 
 fn js_sys_string(v: &JsValue) -> Option<String> {
-    v.dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
+    v.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message()))
 }
 
 /// Calls a command that takes one DTO as `args` (the convention for all our commands).
@@ -66,10 +60,7 @@ pub async fn invoke<T: DeserializeOwned>(name: &str) -> Result<T, IpcError> {
 async fn call<T: DeserializeOwned>(name: &str, args: JsValue) -> Result<T, IpcError> {
     let raw = tauri_invoke(name, args).await.map_err(to_error)?;
     serde_wasm_bindgen::from_value(raw).map_err(|e| {
-        IpcError::new(
-            ErrorCode::Internal,
-            format!("unexpected answer from {name}: {e}"),
-        )
+        IpcError::new(ErrorCode::Internal, format!("unexpected answer from {name}: {e}"))
     })
 }
 

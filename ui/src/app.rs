@@ -15,13 +15,7 @@ pub enum Tab {
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
-        Tab::System,
-        Tab::Models,
-        Tab::Llm,
-        Tab::Diffusion,
-        Tab::Monitor,
-    ];
+    pub const ALL: [Tab; 5] = [Tab::System, Tab::Models, Tab::Llm, Tab::Diffusion, Tab::Monitor];
 
     /// Used in element ids: `tab-btn-<id>` for the button, `tab-<id>` for the panel.
     pub fn id(self) -> &'static str {
@@ -64,10 +58,7 @@ pub fn App() -> impl IntoView {
     let changed = SystemChanged(RwSignal::new(0));
     provide_context(changed);
     crate::api::listen_events(move |event| {
-        if matches!(
-            event,
-            AppEvent::SystemChanged | AppEvent::ServerState { .. }
-        ) {
+        if matches!(event, AppEvent::SystemChanged | AppEvent::ServerState { .. }) {
             changed.0.update(|n| *n += 1);
         }
         log.0.update(|lines| {

@@ -23,11 +23,7 @@ fn realistic_header() -> Writer {
         .kv("tokenizer.ggml.model", Value::String("gpt2".into()))
         .kv(
             "tokenizer.ggml.tokens",
-            Value::Array(
-                (0..n_vocab)
-                    .map(|i| Value::String(format!("tok{i:06}")))
-                    .collect(),
-            ),
+            Value::Array((0..n_vocab).map(|i| Value::String(format!("tok{i:06}"))).collect()),
         )
         .kv(
             "tokenizer.ggml.token_type",
@@ -35,11 +31,7 @@ fn realistic_header() -> Writer {
         )
         .kv(
             "tokenizer.ggml.merges",
-            Value::Array(
-                (0..280_000)
-                    .map(|i| Value::String(format!("m{i} x{i}")))
-                    .collect(),
-            ),
+            Value::Array((0..280_000).map(|i| Value::String(format!("m{i} x{i}"))).collect()),
         );
     let t = |name: String, dims: Vec<u64>, ty: GgmlType| TensorData {
         name,
@@ -47,11 +39,7 @@ fn realistic_header() -> Writer {
         ggml_type: ty,
         data: vec![],
     };
-    w = w.tensor(t(
-        "token_embd.weight".into(),
-        vec![n_embd, n_vocab],
-        GgmlType::Q4_K,
-    ));
+    w = w.tensor(t("token_embd.weight".into(), vec![n_embd, n_vocab], GgmlType::Q4_K));
     for i in 0..n_layer {
         for (name, dims) in [
             ("attn_norm", vec![n_embd]),
@@ -64,19 +52,11 @@ fn realistic_header() -> Writer {
             ("ffn_up", vec![n_embd, n_ff]),
             ("ffn_down", vec![n_ff, n_embd]),
         ] {
-            let ty = if dims.len() == 1 {
-                GgmlType::F32
-            } else {
-                GgmlType::Q4_K
-            };
+            let ty = if dims.len() == 1 { GgmlType::F32 } else { GgmlType::Q4_K };
             w = w.tensor(t(format!("blk.{i}.{name}.weight"), dims, ty));
         }
     }
-    w.tensor(t(
-        "output.weight".into(),
-        vec![n_embd, n_vocab],
-        GgmlType::Q6_K,
-    ))
+    w.tensor(t("output.weight".into(), vec![n_embd, n_vocab], GgmlType::Q6_K))
 }
 
 fn time(runs: u32, mut f: impl FnMut()) -> (Duration, Duration) {
@@ -97,12 +77,7 @@ fn main() {
     std::fs::write(&path, &header).unwrap();
     let h = read_header(&header[..], Limits::default()).unwrap();
     let size = h.data_offset + h.tensor_bytes().unwrap();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(size)
-        .unwrap();
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(size).unwrap();
 
     let runs = 20;
     let (file_mean, file_best) = time(runs, || {
@@ -117,10 +92,7 @@ fn main() {
         std::io::Read::read_exact(&mut f, &mut buf).unwrap();
         std::hint::black_box(buf);
     });
-    println!(
-        "raw read of the header bytes: {:.2} ms",
-        raw_mean.as_secs_f64() * 1e3
-    );
+    println!("raw read of the header bytes: {:.2} ms", raw_mean.as_secs_f64() * 1e3);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
         "file: {:.2} GiB ({} tensors), header {:.1} MiB, {} metadata keys",
@@ -139,17 +111,10 @@ fn main() {
         ms(mem_mean),
         ms(mem_best)
     );
-    println!(
-        "ratio file / memory: {:.2}",
-        file_mean.as_secs_f64() / mem_mean.as_secs_f64()
-    );
+    println!("ratio file / memory: {:.2}", file_mean.as_secs_f64() / mem_mean.as_secs_f64());
     println!(
         "budget 10 ms: {}",
-        if file_mean <= Duration::from_millis(10) {
-            "within"
-        } else {
-            "EXCEEDED"
-        }
+        if file_mean <= Duration::from_millis(10) { "within" } else { "EXCEEDED" }
     );
     std::fs::remove_file(&path).unwrap();
 }

@@ -15,14 +15,7 @@ pub struct TinyLlama {
 
 impl Default for TinyLlama {
     fn default() -> Self {
-        Self {
-            n_embd: 64,
-            n_layer: 2,
-            n_head: 4,
-            n_ff: 128,
-            n_ctx: 512,
-            seed: 42,
-        }
+        Self { n_embd: 64, n_layer: 2, n_head: 4, n_ff: 128, n_ctx: 512, seed: 42 }
     }
 }
 
@@ -49,14 +42,7 @@ impl Rng {
 /// tokens) and f32 weights drawn from N(0, 0.02). About 470 KB at the default shape; it
 /// generates gibberish, which is all a test of the plumbing needs.
 pub fn tiny_llama(shape: TinyLlama) -> Writer {
-    let TinyLlama {
-        n_embd,
-        n_layer,
-        n_head,
-        n_ff,
-        n_ctx,
-        seed,
-    } = shape;
+    let TinyLlama { n_embd, n_layer, n_head, n_ff, n_ctx, seed } = shape;
     let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
     tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
     let n_vocab = tokens.len() as u64;
@@ -88,20 +74,11 @@ pub fn tiny_llama(shape: TinyLlama) -> Writer {
         .kv("llama.feed_forward_length", Value::U32(n_ff as u32))
         .kv("llama.attention.head_count", Value::U32(n_head as u32))
         .kv("llama.attention.head_count_kv", Value::U32(n_head as u32))
-        .kv(
-            "llama.rope.dimension_count",
-            Value::U32((n_embd / n_head) as u32),
-        )
+        .kv("llama.rope.dimension_count", Value::U32((n_embd / n_head) as u32))
         .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
         .kv("tokenizer.ggml.model", Value::String("llama".into()))
-        .kv(
-            "tokenizer.ggml.tokens",
-            Value::Array(tokens.into_iter().map(Value::String).collect()),
-        )
-        .kv(
-            "tokenizer.ggml.scores",
-            Value::Array((0..n_vocab).map(|_| Value::F32(0.0)).collect()),
-        )
+        .kv("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect()))
+        .kv("tokenizer.ggml.scores", Value::Array((0..n_vocab).map(|_| Value::F32(0.0)).collect()))
         .kv("tokenizer.ggml.token_type", Value::Array(token_type))
         .kv("tokenizer.ggml.bos_token_id", Value::U32(1))
         .kv("tokenizer.ggml.eos_token_id", Value::U32(2))
@@ -115,10 +92,7 @@ pub fn tiny_llama(shape: TinyLlama) -> Writer {
             .tensor(weights(format!("blk.{i}.attn_q.weight"), &[n_embd, n_embd]))
             .tensor(weights(format!("blk.{i}.attn_k.weight"), &[n_embd, n_embd]))
             .tensor(weights(format!("blk.{i}.attn_v.weight"), &[n_embd, n_embd]))
-            .tensor(weights(
-                format!("blk.{i}.attn_output.weight"),
-                &[n_embd, n_embd],
-            ))
+            .tensor(weights(format!("blk.{i}.attn_output.weight"), &[n_embd, n_embd]))
             .tensor(ones(format!("blk.{i}.ffn_norm.weight"), n_embd))
             .tensor(weights(format!("blk.{i}.ffn_gate.weight"), &[n_embd, n_ff]))
             .tensor(weights(format!("blk.{i}.ffn_up.weight"), &[n_embd, n_ff]))

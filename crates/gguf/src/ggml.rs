@@ -60,9 +60,7 @@ impl GgmlType {
     /// whole number of blocks.
     pub fn row_bytes(self, elements: u64) -> Option<u64> {
         let (_, block, size) = self.traits()?;
-        elements
-            .is_multiple_of(block)
-            .then(|| elements / block * size)
+        elements.is_multiple_of(block).then(|| elements / block * size)
     }
 }
 

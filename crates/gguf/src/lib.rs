@@ -30,12 +30,7 @@ pub enum Error {
     #[error("the file ends inside the header (at byte {0})")]
     Truncated(u64),
     #[error("{what} at byte {offset} is {value}, above the limit of {limit}")]
-    TooLarge {
-        what: &'static str,
-        offset: u64,
-        value: u64,
-        limit: u64,
-    },
+    TooLarge { what: &'static str, offset: u64, value: u64, limit: u64 },
     #[error("bad header at byte {offset}: {why}")]
     Malformed { offset: u64, why: String },
     #[error("reading failed: {0}")]
@@ -76,12 +71,7 @@ impl TensorInfo {
 
     /// The block (layer) a tensor belongs to: `blk.12.attn_q.weight` -> 12.
     pub fn block_index(&self) -> Option<u32> {
-        self.name
-            .strip_prefix("blk.")?
-            .split('.')
-            .next()?
-            .parse()
-            .ok()
+        self.name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
     }
 }
 
@@ -148,8 +138,7 @@ impl Header {
 
     /// KV heads per layer (defaults to the head count when absent, as llama.cpp does).
     pub fn head_count_kv_per_layer(&self) -> Option<Vec<u64>> {
-        self.per_layer("attention.head_count_kv")
-            .or_else(|| self.head_count_per_layer())
+        self.per_layer("attention.head_count_kv").or_else(|| self.head_count_per_layer())
     }
 
     fn per_layer(&self, suffix: &str) -> Option<Vec<u64>> {
@@ -165,13 +154,11 @@ impl Header {
 
     /// Per-head key length: `attention.key_length`, else embedding / heads.
     pub fn key_length(&self) -> Option<u64> {
-        self.arch_u64("attention.key_length")
-            .or_else(|| self.default_head_dim())
+        self.arch_u64("attention.key_length").or_else(|| self.default_head_dim())
     }
 
     pub fn value_length(&self) -> Option<u64> {
-        self.arch_u64("attention.value_length")
-            .or_else(|| self.default_head_dim())
+        self.arch_u64("attention.value_length").or_else(|| self.default_head_dim())
     }
 
     fn default_head_dim(&self) -> Option<u64> {

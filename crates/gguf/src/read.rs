@@ -86,12 +86,7 @@ impl<R: Read> Reader<R> {
 
     fn checked(&self, what: &'static str, value: u64, limit: u64) -> Result<u64> {
         if value > limit {
-            return Err(Error::TooLarge {
-                what,
-                offset: self.offset,
-                value,
-                limit,
-            });
+            return Err(Error::TooLarge { what, offset: self.offset, value, limit });
         }
         Ok(value)
     }
@@ -146,10 +141,7 @@ impl<R: Read> Reader<R> {
         }
         let elem = self.value_type()?;
         let len = self.u64()?;
-        Ok((
-            elem,
-            self.checked("array length", len, self.limits.max_array_len)?,
-        ))
+        Ok((elem, self.checked("array length", len, self.limits.max_array_len)?))
     }
 
     fn string(&mut self) -> Result<String> {
@@ -212,22 +204,14 @@ impl<R: Read> Reader<R> {
     }
 
     fn malformed(&self, why: String) -> Error {
-        Error::Malformed {
-            offset: self.offset,
-            why,
-        }
+        Error::Malformed { offset: self.offset, why }
     }
 }
 
 /// Reads the header from any reader positioned at the start of a GGUF file. Reads only the
 /// header: nothing past the tensor infos.
 pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
-    let mut r = Reader {
-        inner: source,
-        offset: 0,
-        limits,
-        scratch: Vec::new(),
-    };
+    let mut r = Reader { inner: source, offset: 0, limits, scratch: Vec::new() };
     let magic = r.bytes::<4>()?;
     if u32::from_le_bytes(magic) != MAGIC {
         return Err(Error::NotGguf(magic));
@@ -259,21 +243,12 @@ pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
         for _ in 0..n_dims {
             dims.push(r.u64()?);
         }
-        if dims
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .is_none()
-        {
+        if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none() {
             return Err(r.malformed(format!("tensor {name} has {dims:?} elements, overflowing")));
         }
         let ggml_type = GgmlType(r.u32()?);
         let offset = r.u64()?;
-        tensors.push(TensorInfo {
-            name,
-            dims,
-            ggml_type,
-            offset,
-        });
+        tensors.push(TensorInfo { name, dims, ggml_type, offset });
     }
 
     let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
@@ -285,14 +260,7 @@ pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
     };
     let header_bytes = r.offset;
     let data_offset = header_bytes.div_ceil(alignment) * alignment;
-    Ok(Header {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-        header_bytes,
-    })
+    Ok(Header { version, metadata, tensors, alignment, data_offset, header_bytes })
 }
 
 /// Reads the header of a GGUF file on disk.

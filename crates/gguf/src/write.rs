@@ -34,11 +34,7 @@ pub struct Writer {
 
 impl Default for Writer {
     fn default() -> Self {
-        Self {
-            version: 3,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-        }
+        Self { version: 3, metadata: Vec::new(), tensors: Vec::new() }
     }
 }
 
@@ -133,24 +129,17 @@ impl Writer {
         let align = self.alignment() as usize;
         let (header, _) = self.header_bytes();
         w.write_all(&header)?;
-        w.write_all(&vec![
-            0u8;
-            header.len().next_multiple_of(align) - header.len()
-        ])?;
+        w.write_all(&vec![0u8; header.len().next_multiple_of(align) - header.len()])?;
         for t in &self.tensors {
             w.write_all(&t.data)?;
-            w.write_all(&vec![
-                0u8;
-                t.data.len().next_multiple_of(align) - t.data.len()
-            ])?;
+            w.write_all(&vec![0u8; t.data.len().next_multiple_of(align) - t.data.len()])?;
         }
         Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.write_to(&mut out)
-            .expect("writing to a Vec cannot fail");
+        self.write_to(&mut out).expect("writing to a Vec cannot fail");
         out
     }
 }

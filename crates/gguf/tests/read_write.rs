@@ -39,14 +39,7 @@ fn tiny_llama_round_trips_with_typed_accessors() {
     assert_eq!(h.key_length(), Some(16), "embedding / heads when not given");
     assert_eq!(h.file_type(), Some(0));
     assert_eq!(h.expert_count(), None);
-    assert_eq!(
-        h.get("tokenizer.ggml.tokens")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        259
-    );
+    assert_eq!(h.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap().len(), 259);
     assert_eq!(h.tensors.len(), 2 + 9 * 2 + 1);
 
     // Sizes: the data section holds exactly the tensors' bytes (f32, 32-byte aligned sizes).
@@ -59,11 +52,7 @@ fn tiny_llama_round_trips_with_typed_accessors() {
     assert_eq!(other, 4 * (64 * 259 * 2 + 64));
     assert!(bytes.len() < 600_000, "tiny model is {} bytes", bytes.len());
     // Each tensor's data is where its offset says.
-    let norm = h
-        .tensors
-        .iter()
-        .find(|t| t.name == "blk.0.attn_norm.weight")
-        .unwrap();
+    let norm = h.tensors.iter().find(|t| t.name == "blk.0.attn_norm.weight").unwrap();
     let at = (h.data_offset + norm.offset) as usize;
     assert_eq!(&bytes[at..at + 4], &1.0f32.to_le_bytes());
 }
@@ -71,10 +60,7 @@ fn tiny_llama_round_trips_with_typed_accessors() {
 #[test]
 fn only_the_header_is_read() {
     let bytes = tiny_llama(TinyLlama::default()).to_bytes();
-    let mut src = Counting {
-        inner: &bytes[..],
-        read: 0,
-    };
+    let mut src = Counting { inner: &bytes[..], read: 0 };
     let h = read_header(&mut src, Limits::default()).unwrap();
     assert_eq!(src.read, h.header_bytes);
     assert!(h.header_bytes < bytes.len() as u64 / 10);
@@ -100,10 +86,7 @@ fn every_value_type_and_per_layer_heads() {
         .kv("i64", Value::I64(-1))
         .kv("f64", Value::F64(2.5))
         .kv("bool", Value::Bool(true))
-        .kv(
-            "nested",
-            Value::Array(vec![Value::Array(vec![Value::U8(1)]), Value::Array(vec![])]),
-        )
+        .kv("nested", Value::Array(vec![Value::Array(vec![Value::U8(1)]), Value::Array(vec![])]))
         .kv("empty", Value::Array(vec![]))
         .kv("general.alignment", Value::U32(64))
         .tensor(TensorData {
@@ -114,21 +97,10 @@ fn every_value_type_and_per_layer_heads() {
         });
     let h = parse(&w.to_bytes()).unwrap();
     assert_eq!(h.head_count_per_layer(), Some(vec![3, 4, 6]));
-    assert_eq!(
-        h.key_length(),
-        Some(32),
-        "first non-zero head count: 96 / 3"
-    );
+    assert_eq!(h.key_length(), Some(32), "first non-zero head count: 96 / 3");
     assert_eq!(h.sliding_window(), Some(4096));
-    assert_eq!(
-        (h.expert_count(), h.expert_used_count()),
-        (Some(8), Some(2))
-    );
-    assert_eq!(
-        h.get("i64").unwrap().as_u64(),
-        None,
-        "negative is not a count"
-    );
+    assert_eq!((h.expert_count(), h.expert_used_count()), (Some(8), Some(2)));
+    assert_eq!(h.get("i64").unwrap().as_u64(), None, "negative is not a count");
     assert_eq!(h.get("f64").unwrap().as_f64(), Some(2.5));
     assert_eq!(h.get("bool"), Some(&Value::Bool(true)));
     assert_eq!(h.alignment, 64);
@@ -165,10 +137,7 @@ fn hostile_headers_are_errors_not_panics_or_huge_allocations() {
     let mut huge_count = good[..8].to_vec();
     huge_count.extend_from_slice(&u64::MAX.to_le_bytes());
     cases.push(("huge tensor count", huge_count));
-    let mut huge_array = Writer::new()
-        .kv("a", Value::Array(vec![Value::U8(1)]))
-        .header_bytes()
-        .0;
+    let mut huge_array = Writer::new().kv("a", Value::Array(vec![Value::U8(1)])).header_bytes().0;
     let n = huge_array.len();
     huge_array[n - 9..n - 1].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
     cases.push(("huge array", huge_array));
@@ -177,12 +146,7 @@ fn hostile_headers_are_errors_not_panics_or_huge_allocations() {
         deep = Value::Array(vec![deep]);
     }
     cases.push(("deep nesting", Writer::new().kv("d", deep).to_bytes()));
-    cases.push((
-        "bad alignment",
-        Writer::new()
-            .kv("general.alignment", Value::U32(3))
-            .to_bytes(),
-    ));
+    cases.push(("bad alignment", Writer::new().kv("general.alignment", Value::U32(3)).to_bytes()));
     cases.push((
         "too many dims",
         Writer::new()
@@ -218,21 +182,14 @@ fn hostile_headers_are_errors_not_panics_or_huge_allocations() {
             Err(e) => assert!(e.is_invalid_file(), "{name}: {e}"),
         }
     }
-    assert!(matches!(
-        parse(b"GGUF\x01\0\0\0"),
-        Err(Error::UnsupportedVersion(1))
-    ));
+    assert!(matches!(parse(b"GGUF\x01\0\0\0"), Err(Error::UnsupportedVersion(1))));
 }
 
 /// Deterministic fuzzing: every truncation of a real header, and thousands of random byte
 /// changes, must give a header or an error, never a panic.
 #[test]
 fn mutated_headers_never_panic() {
-    let (header, _) = tiny_llama(TinyLlama {
-        n_layer: 1,
-        ..Default::default()
-    })
-    .header_bytes();
+    let (header, _) = tiny_llama(TinyLlama { n_layer: 1, ..Default::default() }).header_bytes();
     for len in 0..header.len() {
         assert!(parse(&header[..len]).is_err(), "truncated at {len} parsed");
     }
@@ -243,10 +200,7 @@ fn mutated_headers_never_panic() {
         state ^= state << 17;
         state
     };
-    let limits = Limits {
-        max_header_bytes: 1 << 20,
-        ..Limits::default()
-    };
+    let limits = Limits { max_header_bytes: 1 << 20, ..Limits::default() };
     for _ in 0..3000 {
         let mut b = header.clone();
         for _ in 0..1 + next() % 4 {

@@ -218,10 +218,7 @@ mod tests {
     fn every_code_has_words_for_the_user() {
         for code in ErrorCode::ALL {
             assert!(!code.title().is_empty(), "{code} lacks a title");
-            assert!(
-                code.default_remedy().ends_with('.'),
-                "{code} remedy is not a sentence"
-            );
+            assert!(code.default_remedy().ends_with('.'), "{code} remedy is not a sentence");
         }
     }
 
@@ -231,9 +228,6 @@ mod tests {
             .with_remedy("Try port 8081.");
         assert_eq!(e.title, "Port already in use");
         assert_eq!(e.remedy, "Try port 8081.");
-        assert_eq!(
-            e.to_string(),
-            "Port already in use: Port 8080 is already in use (PORT_IN_USE)"
-        );
+        assert_eq!(e.to_string(), "Port already in use: Port 8080 is already in use (PORT_IN_USE)");
     }
 }

@@ -113,11 +113,9 @@ impl AppEvent {
         match self {
             Self::SystemChanged => "system changed".to_owned(),
             Self::DownloadProgress(p) => match p.total_bytes {
-                Some(t) if t > 0 => format!(
-                    "{} {:.0}%",
-                    p.file_name,
-                    p.downloaded_bytes as f64 * 100.0 / t as f64
-                ),
+                Some(t) if t > 0 => {
+                    format!("{} {:.0}%", p.file_name, p.downloaded_bytes as f64 * 100.0 / t as f64)
+                }
                 _ => format!("{} {} bytes", p.file_name, p.downloaded_bytes),
             },
             Self::DownloadFinished { model_id, .. } => format!("downloaded {model_id}"),

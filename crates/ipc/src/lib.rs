@@ -6,6 +6,7 @@
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod models;
 pub mod system;
 
 pub use error::{ErrorCode, IpcError};
@@ -24,6 +25,20 @@ pub mod cmd {
     /// Live RAM and VRAM only ([`crate::system::MemoryNow`]); cheap enough to poll.
     pub const MEMORY_NOW: &str = "memory_now";
 
+    /// Installed models and their total disk use ([`crate::models::ModelList`]).
+    pub const MODELS_LIST: &str = "models_list";
+    /// Deletes a model ([`crate::models::IdArgs`]).
+    pub const MODEL_DELETE: &str = "model_delete";
+    /// Recomputes a model's SHA-256 and compares it ([`crate::models::VerifyResult`]).
+    pub const MODEL_VERIFY: &str = "model_verify";
+    /// Queues a download ([`crate::models::DownloadRequest`]); answers its id.
+    pub const DOWNLOAD_START: &str = "download_start";
+    /// Every download in the queue ([`crate::models::DownloadStatus`]).
+    pub const DOWNLOADS: &str = "downloads";
+    pub const DOWNLOAD_PAUSE: &str = "download_pause";
+    pub const DOWNLOAD_RESUME: &str = "download_resume";
+    pub const DOWNLOAD_CANCEL: &str = "download_cancel";
+
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
         APP_INFO,
@@ -31,6 +46,14 @@ pub mod cmd {
         OPEN_LINK,
         SYSTEM_INFO,
         MEMORY_NOW,
+        MODELS_LIST,
+        MODEL_DELETE,
+        MODEL_VERIFY,
+        DOWNLOAD_START,
+        DOWNLOADS,
+        DOWNLOAD_PAUSE,
+        DOWNLOAD_RESUME,
+        DOWNLOAD_CANCEL,
     ];
 }
 
@@ -99,10 +122,7 @@ mod tests {
             version: "0.1.0".into(),
             storage_root: "/home/u/.local/share/genai-control-panel".into(),
             storage_root_source: StorageRootSource::Env,
-            platform: Platform {
-                os: "linux".into(),
-                arch: "x86_64".into(),
-            },
+            platform: Platform { os: "linux".into(), arch: "x86_64".into() },
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["storage_root_source"], "env");

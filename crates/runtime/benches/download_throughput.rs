@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 use testkit::http::{Body, FixtureServer, Route};
 
 fn main() {
-    let mib: u64 = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1024);
+    let mib: u64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1024);
     let len = mib << 20;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = std::env::temp_dir().join(format!("genai-bench-dl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (server, url) = rt.block_on(async {
@@ -38,9 +32,7 @@ fn main() {
             bearer_token: None,
         };
         let t = Instant::now();
-        let r = rt
-            .block_on(dl.download(&spec, &Control::default(), |_| {}))
-            .unwrap();
+        let r = rt.block_on(dl.download(&spec, &Control::default(), |_| {})).unwrap();
         let took = t.elapsed();
         assert!(matches!(r, Outcome::Done(ref d) if d.bytes == len));
         std::fs::remove_file(dest).unwrap();
@@ -77,11 +69,7 @@ fn main() {
         rate(ours_med),
         ours_med.as_secs_f64()
     );
-    println!(
-        "curl -o: median {:.0} MiB/s ({:.2} s)",
-        rate(curl_med),
-        curl_med.as_secs_f64()
-    );
+    println!("curl -o: median {:.0} MiB/s ({:.2} s)", rate(curl_med), curl_med.as_secs_f64());
     println!(
         "ratio ours / curl throughput: {:.2} (target >= 0.90)",
         curl_med.as_secs_f64() / ours_med.as_secs_f64()

@@ -35,20 +35,10 @@ fn main() {
         ours.as_secs_f64() * 1e6,
         now.gpus.len()
     );
-    println!(
-        "sysinfo refresh_memory (baseline): {:.1} µs per call",
-        baseline.as_secs_f64() * 1e6
-    );
-    println!(
-        "ratio memory_now / baseline: {:.2}",
-        ours.as_secs_f64() / baseline.as_secs_f64()
-    );
+    println!("sysinfo refresh_memory (baseline): {:.1} µs per call", baseline.as_secs_f64() * 1e6);
+    println!("ratio memory_now / baseline: {:.2}", ours.as_secs_f64() / baseline.as_secs_f64());
     println!(
         "budget 1 ms per call: {}",
-        if ours < Duration::from_millis(1) {
-            "within"
-        } else {
-            "EXCEEDED"
-        }
+        if ours < Duration::from_millis(1) { "within" } else { "EXCEEDED" }
     );
 }

@@ -70,10 +70,7 @@ fn main() -> ExitCode {
         println!("RESULT: mismatch");
         ExitCode::from(1)
     } else {
-        println!(
-            "RESULT: detection agrees with nvidia-smi for {} GPU(s)",
-            smi.len()
-        );
+        println!("RESULT: detection agrees with nvidia-smi for {} GPU(s)", smi.len());
         ExitCode::SUCCESS
     }
 }

@@ -9,20 +9,13 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{what} failed for {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { what: &'static str, path: PathBuf, source: std::io::Error },
 
     #[error("no storage folder could be chosen: {0}")]
     NoStorageRoot(String),
 
     #[error("the storage folder {path} cannot be used: {source}")]
-    StorageUnusable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    StorageUnusable { path: PathBuf, source: std::io::Error },
 
     #[error("path {given:?} would leave the storage folder")]
     PathOutsideRoot { given: String },
@@ -40,33 +33,30 @@ pub enum RuntimeError {
     HttpStatus { url: String, status: u16 },
 
     #[error("{file} has SHA-256 {actual}, expected {expected}; the file was deleted")]
-    ChecksumMismatch {
-        file: String,
-        expected: String,
-        actual: String,
-    },
+    ChecksumMismatch { file: String, expected: String, actual: String },
 
     #[error("cancelled")]
     Cancelled,
 
     #[error("{needed} bytes are needed in {dir} but only {available} are free")]
-    InsufficientDisk {
-        dir: String,
-        needed: u64,
-        available: u64,
-    },
+    InsufficientDisk { dir: String, needed: u64, available: u64 },
 
     #[error("{0}")]
     Internal(String),
+
+    #[error("no model with id {0:?}")]
+    ModelNotFound(String),
+
+    #[error("{path} is not a usable GGUF file: {detail}")]
+    GgufInvalid { path: String, detail: String },
+
+    #[error("{0} already exists")]
+    AlreadyExists(String),
 }
 
 impl RuntimeError {
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            what,
-            path: path.into(),
-            source,
-        }
+        Self::Io { what, path: path.into(), source }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -82,6 +72,9 @@ impl RuntimeError {
             Self::Cancelled => ErrorCode::Cancelled,
             Self::InsufficientDisk { .. } => ErrorCode::InsufficientDisk,
             Self::Internal(_) => ErrorCode::Internal,
+            Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
+            Self::GgufInvalid { .. } => ErrorCode::GgufInvalid,
+            Self::AlreadyExists(_) => ErrorCode::InvalidInput,
         }
     }
 
@@ -101,6 +94,9 @@ impl RuntimeError {
             Self::HttpStatus { status: 404, .. } => {
                 e.with_remedy("Check the repository, file name and revision (or the URL).")
             }
+            Self::AlreadyExists(_) => e.with_remedy(
+                "Delete the existing model first, or give this download another name.",
+            ),
             Self::InsufficientDisk { .. } => e.with_remedy(
                 "Free disk space or delete unused models, then retry; the bytes already fetched are kept.",
             ),

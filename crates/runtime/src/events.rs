@@ -15,9 +15,7 @@ pub struct EventBus {
 
 impl Default for EventBus {
     fn default() -> Self {
-        Self {
-            tx: broadcast::channel(CAPACITY).0,
-        }
+        Self { tx: broadcast::channel(CAPACITY).0 }
     }
 }
 
@@ -42,16 +40,10 @@ mod tests {
         let mut a = bus.subscribe();
         let mut b = bus.clone().subscribe();
         bus.emit(AppEvent::SystemChanged);
-        bus.emit(AppEvent::DownloadFinished {
-            download_id: "d".into(),
-            model_id: "m".into(),
-        });
+        bus.emit(AppEvent::DownloadFinished { download_id: "d".into(), model_id: "m".into() });
         for rx in [&mut a, &mut b] {
             assert_eq!(rx.recv().await.unwrap(), AppEvent::SystemChanged);
-            assert!(matches!(
-                rx.recv().await.unwrap(),
-                AppEvent::DownloadFinished { .. }
-            ));
+            assert!(matches!(rx.recv().await.unwrap(), AppEvent::DownloadFinished { .. }));
         }
     }
 

@@ -7,6 +7,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod links;
+pub mod models;
 pub mod storage;
 pub mod system;
 
@@ -15,6 +16,8 @@ pub use events::EventBus;
 pub use storage::{StorageLayout, StorageRoot};
 
 use ipc::{AppEvent, AppInfo, Platform};
+use models::queue::{DownloadQueue, DEFAULT_CONCURRENCY};
+use models::ModelStore;
 use std::sync::Arc;
 use system::SystemProbe;
 
@@ -27,6 +30,8 @@ pub struct Runtime {
     storage: StorageLayout,
     events: EventBus,
     system: Arc<SystemProbe>,
+    models: ModelStore,
+    downloads: DownloadQueue,
 }
 
 impl Runtime {
@@ -34,16 +39,27 @@ impl Runtime {
     /// open, so the window's subscription and the hardware cache hold across a retry.
     pub fn open(root: StorageRoot, events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
         let storage = StorageLayout::create(root)?;
-        Ok(Self {
-            storage,
-            events,
-            system,
-        })
+        let models = ModelStore::new(storage.clone());
+        let downloads = DownloadQueue::new(
+            models.clone(),
+            events.clone(),
+            DEFAULT_CONCURRENCY,
+            download::DownloadConfig::default(),
+        )?;
+        Ok(Self { storage, events, system, models, downloads })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
     pub fn open_default(events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
         Self::open(StorageRoot::from_env()?, events, system)
+    }
+
+    pub fn models(&self) -> &ModelStore {
+        &self.models
+    }
+
+    pub fn downloads(&self) -> &DownloadQueue {
+        &self.downloads
     }
 
     pub fn system(&self) -> &SystemProbe {

@@ -6,9 +6,7 @@ use crate::{Result, RuntimeError};
 /// a local file, a `file:` URL or another program's scheme handler.
 pub fn checked_external_url(url: &str) -> Result<&str> {
     let bad = |why: &str| RuntimeError::InvalidInput(format!("refusing to open {url:?}: {why}"));
-    let rest = url
-        .strip_prefix("https://")
-        .ok_or_else(|| bad("only https:// links open"))?;
+    let rest = url.strip_prefix("https://").ok_or_else(|| bad("only https:// links open"))?;
     let host = rest.split(['/', '?', '#']).next().unwrap_or("");
     if host.is_empty() || host.starts_with('@') {
         return Err(bad("no host"));

@@ -29,20 +29,13 @@ pub struct StorageRoot {
 
 impl StorageRoot {
     pub fn new(path: impl Into<PathBuf>, source: StorageRootSource) -> Self {
-        Self {
-            path: path.into(),
-            source,
-        }
+        Self { path: path.into(), source }
     }
 
     /// `GENAI_HOME` if set, else the platform's per-user app-data folder.
     pub fn from_env() -> Result<Self> {
         let cwd = std::env::current_dir().ok();
-        Self::choose(
-            |k| std::env::var_os(k),
-            std::env::consts::OS,
-            cwd.as_deref(),
-        )
+        Self::choose(|k| std::env::var_os(k), std::env::consts::OS, cwd.as_deref())
     }
 
     /// The rule behind [`StorageRoot::from_env`], with the environment passed in so it can be
@@ -74,12 +67,9 @@ impl StorageRoot {
                 .filter(|p| p.is_absolute())
                 .or_else(|| non_empty("HOME").map(|h| h.join(".local/share"))),
         };
-        base.map(|b| Self::new(b.join(APP_DIR_NAME), StorageRootSource::AppData))
-            .ok_or_else(|| {
-                RuntimeError::NoStorageRoot(
-                    "neither GENAI_HOME nor a home folder is set".to_owned(),
-                )
-            })
+        base.map(|b| Self::new(b.join(APP_DIR_NAME), StorageRootSource::AppData)).ok_or_else(|| {
+            RuntimeError::NoStorageRoot("neither GENAI_HOME nor a home folder is set".to_owned())
+        })
     }
 }
 
@@ -91,36 +81,22 @@ pub struct StorageLayout {
 }
 
 impl StorageLayout {
-    pub const SUBDIRS: &'static [&'static str] = &[
-        "models/llm",
-        "models/diffusion",
-        "binaries",
-        "logs",
-        "config",
-        "downloads",
-    ];
+    pub const SUBDIRS: &'static [&'static str] =
+        &["models/llm", "models/diffusion", "binaries", "logs", "config", "downloads"];
 
     /// Creates the root and its folders (what exists is kept).
     pub fn create(root: StorageRoot) -> Result<Self> {
         for sub in Self::SUBDIRS {
             let dir = root.path.join(sub);
-            std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::StorageUnusable {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|source| RuntimeError::StorageUnusable { path: dir.clone(), source })?;
         }
         // Canonical, so containment checks compare like with like even through symlinks.
         let path = root
             .path
             .canonicalize()
-            .map_err(|source| RuntimeError::StorageUnusable {
-                path: root.path.clone(),
-                source,
-            })?;
-        Ok(Self {
-            root: path,
-            source: root.source,
-        })
+            .map_err(|source| RuntimeError::StorageUnusable { path: root.path.clone(), source })?;
+        Ok(Self { root: path, source: root.source })
     }
 
     pub fn root(&self) -> &Path {
@@ -159,9 +135,7 @@ impl StorageLayout {
     /// `base`, which must lie inside the root, refusing anything that could land elsewhere.
     pub fn join_inside(&self, base: &Path, untrusted: &str) -> Result<PathBuf> {
         if !base.starts_with(&self.root) {
-            return Err(RuntimeError::PathOutsideRoot {
-                given: base.display().to_string(),
-            });
+            return Err(RuntimeError::PathOutsideRoot { given: base.display().to_string() });
         }
         Ok(base.join(relative_inside(untrusted)?))
     }
@@ -175,20 +149,14 @@ pub async fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> R
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    tokio::fs::write(&tmp, &json)
-        .await
-        .map_err(|e| RuntimeError::io("writing", &tmp, e))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| RuntimeError::io("renaming", &tmp, e))
+    tokio::fs::write(&tmp, &json).await.map_err(|e| RuntimeError::io("writing", &tmp, e))?;
+    tokio::fs::rename(&tmp, path).await.map_err(|e| RuntimeError::io("renaming", &tmp, e))
 }
 
 /// Checks that `untrusted` is a plain relative path: no root, no drive, no `..`, no empty or
 /// NUL-containing name, and no backslash (a separator on Windows, a trap everywhere else).
 pub fn relative_inside(untrusted: &str) -> Result<PathBuf> {
-    let refuse = || RuntimeError::PathOutsideRoot {
-        given: untrusted.to_owned(),
-    };
+    let refuse = || RuntimeError::PathOutsideRoot { given: untrusted.to_owned() };
     if untrusted.is_empty() || untrusted.contains(['\0', '\\']) || untrusted.contains(':') {
         return Err(refuse());
     }
@@ -214,10 +182,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).map(OsString::from)
     }
 
@@ -235,11 +201,7 @@ mod tests {
     #[test]
     fn platform_folders() {
         let cases = [
-            (
-                "linux",
-                vec![("HOME", "/home/u")],
-                "/home/u/.local/share/genai-control-panel",
-            ),
+            ("linux", vec![("HOME", "/home/u")], "/home/u/.local/share/genai-control-panel"),
             (
                 "linux",
                 vec![("HOME", "/home/u"), ("XDG_DATA_HOME", "/xdg")],
@@ -293,10 +255,7 @@ mod tests {
             let e = relative_inside(bad).unwrap_err();
             assert_eq!(e.code(), ipc::ErrorCode::PathOutsideRoot, "{bad:?}");
         }
-        assert_eq!(
-            relative_inside("a/./b.gguf").unwrap(),
-            PathBuf::from("a/b.gguf")
-        );
+        assert_eq!(relative_inside("a/./b.gguf").unwrap(), PathBuf::from("a/b.gguf"));
     }
 
     #[test]
@@ -306,9 +265,7 @@ mod tests {
         for sub in StorageLayout::SUBDIRS {
             assert!(layout.root().join(sub).is_dir(), "{sub} missing");
         }
-        let p = layout
-            .join_inside(&layout.llm_models(), "tiny.gguf")
-            .unwrap();
+        let p = layout.join_inside(&layout.llm_models(), "tiny.gguf").unwrap();
         assert_eq!(p, layout.root().join("models/llm/tiny.gguf"));
         assert!(layout.join_inside(Path::new("/etc"), "passwd").is_err());
         assert!(layout.join_inside(&layout.llm_models(), "../../x").is_err());

@@ -13,10 +13,7 @@ use testkit::http::{Body, Fault, FixtureServer, Route};
 const LEN: u64 = 3 * 1024 * 1024 + 17;
 
 fn sha(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn body() -> Vec<u8> {
@@ -89,27 +86,16 @@ async fn plain_download_verifies_and_reports_progress() {
     let server = FixtureServer::start().await;
     server.add("/m.gguf", Route::bytes(body()));
     let dir = Dir::new("plain");
-    let spec = dir.spec(
-        server.url("/m.gguf"),
-        Some(format!("sha256:{}", sha(&body()))),
-    );
+    let spec = dir.spec(server.url("/m.gguf"), Some(format!("sha256:{}", sha(&body()))));
     let (r, progress) = run(&spec, fast()).await;
     let d = done(r);
     assert_eq!(d.bytes, LEN);
     assert_eq!(d.sha256, sha(&body()));
     assert_eq!(std::fs::read(&spec.dest).unwrap(), body());
-    assert_eq!(
-        leftovers(&dir.0),
-        ["model.gguf"],
-        "no .part or sidecar left"
-    );
+    assert_eq!(leftovers(&dir.0), ["model.gguf"], "no .part or sidecar left");
     let last = progress.last().unwrap();
     assert_eq!((last.downloaded, last.total), (LEN, Some(LEN)));
-    assert!(
-        progress.len() < 50,
-        "progress is throttled: {} events",
-        progress.len()
-    );
+    assert!(progress.len() < 50, "progress is throttled: {} events", progress.len());
 }
 
 #[tokio::test]
@@ -117,16 +103,10 @@ async fn dropped_connection_resumes_with_range() {
     let server = FixtureServer::start().await;
     server.add(
         "/m.gguf",
-        Route::bytes(body())
-            .header("ETag", "\"v1\"")
-            .fault(Fault::DropAfter(1_000_000)),
+        Route::bytes(body()).header("ETag", "\"v1\"").fault(Fault::DropAfter(1_000_000)),
     );
     let dir = Dir::new("drop");
-    let d = done(
-        run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast())
-            .await
-            .0,
-    );
+    let d = done(run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
     let seen = server.seen("/m.gguf");
     assert_eq!(seen.len(), 2);
@@ -137,54 +117,27 @@ async fn dropped_connection_resumes_with_range() {
 #[tokio::test]
 async fn server_without_range_support_restarts_from_zero() {
     let server = FixtureServer::start().await;
-    server.add(
-        "/m.gguf",
-        Route::bytes(body())
-            .without_ranges()
-            .fault(Fault::DropAfter(500_000)),
-    );
+    server.add("/m.gguf", Route::bytes(body()).without_ranges().fault(Fault::DropAfter(500_000)));
     let dir = Dir::new("norange");
-    let d = done(
-        run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast())
-            .await
-            .0,
-    );
-    assert_eq!(
-        d.bytes, LEN,
-        "the whole file once, not the first half twice"
-    );
+    let d = done(run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast()).await.0);
+    assert_eq!(d.bytes, LEN, "the whole file once, not the first half twice");
     assert_eq!(std::fs::read(&d.path).unwrap(), body());
 }
 
 #[tokio::test]
 async fn stall_is_detected_and_retried() {
     let server = FixtureServer::start().await;
-    server.add(
-        "/m.gguf",
-        Route::bytes(body()).fault(Fault::StallAfter(700_000)),
-    );
+    server.add("/m.gguf", Route::bytes(body()).fault(Fault::StallAfter(700_000)));
     let dir = Dir::new("stall");
-    let d = done(
-        run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast())
-            .await
-            .0,
-    );
+    let d = done(run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
-    assert_eq!(
-        server.seen("/m.gguf")[1].header("range"),
-        Some("bytes=700000-")
-    );
+    assert_eq!(server.seen("/m.gguf")[1].header("range"), Some("bytes=700000-"));
 }
 
 #[tokio::test]
 async fn server_errors_are_retried_then_reported() {
     let server = FixtureServer::start().await;
-    server.add(
-        "/flaky",
-        Route::bytes(body())
-            .fault(Fault::Status(503))
-            .fault(Fault::Status(500)),
-    );
+    server.add("/flaky", Route::bytes(body()).fault(Fault::Status(503)).fault(Fault::Status(500)));
     let dir = Dir::new("5xx");
     done(run(&dir.spec(server.url("/flaky"), None), fast()).await.0);
     assert_eq!(server.seen("/flaky").len(), 3);
@@ -195,38 +148,20 @@ async fn server_errors_are_retried_then_reported() {
     }
     server.add("/down", down);
     let dir = Dir::new("down");
-    let e = run(&dir.spec(server.url("/down"), None), fast())
-        .await
-        .0
-        .unwrap_err();
+    let e = run(&dir.spec(server.url("/down"), None), fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::Network, "{e}");
     assert!(e.to_string().contains("502"), "{e}");
-    assert_eq!(
-        server.seen("/down").len(),
-        4,
-        "one try and max_retries (3) retries"
-    );
+    assert_eq!(server.seen("/down").len(), 4, "one try and max_retries (3) retries");
 }
 
 #[tokio::test]
 async fn not_found_fails_at_once_with_a_remedy() {
     let server = FixtureServer::start().await;
     let dir = Dir::new("404");
-    let e = run(&dir.spec(server.url("/missing.gguf"), None), fast())
-        .await
-        .0
-        .unwrap_err();
+    let e = run(&dir.spec(server.url("/missing.gguf"), None), fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::DownloadFailed);
-    assert!(
-        e.to_ipc().remedy.contains("repository"),
-        "{}",
-        e.to_ipc().remedy
-    );
-    assert_eq!(
-        server.seen("/missing.gguf").len(),
-        1,
-        "no retries for a 404"
-    );
+    assert!(e.to_ipc().remedy.contains("repository"), "{}", e.to_ipc().remedy);
+    assert_eq!(server.seen("/missing.gguf").len(), 1, "no retries for a 404");
     assert!(leftovers(&dir.0).is_empty());
 }
 
@@ -235,60 +170,35 @@ async fn checksum_mismatch_deletes_the_file_and_a_retry_succeeds() {
     let server = FixtureServer::start().await;
     // The server announces a wrong checksum (as Hugging Face's x-linked-etag would).
     let wrong = "0".repeat(64);
-    server.add(
-        "/m.gguf",
-        Route::bytes(body()).header("x-linked-etag", &format!("\"{wrong}\"")),
-    );
+    server.add("/m.gguf", Route::bytes(body()).header("x-linked-etag", &format!("\"{wrong}\"")));
     let dir = Dir::new("badsum");
     let spec = dir.spec(server.url("/m.gguf"), None);
     let e = run(&spec, fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::ChecksumMismatch);
     let msg = e.to_string();
-    assert!(
-        msg.contains(&wrong) && msg.contains(&sha(&body())),
-        "expected and actual: {msg}"
-    );
-    assert!(
-        leftovers(&dir.0).is_empty(),
-        "bad file left: {:?}",
-        leftovers(&dir.0)
-    );
+    assert!(msg.contains(&wrong) && msg.contains(&sha(&body())), "expected and actual: {msg}");
+    assert!(leftovers(&dir.0).is_empty(), "bad file left: {:?}", leftovers(&dir.0));
 
     // The server is fixed; the retry starts clean and succeeds.
-    server.add(
-        "/m.gguf",
-        Route::bytes(body()).header("x-linked-etag", &sha(&body())),
-    );
+    server.add("/m.gguf", Route::bytes(body()).header("x-linked-etag", &sha(&body())));
     let d = done(run(&spec, fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
 
     // A user-given checksum that does not match is refused the same way.
     let dir = Dir::new("badsum-user");
-    let spec = dir.spec(
-        server.url("/m.gguf"),
-        Some("sha256:".to_owned() + &"ab".repeat(32)),
-    );
-    assert!(matches!(
-        run(&spec, fast()).await.0,
-        Err(RuntimeError::ChecksumMismatch { .. })
-    ));
+    let spec = dir.spec(server.url("/m.gguf"), Some("sha256:".to_owned() + &"ab".repeat(32)));
+    assert!(matches!(run(&spec, fast()).await.0, Err(RuntimeError::ChecksumMismatch { .. })));
     assert!(leftovers(&dir.0).is_empty());
 }
 
 #[tokio::test]
 async fn pause_keeps_the_part_and_resume_continues() {
     let server = FixtureServer::start().await;
-    server.add(
-        "/m.gguf",
-        Route::bytes(body()).fault(Fault::StallAfter(1_200_000)),
-    );
+    server.add("/m.gguf", Route::bytes(body()).fault(Fault::StallAfter(1_200_000)));
     let dir = Dir::new("pause");
     let spec = dir.spec(server.url("/m.gguf"), Some(sha(&body())));
-    let dl = Downloader::new(DownloadConfig {
-        stall_timeout: Duration::from_secs(30),
-        ..fast()
-    })
-    .unwrap();
+    let dl = Downloader::new(DownloadConfig { stall_timeout: Duration::from_secs(30), ..fast() })
+        .unwrap();
     let control = Control::default();
     let c2 = control.clone();
     let part = part_path(&spec.dest);
@@ -301,27 +211,18 @@ async fn pause_keeps_the_part_and_resume_continues() {
     let r = dl.download(&spec, &control, |_| {}).await.unwrap();
     watcher.await.unwrap();
     assert_eq!(r, Outcome::Paused { bytes: 1_200_000 });
-    assert_eq!(
-        std::fs::metadata(part_path(&spec.dest)).unwrap().len(),
-        1_200_000
-    );
+    assert_eq!(std::fs::metadata(part_path(&spec.dest)).unwrap().len(), 1_200_000);
 
     control.resume();
     let d = done(dl.download(&spec, &control, |_| {}).await);
     assert_eq!(d.sha256, sha(&body()));
-    assert_eq!(
-        server.seen("/m.gguf").last().unwrap().header("range"),
-        Some("bytes=1200000-")
-    );
+    assert_eq!(server.seen("/m.gguf").last().unwrap().header("range"), Some("bytes=1200000-"));
 }
 
 #[tokio::test]
 async fn cancel_removes_everything() {
     let server = FixtureServer::start().await;
-    server.add(
-        "/m.gguf",
-        Route::bytes(body()).fault(Fault::StallAfter(400_000)),
-    );
+    server.add("/m.gguf", Route::bytes(body()).fault(Fault::StallAfter(400_000)));
     let dir = Dir::new("cancel");
     let spec = dir.spec(server.url("/m.gguf"), None);
     let control = Control::default();
@@ -330,11 +231,8 @@ async fn cancel_removes_everything() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         c2.cancel();
     });
-    let dl = Downloader::new(DownloadConfig {
-        stall_timeout: Duration::from_secs(30),
-        ..fast()
-    })
-    .unwrap();
+    let dl = Downloader::new(DownloadConfig { stall_timeout: Duration::from_secs(30), ..fast() })
+        .unwrap();
     let e = dl.download(&spec, &control, |_| {}).await.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::Cancelled);
     assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
@@ -346,15 +244,10 @@ async fn not_enough_disk_space_is_refused_before_writing() {
     // A petabyte: more than any test machine has free.
     server.add("/huge.gguf", Route::new(Body::Pattern(1 << 50)));
     let dir = Dir::new("disk");
-    let e = run(&dir.spec(server.url("/huge.gguf"), None), fast())
-        .await
-        .0
-        .unwrap_err();
+    let e = run(&dir.spec(server.url("/huge.gguf"), None), fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::InsufficientDisk, "{e}");
     assert_eq!(
-        std::fs::metadata(part_path(&dir.0.join("model.gguf")))
-            .map(|m| m.len())
-            .unwrap_or(0),
+        std::fs::metadata(part_path(&dir.0.join("model.gguf"))).map(|m| m.len()).unwrap_or(0),
         0
     );
 }
@@ -363,18 +256,11 @@ async fn not_enough_disk_space_is_refused_before_writing() {
 #[tokio::test]
 #[ignore = "helper: runs in a child process"]
 async fn child_download() {
-    let (Ok(url), Ok(dest)) = (
-        std::env::var("GENAI_CHILD_URL"),
-        std::env::var("GENAI_CHILD_DEST"),
-    ) else {
+    let (Ok(url), Ok(dest)) = (std::env::var("GENAI_CHILD_URL"), std::env::var("GENAI_CHILD_DEST"))
+    else {
         return;
     };
-    let spec = DownloadSpec {
-        url,
-        dest: dest.into(),
-        expected_sha256: None,
-        bearer_token: None,
-    };
+    let spec = DownloadSpec { url, dest: dest.into(), expected_sha256: None, bearer_token: None };
     let _ = Downloader::new(DownloadConfig::default())
         .unwrap()
         .download(&spec, &Control::default(), |_| {})
@@ -387,9 +273,7 @@ async fn killed_process_resumes_on_the_next_start() {
     // The first request stops sending after 2 MB, so the child is mid-download when killed.
     server.add(
         "/m.gguf",
-        Route::bytes(body())
-            .header("ETag", "\"k1\"")
-            .fault(Fault::StallAfter(2_000_000)),
+        Route::bytes(body()).header("ETag", "\"k1\"").fault(Fault::StallAfter(2_000_000)),
     );
     let dir = Dir::new("kill");
     let spec = dir.spec(server.url("/m.gguf"), Some(sha(&body())));
@@ -404,27 +288,18 @@ async fn killed_process_resumes_on_the_next_start() {
     let part = part_path(&spec.dest);
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1 << 20 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child never wrote its first MiB"
-        );
+        assert!(std::time::Instant::now() < deadline, "child never wrote its first MiB");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let kept = std::fs::metadata(&part).unwrap().len();
-    assert!(
-        !spec.dest.exists(),
-        "nothing is a model before it is verified"
-    );
+    assert!(!spec.dest.exists(), "nothing is a model before it is verified");
 
     // A new start (this process) picks up the .part and its sidecar.
     let d = done(run(&spec, fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
     let last = server.seen("/m.gguf").pop().unwrap();
-    assert_eq!(
-        last.header("range"),
-        Some(format!("bytes={kept}-").as_str())
-    );
+    assert_eq!(last.header("range"), Some(format!("bytes={kept}-").as_str()));
     assert_eq!(last.header("if-range"), Some("\"k1\""));
 }

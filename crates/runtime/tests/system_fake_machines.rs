@@ -45,19 +45,10 @@ impl FakeMachine {
         let dev = format!("sys/class/drm/card{n}/device");
         self.write(&format!("{dev}/vendor"), &format!("{vendor}\n"));
         self.write(&format!("{dev}/device"), &format!("{device}\n"));
-        self.write(
-            &format!("{dev}/uevent"),
-            &format!("DRIVER=x\nPCI_SLOT_NAME={pci}\n"),
-        );
+        self.write(&format!("{dev}/uevent"), &format!("DRIVER=x\nPCI_SLOT_NAME={pci}\n"));
         // Connectors and render nodes sit beside the cards and are not GPUs of their own.
-        self.write(
-            &format!("sys/class/drm/card{n}-DP-1/status"),
-            "disconnected\n",
-        );
-        self.write(
-            &format!("sys/class/drm/renderD{}/dev", 128 + n),
-            "226:128\n",
-        );
+        self.write(&format!("sys/class/drm/card{n}-DP-1/status"), "disconnected\n");
+        self.write(&format!("sys/class/drm/renderD{}/dev", 128 + n), "226:128\n");
     }
 
     fn amd_vram(&self, n: u32, total: u64, used: u64) {
@@ -68,10 +59,7 @@ impl FakeMachine {
 
     fn probe(&self, nvidia: Vec<NvidiaDevice>) -> SystemProbe {
         SystemProbe::new(
-            ProbeConfig {
-                sysfs_root: self.root.join("sys"),
-                meminfo: self.root.join("meminfo"),
-            },
+            ProbeConfig { sysfs_root: self.root.join("sys"), meminfo: self.root.join("meminfo") },
             Arc::new(FixedNvidia(nvidia)),
         )
     }
@@ -91,11 +79,7 @@ fn rtx(index: u32, pci: &str, total: u64, used: u64) -> NvidiaDevice {
         pci_address: runtime::system::nvidia::normalise_pci_address(pci),
         driver_version: Some("560.35.03".into()),
         compute_capability: Some("8.9".into()),
-        vram: Some(VramInfo {
-            total_bytes: total,
-            used_bytes: used,
-            free_bytes: total - used,
-        }),
+        vram: Some(VramInfo { total_bytes: total, used_bytes: used, free_bytes: total - used }),
     }
 }
 
@@ -110,10 +94,7 @@ fn no_gpu_means_cpu_and_no_gpu_fit() {
     assert!(!info.recommendations.gpu_acceleration);
     assert_eq!(info.recommendations.max_model_gpu, None);
     // 16 GiB - 3.2 reserve = 12.8, /1.2 = 10.7 GiB of model: 14B class at Q4_K_M.
-    assert_eq!(
-        info.recommendations.max_model_ram.label,
-        "up to ~14B at Q4_K_M"
-    );
+    assert_eq!(info.recommendations.max_model_ram.label, "up to ~14B at Q4_K_M");
 }
 
 #[test]
@@ -128,10 +109,7 @@ fn one_amd_gpu_with_live_vram() {
     let m = FakeMachine::new("amd");
     m.card(0, "0x1002", "0x73bf", "0000:03:00.0");
     m.amd_vram(0, 16 * GIB, GIB);
-    m.write(
-        "sys/class/drm/card0/device/product_name",
-        "AMD Radeon RX 6800 XT\n",
-    );
+    m.write("sys/class/drm/card0/device/product_name", "AMD Radeon RX 6800 XT\n");
     let probe = m.probe(vec![]);
 
     let info = probe.system_info().unwrap();
@@ -143,11 +121,7 @@ fn one_amd_gpu_with_live_vram() {
     assert_eq!(g.pci_address.as_deref(), Some("0000:03:00.0"));
     assert_eq!(
         g.vram,
-        Some(VramInfo {
-            total_bytes: 16 * GIB,
-            used_bytes: GIB,
-            free_bytes: 15 * GIB
-        })
+        Some(VramInfo { total_bytes: 16 * GIB, used_bytes: GIB, free_bytes: 15 * GIB })
     );
     assert_eq!(info.recommendations.backend, Backend::Vulkan);
     assert!(info.recommendations.max_model_gpu.is_some());
@@ -172,15 +146,8 @@ fn nvidia_card_without_driver_is_listed_without_figures() {
     assert_eq!(g.vendor, GpuVendor::Nvidia);
     assert!(g.name.contains("driver not loaded"), "{}", g.name);
     assert_eq!(g.vram, None);
-    assert_eq!(
-        g.backend,
-        Backend::Vulkan,
-        "no CUDA without the NVIDIA driver"
-    );
-    assert_eq!(
-        info.recommendations.max_model_gpu, None,
-        "no figures, no GPU fit"
-    );
+    assert_eq!(g.backend, Backend::Vulkan, "no CUDA without the NVIDIA driver");
+    assert_eq!(info.recommendations.max_model_gpu, None, "no figures, no GPU fit");
 }
 
 #[test]
@@ -194,12 +161,7 @@ fn two_gpus_of_different_vendors_each_listed_once() {
 
     let info = probe.system_info().unwrap();
     let vendors: Vec<GpuVendor> = info.gpus.iter().map(|g| g.vendor).collect();
-    assert_eq!(
-        vendors,
-        [GpuVendor::Nvidia, GpuVendor::Amd],
-        "{:#?}",
-        info.gpus
-    );
+    assert_eq!(vendors, [GpuVendor::Nvidia, GpuVendor::Amd], "{:#?}", info.gpus);
     let nv = &info.gpus[0];
     assert_eq!(nv.name, "NVIDIA GeForce RTX 4090");
     assert_eq!(nv.backend, Backend::Cuda);
@@ -207,11 +169,7 @@ fn two_gpus_of_different_vendors_each_listed_once() {
     assert_eq!(nv.driver_version.as_deref(), Some("560.35.03"));
     assert_eq!(nv.uuid.as_deref(), Some("GPU-0abc"));
     assert_eq!(info.gpus[1].name, "AMD GPU [1002:744c]");
-    assert_eq!(
-        info.recommendations.backend,
-        Backend::Cuda,
-        "CUDA preferred when it works"
-    );
+    assert_eq!(info.recommendations.backend, Backend::Cuda, "CUDA preferred when it works");
 
     let ids: Vec<&str> = info.gpus.iter().map(|g| g.id.as_str()).collect();
     let now = probe.memory_now().unwrap();
@@ -231,10 +189,7 @@ fn static_facts_are_cached_until_invalidated_live_ones_never() {
     // ...while memory is live: seen at once.
     m.set_meminfo(16 * GIB, 3 * GIB);
     let info = probe.system_info().unwrap();
-    assert!(
-        info.gpus.is_empty(),
-        "GPU list should still be the cached one"
-    );
+    assert!(info.gpus.is_empty(), "GPU list should still be the cached one");
     assert_eq!(info.memory.available_bytes, 3 * GIB);
     assert_eq!(probe.memory_now().unwrap().memory.available_bytes, 3 * GIB);
 
@@ -259,15 +214,8 @@ fn the_real_machine_answers() {
     assert_eq!(info.cpu.logical_cores, nproc);
     assert!(!info.cpu.model.is_empty());
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
-    let total_kib: u64 = meminfo
-        .lines()
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let total_kib: u64 =
+        meminfo.lines().next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(info.memory.total_bytes, total_kib * 1024);
 }
 
@@ -289,9 +237,5 @@ async fn a_server_starting_or_stopping_refreshes_the_facts_and_tells_the_window(
 
     rt.system_changed();
     assert_eq!(rx.recv().await.unwrap(), ipc::AppEvent::SystemChanged);
-    assert_eq!(
-        probe.system_info().unwrap().gpus.len(),
-        1,
-        "cache dropped on change"
-    );
+    assert_eq!(probe.system_info().unwrap().gpus.len(), 1, "cache dropped on change");
 }

@@ -81,12 +81,7 @@ pub struct Route {
 
 impl Route {
     pub fn new(body: Body) -> Self {
-        Self {
-            body,
-            ranges: true,
-            headers: Vec::new(),
-            faults: VecDeque::new(),
-        }
+        Self { body, ranges: true, headers: Vec::new(), faults: VecDeque::new() }
     }
 
     pub fn bytes(bytes: Vec<u8>) -> Self {
@@ -119,9 +114,7 @@ pub struct Seen {
 
 impl Seen {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
     }
 }
 
@@ -147,9 +140,7 @@ impl Drop for FixtureServer {
 impl FixtureServer {
     /// Binds 127.0.0.1 on a free port. Needs a tokio runtime.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
@@ -165,11 +156,7 @@ impl FixtureServer {
     }
 
     pub fn add(&self, path: &str, route: Route) {
-        self.state
-            .lock()
-            .unwrap()
-            .routes
-            .insert(path.to_owned(), route);
+        self.state.lock().unwrap().routes.insert(path.to_owned(), route);
     }
 
     /// Queues a fault for the next request to `path`.
@@ -189,14 +176,7 @@ impl FixtureServer {
 
     /// Requests seen so far for `path`.
     pub fn seen(&self, path: &str) -> Vec<Seen> {
-        self.state
-            .lock()
-            .unwrap()
-            .seen
-            .iter()
-            .filter(|s| s.path == path)
-            .cloned()
-            .collect()
+        self.state.lock().unwrap().seen.iter().filter(|s| s.path == path).cloned().collect()
     }
 }
 
@@ -232,11 +212,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     }
     let (route, fault) = {
         let mut st = state.lock().unwrap();
-        st.seen.push(Seen {
-            method: method.clone(),
-            path: path.clone(),
-            headers: headers.clone(),
-        });
+        st.seen.push(Seen { method: method.clone(), path: path.clone(), headers: headers.clone() });
         match st.routes.get_mut(&path) {
             Some(r) => {
                 let fault = r.faults.pop_front();
@@ -276,10 +252,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
         head.push_str("Accept-Ranges: bytes\r\n");
     }
     if status == 206 {
-        head.push_str(&format!(
-            "Content-Range: bytes {start}-{}/{len}\r\n",
-            end - 1
-        ));
+        head.push_str(&format!("Content-Range: bytes {start}-{}/{len}\r\n", end - 1));
     }
     for (k, v) in &route.headers {
         head.push_str(&format!("{k}: {v}\r\n"));

@@ -60,12 +60,7 @@ pub fn SystemTab() -> impl IntoView {
 
 #[component]
 fn SystemCards(info: SystemInfo) -> impl IntoView {
-    let SystemInfo {
-        cpu,
-        memory,
-        gpus,
-        recommendations,
-    } = info;
+    let SystemInfo { cpu, memory, gpus, recommendations } = info;
     let cores = match cpu.physical_cores {
         Some(p) => format!("{p} physical / {} logical", cpu.logical_cores),
         None => format!("{} logical", cpu.logical_cores),

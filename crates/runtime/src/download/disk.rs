@@ -23,9 +23,6 @@ mod tests {
     #[test]
     fn temp_dir_has_some_space() {
         assert!(super::available_bytes(&std::env::temp_dir()).unwrap() > 0);
-        assert_eq!(
-            super::available_bytes(std::path::Path::new("/no/such/dir")),
-            None
-        );
+        assert_eq!(super::available_bytes(std::path::Path::new("/no/such/dir")), None);
     }
 }

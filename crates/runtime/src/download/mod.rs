@@ -72,9 +72,7 @@ pub struct Control {
 
 impl Default for Control {
     fn default() -> Self {
-        Self {
-            tx: watch::channel(Command::Run).0,
-        }
+        Self { tx: watch::channel(Command::Run).0 }
     }
 }
 
@@ -91,7 +89,7 @@ impl Control {
         self.tx.send_replace(Command::Run);
     }
 
-    fn current(&self) -> Command {
+    pub fn current(&self) -> Command {
         *self.tx.borrow()
     }
 }
@@ -141,10 +139,7 @@ fn sidecar_path(dest: &Path) -> PathBuf {
 /// `sha256:ABC…` or `abc…` -> `abc…`, if it is 64 hex digits.
 pub fn normalise_sha256(s: &str) -> Option<String> {
     let hex = s.trim().trim_matches('"');
-    let hex = hex
-        .strip_prefix("sha256:")
-        .unwrap_or(hex)
-        .to_ascii_lowercase();
+    let hex = hex.strip_prefix("sha256:").unwrap_or(hex).to_ascii_lowercase();
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
@@ -204,16 +199,9 @@ impl Downloader {
         let mut failures = 0u32;
         loop {
             let before = state.offset;
-            match self
-                .attempt(spec, control, &mut state, &mut on_progress)
-                .await
-            {
+            match self.attempt(spec, control, &mut state, &mut on_progress).await {
                 Ok(()) => break,
-                Err(Interrupted::Paused) => {
-                    return Ok(Outcome::Paused {
-                        bytes: state.offset,
-                    })
-                }
+                Err(Interrupted::Paused) => return Ok(Outcome::Paused { bytes: state.offset }),
                 Err(Interrupted::Cancelled) => {
                     remove_part(&spec.dest).await;
                     return Err(RuntimeError::Cancelled);
@@ -222,16 +210,9 @@ impl Downloader {
                 Err(Interrupted::Retry(why)) => {
                     // New bytes mean the network works: only attempts in a row without progress
                     // count towards giving up.
-                    failures = if state.offset > before {
-                        1
-                    } else {
-                        failures + 1
-                    };
+                    failures = if state.offset > before { 1 } else { failures + 1 };
                     if failures > self.config.max_retries {
-                        return Err(RuntimeError::Network {
-                            url: spec.url.clone(),
-                            detail: why,
-                        });
+                        return Err(RuntimeError::Network { url: spec.url.clone(), detail: why });
                     }
                     let delay =
                         (self.config.backoff * 2u32.pow(failures - 1)).min(Duration::from_secs(30));
@@ -242,11 +223,7 @@ impl Downloader {
                     }
                     match control.current() {
                         Command::Run => {}
-                        Command::Pause => {
-                            return Ok(Outcome::Paused {
-                                bytes: state.offset,
-                            })
-                        }
+                        Command::Pause => return Ok(Outcome::Paused { bytes: state.offset }),
                         Command::Cancel => {
                             remove_part(&spec.dest).await;
                             return Err(RuntimeError::Cancelled);
@@ -299,12 +276,7 @@ impl Downloader {
         if state.offset > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={}-", state.offset));
             // Only continue if it is still the same file; otherwise the server sends it whole.
-            if let Some(v) = state
-                .sidecar
-                .etag
-                .as_ref()
-                .or(state.sidecar.last_modified.as_ref())
-            {
+            if let Some(v) = state.sidecar.etag.as_ref().or(state.sidecar.last_modified.as_ref()) {
                 req = req.header(reqwest::header::IF_RANGE, v);
             }
         }
@@ -339,9 +311,7 @@ impl Downloader {
             416 if state.sidecar.total == Some(state.offset) => return Ok(()),
             416 => {
                 state.restart(spec).await?;
-                return Err(Interrupted::Retry(
-                    "range not satisfiable; starting over".into(),
-                ));
+                return Err(Interrupted::Retry("range not satisfiable; starting over".into()));
             }
             408 | 429 | 500..=599 => return Err(Interrupted::Retry(format!("HTTP {status}"))),
             _ => {
@@ -352,12 +322,8 @@ impl Downloader {
             }
         }
 
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
+        let header =
+            |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let remaining = resp.content_length();
         let total = remaining.map(|n| n + state.offset);
         state.sidecar.url = spec.url.clone();
@@ -365,10 +331,7 @@ impl Downloader {
         state.sidecar.etag = header("etag").or(state.sidecar.etag.take());
         state.sidecar.last_modified =
             header("last-modified").or(state.sidecar.last_modified.take());
-        if let Some(sha) = header("x-linked-etag")
-            .as_deref()
-            .and_then(normalise_sha256)
-        {
+        if let Some(sha) = header("x-linked-etag").as_deref().and_then(normalise_sha256) {
             state.sidecar.server_sha256 = Some(sha);
         }
         if let (Some(need), Some(dir)) = (remaining, spec.dest.parent()) {
@@ -393,11 +356,7 @@ impl Downloader {
             .map_err(|e| RuntimeError::io("opening", &part, e))?;
         let mut meter = progress::Meter::new(state.offset);
         let total = state.sidecar.total;
-        on_progress(
-            meter
-                .tick(Instant::now(), state.offset, total, true)
-                .unwrap(),
-        );
+        on_progress(meter.tick(Instant::now(), state.offset, total, true).unwrap());
         let mut stream = resp.bytes_stream();
         let mut rx = control.tx.subscribe();
         // Network chunks are small (about 16 KiB); writing them one by one through tokio's
@@ -454,11 +413,7 @@ impl Downloader {
                 )));
             }
         }
-        on_progress(
-            meter
-                .tick(Instant::now(), state.offset, total, true)
-                .unwrap(),
-        );
+        on_progress(meter.tick(Instant::now(), state.offset, total, true).unwrap());
         Ok(())
     }
 }
@@ -480,11 +435,7 @@ impl Resume {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .filter(|s: &Sidecar| s.url == spec.url);
-        let mut state = Self {
-            offset: 0,
-            hasher: Sha256::new(),
-            sidecar: Sidecar::default(),
-        };
+        let mut state = Self { offset: 0, hasher: Sha256::new(), sidecar: Sidecar::default() };
         match (sidecar, tokio::fs::File::open(&part).await) {
             (Some(sc), Ok(mut f)) => {
                 let mut buf = vec![0u8; 1 << 20];
@@ -510,10 +461,7 @@ impl Resume {
         remove_part(&spec.dest).await;
         self.offset = 0;
         self.hasher = Sha256::new();
-        self.sidecar = Sidecar {
-            url: spec.url.clone(),
-            ..Sidecar::default()
-        };
+        self.sidecar = Sidecar { url: spec.url.clone(), ..Sidecar::default() };
         Ok(())
     }
 
@@ -551,23 +499,14 @@ mod tests {
     fn sha256_forms() {
         let h = "a".repeat(64);
         assert_eq!(normalise_sha256(&format!("sha256:{h}")), Some(h.clone()));
-        assert_eq!(
-            normalise_sha256(&format!("\"{}\"", h.to_uppercase())),
-            Some(h.clone())
-        );
+        assert_eq!(normalise_sha256(&format!("\"{}\"", h.to_uppercase())), Some(h.clone()));
         assert_eq!(normalise_sha256("abc"), None);
         assert_eq!(normalise_sha256(&"g".repeat(64)), None);
     }
 
     #[test]
     fn part_names() {
-        assert_eq!(
-            part_path(Path::new("/m/x.gguf")),
-            PathBuf::from("/m/x.gguf.part")
-        );
-        assert_eq!(
-            sidecar_path(Path::new("/m/x.gguf")),
-            PathBuf::from("/m/x.gguf.part.json")
-        );
+        assert_eq!(part_path(Path::new("/m/x.gguf")), PathBuf::from("/m/x.gguf.part"));
+        assert_eq!(sidecar_path(Path::new("/m/x.gguf")), PathBuf::from("/m/x.gguf.part.json"));
     }
 }

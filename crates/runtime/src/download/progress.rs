@@ -23,11 +23,7 @@ pub struct Meter {
 
 impl Meter {
     pub fn new(start_bytes: u64) -> Self {
-        Self {
-            last_emit: None,
-            last_bytes: start_bytes,
-            speed: 0.0,
-        }
+        Self { last_emit: None, last_bytes: start_bytes, speed: 0.0 }
     }
 
     /// Call with the byte count after each chunk; returns a snapshot when one is due.
@@ -50,11 +46,8 @@ impl Meter {
             if dt > 0.0 {
                 let instant = (downloaded.saturating_sub(self.last_bytes)) as f64 / dt;
                 // Smooth over about a second of samples so the ETA does not jump around.
-                self.speed = if self.speed == 0.0 {
-                    instant
-                } else {
-                    0.7 * self.speed + 0.3 * instant
-                };
+                self.speed =
+                    if self.speed == 0.0 { instant } else { 0.7 * self.speed + 0.3 * instant };
             }
         }
         self.last_emit = Some(now);
@@ -64,12 +57,7 @@ impl Meter {
             Some(t) if t == downloaded => Some(0.0),
             _ => None,
         };
-        Some(Snapshot {
-            downloaded,
-            total,
-            bytes_per_sec: self.speed,
-            eta_secs,
-        })
+        Some(Snapshot { downloaded, total, bytes_per_sec: self.speed, eta_secs })
     }
 }
 
@@ -81,21 +69,12 @@ mod tests {
     fn throttles_and_estimates() {
         let t0 = Instant::now();
         let mut m = Meter::new(0);
-        assert!(
-            m.tick(t0, 0, Some(1000), false).is_some(),
-            "first tick emits"
-        );
-        assert!(m
-            .tick(t0 + Duration::from_millis(100), 100, Some(1000), false)
-            .is_none());
-        let s = m
-            .tick(t0 + Duration::from_millis(500), 500, Some(1000), false)
-            .unwrap();
+        assert!(m.tick(t0, 0, Some(1000), false).is_some(), "first tick emits");
+        assert!(m.tick(t0 + Duration::from_millis(100), 100, Some(1000), false).is_none());
+        let s = m.tick(t0 + Duration::from_millis(500), 500, Some(1000), false).unwrap();
         assert_eq!(s.bytes_per_sec, 1000.0);
         assert_eq!(s.eta_secs, Some(0.5));
-        let done = m
-            .tick(t0 + Duration::from_millis(510), 1000, Some(1000), true)
-            .unwrap();
+        let done = m.tick(t0 + Duration::from_millis(510), 1000, Some(1000), true).unwrap();
         assert_eq!(done.downloaded, 1000);
         assert_eq!(done.eta_secs, Some(0.0));
         let unknown = Meter::new(0).tick(t0, 5, None, false).unwrap();

@@ -31,10 +31,7 @@ pub fn parse_meminfo(text: &str) -> Option<MemoryInfo> {
     }
     let total = total?;
     let available = available.unwrap_or(free + buffers + cached).min(total);
-    Some(MemoryInfo {
-        total_bytes: total,
-        available_bytes: available,
-    })
+    Some(MemoryInfo { total_bytes: total, available_bytes: available })
 }
 
 /// Reads memory from `meminfo` (Linux) or, where that file does not exist, from sysinfo.

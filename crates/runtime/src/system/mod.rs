@@ -32,10 +32,7 @@ pub struct ProbeConfig {
 
 impl Default for ProbeConfig {
     fn default() -> Self {
-        Self {
-            sysfs_root: "/sys".into(),
-            meminfo: "/proc/meminfo".into(),
-        }
+        Self { sysfs_root: "/sys".into(), meminfo: "/proc/meminfo".into() }
     }
 }
 
@@ -65,11 +62,7 @@ pub struct SystemProbe {
 
 impl SystemProbe {
     pub fn new(config: ProbeConfig, nvidia: Arc<dyn NvidiaSource>) -> Self {
-        Self {
-            config,
-            nvidia,
-            cache: Mutex::new(None),
-        }
+        Self { config, nvidia, cache: Mutex::new(None) }
     }
 
     /// The real machine: `/sys`, `/proc/meminfo`, NVML.
@@ -128,10 +121,7 @@ impl SystemProbe {
             .gpus
             .iter()
             .filter_map(|(g, live)| {
-                Some(GpuMemory {
-                    id: g.id.clone(),
-                    vram: self.live_vram(live, &memory)?,
-                })
+                Some(GpuMemory { id: g.id.clone(), vram: self.live_vram(live, &memory)? })
             })
             .collect();
         Ok(MemoryNow { memory, gpus })
@@ -150,12 +140,7 @@ impl SystemProbe {
             })
             .collect();
         let recommendations = recommend::recommend(&facts.cpu, &memory, &gpus);
-        Ok(SystemInfo {
-            cpu: facts.cpu,
-            memory,
-            gpus,
-            recommendations,
-        })
+        Ok(SystemInfo { cpu: facts.cpu, memory, gpus, recommendations })
     }
 }
 
@@ -166,9 +151,7 @@ fn detect_cpu() -> CpuInfo {
     }
     let cpus = sys.as_ref().map(|s| s.cpus()).unwrap_or(&[]);
     let logical = match cpus.len() {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
     let model = cpus
@@ -178,9 +161,7 @@ fn detect_cpu() -> CpuInfo {
         .unwrap_or_else(|| "Unknown CPU".to_owned());
     CpuInfo {
         model,
-        physical_cores: sysinfo::System::physical_core_count()
-            .ok()
-            .map(|n| n as u32),
+        physical_cores: sysinfo::System::physical_core_count().ok().map(|n| n as u32),
         logical_cores: logical as u32,
         arch: std::env::consts::ARCH.to_owned(),
     }
@@ -223,14 +204,11 @@ fn detect_gpus(config: &ProbeConfig, nvidia: &dyn NvidiaSource) -> Vec<(GpuInfo,
             Some(dev) => format!("[{:04x}:{dev:04x}]", card.vendor_id),
             None => format!("[{:04x}]", card.vendor_id),
         };
-        let name = card
-            .product_name
-            .clone()
-            .unwrap_or_else(|| match card.vendor {
-                // An NVIDIA card that NVML did not report: nouveau, or the driver is not loaded.
-                GpuVendor::Nvidia => format!("NVIDIA GPU {ids} (NVIDIA driver not loaded)"),
-                v => format!("{} GPU {ids}", v.label()),
-            });
+        let name = card.product_name.clone().unwrap_or_else(|| match card.vendor {
+            // An NVIDIA card that NVML did not report: nouveau, or the driver is not loaded.
+            GpuVendor::Nvidia => format!("NVIDIA GPU {ids} (NVIDIA driver not loaded)"),
+            v => format!("{} GPU {ids}", v.label()),
+        });
         let live = if card.vram.is_some() {
             LiveVram::Sysfs(card.device_dir.clone())
         } else {

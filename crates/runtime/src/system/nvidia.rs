@@ -63,11 +63,7 @@ impl Nvml {
 
 fn vram_of(device: &nvml_wrapper::Device<'_>) -> Option<VramInfo> {
     let m = device.memory_info().ok()?;
-    Some(VramInfo {
-        total_bytes: m.total,
-        used_bytes: m.used,
-        free_bytes: m.free,
-    })
+    Some(VramInfo { total_bytes: m.total, used_bytes: m.used, free_bytes: m.free })
 }
 
 impl NvidiaSource for Nvml {
@@ -84,10 +80,7 @@ impl NvidiaSource for Nvml {
                     index,
                     name: d.name().unwrap_or_else(|_| "NVIDIA GPU".to_owned()),
                     uuid: d.uuid().ok(),
-                    pci_address: d
-                        .pci_info()
-                        .ok()
-                        .and_then(|p| normalise_pci_address(&p.bus_id)),
+                    pci_address: d.pci_info().ok().and_then(|p| normalise_pci_address(&p.bus_id)),
                     driver_version: driver.clone(),
                     compute_capability: d
                         .cuda_compute_capability()
@@ -114,10 +107,7 @@ impl NvidiaSource for FixedNvidia {
     }
 
     fn vram(&self, index: u32) -> Option<VramInfo> {
-        self.0
-            .iter()
-            .find(|d| d.index == index)
-            .and_then(|d| d.vram)
+        self.0.iter().find(|d| d.index == index).and_then(|d| d.vram)
     }
 }
 
@@ -127,18 +117,9 @@ mod tests {
 
     #[test]
     fn pci_addresses_from_both_sources_agree() {
-        assert_eq!(
-            normalise_pci_address("00000000:01:00.0").as_deref(),
-            Some("0000:01:00.0")
-        );
-        assert_eq!(
-            normalise_pci_address("0000:01:00.0").as_deref(),
-            Some("0000:01:00.0")
-        );
-        assert_eq!(
-            normalise_pci_address("0000:C1:00.0\n").as_deref(),
-            Some("0000:c1:00.0")
-        );
+        assert_eq!(normalise_pci_address("00000000:01:00.0").as_deref(), Some("0000:01:00.0"));
+        assert_eq!(normalise_pci_address("0000:01:00.0").as_deref(), Some("0000:01:00.0"));
+        assert_eq!(normalise_pci_address("0000:C1:00.0\n").as_deref(), Some("0000:c1:00.0"));
         assert_eq!(normalise_pci_address("garbage"), None);
         assert_eq!(normalise_pci_address("0000:01"), None);
     }

@@ -26,9 +26,7 @@ pub fn parse(csv: &str) -> Result<Vec<SmiGpu>, String> {
                 return Err(format!("expected 4 fields, got {}: {line:?}", f.len()));
             };
             let mib = |v: &str| {
-                v.parse::<u64>()
-                    .map(|n| n * MIB)
-                    .map_err(|_| format!("not a number: {v:?}"))
+                v.parse::<u64>().map(|n| n * MIB).map_err(|_| format!("not a number: {v:?}"))
             };
             Ok(SmiGpu {
                 uuid: uuid.to_owned(),
@@ -46,10 +44,7 @@ pub fn parse(csv: &str) -> Result<Vec<SmiGpu>, String> {
 pub fn compare(smi: &[SmiGpu], ours: &[GpuInfo]) -> Vec<String> {
     let mut lines = Vec::new();
     for s in smi {
-        let Some(g) = ours
-            .iter()
-            .find(|g| g.uuid.as_deref() == Some(s.uuid.as_str()))
-        else {
+        let Some(g) = ours.iter().find(|g| g.uuid.as_deref() == Some(s.uuid.as_str())) else {
             lines.push(format!("MISMATCH {}: not detected by the app", s.uuid));
             continue;
         };
@@ -74,11 +69,7 @@ pub fn compare(smi: &[SmiGpu], ours: &[GpuInfo]) -> Vec<String> {
             v.total_bytes / MIB,
             s.total_bytes / MIB
         ));
-        let free_ok = within(
-            v.free_bytes,
-            s.free_bytes,
-            (s.free_bytes / 20).max(64 * MIB),
-        );
+        let free_ok = within(v.free_bytes, s.free_bytes, (s.free_bytes / 20).max(64 * MIB));
         lines.push(format!(
             "{} {} free VRAM: app {} MiB, nvidia-smi {} MiB (within 5%)",
             status(free_ok),
@@ -140,17 +131,11 @@ mod tests {
         assert!(ok.iter().all(|l| !l.starts_with("MISMATCH")), "{ok:#?}");
 
         let bad_total = compare(&smi, &[ours("NVIDIA H100 80GB HBM3", 70000, 69000)]);
-        assert!(bad_total
-            .iter()
-            .any(|l| l.starts_with("MISMATCH") && l.contains("total")));
+        assert!(bad_total.iter().any(|l| l.starts_with("MISMATCH") && l.contains("total")));
         let bad_free = compare(&smi, &[ours("NVIDIA H100 80GB HBM3", 81559, 60000)]);
-        assert!(bad_free
-            .iter()
-            .any(|l| l.starts_with("MISMATCH") && l.contains("free")));
+        assert!(bad_free.iter().any(|l| l.starts_with("MISMATCH") && l.contains("free")));
         let bad_name = compare(&smi, &[ours("H100", 81559, 81016)]);
-        assert!(bad_name
-            .iter()
-            .any(|l| l.starts_with("MISMATCH") && l.contains("name")));
+        assert!(bad_name.iter().any(|l| l.starts_with("MISMATCH") && l.contains("name")));
         let missing = compare(&smi, &[]);
         assert!(missing.iter().any(|l| l.contains("not detected")));
     }

@@ -12,9 +12,8 @@ const CONTEXT_OVERHEAD: f64 = 1.2;
 const Q4_K_M_BYTES_PER_PARAM: f64 = 0.61;
 
 /// Parameter classes people choose between, in billions.
-const CLASSES_B: &[f64] = &[
-    0.5, 1.0, 1.5, 3.0, 4.0, 7.0, 8.0, 13.0, 14.0, 24.0, 32.0, 70.0, 123.0, 235.0, 405.0,
-];
+const CLASSES_B: &[f64] =
+    &[0.5, 1.0, 1.5, 3.0, 4.0, 7.0, 8.0, 13.0, 14.0, 24.0, 32.0, 70.0, 123.0, 235.0, 405.0];
 
 /// VRAM a GPU keeps for itself: the CUDA/Vulkan context, the display, fragmentation.
 fn gpu_reserve(total: u64) -> u64 {
@@ -43,10 +42,7 @@ pub fn class_label(model_bytes: u64) -> String {
 
 fn fit(usable: u64) -> ModelFit {
     let bytes = fit_bytes(usable);
-    ModelFit {
-        bytes,
-        label: class_label(bytes),
-    }
+    ModelFit { bytes, label: class_label(bytes) }
 }
 
 /// The GPU the app would run a model on: the one with the most dedicated VRAM.
@@ -82,9 +78,7 @@ pub fn recommend(cpu: &CpuInfo, memory: &MemoryInfo, gpus: &[GpuInfo]) -> Recomm
     let max_model_gpu = best_gpu(gpus)
         .and_then(|g| g.vram)
         .map(|v| fit(v.total_bytes.saturating_sub(gpu_reserve(v.total_bytes))));
-    let max_model_ram = fit(memory
-        .total_bytes
-        .saturating_sub(ram_reserve(memory.total_bytes)));
+    let max_model_ram = fit(memory.total_bytes.saturating_sub(ram_reserve(memory.total_bytes)));
     Recommendations {
         threads: threads(cpu),
         backend,
@@ -137,11 +131,7 @@ mod tests {
             (None, 6, 6),
             (Some(0), 0, 1),
         ] {
-            assert_eq!(
-                threads(&cpu(physical, logical)),
-                want,
-                "{physical:?}/{logical}"
-            );
+            assert_eq!(threads(&cpu(physical, logical)), want, "{physical:?}/{logical}");
         }
     }
 
@@ -164,10 +154,7 @@ mod tests {
 
     #[test]
     fn recommendations_table() {
-        let mem = |gib: u64| MemoryInfo {
-            total_bytes: gib * GIB,
-            available_bytes: gib * GIB / 2,
-        };
+        let mem = |gib: u64| MemoryInfo { total_bytes: gib * GIB, available_bytes: gib * GIB / 2 };
         // A 24 GiB card: 24 - 2.4 reserve = 21.6 GiB usable, /1.2 = 18 GiB of model -> 24B class.
         let r = recommend(
             &cpu(Some(8), 16),

@@ -49,11 +49,7 @@ pub fn vendor_of(id: u16) -> GpuVendor {
 pub fn read_vram(device_dir: &Path) -> Option<VramInfo> {
     let total = read_u64(&device_dir.join("mem_info_vram_total"))?;
     let used = read_u64(&device_dir.join("mem_info_vram_used"))?.min(total);
-    Some(VramInfo {
-        total_bytes: total,
-        used_bytes: used,
-        free_bytes: total - used,
-    })
+    Some(VramInfo { total_bytes: total, used_bytes: used, free_bytes: total - used })
 }
 
 fn pci_address(device_dir: &Path) -> Option<String> {

@@ -1,0 +1,138 @@
+//! Models on disk, where they came from, and downloads in flight.
+
+use crate::IpcError;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    Llm,
+    Diffusion,
+}
+
+impl ModelKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ModelKind::Llm => "LLM",
+            ModelKind::Diffusion => "DIFFUSION",
+        }
+    }
+
+    /// The folder under `models/`.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ModelKind::Llm => "llm",
+            ModelKind::Diffusion => "diffusion",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ModelSource {
+    HuggingFace {
+        repo: String,
+        file: String,
+        revision: String,
+    },
+    Url {
+        url: String,
+    },
+    /// Imported from a file already on this computer.
+    Local {
+        path: String,
+    },
+}
+
+/// The GGUF facts the app keeps (not the whole tokenizer).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GgufSummary {
+    pub version: u32,
+    pub architecture: Option<String>,
+    pub name: Option<String>,
+    pub block_count: Option<u64>,
+    pub context_length: Option<u64>,
+    pub embedding_length: Option<u64>,
+    pub feed_forward_length: Option<u64>,
+    pub head_count: Option<u64>,
+    pub head_count_kv: Option<u64>,
+    pub expert_count: Option<u64>,
+    pub file_type: Option<u64>,
+    pub tensor_count: u64,
+    pub kv_count: u64,
+    /// Every key with its value as text: long arrays as "[N items]", long strings cut at 500.
+    pub raw: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub name: String,
+    pub kind: ModelKind,
+    pub size_bytes: u64,
+    /// Absolute path of the model file (the first shard or the diffusion model).
+    pub path: String,
+    pub downloaded_at_ms: u64,
+    pub source: ModelSource,
+    /// Lower-case hex SHA-256 of the file, when known.
+    pub sha256: Option<String>,
+    /// Thinks before it answers (Qwen3, DeepSeek-R1, GPT-OSS, ...).
+    pub supports_reasoning: bool,
+    pub gguf: Option<GgufSummary>,
+}
+
+/// What the download form sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadRequest {
+    pub name: String,
+    pub kind: ModelKind,
+    pub source: ModelSource,
+    /// Optional, `sha256:…` or plain hex.
+    pub sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DownloadState {
+    Queued,
+    Running,
+    Paused,
+    Failed,
+    Done,
+}
+
+/// One entry of the download queue, as the queue panel shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DownloadStatus {
+    pub download_id: String,
+    pub name: String,
+    pub kind: ModelKind,
+    pub state: DownloadState,
+    pub downloaded_bytes: u64,
+    pub total_bytes: Option<u64>,
+    pub bytes_per_sec: f64,
+    pub eta_secs: Option<f64>,
+    pub error: Option<IpcError>,
+    /// Set when done.
+    pub model_id: Option<String>,
+}
+
+/// Arguments naming one model or one download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdArgs {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyResult {
+    pub sha256: String,
+    /// Whether a stored checksum existed to compare with (it matched, or this is an error).
+    pub had_checksum: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub models: Vec<ModelInfo>,
+    /// Bytes on disk, each file counted once even when models share it.
+    pub total_bytes: u64,
+}

@@ -1,0 +1,188 @@
+//! The model registry: one `<id>.json` per model beside its file, written atomically.
+//!
+//! A file becomes a model only once it is complete, verified and (for GGUF) readable; the JSON
+//! is written last, so a crash never leaves a half-registered model.
+
+pub mod queue;
+pub mod source;
+
+use crate::storage::{write_json_atomic, StorageLayout};
+use crate::{Result, RuntimeError};
+use ipc::models::{GgufSummary, ModelInfo, ModelKind, ModelList, VerifyResult};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    layout: StorageLayout,
+}
+
+impl ModelStore {
+    pub fn new(layout: StorageLayout) -> Self {
+        Self { layout }
+    }
+
+    pub fn dir(&self, kind: ModelKind) -> PathBuf {
+        match kind {
+            ModelKind::Llm => self.layout.llm_models(),
+            ModelKind::Diffusion => self.layout.diffusion_models(),
+        }
+    }
+
+    /// Where a file named by an outside source goes; refuses names that would leave the folder.
+    pub fn file_path(&self, kind: ModelKind, file_name: &str) -> Result<PathBuf> {
+        self.layout.join_inside(&self.dir(kind), file_name)
+    }
+
+    fn meta_path(&self, kind: ModelKind, id: &str) -> PathBuf {
+        self.dir(kind).join(format!("{id}.json"))
+    }
+
+    /// An id for `name` that no model has yet: its slug, or the slug with `-2`, `-3`, ...
+    pub fn free_id(&self, name: &str) -> String {
+        let base = source::slug(name);
+        let taken = |id: &str| {
+            [ModelKind::Llm, ModelKind::Diffusion].iter().any(|k| self.meta_path(*k, id).exists())
+        };
+        if !taken(&base) {
+            return base;
+        }
+        (2..).map(|n| format!("{base}-{n}")).find(|id| !taken(id)).expect("an unused id")
+    }
+
+    pub async fn register(&self, info: &ModelInfo) -> Result<()> {
+        write_json_atomic(&self.meta_path(info.kind, &info.id), info).await
+    }
+
+    /// Every model, newest first. A metadata file that does not parse is skipped, not fatal.
+    pub async fn list(&self) -> Result<ModelList> {
+        let mut models = Vec::new();
+        for kind in [ModelKind::Llm, ModelKind::Diffusion] {
+            let dir = self.dir(kind);
+            let mut rd = match tokio::fs::read_dir(&dir).await {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(RuntimeError::io("listing", &dir, e)),
+            };
+            while let Ok(Some(entry)) = rd.next_entry().await {
+                let p = entry.path();
+                if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                if let Ok(bytes) = tokio::fs::read(&p).await {
+                    if let Ok(info) = serde_json::from_slice::<ModelInfo>(&bytes) {
+                        models.push(info);
+                    }
+                }
+            }
+        }
+        models.sort_by(|a, b| b.downloaded_at_ms.cmp(&a.downloaded_at_ms).then(a.id.cmp(&b.id)));
+        let mut seen = HashSet::new();
+        let total_bytes =
+            models.iter().filter(|m| seen.insert(m.path.clone())).map(|m| m.size_bytes).sum();
+        Ok(ModelList { models, total_bytes })
+    }
+
+    pub async fn get(&self, id: &str) -> Result<ModelInfo> {
+        self.list()
+            .await?
+            .models
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| RuntimeError::ModelNotFound(id.to_owned()))
+    }
+
+    /// Deletes the model's metadata, and its file unless another model uses the same file.
+    pub async fn delete(&self, id: &str) -> Result<()> {
+        let all = self.list().await?.models;
+        let info = all
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| RuntimeError::ModelNotFound(id.to_owned()))?;
+        let shared = all.iter().any(|m| m.id != id && m.path == info.path);
+        let path = PathBuf::from(&info.path);
+        // Only files inside our models folders are ever deleted.
+        if !shared && path.starts_with(self.dir(info.kind)) {
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RuntimeError::io("deleting", &path, e)),
+            }
+        }
+        let meta = self.meta_path(info.kind, id);
+        tokio::fs::remove_file(&meta).await.map_err(|e| RuntimeError::io("deleting", &meta, e))
+    }
+
+    /// Hashes the model's file and compares it with the stored SHA-256.
+    pub async fn verify(&self, id: &str) -> Result<VerifyResult> {
+        let info = self.get(id).await?;
+        let path = PathBuf::from(&info.path);
+        let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        match &info.sha256 {
+            Some(expected) if *expected != actual => Err(RuntimeError::ChecksumMismatch {
+                file: info.path.clone(),
+                expected: expected.clone(),
+                actual,
+            }),
+            stored => Ok(VerifyResult { sha256: actual, had_checksum: stored.is_some() }),
+        }
+    }
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| RuntimeError::io("opening", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| RuntimeError::io("reading", path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The compact GGUF facts kept with a model.
+pub fn summarize(h: &gguf::Header) -> GgufSummary {
+    use gguf::Value;
+    fn text(v: &Value) -> String {
+        let s = match v {
+            Value::String(s) => s.clone(),
+            Value::Array(items) if items.len() > 20 => format!("[{} items]", items.len()),
+            Value::Array(items) => {
+                format!("[{}]", items.iter().map(text).collect::<Vec<_>>().join(", "))
+            }
+            Value::SkippedArray { len, .. } => format!("[{len} items]"),
+            Value::Bool(b) => b.to_string(),
+            Value::F32(f) => f.to_string(),
+            Value::F64(f) => f.to_string(),
+            other => other.as_u64().map(|n| n.to_string()).unwrap_or_else(|| format!("{other:?}")),
+        };
+        if s.chars().count() > 500 {
+            s.chars().take(500).collect::<String>() + "…"
+        } else {
+            s
+        }
+    }
+    GgufSummary {
+        version: h.version,
+        architecture: h.architecture().map(str::to_owned),
+        name: h.name().map(str::to_owned),
+        block_count: h.block_count(),
+        context_length: h.context_length(),
+        embedding_length: h.embedding_length(),
+        feed_forward_length: h.feed_forward_length(),
+        head_count: h.head_count_per_layer().and_then(|v| v.into_iter().max()),
+        head_count_kv: h.head_count_kv_per_layer().and_then(|v| v.into_iter().max()),
+        expert_count: h.expert_count(),
+        file_type: h.file_type(),
+        tensor_count: h.tensors.len() as u64,
+        kv_count: h.metadata.len() as u64,
+        raw: h.metadata.iter().map(|(k, v)| (k.clone(), text(v))).collect(),
+    }
+}

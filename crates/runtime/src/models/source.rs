@@ -1,0 +1,194 @@
+//! Where a model comes from: URLs for each source, and the file name it gets here.
+
+use crate::{Result, RuntimeError};
+use ipc::models::ModelSource;
+
+/// Hugging Face's download URL for a file: each path segment percent-encoded, `/` kept.
+pub fn hf_url(repo: &str, file: &str, revision: &str) -> Result<String> {
+    let repo = repo.trim().trim_matches('/');
+    if repo.split('/').count() != 2 || repo.split('/').any(|p| p.is_empty() || p == "..") {
+        return Err(RuntimeError::InvalidInput(format!(
+            "repository {repo:?} is not of the form owner/name"
+        )));
+    }
+    let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
+    let file = file.trim().trim_start_matches('/');
+    if file.is_empty() || file.split('/').any(|p| p.is_empty() || p == "..") {
+        return Err(RuntimeError::InvalidInput(format!(
+            "file {file:?} is not a file path in the repository"
+        )));
+    }
+    let enc = |s: &str| s.split('/').map(percent_encode).collect::<Vec<_>>().join("/");
+    Ok(format!("https://huggingface.co/{repo}/resolve/{}/{}", percent_encode(revision), enc(file)))
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The URL to fetch, or `None` for a local import.
+pub fn url_of(source: &ModelSource) -> Result<Option<String>> {
+    match source {
+        ModelSource::HuggingFace { repo, file, revision } => hf_url(repo, file, revision).map(Some),
+        ModelSource::Url { url } => {
+            let u = url.trim();
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                return Err(RuntimeError::InvalidInput(format!("{u:?} is not an http(s) URL")));
+            }
+            Ok(Some(u.to_owned()))
+        }
+        ModelSource::Local { .. } => Ok(None),
+    }
+}
+
+/// The file name a source's file gets here: the last path segment, without query or fragment,
+/// percent-decoded, with characters that are unsafe in file names removed. Never empty, never a
+/// path.
+pub fn file_name(source: &ModelSource) -> Result<String> {
+    let raw = match source {
+        ModelSource::HuggingFace { file, .. } => file.rsplit('/').next().unwrap_or("").to_owned(),
+        ModelSource::Url { url } => {
+            let path = url.split(['?', '#']).next().unwrap_or("");
+            percent_decode(path.rsplit('/').next().unwrap_or(""))
+        }
+        ModelSource::Local { path } => std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    };
+    let clean: String = raw
+        .chars()
+        .filter(|c| {
+            !c.is_control() && !matches!(c, '<' | '>' | ':' | '"' | '/' | '\\' | '|' | '?' | '*')
+        })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let clean = clean.trim_start_matches('.').to_owned();
+    if clean.is_empty() {
+        return Err(RuntimeError::InvalidInput(format!(
+            "no file name can be taken from {source:?}"
+        )));
+    }
+    Ok(clean)
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A model id from its display name: lower case, `[a-z0-9-]` only, no repeated or edge dashes.
+pub fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if (c.is_whitespace() || c == '-' || c == '_' || c == '.') && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let s = out.trim_matches('-').to_owned();
+    if s.is_empty() {
+        "model".to_owned()
+    } else {
+        s
+    }
+}
+
+/// Models that think before answering, by name (the GGUF chat template would be surer; names
+/// are what upstream used and what users recognise).
+pub fn supports_reasoning(name: &str) -> bool {
+    let n = name.to_lowercase();
+    [
+        "qwen3",
+        "deepseek-r1",
+        "gpt-oss",
+        "qwq",
+        "phi-4-reasoning",
+        "magistral",
+        "glm-4.5",
+        "exaone-deep",
+        "skywork-or1",
+    ]
+    .iter()
+    .any(|k| n.contains(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hugging_face_urls() {
+        assert_eq!(
+            hf_url("unsloth/Qwen3-4B-GGUF", "Qwen3-4B-Q4_0.gguf", "").unwrap(),
+            "https://huggingface.co/unsloth/Qwen3-4B-GGUF/resolve/main/Qwen3-4B-Q4_0.gguf"
+        );
+        assert_eq!(
+            hf_url("a/b", "split files/x y.gguf", "refs/pr/1").unwrap(),
+            "https://huggingface.co/a/b/resolve/refs%2Fpr%2F1/split%20files/x%20y.gguf"
+        );
+        for (repo, file) in [
+            ("a", "x"),
+            ("a/b/c", "x"),
+            ("a/..", "x"),
+            ("a/b", ""),
+            ("a/b", "../x"),
+            ("a/b", "d//x"),
+        ] {
+            assert!(hf_url(repo, file, "main").is_err(), "{repo} {file}");
+        }
+    }
+
+    #[test]
+    fn file_names_never_become_paths() {
+        let url = |u: &str| ModelSource::Url { url: u.into() };
+        assert_eq!(
+            file_name(&url("http://h/a/b/model%20v2.gguf?download=1")).unwrap(),
+            "model v2.gguf"
+        );
+        assert_eq!(file_name(&url("http://h/x/..%2F..%2Fetc%2Fpasswd")).unwrap(), "....etcpasswd");
+        assert_eq!(file_name(&url("http://h/.bashrc")).unwrap(), "bashrc");
+        assert!(file_name(&url("http://h/")).is_err());
+        let hf = ModelSource::HuggingFace {
+            repo: "a/b".into(),
+            file: "sub/dir/m.gguf".into(),
+            revision: "main".into(),
+        };
+        assert_eq!(file_name(&hf).unwrap(), "m.gguf");
+    }
+
+    #[test]
+    fn slugs_and_reasoning() {
+        assert_eq!(slug("Flux 2 Klein Q8_0"), "flux-2-klein-q8-0");
+        assert_eq!(slug("  --Tiny  Llama!!-- "), "tiny-llama");
+        assert_eq!(slug("???"), "model");
+        assert!(supports_reasoning("Qwen3-4B-Q4_0.gguf"));
+        assert!(supports_reasoning("DeepSeek-R1-Distill-Qwen-7B"));
+        assert!(!supports_reasoning("Llama-3.2-1B-Instruct"));
+    }
+}

@@ -1,0 +1,237 @@
+//! The model registry and the download queue, end to end against the fixture server.
+
+use gguf::fixtures::{tiny_llama, TinyLlama};
+use ipc::models::{DownloadRequest, DownloadState, ModelKind, ModelSource};
+use ipc::{AppEvent, ErrorCode, StorageRootSource};
+use runtime::download::DownloadConfig;
+use runtime::models::queue::DownloadQueue;
+use runtime::models::ModelStore;
+use runtime::{EventBus, StorageLayout, StorageRoot};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::Duration;
+use testkit::http::{Fault, FixtureServer, Route};
+use tokio::sync::broadcast;
+
+struct Home {
+    root: PathBuf,
+    store: ModelStore,
+    queue: DownloadQueue,
+    events: broadcast::Receiver<AppEvent>,
+}
+
+impl Home {
+    fn new(name: &str) -> Self {
+        let root = std::env::temp_dir().join(format!("genai-models-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let layout =
+            StorageLayout::create(StorageRoot::new(&root, StorageRootSource::Env)).unwrap();
+        let store = ModelStore::new(layout);
+        let bus = EventBus::default();
+        let events = bus.subscribe();
+        let config = DownloadConfig {
+            stall_timeout: Duration::from_secs(30),
+            max_retries: 2,
+            backoff: Duration::from_millis(20),
+        };
+        let queue = DownloadQueue::new(store.clone(), bus, 2, config).unwrap();
+        Self { root, store, queue, events }
+    }
+
+    /// Waits for the download's final event.
+    async fn outcome(&mut self, id: &str) -> AppEvent {
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(20), self.events.recv())
+                .await
+                .expect("an event")
+                .unwrap();
+            match &e {
+                AppEvent::DownloadFinished { download_id, .. }
+                | AppEvent::DownloadFailed { download_id, .. }
+                    if download_id == id =>
+                {
+                    return e
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn files(&self, kind: &str) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.root.join("models").join(kind))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn url_request(name: &str, url: String, sha: Option<String>) -> DownloadRequest {
+    DownloadRequest {
+        name: name.into(),
+        kind: ModelKind::Llm,
+        source: ModelSource::Url { url },
+        sha256: sha,
+    }
+}
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn download_registers_lists_verifies_and_deletes() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let server = FixtureServer::start().await;
+    server.add("/tiny.gguf", Route::bytes(model.clone()));
+    let mut home = Home::new("cycle");
+
+    let id = home
+        .queue
+        .enqueue(url_request("Tiny Llama", server.url("/tiny.gguf"), Some(sha(&model))))
+        .unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else {
+        panic!("download failed")
+    };
+    assert_eq!(model_id, "tiny-llama");
+    let status = home.queue.statuses().into_iter().find(|s| s.download_id == id).unwrap();
+    assert_eq!(status.state, DownloadState::Done);
+    assert_eq!(status.downloaded_bytes, model.len() as u64);
+
+    let list = home.store.list().await.unwrap();
+    assert_eq!(list.models.len(), 1);
+    let m = &list.models[0];
+    assert_eq!((m.kind, m.size_bytes), (ModelKind::Llm, model.len() as u64));
+    assert_eq!(list.total_bytes, model.len() as u64);
+    let g = m.gguf.as_ref().unwrap();
+    assert_eq!(g.architecture.as_deref(), Some("llama"));
+    assert_eq!((g.block_count, g.context_length, g.head_count), (Some(2), Some(512), Some(4)));
+    let tokens = g.raw.iter().find(|(k, _)| k == "tokenizer.ggml.tokens").unwrap();
+    assert_eq!(tokens.1, "[259 items]", "the tokenizer is not stored whole");
+    assert!(!m.supports_reasoning);
+    assert_eq!(home.files("llm"), ["tiny-llama.json", "tiny.gguf"]);
+
+    let v = home.store.verify(&model_id).await.unwrap();
+    assert!(v.had_checksum);
+    assert_eq!(v.sha256, sha(&model));
+    // Damage the file: verify says so.
+    std::fs::write(&m.path, b"GGUF broken").unwrap();
+    let e = home.store.verify(&model_id).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ChecksumMismatch);
+
+    home.store.delete(&model_id).await.unwrap();
+    assert!(home.files("llm").is_empty());
+    assert_eq!(home.store.delete(&model_id).await.unwrap_err().code(), ErrorCode::ModelNotFound);
+}
+
+#[tokio::test]
+async fn a_corrupt_gguf_is_never_registered() {
+    let server = FixtureServer::start().await;
+    server.add("/bad.gguf", Route::bytes(b"GGUF\x03\0\0\0 then garbage".to_vec()));
+    let mut home = Home::new("corrupt");
+    let id = home.queue.enqueue(url_request("Bad", server.url("/bad.gguf"), None)).unwrap();
+    let AppEvent::DownloadFailed { error, .. } = home.outcome(&id).await else {
+        panic!("accepted a corrupt file")
+    };
+    assert_eq!(error.code, ErrorCode::GgufInvalid);
+    assert!(!error.remedy.is_empty());
+    assert!(home.files("llm").is_empty(), "{:?}", home.files("llm"));
+    assert!(home.store.list().await.unwrap().models.is_empty());
+}
+
+#[tokio::test]
+async fn checksum_failure_leaves_nothing_and_says_expected_and_actual() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let server = FixtureServer::start().await;
+    server.add("/m.gguf", Route::bytes(model.clone()));
+    let mut home = Home::new("sum");
+    let wrong = "f".repeat(64);
+    let id =
+        home.queue.enqueue(url_request("M", server.url("/m.gguf"), Some(wrong.clone()))).unwrap();
+    let AppEvent::DownloadFailed { error, .. } = home.outcome(&id).await else { panic!() };
+    assert_eq!(error.code, ErrorCode::ChecksumMismatch);
+    assert!(error.message.contains(&wrong) && error.message.contains(&sha(&model)));
+    assert!(home.files("llm").is_empty());
+}
+
+#[tokio::test]
+async fn local_import_and_duplicate_refusal() {
+    let model = tiny_llama(TinyLlama { seed: 7, ..Default::default() }).to_bytes();
+    let mut home = Home::new("local");
+    let src = home.root.join("elsewhere.gguf");
+    std::fs::write(&src, &model).unwrap();
+    let req = DownloadRequest {
+        name: "Qwen3 Local".into(),
+        kind: ModelKind::Llm,
+        source: ModelSource::Local { path: src.display().to_string() },
+        sha256: None,
+    };
+    let id = home.queue.enqueue(req.clone()).unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else { panic!() };
+    let m = home.store.get(&model_id).await.unwrap();
+    assert!(m.supports_reasoning, "Qwen3 is flagged as reasoning");
+    assert_eq!(std::fs::read(&m.path).unwrap(), model);
+    let e = home.queue.enqueue(req).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+}
+
+#[tokio::test]
+async fn at_most_two_run_at_once_and_cancel_cleans_up() {
+    let server = FixtureServer::start().await;
+    let body = testkit::http::Body::pattern_bytes(2 << 20);
+    for name in ["a", "b", "c"] {
+        server.add(
+            &format!("/{name}.gguf"),
+            Route::bytes(body.clone()).fault(Fault::StallAfter(1 << 20)),
+        );
+    }
+    let home = Home::new("queue");
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            home.queue.enqueue(url_request(n, server.url(&format!("/{n}.gguf")), None)).unwrap()
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let states: Vec<DownloadState> = home.queue.statuses().iter().map(|s| s.state).collect();
+    assert_eq!(states.iter().filter(|s| **s == DownloadState::Running).count(), 2, "{states:?}");
+    assert_eq!(states.iter().filter(|s| **s == DownloadState::Queued).count(), 1, "{states:?}");
+
+    for id in &ids {
+        home.queue.cancel(id).unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !home.queue.statuses().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", home.queue.statuses());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(home.files("llm").is_empty(), "{:?}", home.files("llm"));
+}
+
+#[tokio::test]
+async fn hostile_names_stay_inside_the_models_folder() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let server = FixtureServer::start().await;
+    server.add("/x/..%2F..%2Fescape.gguf", Route::bytes(model));
+    let mut home = Home::new("hostile");
+    let id = home
+        .queue
+        .enqueue(url_request("Escape", server.url("/x/..%2F..%2Fescape.gguf"), None))
+        .unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else { panic!() };
+    let m = home.store.get(&model_id).await.unwrap();
+    assert!(
+        PathBuf::from(&m.path).starts_with(home.root.canonicalize().unwrap().join("models/llm")),
+        "{}",
+        m.path
+    );
+    assert!(!home.root.join("escape.gguf").exists());
+}
