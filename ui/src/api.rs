@@ -1,6 +1,7 @@
 //! Typed access to the app: every command call and event subscription goes through here, so tabs
 //! never touch raw JS values. Names and types come from the `ipc` crate.
 
+use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
 use serde::{de::DeserializeOwned, Serialize};
@@ -75,6 +76,31 @@ pub async fn system_info() -> Result<SystemInfo, IpcError> {
 #[allow(dead_code)] // first caller: the Resource Monitor tab
 pub async fn memory_now() -> Result<MemoryNow, IpcError> {
     invoke(cmd::MEMORY_NOW).await
+}
+
+pub async fn models_list() -> Result<ModelList, IpcError> {
+    invoke(cmd::MODELS_LIST).await
+}
+
+pub async fn model_delete(id: String) -> Result<(), IpcError> {
+    invoke_with(cmd::MODEL_DELETE, &IdArgs { id }).await
+}
+
+pub async fn model_verify(id: String) -> Result<VerifyResult, IpcError> {
+    invoke_with(cmd::MODEL_VERIFY, &IdArgs { id }).await
+}
+
+pub async fn download_start(request: DownloadRequest) -> Result<String, IpcError> {
+    invoke_with(cmd::DOWNLOAD_START, &request).await
+}
+
+pub async fn downloads() -> Result<Vec<DownloadStatus>, IpcError> {
+    invoke(cmd::DOWNLOADS).await
+}
+
+/// Pause, resume or cancel a download by id.
+pub async fn download_control(command: &'static str, id: String) -> Result<(), IpcError> {
+    invoke_with(command, &IdArgs { id }).await
 }
 
 pub async fn open_storage_folder() -> Result<(), IpcError> {

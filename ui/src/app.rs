@@ -43,6 +43,10 @@ impl Tab {
 #[derive(Clone, Copy)]
 pub struct EventLog(pub RwSignal<Vec<String>>);
 
+/// Bumped when a download finishes or fails: the model list refreshes at once.
+#[derive(Clone, Copy)]
+pub struct ModelsChanged(pub RwSignal<u64>);
+
 /// Bumped whenever the machine's situation changed (a server started or stopped): tabs showing
 /// hardware refresh at once instead of waiting for their next poll.
 #[derive(Clone, Copy)]
@@ -57,9 +61,19 @@ pub fn App() -> impl IntoView {
     provide_context(log);
     let changed = SystemChanged(RwSignal::new(0));
     provide_context(changed);
+    let models_changed = ModelsChanged(RwSignal::new(0));
+    provide_context(models_changed);
     crate::api::listen_events(move |event| {
-        if matches!(event, AppEvent::SystemChanged | AppEvent::ServerState { .. }) {
-            changed.0.update(|n| *n += 1);
+        match &event {
+            AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
+            AppEvent::DownloadFinished { .. } | AppEvent::DownloadFailed { .. } => {
+                models_changed.0.update(|n| *n += 1)
+            }
+            _ => {}
+        }
+        // Progress ticks would drown the log; the queue panel shows them.
+        if matches!(event, AppEvent::DownloadProgress(_)) {
+            return;
         }
         log.0.update(|lines| {
             lines.push(event.summary());

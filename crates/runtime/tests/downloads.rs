@@ -201,15 +201,26 @@ async fn pause_keeps_the_part_and_resume_continues() {
         .unwrap();
     let control = Control::default();
     let c2 = control.clone();
-    let part = part_path(&spec.dest);
+    // Pause once the progress says the server has stopped sending at 1.2 MB.
+    let got = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let got2 = got.clone();
     let watcher = tokio::spawn(async move {
-        while std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 1_200_000 {
+        while got2.load(std::sync::atomic::Ordering::SeqCst) < 1_200_000 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         c2.pause();
     });
-    let r = dl.download(&spec, &control, |_| {}).await.unwrap();
+    let mut seen = Vec::new();
+    let r = dl
+        .download(&spec, &control, |s| {
+            got.store(s.downloaded, std::sync::atomic::Ordering::SeqCst);
+            seen.push(s.downloaded)
+        })
+        .await
+        .unwrap();
     watcher.await.unwrap();
+    // While no bytes came (the server stalled), the window was still told how far it got.
+    assert_eq!(seen.last(), Some(&1_200_000), "{seen:?}");
     assert_eq!(r, Outcome::Paused { bytes: 1_200_000 });
     assert_eq!(std::fs::metadata(part_path(&spec.dest)).unwrap().len(), 1_200_000);
 

@@ -362,38 +362,45 @@ impl Downloader {
         // Network chunks are small (about 16 KiB); writing them one by one through tokio's
         // blocking pool costs more than the hashing. Batch them into 1 MiB writes.
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+        // Progress goes out on a clock, not per chunk: when bytes stop (a stall, a slow
+        // server), the window still learns how far the download got and that its speed fell.
+        let mut ticker = tokio::time::interval(progress::EMIT_EVERY);
+        let mut last_data = tokio::time::Instant::now();
         let result = loop {
-            let next = tokio::select! {
-                n = tokio::time::timeout(self.config.stall_timeout, stream.next()) => n,
-                _ = rx.wait_for(|c| *c != Command::Run) => {
+            tokio::select! {
+                next = stream.next() => match next {
+                    None => break Ok(()),
+                    Some(Err(e)) => break Err(Interrupted::Retry(describe(&e))),
+                    Some(Ok(chunk)) => {
+                        last_data = tokio::time::Instant::now();
+                        pending.extend_from_slice(&chunk);
+                        if pending.len() >= WRITE_BATCH {
+                            if let Err(e) = file.write_all(&pending).await {
+                                break Err(Interrupted::Fatal(RuntimeError::io("writing", &part, e)));
+                            }
+                            pending.clear();
+                        }
+                        state.hasher.update(&chunk);
+                        state.offset += chunk.len() as u64;
+                    }
+                },
+                _ = tokio::time::sleep_until(last_data + self.config.stall_timeout) => {
+                    break Err(Interrupted::Retry(format!(
+                        "no data for {} s",
+                        self.config.stall_timeout.as_secs_f32()
+                    )));
+                }
+                _ = ticker.tick() => {
+                    if let Some(s) = meter.tick(Instant::now(), state.offset, total, false) {
+                        on_progress(s);
+                    }
+                }
+                // The watch guard is dropped inside, so this future stays Send.
+                _ = async { rx.wait_for(|c| *c != Command::Run).await.map(|_| ()) } => {
                     break match control.current() {
                         Command::Cancel => Err(Interrupted::Cancelled),
                         _ => Err(Interrupted::Paused),
                     };
-                }
-            };
-            match next {
-                Err(_) => {
-                    break Err(Interrupted::Retry(format!(
-                        "no data for {} s",
-                        self.config.stall_timeout.as_secs_f32()
-                    )))
-                }
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => break Err(Interrupted::Retry(describe(&e))),
-                Ok(Some(Ok(chunk))) => {
-                    pending.extend_from_slice(&chunk);
-                    if pending.len() >= WRITE_BATCH {
-                        if let Err(e) = file.write_all(&pending).await {
-                            break Err(Interrupted::Fatal(RuntimeError::io("writing", &part, e)));
-                        }
-                        pending.clear();
-                    }
-                    state.hasher.update(&chunk);
-                    state.offset += chunk.len() as u64;
-                    if let Some(s) = meter.tick(Instant::now(), state.offset, total, false) {
-                        on_progress(s);
-                    }
                 }
             }
         };

@@ -1,0 +1,82 @@
+//! The Models journey in the real window: download a small GGUF from a fixture server through
+//! the form, watch the progress (paused half-way, then resumed), see it listed with its badge,
+//! open its GGUF details, verify it, delete it.
+
+use e2e::{live_group_members, App};
+use fantoccini::Locator;
+use gguf::fixtures::{tiny_llama, TinyLlama};
+use std::time::Duration;
+use testkit::http::{Fault, FixtureServer, Route};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn download_list_inspect_verify_delete() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let half = model.len() as u64 / 2;
+    let server = FixtureServer::start().await;
+    // The first request stops sending half-way and holds the connection, so the progress bar
+    // sits at 50% until the user pauses and resumes.
+    server
+        .add("/models/tiny-llama.gguf", Route::bytes(model.clone()).fault(Fault::StallAfter(half)));
+    let url = server.url("/models/tiny-llama.gguf");
+
+    let app = App::launch().await;
+    app.click("#tab-btn-models").await;
+    app.wait_visible("#models-empty").await;
+
+    app.click("#dl-mode-custom").await;
+    app.click("#dl-source option[value='url']").await;
+    app.wait_visible("#dl-url").await.send_keys(&url).await.unwrap();
+    app.wait_visible("#dl-name").await.send_keys("Tiny Llama").await.unwrap();
+    app.click("#dl-submit").await;
+
+    // Half-way, stalled: the row shows 50% and the bytes.
+    let pct = app.wait_text(".dl-row .dl-percent", |t| t == "50%").await;
+    assert_eq!(pct, "50%");
+    app.screenshot("models-1-progress").await;
+
+    app.click(".dl-row .dl-pause").await;
+    app.wait_text(".dl-row .badge.state-paused", |t| t == "paused").await;
+    app.click(".dl-row .dl-resume").await;
+    app.wait_text(".dl-row .dl-percent", |t| t == "100%").await;
+    app.wait_text(".dl-row .badge.state-done", |t| t == "done").await;
+    let resumed = server.seen("/models/tiny-llama.gguf").pop().unwrap();
+    assert_eq!(
+        resumed.header("range"),
+        Some(format!("bytes={half}-").as_str()),
+        "resumed, not restarted"
+    );
+
+    // Listed with its badge and size.
+    let row = app.wait_visible("tr.model-row[data-id='tiny-llama']").await;
+    let badge = row.find(Locator::Css("[data-kind]")).await.unwrap();
+    assert_eq!(badge.text().await.unwrap(), "LLM");
+    let total = app.wait_text("#models-total", |t| t.contains("1 model")).await;
+    assert!(total.contains(&ipc::format::bytes(model.len() as u64)), "{total}");
+    app.screenshot("models-2-listed").await;
+    let file = app.genai_home().join("models/llm/tiny-llama.gguf");
+    assert_eq!(std::fs::read(&file).unwrap(), model, "the file on disk is the served file");
+
+    // GGUF details.
+    app.click("tr.model-row .m-info").await;
+    assert_eq!(app.wait_text("#gguf-arch", |t| !t.is_empty()).await, "llama");
+    assert_eq!(app.wait_text("#gguf-layers", |t| !t.is_empty()).await, "2");
+    assert_eq!(app.wait_text("#gguf-context", |t| !t.is_empty()).await, "512");
+    app.screenshot("models-3-gguf-info").await;
+    app.click("#gguf-close").await;
+
+    // Verify: the stored SHA-256 (computed while downloading) matches the file.
+    app.click("tr.model-row .m-verify").await;
+    let verified = app.wait_text(".m-verified", |t| !t.is_empty()).await;
+    assert!(verified.starts_with("Verified"), "{verified}");
+
+    // Delete, with confirmation: the row and the file are gone.
+    app.click("tr.model-row .m-delete").await;
+    app.click("tr.model-row .m-delete-confirm").await;
+    app.wait_visible("#models-empty").await;
+    assert!(!file.exists());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    let group = app.finish().await;
+    assert!(live_group_members(group).is_empty(), "processes left behind");
+}
