@@ -40,7 +40,7 @@ async fn download_list_inspect_verify_delete() {
     app.click(".dl-row .dl-resume").await;
     app.wait_text(".dl-row .dl-percent", |t| t == "100%").await;
     app.wait_text(".dl-row .badge.state-done", |t| t == "done").await;
-    let resumed = server.seen("/models/tiny-llama.gguf").pop().unwrap();
+    let resumed = server.gets("/models/tiny-llama.gguf").pop().unwrap();
     assert_eq!(
         resumed.header("range"),
         Some(format!("bytes={half}-").as_str()),

@@ -108,7 +108,7 @@ async fn dropped_connection_resumes_with_range() {
     let dir = Dir::new("drop");
     let d = done(run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
-    let seen = server.seen("/m.gguf");
+    let seen = server.gets("/m.gguf");
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].header("range"), Some("bytes=1000000-"));
     assert_eq!(seen[1].header("if-range"), Some("\"v1\""));
@@ -131,7 +131,7 @@ async fn stall_is_detected_and_retried() {
     let dir = Dir::new("stall");
     let d = done(run(&dir.spec(server.url("/m.gguf"), Some(sha(&body()))), fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
-    assert_eq!(server.seen("/m.gguf")[1].header("range"), Some("bytes=700000-"));
+    assert_eq!(server.gets("/m.gguf")[1].header("range"), Some("bytes=700000-"));
 }
 
 #[tokio::test]
@@ -140,7 +140,7 @@ async fn server_errors_are_retried_then_reported() {
     server.add("/flaky", Route::bytes(body()).fault(Fault::Status(503)).fault(Fault::Status(500)));
     let dir = Dir::new("5xx");
     done(run(&dir.spec(server.url("/flaky"), None), fast()).await.0);
-    assert_eq!(server.seen("/flaky").len(), 3);
+    assert_eq!(server.gets("/flaky").len(), 3);
 
     let mut down = Route::bytes(body());
     for _ in 0..10 {
@@ -151,7 +151,7 @@ async fn server_errors_are_retried_then_reported() {
     let e = run(&dir.spec(server.url("/down"), None), fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::Network, "{e}");
     assert!(e.to_string().contains("502"), "{e}");
-    assert_eq!(server.seen("/down").len(), 4, "one try and max_retries (3) retries");
+    assert_eq!(server.gets("/down").len(), 4, "one try and max_retries (3) retries");
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn not_found_fails_at_once_with_a_remedy() {
     let e = run(&dir.spec(server.url("/missing.gguf"), None), fast()).await.0.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::DownloadFailed);
     assert!(e.to_ipc().remedy.contains("repository"), "{}", e.to_ipc().remedy);
-    assert_eq!(server.seen("/missing.gguf").len(), 1, "no retries for a 404");
+    assert_eq!(server.gets("/missing.gguf").len(), 1, "no retries for a 404");
     assert!(leftovers(&dir.0).is_empty());
 }
 
@@ -227,7 +227,7 @@ async fn pause_keeps_the_part_and_resume_continues() {
     control.resume();
     let d = done(dl.download(&spec, &control, |_| {}).await);
     assert_eq!(d.sha256, sha(&body()));
-    assert_eq!(server.seen("/m.gguf").last().unwrap().header("range"), Some("bytes=1200000-"));
+    assert_eq!(server.gets("/m.gguf").last().unwrap().header("range"), Some("bytes=1200000-"));
 }
 
 #[tokio::test]
@@ -310,7 +310,61 @@ async fn killed_process_resumes_on_the_next_start() {
     // A new start (this process) picks up the .part and its sidecar.
     let d = done(run(&spec, fast()).await.0);
     assert_eq!(d.sha256, sha(&body()));
-    let last = server.seen("/m.gguf").pop().unwrap();
+    let last = server.gets("/m.gguf").pop().unwrap();
     assert_eq!(last.header("range"), Some(format!("bytes={kept}-").as_str()));
     assert_eq!(last.header("if-range"), Some("\"k1\""));
+}
+
+#[tokio::test]
+async fn checksum_announced_on_a_redirect_is_checked() {
+    // Hugging Face answers /resolve/ with a 302 carrying x-linked-etag, then the CDN serves it.
+    let server = FixtureServer::start().await;
+    server.add("/cdn/m.gguf", Route::bytes(body()));
+    let good = sha(&body());
+    let cdn = server.url("/cdn/m.gguf");
+    server.add(
+        "/good/resolve/main/m.gguf",
+        Route::redirect(&cdn).header("x-linked-etag", &format!("\"{good}\"")),
+    );
+    server.add(
+        "/bad/resolve/main/m.gguf",
+        Route::redirect(&cdn).header("x-linked-etag", &"1".repeat(64)),
+    );
+
+    let dir = Dir::new("redirect-good");
+    let d = done(run(&dir.spec(server.url("/good/resolve/main/m.gguf"), None), fast()).await.0);
+    assert_eq!(d.sha256, good);
+
+    let dir = Dir::new("redirect-bad");
+    let e =
+        run(&dir.spec(server.url("/bad/resolve/main/m.gguf"), None), fast()).await.0.unwrap_err();
+    assert_eq!(e.code(), ipc::ErrorCode::ChecksumMismatch, "{e}");
+    assert!(leftovers(&dir.0).is_empty());
+}
+
+#[tokio::test]
+async fn remote_gguf_header_reads_only_the_start() {
+    use gguf::TensorData;
+    // A model whose weights are 16 MiB: the header read must not fetch them.
+    let w = gguf::fixtures::tiny_llama(Default::default()).tensor(TensorData {
+        name: "big".into(),
+        dims: vec![4 << 20],
+        ggml_type: gguf::GgmlType::F32,
+        data: vec![0; 16 << 20],
+    });
+    let bytes = w.to_bytes();
+    let server = FixtureServer::start().await;
+    server.add("/m.gguf", Route::bytes(bytes.clone()));
+    server.add("/norange.gguf", Route::bytes(bytes.clone()).without_ranges());
+    server.add("/not.gguf", Route::bytes(b"<html>not found</html>".to_vec()));
+    let dl = Downloader::new(fast()).unwrap();
+    for path in ["/m.gguf", "/norange.gguf"] {
+        let h = dl.read_gguf_header(&server.url(path), None).await.unwrap();
+        assert_eq!(h.architecture(), Some("llama"));
+        assert_eq!(h.tensors.last().unwrap().name, "big");
+    }
+    let e = dl.read_gguf_header(&server.url("/not.gguf"), None).await.unwrap_err();
+    assert_eq!(e.code(), ipc::ErrorCode::GgufInvalid, "{e}");
+    let e = dl.read_gguf_header(&server.url("/missing.gguf"), None).await.unwrap_err();
+    assert_eq!(e.code(), ipc::ErrorCode::DownloadFailed, "{e}");
 }

@@ -77,11 +77,18 @@ pub struct Route {
     pub headers: Vec<(String, String)>,
     /// Faults for the next requests, one per request, in order.
     pub faults: VecDeque<Fault>,
+    /// Answer 302 to this location (with `headers`) instead of serving `body`.
+    pub redirect: Option<String>,
 }
 
 impl Route {
     pub fn new(body: Body) -> Self {
-        Self { body, ranges: true, headers: Vec::new(), faults: VecDeque::new() }
+        Self { body, ranges: true, headers: Vec::new(), faults: VecDeque::new(), redirect: None }
+    }
+
+    /// A redirect, as Hugging Face's `resolve` URLs answer (set headers with [`Route::header`]).
+    pub fn redirect(location: &str) -> Self {
+        Self { redirect: Some(location.to_owned()), ..Self::bytes(Vec::new()) }
     }
 
     pub fn bytes(bytes: Vec<u8>) -> Self {
@@ -174,6 +181,11 @@ impl FixtureServer {
         self.addr
     }
 
+    /// GET requests seen so far for `path` (the transfers, without pre-flight HEADs).
+    pub fn gets(&self, path: &str) -> Vec<Seen> {
+        self.seen(path).into_iter().filter(|s| s.method == "GET").collect()
+    }
+
     /// Requests seen so far for `path`.
     pub fn seen(&self, path: &str) -> Vec<Seen> {
         self.state.lock().unwrap().seen.iter().filter(|s| s.path == path).cloned().collect()
@@ -215,7 +227,8 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
         st.seen.push(Seen { method: method.clone(), path: path.clone(), headers: headers.clone() });
         match st.routes.get_mut(&path) {
             Some(r) => {
-                let fault = r.faults.pop_front();
+                // Faults stand for a failing transfer: a HEAD (a client's pre-flight) passes.
+                let fault = if method == "HEAD" { None } else { r.faults.pop_front() };
                 (Some(r.clone()), fault)
             }
             None => (None, None),
@@ -227,6 +240,15 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     };
     if let Some(Fault::Status(code)) = fault {
         return respond_status(&mut sock, code).await;
+    }
+    if let Some(location) = &route.redirect {
+        let mut head =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n");
+        for (k, v) in &route.headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        return sock.write_all(head.as_bytes()).await;
     }
 
     let len = route.body.len();

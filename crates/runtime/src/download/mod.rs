@@ -161,20 +161,92 @@ impl From<RuntimeError> for Interrupted {
 #[derive(Debug, Clone)]
 pub struct Downloader {
     client: reqwest::Client,
+    /// For reading headers a redirect carries (Hugging Face's `x-linked-etag`).
+    no_redirect: reqwest::Client,
     config: DownloadConfig,
 }
+
+/// The most a remote GGUF header read fetches before giving up.
+const MAX_REMOTE_HEADER: usize = 128 << 20;
 
 impl Downloader {
     pub fn new(config: DownloadConfig) -> Result<Self> {
         // reqwest is built without a default crypto provider (to avoid a C toolchain build);
         // ring is installed once for the process. A second install is a no-op error.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .user_agent(concat!("genai-control-panel/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))?;
-        Ok(Self { client, config })
+        let build = |redirects: reqwest::redirect::Policy| {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(15))
+                .user_agent(concat!("genai-control-panel/", env!("CARGO_PKG_VERSION")))
+                .redirect(redirects)
+                .build()
+                .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
+        };
+        Ok(Self {
+            client: build(reqwest::redirect::Policy::limited(10))?,
+            no_redirect: build(reqwest::redirect::Policy::none())?,
+            config,
+        })
+    }
+
+    /// The SHA-256 a server announces for a file before redirecting to its storage: Hugging
+    /// Face puts it in `x-linked-etag` on the redirect itself, which a following client never
+    /// sees. Best effort: any failure means "nothing announced".
+    async fn announced_sha256(&self, spec: &DownloadSpec) -> Option<String> {
+        let mut req = self.no_redirect.head(&spec.url).timeout(Duration::from_secs(15));
+        if let Some(token) = &spec.bearer_token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.ok()?;
+        let v = resp.headers().get("x-linked-etag")?.to_str().ok()?;
+        normalise_sha256(v)
+    }
+
+    /// Reads a remote GGUF file's header without downloading the file: the body is read only
+    /// until the header parses (Range is not needed), at most 128 MiB.
+    pub async fn read_gguf_header(
+        &self,
+        url: &str,
+        bearer_token: Option<&str>,
+    ) -> Result<gguf::Header> {
+        let mut req = self.client.get(url);
+        if let Some(token) = bearer_token {
+            req = req.bearer_auth(token);
+        }
+        let net =
+            |e: reqwest::Error| RuntimeError::Network { url: url.to_owned(), detail: describe(&e) };
+        let resp = req.send().await.map_err(net)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(RuntimeError::HttpStatus { url: url.to_owned(), status });
+        }
+        let invalid = |detail: String| RuntimeError::GgufInvalid { path: url.to_owned(), detail };
+        let mut stream = resp.bytes_stream();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut next_try = 64 * 1024;
+        loop {
+            let chunk =
+                tokio::time::timeout(self.config.stall_timeout, stream.next()).await.map_err(
+                    |_| RuntimeError::Network { url: url.to_owned(), detail: "stalled".into() },
+                )?;
+            let ended = match chunk {
+                Some(c) => {
+                    buf.extend_from_slice(&c.map_err(net)?);
+                    false
+                }
+                None => true,
+            };
+            // Parse at doubling sizes, so a big header costs a few parses, not one per chunk.
+            if buf.len() < next_try && !ended {
+                continue;
+            }
+            next_try = buf.len() * 2;
+            match gguf::read_header(&buf[..], gguf::Limits::default()) {
+                Ok(h) => return Ok(h),
+                Err(gguf::Error::Truncated(_)) if !ended && buf.len() < MAX_REMOTE_HEADER => {}
+                Err(e) => return Err(invalid(e.to_string())),
+            }
+        }
     }
 
     /// Fetches `spec.url` into `spec.dest`, resuming what an earlier attempt left.
@@ -196,6 +268,9 @@ impl Downloader {
                 .map_err(|e| RuntimeError::io("creating folder", dir, e))?;
         }
         let mut state = Resume::load(spec).await?;
+        if expected.is_none() && state.sidecar.server_sha256.is_none() {
+            state.sidecar.server_sha256 = self.announced_sha256(spec).await;
+        }
         let mut failures = 0u32;
         loop {
             let before = state.offset;
