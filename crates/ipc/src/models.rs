@@ -79,6 +79,67 @@ pub struct ModelInfo {
     /// Thinks before it answers (Qwen3, DeepSeek-R1, GPT-OSS, ...).
     pub supports_reasoning: bool,
     pub gguf: Option<GgufSummary>,
+    /// Every file of the model, the primary first: one for a plain model, each shard of a split
+    /// GGUF, or the diffusion model and its components.
+    #[serde(default)]
+    pub files: Vec<ModelFile>,
+}
+
+impl ModelInfo {
+    /// `files`, or the primary alone for metadata written before `files` existed.
+    pub fn all_files(&self) -> Vec<ModelFile> {
+        if self.files.is_empty() {
+            vec![ModelFile {
+                role: "model".into(),
+                path: self.path.clone(),
+                size_bytes: self.size_bytes,
+                sha256: self.sha256.clone(),
+            }]
+        } else {
+            self.files.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// "model", "shard 2/3", or a component role such as "vae".
+    pub role: String,
+    pub path: String,
+    pub size_bytes: u64,
+    pub sha256: Option<String>,
+}
+
+/// Parts a diffusion model needs besides its own weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentRole {
+    Vae,
+    ClipL,
+    ClipG,
+    T5xxl,
+    Llm,
+    LlmVision,
+}
+
+impl ComponentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Vae => "vae",
+            Self::ClipL => "clip_l",
+            Self::ClipG => "clip_g",
+            Self::T5xxl => "t5xxl",
+            Self::Llm => "llm",
+            Self::LlmVision => "llm_vision",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentRequest {
+    pub role: ComponentRole,
+    pub source: ModelSource,
+    pub sha256: Option<String>,
 }
 
 /// What the download form sends.
@@ -89,6 +150,13 @@ pub struct DownloadRequest {
     pub source: ModelSource,
     /// Optional, `sha256:…` or plain hex.
     pub sha256: Option<String>,
+    /// Diffusion only: the files the model needs besides its weights.
+    #[serde(default)]
+    pub components: Vec<ComponentRequest>,
+    /// Diffusion with components: the folder they go in, shared by variants of one model
+    /// (a Q4 and a Q8 of the same model use one VAE). Defaults to the model's id.
+    #[serde(default)]
+    pub directory: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! The model registry and the download queue, end to end against the fixture server.
 
 use gguf::fixtures::{tiny_llama, TinyLlama};
-use ipc::models::{DownloadRequest, DownloadState, ModelKind, ModelSource};
+use ipc::models::{
+    ComponentRequest, ComponentRole, DownloadRequest, DownloadState, ModelKind, ModelSource,
+};
 use ipc::{AppEvent, ErrorCode, StorageRootSource};
 use runtime::download::DownloadConfig;
 use runtime::models::queue::DownloadQueue;
@@ -80,6 +82,8 @@ fn url_request(name: &str, url: String, sha: Option<String>) -> DownloadRequest 
         kind: ModelKind::Llm,
         source: ModelSource::Url { url },
         sha256: sha,
+        components: vec![],
+        directory: None,
     }
 }
 
@@ -173,6 +177,8 @@ async fn local_import_and_duplicate_refusal() {
         kind: ModelKind::Llm,
         source: ModelSource::Local { path: src.display().to_string() },
         sha256: None,
+        components: vec![],
+        directory: None,
     };
     let id = home.queue.enqueue(req.clone()).unwrap();
     let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else { panic!() };
@@ -234,4 +240,96 @@ async fn hostile_names_stay_inside_the_models_folder() {
         m.path
     );
     assert!(!home.root.join("escape.gguf").exists());
+}
+
+#[tokio::test]
+async fn split_gguf_downloads_every_shard_into_its_folder() {
+    let shard1 = tiny_llama(TinyLlama::default()).to_bytes();
+    let (shard2, shard3) = (vec![2u8; 300_000], vec![3u8; 200_000]);
+    let server = FixtureServer::start().await;
+    server.add("/q/Big-Model-00001-of-00003.gguf", Route::bytes(shard1.clone()));
+    server.add("/q/Big-Model-00002-of-00003.gguf", Route::bytes(shard2.clone()));
+    server.add("/q/Big-Model-00003-of-00003.gguf", Route::bytes(shard3.clone()));
+    let mut home = Home::new("shards");
+    let id = home
+        .queue
+        .enqueue(url_request("Big Model", server.url("/q/Big-Model-00001-of-00003.gguf"), None))
+        .unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else {
+        panic!("failed")
+    };
+    let total = (shard1.len() + shard2.len() + shard3.len()) as u64;
+    let status = home.queue.statuses().into_iter().find(|s| s.download_id == id).unwrap();
+    assert_eq!(
+        (status.downloaded_bytes, status.total_bytes),
+        (total, Some(total)),
+        "progress covers all shards"
+    );
+
+    let m = home.store.get(&model_id).await.unwrap();
+    assert_eq!(m.size_bytes, total);
+    assert_eq!(m.files.len(), 3);
+    assert_eq!(m.files[1].role, "shard 2/3");
+    assert!(m.path.ends_with("big-model/Big-Model-00001-of-00003.gguf"), "{}", m.path);
+    assert_eq!(m.gguf.as_ref().unwrap().architecture.as_deref(), Some("llama"));
+    assert_eq!(std::fs::read(&m.files[2].path).unwrap(), shard3);
+    assert_eq!(home.store.list().await.unwrap().total_bytes, total);
+    assert!(home.store.verify(&model_id).await.unwrap().had_checksum);
+
+    home.store.delete(&model_id).await.unwrap();
+    assert_eq!(home.files("llm"), Vec::<String>::new(), "shards and their folder are gone");
+}
+
+#[tokio::test]
+async fn diffusion_variants_share_components_and_delete_keeps_what_is_shared() {
+    let server = FixtureServer::start().await;
+    let q8 = gguf::Writer::new()
+        .kv("general.architecture", gguf::Value::String("flux".into()))
+        .to_bytes();
+    let q4 = gguf::Writer::new()
+        .kv("general.architecture", gguf::Value::String("flux".into()))
+        .kv("v", gguf::Value::U8(4))
+        .to_bytes();
+    let vae = vec![9u8; 400_000];
+    server.add("/flux-q8.gguf", Route::bytes(q8.clone()));
+    server.add("/flux-q4.gguf", Route::bytes(q4.clone()));
+    server.add("/vae.safetensors", Route::bytes(vae.clone()));
+    let mut home = Home::new("components");
+    let request = |name: &str, file: &str| DownloadRequest {
+        name: name.into(),
+        kind: ModelKind::Diffusion,
+        source: ModelSource::Url { url: server.url(file) },
+        sha256: None,
+        components: vec![ComponentRequest {
+            role: ComponentRole::Vae,
+            source: ModelSource::Url { url: server.url("/vae.safetensors") },
+            sha256: Some(sha(&vae)),
+        }],
+        directory: Some("Flux Klein".into()),
+    };
+    let a = home.queue.enqueue(request("Flux Klein Q8", "/flux-q8.gguf")).unwrap();
+    let AppEvent::DownloadFinished { model_id: q8_id, .. } = home.outcome(&a).await else {
+        panic!()
+    };
+    let b = home.queue.enqueue(request("Flux Klein Q4", "/flux-q4.gguf")).unwrap();
+    let AppEvent::DownloadFinished { model_id: q4_id, .. } = home.outcome(&b).await else {
+        panic!()
+    };
+    assert_eq!(server.gets("/vae.safetensors").len(), 1, "the shared VAE is fetched once");
+    let m = home.store.get(&q4_id).await.unwrap();
+    assert_eq!(
+        m.files.iter().map(|f| f.role.as_str()).collect::<Vec<_>>(),
+        ["diffusion_model", "vae"]
+    );
+    assert!(m.files[1].path.ends_with("flux-klein/vae.safetensors"), "{}", m.files[1].path);
+    assert_eq!(
+        home.store.list().await.unwrap().total_bytes,
+        (q8.len() + q4.len() + vae.len()) as u64,
+        "the VAE counts once"
+    );
+
+    home.store.delete(&q8_id).await.unwrap();
+    assert!(std::path::Path::new(&m.files[1].path).exists(), "VAE still used by the Q4 variant");
+    home.store.delete(&q4_id).await.unwrap();
+    assert_eq!(home.files("diffusion"), Vec::<String>::new(), "folder gone with the last variant");
 }

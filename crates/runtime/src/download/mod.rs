@@ -202,6 +202,19 @@ impl Downloader {
         normalise_sha256(v)
     }
 
+    /// The size a server gives for a file (HEAD, following redirects); `None` if it will not say.
+    pub async fn remote_size(&self, url: &str, bearer_token: Option<&str>) -> Option<u64> {
+        let mut req = self.client.head(url).timeout(Duration::from_secs(15));
+        if let Some(token) = bearer_token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+    }
+
     /// Reads a remote GGUF file's header without downloading the file: the body is read only
     /// until the header parses (Range is not needed), at most 128 MiB.
     pub async fn read_gguf_header(

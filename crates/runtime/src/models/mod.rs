@@ -39,11 +39,24 @@ impl ModelStore {
         self.dir(kind).join(format!("{id}.json"))
     }
 
+    /// Joins an outside file name to a folder inside the storage root, refusing escapes.
+    pub fn layout_join(&self, dir: &Path, file_name: &str) -> Result<PathBuf> {
+        self.layout.join_inside(dir, file_name)
+    }
+
     /// An id for `name` that no model has yet: its slug, or the slug with `-2`, `-3`, ...
     pub fn free_id(&self, name: &str) -> String {
+        self.free_id_avoiding(name, &[])
+    }
+
+    /// [`ModelStore::free_id`], also avoiding ids that downloads in flight have reserved.
+    pub fn free_id_avoiding(&self, name: &str, reserved: &[&str]) -> String {
         let base = source::slug(name);
         let taken = |id: &str| {
-            [ModelKind::Llm, ModelKind::Diffusion].iter().any(|k| self.meta_path(*k, id).exists())
+            reserved.contains(&id)
+                || [ModelKind::Llm, ModelKind::Diffusion]
+                    .iter()
+                    .any(|k| self.meta_path(*k, id).exists())
         };
         if !taken(&base) {
             return base;
@@ -79,8 +92,12 @@ impl ModelStore {
         }
         models.sort_by(|a, b| b.downloaded_at_ms.cmp(&a.downloaded_at_ms).then(a.id.cmp(&b.id)));
         let mut seen = HashSet::new();
-        let total_bytes =
-            models.iter().filter(|m| seen.insert(m.path.clone())).map(|m| m.size_bytes).sum();
+        let total_bytes = models
+            .iter()
+            .flat_map(|m| m.all_files())
+            .filter(|f| seen.insert(f.path.clone()))
+            .map(|f| f.size_bytes)
+            .sum();
         Ok(ModelList { models, total_bytes })
     }
 
@@ -93,42 +110,72 @@ impl ModelStore {
             .ok_or_else(|| RuntimeError::ModelNotFound(id.to_owned()))
     }
 
-    /// Deletes the model's metadata, and its file unless another model uses the same file.
+    /// Deletes the model's metadata and its files, except files another model also uses (a
+    /// VAE shared by two variants), and its folder when that is left empty.
     pub async fn delete(&self, id: &str) -> Result<()> {
         let all = self.list().await?.models;
         let info = all
             .iter()
             .find(|m| m.id == id)
             .ok_or_else(|| RuntimeError::ModelNotFound(id.to_owned()))?;
-        let shared = all.iter().any(|m| m.id != id && m.path == info.path);
-        let path = PathBuf::from(&info.path);
-        // Only files inside our models folders are ever deleted.
-        if !shared && path.starts_with(self.dir(info.kind)) {
+        let used_elsewhere: HashSet<String> =
+            all.iter().filter(|m| m.id != id).flat_map(|m| m.all_files()).map(|f| f.path).collect();
+        let root = self.dir(info.kind);
+        let mut folders = HashSet::new();
+        for f in info.all_files() {
+            let path = PathBuf::from(&f.path);
+            // Only files inside our models folder are ever deleted.
+            if used_elsewhere.contains(&f.path) || !path.starts_with(&root) {
+                continue;
+            }
             match tokio::fs::remove_file(&path).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(RuntimeError::io("deleting", &path, e)),
             }
+            if let Some(parent) = path.parent().filter(|p| *p != root) {
+                folders.insert(parent.to_path_buf());
+            }
         }
         let meta = self.meta_path(info.kind, id);
-        tokio::fs::remove_file(&meta).await.map_err(|e| RuntimeError::io("deleting", &meta, e))
+        tokio::fs::remove_file(&meta).await.map_err(|e| RuntimeError::io("deleting", &meta, e))?;
+        for dir in folders {
+            let _ = tokio::fs::remove_dir(&dir).await; // only when empty
+        }
+        Ok(())
     }
 
-    /// Hashes the model's file and compares it with the stored SHA-256.
+    /// Hashes every file of the model and compares each with its stored SHA-256. The answer
+    /// carries the primary file's hash.
     pub async fn verify(&self, id: &str) -> Result<VerifyResult> {
         let info = self.get(id).await?;
-        let path = PathBuf::from(&info.path);
-        let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
-        match &info.sha256 {
-            Some(expected) if *expected != actual => Err(RuntimeError::ChecksumMismatch {
-                file: info.path.clone(),
-                expected: expected.clone(),
-                actual,
-            }),
-            stored => Ok(VerifyResult { sha256: actual, had_checksum: stored.is_some() }),
+        let mut first = None;
+        let mut had_checksum = false;
+        for f in info.all_files() {
+            let path = PathBuf::from(&f.path);
+            if !path.is_file() {
+                return Err(RuntimeError::io(
+                    "reading",
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "the file is missing"),
+                ));
+            }
+            let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+            if let Some(expected) = &f.sha256 {
+                had_checksum = true;
+                if *expected != actual {
+                    return Err(RuntimeError::ChecksumMismatch {
+                        file: f.path.clone(),
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+            }
+            first.get_or_insert(actual);
         }
+        Ok(VerifyResult { sha256: first.unwrap_or_default(), had_checksum })
     }
 }
 

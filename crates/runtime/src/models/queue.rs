@@ -5,7 +5,7 @@ use super::{source, summarize, ModelStore};
 use crate::download::{self, Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
 use crate::{EventBus, Result, RuntimeError};
 use ipc::models::{
-    DownloadRequest, DownloadState, DownloadStatus, ModelInfo, ModelKind, ModelSource,
+    DownloadRequest, DownloadState, DownloadStatus, ModelFile, ModelInfo, ModelKind, ModelSource,
 };
 use ipc::AppEvent;
 use std::path::PathBuf;
@@ -15,11 +15,35 @@ use tokio::sync::Semaphore;
 
 pub const DEFAULT_CONCURRENCY: usize = 2;
 
+/// One file of a download: the model itself, a shard, or a component.
+#[derive(Clone)]
+struct FileTask {
+    role: String,
+    source: ModelSource,
+    dest: PathBuf,
+    sha256: Option<String>,
+    /// On disk before this download began (a component shared with another model): kept on
+    /// cancel and failure.
+    preexisting: bool,
+    /// (sha256 when known, bytes) once fetched.
+    done: Option<(Option<String>, u64)>,
+    size: Option<u64>,
+}
+
 struct Job {
     status: DownloadStatus,
     control: Control,
     request: DownloadRequest,
-    dest: PathBuf,
+    tasks: Vec<FileTask>,
+    /// A folder made for this model (shards, components), removed again if left empty.
+    dir: Option<PathBuf>,
+    model_id: String,
+}
+
+impl Job {
+    fn active(&self) -> bool {
+        !matches!(self.status.state, DownloadState::Done | DownloadState::Failed)
+    }
 }
 
 struct Inner {
@@ -72,56 +96,140 @@ impl DownloadQueue {
         self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks the request, reserves its file name and starts it (or queues it behind others).
+    /// The files a request stands for: one, every shard of a split GGUF, or a diffusion model
+    /// and its components (in a folder variants share).
+    fn plan(
+        &self,
+        request: &DownloadRequest,
+        model_id: &str,
+    ) -> Result<(Vec<FileTask>, Option<PathBuf>)> {
+        let store = &self.inner.store;
+        let primary = source::file_name(&request.source)?;
+        let task =
+            |role: String, source: ModelSource, dest: PathBuf, sha256: Option<String>| FileTask {
+                preexisting: dest.exists(),
+                role,
+                source,
+                dest,
+                sha256,
+                done: None,
+                size: None,
+            };
+        let sha = request.sha256.clone().filter(|s| !s.trim().is_empty());
+        if let (ModelKind::Llm, Some((_, count))) = (request.kind, source::shard_of(&primary)) {
+            if count > 1 {
+                if count > 512 {
+                    return Err(RuntimeError::InvalidInput(format!(
+                        "{count} shards is more than 512"
+                    )));
+                }
+                let dir = store.file_path(ModelKind::Llm, model_id)?;
+                if dir.exists() {
+                    return Err(RuntimeError::AlreadyExists(dir.display().to_string()));
+                }
+                let tasks = (1..=count)
+                    .map(|i| {
+                        let src = source::shard_source(&request.source, i, count);
+                        let dest = store.layout_join(&dir, &source::file_name(&src)?)?;
+                        // A given checksum is the first shard's (the file the user named).
+                        Ok(task(
+                            format!("shard {i}/{count}"),
+                            src,
+                            dest,
+                            if i == 1 { sha.clone() } else { None },
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok((tasks, Some(dir)));
+            }
+        }
+        if !request.components.is_empty() {
+            if request.kind != ModelKind::Diffusion {
+                return Err(RuntimeError::InvalidInput(
+                    "only diffusion models have components".into(),
+                ));
+            }
+            let folder = source::slug(request.directory.as_deref().unwrap_or(model_id));
+            let dir = store.file_path(ModelKind::Diffusion, &folder)?;
+            let mut tasks = vec![task(
+                "diffusion_model".into(),
+                request.source.clone(),
+                store.layout_join(&dir, &primary)?,
+                sha,
+            )];
+            for c in &request.components {
+                let dest = store.layout_join(&dir, &source::file_name(&c.source)?)?;
+                tasks.push(task(c.role.as_str().into(), c.source.clone(), dest, c.sha256.clone()));
+            }
+            return Ok((tasks, Some(dir)));
+        }
+        let dest = store.file_path(request.kind, &primary)?;
+        if dest.exists() {
+            return Err(RuntimeError::AlreadyExists(dest.display().to_string()));
+        }
+        Ok((vec![task("model".into(), request.source.clone(), dest, sha)], None))
+    }
+
+    /// Checks the request, reserves its files and id, and starts it (or queues it behind others).
     pub fn enqueue(&self, request: DownloadRequest) -> Result<String> {
         if request.name.trim().is_empty() {
             return Err(RuntimeError::InvalidInput("give the model a name".into()));
         }
-        if let Some(s) = &request.sha256 {
+        let sums =
+            std::iter::once(&request.sha256).chain(request.components.iter().map(|c| &c.sha256));
+        for s in sums.flatten() {
             if !s.trim().is_empty() && download::normalise_sha256(s).is_none() {
                 return Err(RuntimeError::InvalidInput(format!(
                     "{s:?} is not a SHA-256 (64 hex digits)"
                 )));
             }
         }
-        source::url_of(&request.source)?;
-        if let ModelSource::Local { path } = &request.source {
-            if !std::path::Path::new(path).is_file() {
-                return Err(RuntimeError::InvalidInput(format!("{path} is not a file")));
+        let sources =
+            std::iter::once(&request.source).chain(request.components.iter().map(|c| &c.source));
+        for src in sources {
+            source::url_of(src)?;
+            if let ModelSource::Local { path } = src {
+                if !std::path::Path::new(path).is_file() {
+                    return Err(RuntimeError::InvalidInput(format!("{path} is not a file")));
+                }
             }
-        }
-        let file = source::file_name(&request.source)?;
-        let dest = self.inner.store.file_path(request.kind, &file)?;
-        if dest.exists() {
-            return Err(RuntimeError::AlreadyExists(dest.display().to_string()));
         }
         let id = format!("dl-{}", self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        {
-            let mut jobs = self.jobs();
-            let busy =
-                |j: &Job| !matches!(j.status.state, DownloadState::Done | DownloadState::Failed);
-            if jobs.iter().any(|j| j.dest == dest && busy(j)) {
-                return Err(RuntimeError::AlreadyExists(format!("a download of {file}")));
-            }
-            jobs.retain(|j| j.dest != dest);
-            jobs.push(Job {
-                status: DownloadStatus {
-                    download_id: id.clone(),
-                    name: request.name.trim().to_owned(),
-                    kind: request.kind,
-                    state: DownloadState::Queued,
-                    downloaded_bytes: 0,
-                    total_bytes: None,
-                    bytes_per_sec: 0.0,
-                    eta_secs: None,
-                    error: None,
-                    model_id: None,
-                },
-                control: Control::default(),
-                request,
-                dest,
-            });
+        let mut jobs = self.jobs();
+        // The id is reserved now, so two downloads of one name cannot take the same folder.
+        let reserved: Vec<&str> =
+            jobs.iter().filter(|j| j.active()).map(|j| j.model_id.as_str()).collect();
+        let model_id = self.inner.store.free_id_avoiding(&request.name, &reserved);
+        let (tasks, dir) = self.plan(&request, &model_id)?;
+        let clash = jobs.iter().filter(|j| j.active()).any(|j| {
+            j.tasks.iter().any(|a| {
+                tasks.iter().any(|b| a.dest == b.dest && !(a.preexisting && b.preexisting))
+            })
+        });
+        if clash {
+            return Err(RuntimeError::AlreadyExists("a download of the same file".into()));
         }
+        jobs.retain(|j| j.active());
+        jobs.push(Job {
+            status: DownloadStatus {
+                download_id: id.clone(),
+                name: request.name.trim().to_owned(),
+                kind: request.kind,
+                state: DownloadState::Queued,
+                downloaded_bytes: 0,
+                total_bytes: None,
+                bytes_per_sec: 0.0,
+                eta_secs: None,
+                error: None,
+                model_id: None,
+            },
+            control: Control::default(),
+            request,
+            tasks,
+            dir,
+            model_id,
+        });
+        drop(jobs);
         self.spawn(id.clone());
         Ok(id)
     }
@@ -166,21 +274,27 @@ impl DownloadQueue {
         Ok(())
     }
 
-    /// Stops a download, deletes what it fetched and drops it from the list.
+    /// Stops a download, deletes what it fetched (not files it found already there) and drops
+    /// it from the list.
     pub fn cancel(&self, id: &str) -> Result<()> {
-        let (running, dest) = self.with_job(id, |j| {
+        let running = self.with_job(id, |j| {
             j.control.cancel();
-            (j.status.state == DownloadState::Running, j.dest.clone())
+            j.status.state == DownloadState::Running
         })?;
         if !running {
-            // Nothing is writing it: clean up here. A running one cleans up as it stops.
-            let _ = std::fs::remove_file(download::part_path(&dest));
-            let mut side = download::part_path(&dest).into_os_string();
-            side.push(".json");
-            let _ = std::fs::remove_file(side);
-            self.jobs().retain(|j| j.status.download_id != id);
+            // Nothing is writing: clean up here. A running one cleans up as it stops.
+            self.discard(id);
         }
         Ok(())
+    }
+
+    /// Deletes the job's own files and folder, and forgets it.
+    fn discard(&self, id: &str) {
+        let mut jobs = self.jobs();
+        if let Some(j) = jobs.iter().find(|j| j.status.download_id == id) {
+            remove_job_files(j);
+        }
+        jobs.retain(|j| j.status.download_id != id);
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut DownloadStatus)) {
@@ -193,31 +307,21 @@ impl DownloadQueue {
     }
 
     async fn run(&self, id: String) {
-        let Ok(_permit) = self.inner.slots.acquire().await else {
-            return;
-        };
-        let Ok((request, dest, control)) =
-            self.with_job(&id, |j| (j.request.clone(), j.dest.clone(), j.control.clone()))
-        else {
-            return;
-        };
+        let Ok(_permit) = self.inner.slots.acquire().await else { return };
+        let Ok(control) = self.with_job(&id, |j| j.control.clone()) else { return };
         match control.current() {
-            download::Command::Cancel => {
-                let _ = self.cancel(&id);
-                return;
-            }
+            download::Command::Cancel => return self.discard(&id),
             download::Command::Pause => {
-                self.update(&id, |s| s.state = DownloadState::Paused);
-                return;
+                return self.update(&id, |s| s.state = DownloadState::Paused)
             }
             download::Command::Run => {}
         }
         self.update(&id, |s| s.state = DownloadState::Running);
 
-        let result = self.fetch(&id, &request, &dest, &control).await;
-        let result = match result {
-            Ok(Some((sha, bytes))) => self.finish(&request, &dest, sha, bytes).await.map(Some),
-            other => other.map(|_| None),
+        let result = match self.fetch_all(&id, &control).await {
+            Ok(true) => self.finish(&id).await.map(Some),
+            Ok(false) => Ok(None),
+            Err(e) => Err(e),
         };
         match result {
             Ok(Some(model_id)) => {
@@ -229,9 +333,7 @@ impl DownloadQueue {
                 self.inner.events.emit(AppEvent::DownloadFinished { download_id: id, model_id });
             }
             Ok(None) => self.update(&id, |s| s.state = DownloadState::Paused),
-            Err(RuntimeError::Cancelled) => {
-                self.jobs().retain(|j| j.status.download_id != id);
-            }
+            Err(RuntimeError::Cancelled) => self.discard(&id),
             Err(e) => {
                 let error = e.to_ipc();
                 self.update(&id, |s| {
@@ -243,15 +345,82 @@ impl DownloadQueue {
         }
     }
 
-    /// The bytes: downloaded, or copied from a local file. `None` when paused.
-    async fn fetch(
+    /// Fetches every file not fetched yet. `Ok(false)` when paused.
+    async fn fetch_all(&self, id: &str, control: &Control) -> Result<bool> {
+        let tasks = self.with_job(id, |j| j.tasks.clone())?;
+        let token = |src: &ModelSource| match src {
+            ModelSource::HuggingFace { .. } => {
+                std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty())
+            }
+            _ => None,
+        };
+        // Sizes first, so progress covers the whole model (best effort: HEAD may be refused).
+        if tasks.len() > 1 {
+            for (i, t) in tasks.iter().enumerate() {
+                if t.size.is_some() || t.done.is_some() {
+                    continue;
+                }
+                let size = match source::url_of(&t.source)? {
+                    Some(url) => {
+                        self.inner.downloader.remote_size(&url, token(&t.source).as_deref()).await
+                    }
+                    None => std::fs::metadata(local_path(&t.source)).ok().map(|m| m.len()),
+                };
+                self.with_job(id, |j| j.tasks[i].size = size)?;
+            }
+        }
+        for i in 0..tasks.len() {
+            let task = self.with_job(id, |j| j.tasks[i].clone())?;
+            if task.done.is_some() {
+                continue;
+            }
+            let fetched = if task.preexisting && task.dest.exists() {
+                Some(self.check_existing(&task).await?)
+            } else {
+                self.fetch_one(id, &task, control, token(&task.source)).await?
+            };
+            let Some(done) = fetched else { return Ok(false) };
+            self.with_job(id, |j| j.tasks[i].done = Some(done))?;
+        }
+        Ok(true)
+    }
+
+    /// A file that was already there (a component another variant downloaded): kept as it is,
+    /// unless a given checksum says it is not the wanted file, in which case it is fetched anew.
+    async fn check_existing(&self, task: &FileTask) -> Result<(Option<String>, u64)> {
+        let bytes = std::fs::metadata(&task.dest).map(|m| m.len()).unwrap_or(0);
+        let Some(want) = task.sha256.as_deref().and_then(download::normalise_sha256) else {
+            return Ok((None, bytes));
+        };
+        let p = task.dest.clone();
+        let actual = tokio::task::spawn_blocking(move || super::sha256_file(&p))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        if actual == want {
+            return Ok((Some(actual), bytes));
+        }
+        Err(RuntimeError::ChecksumMismatch {
+            file: task.dest.display().to_string(),
+            expected: want,
+            actual,
+        })
+    }
+
+    /// One file: downloaded, or copied from a local file. `None` when paused.
+    async fn fetch_one(
         &self,
         id: &str,
-        request: &DownloadRequest,
-        dest: &std::path::Path,
+        task: &FileTask,
         control: &Control,
-    ) -> Result<Option<(String, u64)>> {
-        if let ModelSource::Local { path } = &request.source {
+        token: Option<String>,
+    ) -> Result<Option<(Option<String>, u64)>> {
+        let dest = &task.dest;
+        if let Some(dir) = dest.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| RuntimeError::io("creating folder", dir, e))?;
+        }
+        if let ModelSource::Local { path } = &task.source {
             let (from, to) = (PathBuf::from(path), dest.to_path_buf());
             let bytes = tokio::task::spawn_blocking(move || -> Result<u64> {
                 // A hard link costs nothing when both sit on one file system.
@@ -262,13 +431,11 @@ impl DownloadQueue {
             })
             .await
             .map_err(|e| RuntimeError::Internal(e.to_string()))??;
-            let sha = {
-                let to = dest.to_path_buf();
-                tokio::task::spawn_blocking(move || super::sha256_file(&to))
-                    .await
-                    .map_err(|e| RuntimeError::Internal(e.to_string()))??
-            };
-            if let Some(want) = request.sha256.as_deref().and_then(download::normalise_sha256) {
+            let to = dest.to_path_buf();
+            let sha = tokio::task::spawn_blocking(move || super::sha256_file(&to))
+                .await
+                .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+            if let Some(want) = task.sha256.as_deref().and_then(download::normalise_sha256) {
                 if want != sha {
                     let _ = std::fs::remove_file(dest);
                     return Err(RuntimeError::ChecksumMismatch {
@@ -278,91 +445,139 @@ impl DownloadQueue {
                     });
                 }
             }
-            return Ok(Some((sha, bytes)));
+            return Ok(Some((Some(sha), bytes)));
         }
-        let url = source::url_of(&request.source)?.expect("not local");
-        let token = match &request.source {
-            ModelSource::HuggingFace { .. } => {
-                std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty())
-            }
-            _ => None,
-        };
+        let url = source::url_of(&task.source)?.expect("not local");
         let spec = DownloadSpec {
             url,
             dest: dest.to_path_buf(),
-            expected_sha256: request.sha256.clone().filter(|s| !s.trim().is_empty()),
+            expected_sha256: task.sha256.clone().filter(|s| !s.trim().is_empty()),
             bearer_token: token,
         };
-        let file_name = source::file_name(&request.source)?;
+        let file_name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        // Progress over the whole model: files done, plus this one, of all known sizes.
+        let (base, others_total, all_known) = self.with_job(id, |j| {
+            let base: u64 = j.tasks.iter().filter_map(|t| t.done.as_ref().map(|d| d.1)).sum();
+            let others = j.tasks.iter().filter(|t| t.dest != task.dest);
+            let known = others.clone().all(|t| t.done.is_some() || t.size.is_some());
+            let total: u64 =
+                others.map(|t| t.done.as_ref().map(|d| d.1).or(t.size).unwrap_or(0)).sum();
+            (base, total, known)
+        })?;
         let outcome = self
             .inner
             .downloader
             .download(&spec, control, |snap| {
+                let total = match (snap.total, all_known) {
+                    (Some(t), true) => Some(t + others_total),
+                    _ => None,
+                };
+                let downloaded = base + snap.downloaded;
+                let eta = match total {
+                    Some(t) if snap.bytes_per_sec > 0.0 => {
+                        Some(t.saturating_sub(downloaded) as f64 / snap.bytes_per_sec)
+                    }
+                    _ => snap.eta_secs,
+                };
                 self.update(id, |s| {
-                    s.downloaded_bytes = snap.downloaded;
-                    s.total_bytes = snap.total;
+                    s.downloaded_bytes = downloaded;
+                    s.total_bytes = total;
                     s.bytes_per_sec = snap.bytes_per_sec;
-                    s.eta_secs = snap.eta_secs;
+                    s.eta_secs = eta;
                 });
                 self.inner.events.emit(AppEvent::DownloadProgress(ipc::event::DownloadProgress {
                     download_id: id.to_owned(),
                     file_name: file_name.clone(),
-                    downloaded_bytes: snap.downloaded,
-                    total_bytes: snap.total,
+                    downloaded_bytes: downloaded,
+                    total_bytes: total,
                     bytes_per_sec: snap.bytes_per_sec,
-                    eta_secs: snap.eta_secs,
+                    eta_secs: eta,
                 }));
             })
             .await?;
         Ok(match outcome {
-            Outcome::Done(d) => Some((d.sha256, d.bytes)),
+            Outcome::Done(d) => Some((Some(d.sha256), d.bytes)),
             Outcome::Paused { .. } => None,
         })
     }
 
     /// Reads the GGUF header (an LLM must have one), then registers the model.
-    async fn finish(
-        &self,
-        request: &DownloadRequest,
-        dest: &std::path::Path,
-        sha256: String,
-        bytes: u64,
-    ) -> Result<String> {
+    async fn finish(&self, id: &str) -> Result<String> {
+        let (request, tasks, model_id) =
+            self.with_job(id, |j| (j.request.clone(), j.tasks.clone(), j.model_id.clone()))?;
+        let primary = &tasks[0];
+        let dest = &primary.dest;
         let is_gguf = dest.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
         let header = if is_gguf || request.kind == ModelKind::Llm {
             let p = dest.to_path_buf();
             match tokio::task::spawn_blocking(move || gguf::read_header_from_path(&p)).await {
                 Ok(Ok(h)) => Some(h),
-                Ok(Err(e)) if request.kind == ModelKind::Llm || is_gguf => {
+                Ok(Err(e)) => {
                     // Not a model we can run: nothing is left registered or on disk.
-                    let _ = tokio::fs::remove_file(dest).await;
+                    let _ = self.with_job(id, |j| remove_job_files(j));
                     return Err(RuntimeError::GgufInvalid {
                         path: dest.display().to_string(),
                         detail: e.to_string(),
                     });
                 }
-                _ => None,
+                Err(e) => return Err(RuntimeError::Internal(e.to_string())),
             }
         } else {
             None
         };
+        let files: Vec<ModelFile> = tasks
+            .iter()
+            .map(|t| {
+                let (sha, bytes) = t.done.clone().unwrap_or((None, 0));
+                ModelFile {
+                    role: t.role.clone(),
+                    path: t.dest.display().to_string(),
+                    size_bytes: bytes,
+                    sha256: sha,
+                }
+            })
+            .collect();
         let name = request.name.trim().to_owned();
         let info = ModelInfo {
-            id: self.inner.store.free_id(&name),
+            id: model_id,
             supports_reasoning: source::supports_reasoning(&name)
                 || source::supports_reasoning(
                     &dest.file_name().unwrap_or_default().to_string_lossy(),
                 ),
             name,
             kind: request.kind,
-            size_bytes: bytes,
+            size_bytes: files.iter().map(|f| f.size_bytes).sum(),
             path: dest.display().to_string(),
             downloaded_at_ms: now_ms(),
             source: request.source.clone(),
-            sha256: Some(sha256),
+            sha256: files[0].sha256.clone(),
             gguf: header.as_ref().map(summarize),
+            files,
         };
         self.inner.store.register(&info).await?;
         Ok(info.id)
+    }
+}
+
+fn local_path(source: &ModelSource) -> PathBuf {
+    match source {
+        ModelSource::Local { path } => PathBuf::from(path),
+        _ => PathBuf::new(),
+    }
+}
+
+/// Removes what a job itself wrote: its finished files, `.part`s and sidecars, and its folder
+/// when that is left empty. Files it found already there stay.
+fn remove_job_files(job: &Job) {
+    for t in job.tasks.iter().filter(|t| !t.preexisting) {
+        let _ = std::fs::remove_file(&t.dest);
+        let part = download::part_path(&t.dest);
+        let mut side = part.clone().into_os_string();
+        side.push(".json");
+        let _ = std::fs::remove_file(&part);
+        let _ = std::fs::remove_file(side);
+    }
+    if let Some(dir) = &job.dir {
+        let _ = std::fs::remove_dir(dir); // only succeeds when empty
     }
 }

@@ -101,6 +101,47 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A split GGUF's shard name, `<stem>-00001-of-00003.gguf` (any case): (index, count).
+pub fn shard_of(file_name: &str) -> Option<(u32, u32)> {
+    let lower = file_name.to_ascii_lowercase();
+    let stem = lower.strip_suffix(".gguf")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (_, index) = rest.rsplit_once('-')?;
+    if index.len() != 5 || count.len() != 5 {
+        return None;
+    }
+    let (i, n) = (index.parse::<u32>().ok()?, count.parse::<u32>().ok()?);
+    (i >= 1 && i <= n).then_some((i, n))
+}
+
+/// The source of shard `index` of `count`, given the source of any shard of the same model.
+pub fn shard_source(source: &ModelSource, index: u32, count: u32) -> ModelSource {
+    let rename = |path: &str| -> String {
+        let (dir, name) = match path.rfind('/') {
+            Some(at) => (&path[..=at], &path[at + 1..]),
+            None => ("", path),
+        };
+        // "<stem>-00001-of-00003.gguf": 20 characters of suffix; keep the stem's own casing.
+        let stem = &name[..name.len().saturating_sub("-00001-of-00003.gguf".len())];
+        format!("{dir}{stem}-{index:05}-of-{count:05}.gguf")
+    };
+    match source {
+        ModelSource::HuggingFace { repo, file, revision } => ModelSource::HuggingFace {
+            repo: repo.clone(),
+            file: rename(file),
+            revision: revision.clone(),
+        },
+        ModelSource::Url { url } => {
+            let (path, query) = match url.find(['?', '#']) {
+                Some(at) => (&url[..at], &url[at..]),
+                None => (url.as_str(), ""),
+            };
+            ModelSource::Url { url: format!("{}{query}", rename(path)) }
+        }
+        ModelSource::Local { path } => ModelSource::Local { path: rename(path) },
+    }
+}
+
 /// A model id from its display name: lower case, `[a-z0-9-]` only, no repeated or edge dashes.
 pub fn slug(name: &str) -> String {
     let mut out = String::new();
@@ -180,6 +221,27 @@ mod tests {
             revision: "main".into(),
         };
         assert_eq!(file_name(&hf).unwrap(), "m.gguf");
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!(shard_of("Qwen3-235B-Q4_K_M-00001-of-00003.gguf"), Some((1, 3)));
+        assert_eq!(shard_of("X-00002-OF-00002.GGUF"), Some((2, 2)));
+        assert_eq!(shard_of("model.gguf"), None);
+        assert_eq!(shard_of("m-1-of-3.gguf"), None);
+        assert_eq!(shard_of("m-00004-of-00003.gguf"), None);
+        let url = ModelSource::Url { url: "http://h/d/Big-00001-of-00003.gguf?x=1".into() };
+        assert_eq!(
+            shard_source(&url, 3, 3),
+            ModelSource::Url { url: "http://h/d/Big-00003-of-00003.gguf?x=1".into() }
+        );
+        let hf = ModelSource::HuggingFace {
+            repo: "a/b".into(),
+            file: "Q4/Big-00001-of-00002.gguf".into(),
+            revision: "main".into(),
+        };
+        let ModelSource::HuggingFace { file, .. } = shard_source(&hf, 2, 2) else { panic!() };
+        assert_eq!(file, "Q4/Big-00002-of-00002.gguf");
     }
 
     #[test]

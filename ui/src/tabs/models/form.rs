@@ -2,7 +2,7 @@ use super::ModelsState;
 use crate::api;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use ipc::models::{DownloadRequest, ModelKind, ModelSource};
+use ipc::models::{ComponentRequest, ComponentRole, DownloadRequest, ModelKind, ModelSource};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -14,36 +14,55 @@ struct Preset {
     repo: &'static str,
     file: &'static str,
     size: &'static str,
+    /// Diffusion models' other files, as (role, Hugging Face repo, file).
+    components: &'static [(ComponentRole, &'static str, &'static str)],
+    /// The folder variants of one model share.
+    directory: Option<&'static str>,
+}
+
+const fn llm(
+    label: &'static str,
+    repo: &'static str,
+    file: &'static str,
+    size: &'static str,
+) -> Preset {
+    Preset { label, kind: ModelKind::Llm, repo, file, size, components: &[], directory: None }
 }
 
 const PRESETS: &[Preset] = &[
-    Preset {
-        label: "Qwen3 4B (Q4_K_M)",
-        kind: ModelKind::Llm,
-        repo: "unsloth/Qwen3-4B-GGUF",
-        file: "Qwen3-4B-Q4_K_M.gguf",
-        size: "2.5 GB",
-    },
-    Preset {
-        label: "Llama 3.2 1B Instruct (Q4_K_M)",
-        kind: ModelKind::Llm,
-        repo: "bartowski/Llama-3.2-1B-Instruct-GGUF",
-        file: "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
-        size: "0.8 GB",
-    },
-    Preset {
-        label: "Gemma 3 4B it (Q4_K_M)",
-        kind: ModelKind::Llm,
-        repo: "unsloth/gemma-3-4b-it-GGUF",
-        file: "gemma-3-4b-it-Q4_K_M.gguf",
-        size: "2.5 GB",
-    },
+    llm("Qwen3 4B (Q4_K_M)", "unsloth/Qwen3-4B-GGUF", "Qwen3-4B-Q4_K_M.gguf", "2.5 GB"),
+    llm(
+        "Llama 3.2 1B Instruct (Q4_K_M)",
+        "bartowski/Llama-3.2-1B-Instruct-GGUF",
+        "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+        "0.8 GB",
+    ),
+    llm(
+        "Gemma 3 4B it (Q4_K_M)",
+        "unsloth/gemma-3-4b-it-GGUF",
+        "gemma-3-4b-it-Q4_K_M.gguf",
+        "2.5 GB",
+    ),
     Preset {
         label: "SDXL Lightning 4-step (Q4_1)",
         kind: ModelKind::Diffusion,
         repo: "mzwing/SDXL-Lightning-GGUF",
         file: "sdxl_lightning_4step.q4_1.gguf",
         size: "2.8 GB",
+        components: &[],
+        directory: None,
+    },
+    Preset {
+        label: "Flux 2 Klein 4B (Q4_0)",
+        kind: ModelKind::Diffusion,
+        repo: "leejet/FLUX.2-klein-4B-GGUF",
+        file: "flux-2-klein-4b-Q4_0.gguf",
+        size: "5.4 GB with its text encoder and VAE",
+        components: &[
+            (ComponentRole::Llm, "unsloth/Qwen3-4B-GGUF", "Qwen3-4B-Q4_0.gguf"),
+            (ComponentRole::Vae, "Comfy-Org/flux2-dev", "split_files/vae/flux2-vae.safetensors"),
+        ],
+        directory: Some("flux-2-klein"),
     },
 ];
 
@@ -87,18 +106,31 @@ pub fn DownloadForm() -> impl IntoView {
                 kind: kind.get_untracked(),
                 source: src,
                 sha256: (!sha.trim().is_empty()).then_some(sha),
+                components: Vec::new(),
+                directory: None,
             }
         } else {
             let p = &PRESETS[preset.get_untracked()];
+            let hf = |repo: &str, file: &str| ModelSource::HuggingFace {
+                repo: repo.into(),
+                file: file.into(),
+                revision: "main".into(),
+            };
             DownloadRequest {
                 name: p.label.to_owned(),
                 kind: p.kind,
-                source: ModelSource::HuggingFace {
-                    repo: p.repo.into(),
-                    file: p.file.into(),
-                    revision: "main".into(),
-                },
+                source: hf(p.repo, p.file),
                 sha256: None,
+                components: p
+                    .components
+                    .iter()
+                    .map(|(role, repo, file)| ComponentRequest {
+                        role: *role,
+                        source: hf(repo, file),
+                        sha256: None,
+                    })
+                    .collect(),
+                directory: p.directory.map(str::to_owned),
             }
         };
         sending.set(true);

@@ -90,7 +90,13 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
                 {model.name.clone()}
                 {model.supports_reasoning.then(|| view! { <span class="badge" title="Thinks before answering">"reasoning"</span> })}
             </td>
-            <td><span class=format!("badge kind-{}", model.kind.dir()) data-kind=model.kind.label()>{model.kind.label()}</span></td>
+            <td>
+                <span class=format!("badge kind-{}", model.kind.dir()) data-kind=model.kind.label()>{model.kind.label()}</span>
+                {(model.files.len() > 1).then(|| {
+                    let roles = model.files.iter().map(|f| f.role.clone()).collect::<Vec<_>>().join(", ");
+                    view! { <span class="badge" title=roles>{format!("{} files", model.files.len())}</span> }
+                })}
+            </td>
             <td>{bytes(model.size_bytes)}</td>
             <td class="muted small">{local_date(model.downloaded_at_ms)}</td>
             <td class="actions">
