@@ -363,6 +363,7 @@ async fn remote_gguf_header_reads_only_the_start() {
         assert_eq!(h.architecture(), Some("llama"));
         assert_eq!(h.tensors.last().unwrap().name, "big");
     }
+    assert_eq!(server.gets("/m.gguf")[0].header("range"), Some("bytes=0-134217727"));
     let e = dl.read_gguf_header(&server.url("/not.gguf"), None).await.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::GgufInvalid, "{e}");
     let e = dl.read_gguf_header(&server.url("/missing.gguf"), None).await.unwrap_err();

@@ -222,7 +222,10 @@ impl Downloader {
         url: &str,
         bearer_token: Option<&str>,
     ) -> Result<gguf::Header> {
-        let mut req = self.client.get(url);
+        // The Range only bounds what a server may send; the body is dropped as soon as the
+        // header parses, and a server without Range support works the same way.
+        let range = format!("bytes=0-{}", MAX_REMOTE_HEADER - 1);
+        let mut req = self.client.get(url).header(reqwest::header::RANGE, range);
         if let Some(token) = bearer_token {
             req = req.bearer_auth(token);
         }

@@ -123,10 +123,10 @@ impl DownloadQueue {
                         "{count} shards is more than 512"
                     )));
                 }
+                // `model_id` is free (no model has it), so a folder by that name can only be
+                // left by an interrupted download of these shards: its finished files are kept
+                // and the rest resumes.
                 let dir = store.file_path(ModelKind::Llm, model_id)?;
-                if dir.exists() {
-                    return Err(RuntimeError::AlreadyExists(dir.display().to_string()));
-                }
                 let tasks = (1..=count)
                     .map(|i| {
                         let src = source::shard_source(&request.source, i, count);
