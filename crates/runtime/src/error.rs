@@ -52,6 +52,9 @@ pub enum RuntimeError {
 
     #[error("{0} already exists")]
     AlreadyExists(String),
+
+    #[error("the archive {archive} is unsafe or damaged: {detail}")]
+    BadArchive { archive: String, detail: String },
 }
 
 impl RuntimeError {
@@ -75,6 +78,7 @@ impl RuntimeError {
             Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
             Self::GgufInvalid { .. } => ErrorCode::GgufInvalid,
             Self::AlreadyExists(_) => ErrorCode::InvalidInput,
+            Self::BadArchive { .. } => ErrorCode::BinaryInvalid,
         }
     }
 

@@ -3,6 +3,7 @@
 //! Nothing here knows about Tauri or the window. `src-tauri` holds one [`Runtime`] and turns its
 //! methods into commands; tests drive the same methods directly.
 
+pub mod binaries;
 pub mod download;
 pub mod error;
 pub mod events;
