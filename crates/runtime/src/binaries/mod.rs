@@ -4,3 +4,4 @@
 //! validation cache follow (see the Runtimes issue).
 
 pub mod archive;
+pub mod manifest;
