@@ -138,21 +138,9 @@ pub fn compare_builds(a: &str, b: &str) -> std::cmp::Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc::system::VramInfo;
 
     fn gpu(vendor: GpuVendor, backend: Backend) -> GpuInfo {
-        GpuInfo {
-            id: "g".into(),
-            name: "g".into(),
-            vendor,
-            backend,
-            vram: Some(VramInfo { total_bytes: 1, used_bytes: 0, free_bytes: 1 }),
-            unified_memory: false,
-            driver_version: None,
-            compute_capability: None,
-            uuid: None,
-            pci_address: None,
-        }
+        crate::system::test_gpu(vendor, backend, Some(1))
     }
 
     #[test]

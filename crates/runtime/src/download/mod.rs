@@ -568,9 +568,16 @@ impl Resume {
     }
 }
 
+/// Deletes what an unfinished download of `dest` left: its `.part` and its sidecar. The one
+/// place that knows both names; the queue calls it too.
+pub fn discard_partial(dest: &Path) {
+    let _ = std::fs::remove_file(part_path(dest));
+    let _ = std::fs::remove_file(sidecar_path(dest));
+}
+
 async fn remove_part(dest: &Path) {
-    let _ = tokio::fs::remove_file(part_path(dest)).await;
-    let _ = tokio::fs::remove_file(sidecar_path(dest)).await;
+    let dest = dest.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || discard_partial(&dest)).await;
 }
 
 fn describe(e: &reqwest::Error) -> String {

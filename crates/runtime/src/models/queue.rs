@@ -571,11 +571,7 @@ fn local_path(source: &ModelSource) -> PathBuf {
 fn remove_job_files(job: &Job) {
     for t in job.tasks.iter().filter(|t| !t.preexisting) {
         let _ = std::fs::remove_file(&t.dest);
-        let part = download::part_path(&t.dest);
-        let mut side = part.clone().into_os_string();
-        side.push(".json");
-        let _ = std::fs::remove_file(&part);
-        let _ = std::fs::remove_file(side);
+        download::discard_partial(&t.dest);
     }
     if let Some(dir) = &job.dir {
         let _ = std::fs::remove_dir(dir); // only succeeds when empty

@@ -254,3 +254,25 @@ fn apple_silicon_gpu() -> GpuInfo {
         pci_address: None,
     }
 }
+
+/// A GPU for table tests: `total_gib` of free VRAM, or no figures at all.
+#[cfg(test)]
+pub(crate) fn test_gpu(vendor: GpuVendor, backend: Backend, total_gib: Option<u64>) -> GpuInfo {
+    const GIB: u64 = 1 << 30;
+    GpuInfo {
+        id: format!("{vendor:?}"),
+        name: "g".into(),
+        vendor,
+        backend,
+        vram: total_gib.map(|t| VramInfo {
+            total_bytes: t * GIB,
+            used_bytes: 0,
+            free_bytes: t * GIB,
+        }),
+        unified_memory: false,
+        driver_version: None,
+        compute_capability: None,
+        uuid: None,
+        pci_address: None,
+    }
+}

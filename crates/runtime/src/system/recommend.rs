@@ -91,7 +91,7 @@ pub fn recommend(cpu: &CpuInfo, memory: &MemoryInfo, gpus: &[GpuInfo]) -> Recomm
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ipc::system::{GpuVendor, VramInfo};
+    use ipc::system::GpuVendor;
 
     fn cpu(physical: Option<u32>, logical: u32) -> CpuInfo {
         CpuInfo {
@@ -102,24 +102,7 @@ mod tests {
         }
     }
 
-    fn gpu(vendor: GpuVendor, backend: Backend, total_gib: Option<u64>) -> GpuInfo {
-        GpuInfo {
-            id: format!("{vendor:?}"),
-            name: "g".into(),
-            vendor,
-            backend,
-            vram: total_gib.map(|t| VramInfo {
-                total_bytes: t * GIB,
-                used_bytes: 0,
-                free_bytes: t * GIB,
-            }),
-            unified_memory: false,
-            driver_version: None,
-            compute_capability: None,
-            uuid: None,
-            pci_address: None,
-        }
-    }
+    use crate::system::test_gpu as gpu;
 
     #[test]
     fn threads_table() {
