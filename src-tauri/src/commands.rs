@@ -3,6 +3,7 @@
 
 use crate::state::AppState;
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::runtimes::{InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{AppInfo, IpcError, OpenLinkArgs};
 use tauri::{AppHandle, State};
@@ -21,7 +22,11 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         downloads,
         download_pause,
         download_resume,
-        download_cancel
+        download_cancel,
+        runtime_status,
+        runtime_install,
+        runtime_set_custom,
+        runtime_set_mirror
     ]
 }
 
@@ -128,4 +133,39 @@ mod tests {
         }
         assert_eq!(names.len(), ipc::cmd::ALL.len(), "a handler is missing from ipc::cmd::ALL");
     }
+}
+
+#[tauri::command]
+fn runtime_status(
+    state: State<'_, AppState>,
+    args: RuntimeArgs,
+) -> Result<RuntimeStatus, IpcError> {
+    Ok(state.runtime()?.binaries().status(args.runtime))
+}
+
+/// Answers when the setup ends; progress and the log arrive as events meanwhile.
+#[tauri::command]
+async fn runtime_install(
+    state: State<'_, AppState>,
+    args: InstallArgs,
+) -> Result<RuntimeStatus, IpcError> {
+    let rt = state.runtime()?;
+    rt.ensure_runtime(args.runtime, args.force).await?;
+    Ok(rt.binaries().status(args.runtime))
+}
+
+#[tauri::command]
+async fn runtime_set_custom(
+    state: State<'_, AppState>,
+    args: SetCustomArgs,
+) -> Result<RuntimeStatus, IpcError> {
+    let rt = state.runtime()?;
+    let path = args.path.as_deref().map(str::trim).filter(|p| !p.is_empty());
+    rt.binaries().set_custom(args.runtime, path.map(std::path::Path::new)).await?;
+    Ok(rt.binaries().status(args.runtime))
+}
+
+#[tauri::command]
+async fn runtime_set_mirror(state: State<'_, AppState>, args: MirrorArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.binaries().set_mirror(args.mirror).await?)
 }

@@ -116,6 +116,8 @@ fn start_xvfb() -> (Guarded, String) {
 pub struct LaunchOptions {
     /// `GENAI_HOME` for the app; a fresh temporary folder when `None`.
     pub genai_home: Option<PathBuf>,
+    /// More environment for the app (a release mirror, a manifest).
+    pub env: Vec<(String, String)>,
 }
 
 /// The app running in a real window, with a WebDriver session on it.
@@ -159,6 +161,7 @@ impl App {
         cmd.args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
             .env("DISPLAY", &display)
             .env("GENAI_HOME", &genai_home)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null());
         let driver = Guarded::spawn(cmd, "tauri-driver");
         wait_until("tauri-driver to listen", || {
@@ -266,27 +269,39 @@ impl Drop for App {
 
 /// Live (non-zombie) processes in process group `pgid`, as `(pid, command name)`.
 pub fn live_group_members(pgid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
+    live_processes().filter(|p| p.pgrp == pgid).map(|p| (p.pid, p.comm)).collect()
+}
+
+/// Live (not zombie) processes whose command line contains `needle`: for children that run in
+/// their own process group, such as the runtime checks' llama-server.
+pub fn live_processes_matching(needle: &str) -> Vec<(u32, String)> {
+    live_processes().filter(|p| p.cmdline.contains(needle)).map(|p| (p.pid, p.cmdline)).collect()
+}
+
+struct Proc {
+    pid: u32,
+    pgrp: u32,
+    comm: String,
+    cmdline: String,
+}
+
+/// Every process in /proc that is not a zombie.
+fn live_processes() -> impl Iterator<Item = Proc> {
+    let dir = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    dir.filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // pid (comm) state ppid pgrp ...; comm may hold spaces, so split after the last ')'.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
+        let (head, rest) = stat.rsplit_once(')')?;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let (state, pgrp) = (fields.first().copied(), fields.get(2).copied());
-        if pgrp == Some(&pgid.to_string()) && state != Some("Z") {
-            let comm = head.split_once('(').map(|(_, c)| c.to_owned()).unwrap_or_default();
-            out.push((pid, comm));
+        if fields.first() == Some(&"Z") {
+            return None;
         }
-    }
-    out
+        let pgrp = fields.get(2)?.parse().ok()?;
+        let comm = head.split_once('(').map(|(_, c)| c.to_owned()).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        Some(Proc { pid, pgrp, comm, cmdline })
+    })
 }

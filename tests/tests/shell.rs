@@ -95,7 +95,11 @@ async fn unusable_storage_folder_is_explained_with_a_remedy() {
     // A folder cannot be created under a regular file.
     let file = std::env::temp_dir().join(format!("genai-e2e-not-a-dir-{}", std::process::id()));
     std::fs::write(&file, b"x").unwrap();
-    let app = App::launch_with(LaunchOptions { genai_home: Some(file.join("home")) }).await;
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(file.join("home")),
+        ..Default::default()
+    })
+    .await;
 
     let title = app.wait_text("#app-footer .error-title", |t| !t.is_empty()).await;
     assert_eq!(title, "File system error");

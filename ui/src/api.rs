@@ -2,6 +2,9 @@
 //! never touch raw JS values. Names and types come from the `ipc` crate.
 
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::runtimes::{
+    InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus, SetCustomArgs,
+};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
 use serde::{de::DeserializeOwned, Serialize};
@@ -110,6 +113,26 @@ pub async fn open_storage_folder() -> Result<(), IpcError> {
 #[allow(dead_code)] // first caller: links to model cards in the Models tab
 pub async fn open_link(url: String) -> Result<(), IpcError> {
     invoke_with(cmd::OPEN_LINK, &OpenLinkArgs { url }).await
+}
+
+pub async fn runtime_status(runtime: RuntimeKind) -> Result<RuntimeStatus, IpcError> {
+    invoke_with(cmd::RUNTIME_STATUS, &RuntimeArgs { runtime }).await
+}
+
+/// Installs or re-checks; answers when the setup ends (events report progress meanwhile).
+pub async fn runtime_install(runtime: RuntimeKind, force: bool) -> Result<RuntimeStatus, IpcError> {
+    invoke_with(cmd::RUNTIME_INSTALL, &InstallArgs { runtime, force }).await
+}
+
+pub async fn runtime_set_custom(
+    runtime: RuntimeKind,
+    path: Option<String>,
+) -> Result<RuntimeStatus, IpcError> {
+    invoke_with(cmd::RUNTIME_SET_CUSTOM, &SetCustomArgs { runtime, path }).await
+}
+
+pub async fn runtime_set_mirror(mirror: Option<String>) -> Result<(), IpcError> {
+    invoke_with(cmd::RUNTIME_SET_MIRROR, &MirrorArgs { mirror }).await
 }
 
 /// Calls `on_event` with every [`AppEvent`] for the rest of the window's life. Payloads that do

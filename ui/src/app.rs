@@ -2,6 +2,7 @@
 
 use crate::components::footer::Footer;
 use crate::tabs;
+use ipc::runtimes::{BinaryProgress, RuntimeKind, SetupStage};
 use ipc::AppEvent;
 use leptos::prelude::*;
 
@@ -52,6 +53,54 @@ pub struct ModelsChanged(pub RwSignal<u64>);
 #[derive(Clone, Copy)]
 pub struct SystemChanged(pub RwSignal<u64>);
 
+/// What runtime setups report, per runtime: the newest progress event, and a counter bumped by
+/// each log line and by the end of a setup (the Runtime card reads its status again then).
+#[derive(Clone, Copy)]
+pub struct RuntimeFeed {
+    progress: [RwSignal<Option<BinaryProgress>>; 2],
+    ticks: [RwSignal<u64>; 2],
+}
+
+impl RuntimeFeed {
+    fn new() -> Self {
+        Self {
+            progress: [RwSignal::new(None), RwSignal::new(None)],
+            ticks: [RwSignal::new(0), RwSignal::new(0)],
+        }
+    }
+
+    fn index(kind: RuntimeKind) -> usize {
+        match kind {
+            RuntimeKind::Llama => 0,
+            RuntimeKind::Diffusion => 1,
+        }
+    }
+
+    pub fn progress(&self, kind: RuntimeKind) -> Option<BinaryProgress> {
+        self.progress[Self::index(kind)].get()
+    }
+
+    pub fn log_tick(&self, kind: RuntimeKind) -> u64 {
+        self.ticks[Self::index(kind)].get()
+    }
+
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::BinaryLog { runtime, .. } => {
+                self.ticks[Self::index(*runtime)].update(|n| *n += 1)
+            }
+            AppEvent::BinaryProgress(p) => {
+                let i = Self::index(p.runtime);
+                if matches!(p.stage, SetupStage::Done | SetupStage::Failed) {
+                    self.ticks[i].update(|n| *n += 1);
+                }
+                self.progress[i].set(Some(p.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
 const EVENT_LOG_LEN: usize = 50;
 
 #[component]
@@ -63,7 +112,10 @@ pub fn App() -> impl IntoView {
     provide_context(changed);
     let models_changed = ModelsChanged(RwSignal::new(0));
     provide_context(models_changed);
+    let runtime_feed = RuntimeFeed::new();
+    provide_context(runtime_feed);
     crate::api::listen_events(move |event| {
+        runtime_feed.on_event(&event);
         match &event {
             AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
             AppEvent::DownloadFinished { .. } | AppEvent::DownloadFailed { .. } => {
@@ -72,7 +124,7 @@ pub fn App() -> impl IntoView {
             _ => {}
         }
         // Progress ticks would drown the log; the queue panel shows them.
-        if matches!(event, AppEvent::DownloadProgress(_)) {
+        if matches!(event, AppEvent::DownloadProgress(_) | AppEvent::BinaryProgress(_)) {
             return;
         }
         log.0.update(|lines| {

@@ -4,6 +4,7 @@
 //! window as an [`AppEvent`] on [`EVENT_CHANNEL`]. The window both listens and polls: polling is
 //! the safety net, events make the display immediate.
 
+use crate::runtimes::{BinaryProgress, RuntimeKind};
 use crate::IpcError;
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +98,12 @@ pub enum AppEvent {
         server: ServerKind,
         line: LogLine,
     },
+    /// A line of a runtime's setup log (downloads, checks, what the build found).
+    BinaryLog {
+        runtime: RuntimeKind,
+        line: LogLine,
+    },
+    BinaryProgress(BinaryProgress),
     ImageProgress {
         job_id: String,
         stage: ImageStage,
@@ -122,6 +129,8 @@ impl AppEvent {
             Self::DownloadFailed { error, .. } => format!("download failed: {}", error.message),
             Self::ServerState { server, state, .. } => format!("{server:?} server {state:?}"),
             Self::ServerLog { server, line } => format!("{server:?}: {}", line.message),
+            Self::BinaryLog { runtime, line } => format!("{}: {}", runtime.program(), line.message),
+            Self::BinaryProgress(p) => format!("{} {:?} {}", p.runtime.program(), p.stage, p.done),
             Self::ImageProgress { stage, percent, .. } => format!("image {stage:?} {percent:.0}%"),
         }
     }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod event;
 pub mod format;
 pub mod models;
+pub mod runtimes;
 pub mod system;
 
 pub use error::{ErrorCode, IpcError};
@@ -39,6 +40,15 @@ pub mod cmd {
     pub const DOWNLOAD_RESUME: &str = "download_resume";
     pub const DOWNLOAD_CANCEL: &str = "download_cancel";
 
+    /// Where a runtime stands ([`crate::runtimes::RuntimeArgs`] → [`crate::runtimes::RuntimeStatus`]).
+    pub const RUNTIME_STATUS: &str = "runtime_status";
+    /// Installs or re-checks a runtime ([`crate::runtimes::InstallArgs`]); answers when done.
+    pub const RUNTIME_INSTALL: &str = "runtime_install";
+    /// Points a runtime at a binary on disk ([`crate::runtimes::SetCustomArgs`]).
+    pub const RUNTIME_SET_CUSTOM: &str = "runtime_set_custom";
+    /// Saves the release mirror ([`crate::runtimes::MirrorArgs`]).
+    pub const RUNTIME_SET_MIRROR: &str = "runtime_set_mirror";
+
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
         APP_INFO,
@@ -54,6 +64,10 @@ pub mod cmd {
         DOWNLOAD_PAUSE,
         DOWNLOAD_RESUME,
         DOWNLOAD_CANCEL,
+        RUNTIME_STATUS,
+        RUNTIME_INSTALL,
+        RUNTIME_SET_CUSTOM,
+        RUNTIME_SET_MIRROR,
     ];
 }
 

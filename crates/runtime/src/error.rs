@@ -55,6 +55,15 @@ pub enum RuntimeError {
 
     #[error("the archive {archive} is unsafe or damaged: {detail}")]
     BadArchive { archive: String, detail: String },
+
+    #[error("no {program} build works on this machine; tried: {}", tried.join("; "))]
+    NoWorkingBuild { program: String, tried: Vec<String> },
+
+    #[error("{path} did not pass the checks: {detail}")]
+    BinaryRejected { path: String, detail: String },
+
+    #[error("{0}")]
+    BinaryNotFound(String),
 }
 
 impl RuntimeError {
@@ -79,6 +88,8 @@ impl RuntimeError {
             Self::GgufInvalid { .. } => ErrorCode::GgufInvalid,
             Self::AlreadyExists(_) => ErrorCode::InvalidInput,
             Self::BadArchive { .. } => ErrorCode::BinaryInvalid,
+            Self::NoWorkingBuild { .. } | Self::BinaryRejected { .. } => ErrorCode::BinaryInvalid,
+            Self::BinaryNotFound(_) => ErrorCode::BinaryNotFound,
         }
     }
 
@@ -103,6 +114,15 @@ impl RuntimeError {
             ),
             Self::InsufficientDisk { .. } => e.with_remedy(
                 "Free disk space or delete unused models, then retry; the bytes already fetched are kept.",
+            ),
+            Self::NoWorkingBuild { .. } => e.with_remedy(
+                "Open the setup log for each build's reason. Update the GPU driver, or point the runtime at a build you have (Custom binary), then Install again.",
+            ),
+            Self::BinaryRejected { .. } => e.with_remedy(
+                "Choose an executable of that program (it must answer --version or --help), or clear the custom path to use the app's build.",
+            ),
+            Self::BinaryNotFound(_) => e.with_remedy(
+                "Press Install on the server tab to download the runtime, or choose an existing binary.",
             ),
             _ => e,
         }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod links;
 pub mod models;
+pub mod process;
 pub mod storage;
 pub mod system;
 
@@ -22,6 +23,14 @@ use models::ModelStore;
 use std::sync::Arc;
 use system::SystemProbe;
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// The product's name as shown to people.
 pub const APP_NAME: &str = "GenAI Control Panel";
 
@@ -33,6 +42,7 @@ pub struct Runtime {
     system: Arc<SystemProbe>,
     models: ModelStore,
     downloads: DownloadQueue,
+    binaries: binaries::Binaries,
 }
 
 impl Runtime {
@@ -47,7 +57,12 @@ impl Runtime {
             DEFAULT_CONCURRENCY,
             download::DownloadConfig::default(),
         )?;
-        Ok(Self { storage, events, system, models, downloads })
+        let binaries = binaries::Binaries::new(
+            storage.clone(),
+            events.clone(),
+            binaries::BinariesConfig::from_env()?,
+        )?;
+        Ok(Self { storage, events, system, models, downloads, binaries })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
@@ -61,6 +76,21 @@ impl Runtime {
 
     pub fn downloads(&self) -> &DownloadQueue {
         &self.downloads
+    }
+
+    pub fn binaries(&self) -> &binaries::Binaries {
+        &self.binaries
+    }
+
+    /// Makes sure a checked build of `kind` is installed, choosing variants for the GPUs this
+    /// machine has now.
+    pub async fn ensure_runtime(
+        &self,
+        kind: ipc::runtimes::RuntimeKind,
+        force: bool,
+    ) -> Result<binaries::Ensured> {
+        let gpus = self.system.system_info().map(|s| s.gpus).unwrap_or_default();
+        self.binaries.ensure(kind, &gpus, force).await
     }
 
     pub fn system(&self) -> &SystemProbe {

@@ -1,9 +1,12 @@
 use crate::components::planned::Planned;
+use crate::components::runtime_card::RuntimeCard;
+use ipc::runtimes::RuntimeKind;
 use leptos::prelude::*;
 
 #[component]
 pub fn DiffusionTab() -> impl IntoView {
     view! {
+        <RuntimeCard kind=RuntimeKind::Diffusion />
         <Planned
             summary="Make images with stable-diffusion.cpp, step by step."
             items=&[

@@ -42,6 +42,15 @@ fn link_target_inside(link: &Path, target: &Path) -> Option<PathBuf> {
 /// Unpacks `archive` into `dest` (which must not exist yet) and lists the files it wrote,
 /// relative to `dest`. The format is taken from the file name.
 pub fn extract(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
+    extract_with_progress(archive, dest, &mut |_, _| {})
+}
+
+/// [`extract`], calling `on_entry(entries done, entries in all when known)` as it goes.
+pub fn extract_with_progress(
+    archive: &Path,
+    dest: &Path,
+    on_entry: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Vec<PathBuf>> {
     if dest.exists() {
         return Err(RuntimeError::AlreadyExists(dest.display().to_string()));
     }
@@ -54,9 +63,9 @@ pub fn extract(archive: &Path, dest: &Path) -> Result<Vec<PathBuf>> {
     fs::create_dir_all(&staging).map_err(|e| RuntimeError::io("creating folder", &staging, e))?;
     let name = archive.file_name().unwrap_or_default().to_string_lossy().to_ascii_lowercase();
     let result = if name.ends_with(".zip") {
-        extract_zip(archive, &staging)
+        extract_zip(archive, &staging, on_entry)
     } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        extract_tar_gz(archive, &staging)
+        extract_tar_gz(archive, &staging, on_entry)
     } else {
         Err(bad(archive, "not a .zip or .tar.gz"))
     };
@@ -140,7 +149,11 @@ fn make_symlink(archive: &Path, root: &Path, rel: &Path, target: &Path) -> Resul
     Ok(())
 }
 
-fn extract_tar_gz(archive: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+fn extract_tar_gz(
+    archive: &Path,
+    root: &Path,
+    on_entry: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Vec<PathBuf>> {
     let file = fs::File::open(archive).map_err(|e| RuntimeError::io("opening", archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
     let mut files = Vec::new();
@@ -148,6 +161,7 @@ fn extract_tar_gz(archive: &Path, root: &Path) -> Result<Vec<PathBuf>> {
     let entries = tar.entries().map_err(|e| bad(archive, e.to_string()))?;
     for entry in entries {
         let entry = entry.map_err(|e| bad(archive, e.to_string()))?;
+        on_entry(budget.entries as u64, None);
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let header = entry.header();
         budget.take(archive, header.size().unwrap_or(0))?;
@@ -180,13 +194,18 @@ fn extract_tar_gz(archive: &Path, root: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn extract_zip(archive: &Path, root: &Path) -> Result<Vec<PathBuf>> {
+fn extract_zip(
+    archive: &Path,
+    root: &Path,
+    on_entry: &mut dyn FnMut(u64, Option<u64>),
+) -> Result<Vec<PathBuf>> {
     let file = fs::File::open(archive).map_err(|e| RuntimeError::io("opening", archive, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(archive, e.to_string()))?;
     let mut files = Vec::new();
     let mut budget = Budget { entries: 0, bytes: 0 };
     for i in 0..zip.len() {
+        on_entry(i as u64, Some(zip.len() as u64));
         let mut entry = zip.by_index(i).map_err(|e| bad(archive, e.to_string()))?;
         let raw = entry.name().map_err(|e| bad(archive, e.to_string()))?.into_owned();
         budget.take(archive, entry.size())?;

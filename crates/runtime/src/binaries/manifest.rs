@@ -3,45 +3,31 @@
 
 use crate::{Result, RuntimeError};
 use ipc::system::{Backend, GpuInfo, GpuVendor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The environment variable that points downloads at a mirror serving the same file names.
 pub const ENV_MIRROR: &str = "GENAI_RELEASE_MIRROR";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RuntimeKind {
-    Llama,
-    Diffusion,
-}
+pub use ipc::runtimes::{RuntimeKind, Variant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Variant {
-    Cuda,
-    Vulkan,
-    Metal,
-    Cpu,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dependency {
     pub file: String,
     pub sha256: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Asset {
     pub variant: Variant,
     pub order: u32,
     pub file: String,
     pub sha256: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<Dependency>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuntimeRelease {
     pub runtime: RuntimeKind,
     pub version: String,
@@ -51,16 +37,56 @@ pub struct RuntimeRelease {
     pub platforms: BTreeMap<String, Vec<Asset>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseManifest {
     pub runtimes: Vec<RuntimeRelease>,
 }
+
+/// Points the app at another manifest (a JSON file of the same shape as `releases.json`): for
+/// tests and for people who host their own builds. The pinned SHA-256 values still decide.
+pub const ENV_MANIFEST: &str = "GENAI_RELEASE_MANIFEST";
 
 impl ReleaseManifest {
     /// The manifest built into the app.
     pub fn embedded() -> Self {
         serde_json::from_str(include_str!("releases.json"))
             .expect("releases.json is valid (tested)")
+    }
+
+    pub fn parse(json: &str) -> Result<Self> {
+        serde_json::from_str(json)
+            .map_err(|e| RuntimeError::InvalidInput(format!("release manifest: {e}")))
+    }
+
+    /// The manifest named by `GENAI_RELEASE_MANIFEST`, else the embedded one.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var_os(ENV_MANIFEST) {
+            Some(path) if !path.is_empty() => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| RuntimeError::io("reading", path, e))?;
+                Self::parse(&text)
+            }
+            _ => Ok(Self::embedded()),
+        }
+    }
+
+    /// A manifest with one release for one platform (tests and single-build mirrors).
+    pub fn single(
+        kind: RuntimeKind,
+        version: &str,
+        platform: &str,
+        executables: &[&str],
+        assets: Vec<Asset>,
+    ) -> Self {
+        Self {
+            runtimes: vec![RuntimeRelease {
+                runtime: kind,
+                version: version.to_owned(),
+                base_url: "http://127.0.0.1:9/no-base-url-set/".to_owned(),
+                executables: executables.iter().map(|e| (*e).to_owned()).collect(),
+                platforms: BTreeMap::from([(platform.to_owned(), assets)]),
+            }],
+        }
     }
 
     pub fn release(&self, kind: RuntimeKind) -> Option<&RuntimeRelease> {
@@ -111,6 +137,7 @@ pub fn candidates<'a>(
             Variant::Cuda => cuda,
             Variant::Vulkan => vulkan,
             Variant::Metal | Variant::Cpu => true,
+            Variant::Custom => false,
         })
         .collect();
     out.sort_by_key(|a| (a.variant == Variant::Cpu, a.order));

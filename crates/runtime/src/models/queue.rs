@@ -3,6 +3,7 @@
 
 use super::{source, summarize, ModelStore};
 use crate::download::{self, Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
+use crate::now_ms;
 use crate::{EventBus, Result, RuntimeError};
 use ipc::models::{
     DownloadRequest, DownloadState, DownloadStatus, ModelFile, ModelInfo, ModelKind, ModelSource,
@@ -64,13 +65,6 @@ impl std::fmt::Debug for DownloadQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DownloadQueue").finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl DownloadQueue {

@@ -2,16 +2,12 @@ use super::ModelsState;
 use crate::api;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
+use crate::components::local_date;
 use ipc::format::bytes;
 use ipc::models::ModelInfo;
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-
-fn local_date(ms: u64) -> String {
-    let d = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
-    String::from(d.to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED))
-}
 
 #[component]
 pub fn InstalledModels() -> impl IntoView {

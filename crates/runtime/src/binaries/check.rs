@@ -1,0 +1,301 @@
+//! The two checks a build must pass before the app uses it.
+//!
+//! Phase 1 runs `llama-server --version` / `sd-cli --help` (stdin closed, with a timeout).
+//! Phase 2, for llama-server, loads the tiny model the app carries, asks for one token over
+//! HTTP, and reads the load log: a GPU error line fails the build, and a GPU build that found no
+//! GPU is a silent CPU fallback, which also fails it so the next variant is tried. The test
+//! model is a few hundred KB, so a slow disk or a large user model cannot push a good GPU build
+//! off the machine (as a 15 s budget with the user's own model did upstream).
+
+use super::scan::{self, LoadReport};
+use crate::process;
+use crate::{Result, RuntimeError};
+use ipc::event::LogLevel;
+use ipc::runtimes::{RuntimeKind, Variant};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub phase1_timeout: Duration,
+    /// From start to a generated token; the tiny model loads in well under a second.
+    pub phase2_timeout: Duration,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        Self { phase1_timeout: Duration::from_secs(10), phase2_timeout: Duration::from_secs(60) }
+    }
+}
+
+/// Why a build was turned down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFailure {
+    /// It did not run, timed out, or said something that is not what the program says.
+    Broken(String),
+    /// It printed a line that means its GPU failed.
+    GpuError { label: String, line: String },
+    /// A GPU build that found no GPU and would quietly run on the CPU.
+    SilentCpuFallback(String),
+}
+
+impl std::fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Broken(m) => f.write_str(m),
+            Self::GpuError { label, line } => write!(f, "GPU error detected: {label} ({line})"),
+            Self::SilentCpuFallback(m) => write!(f, "silent CPU fallback: {m}"),
+        }
+    }
+}
+
+pub type Log<'a> = &'a mut (dyn FnMut(LogLevel, String) + Send);
+
+/// Phase 1. Answers the build's own version line.
+pub async fn phase1(
+    kind: RuntimeKind,
+    exe: &Path,
+    config: &CheckConfig,
+    log: Log<'_>,
+) -> Result<std::result::Result<String, CheckFailure>> {
+    let flag = match kind {
+        RuntimeKind::Llama => "--version",
+        RuntimeKind::Diffusion => "--help",
+    };
+    log(LogLevel::Info, format!("Phase 1: running {} {flag}", exe.display()));
+    let out = match process::run(exe, &[flag], config.phase1_timeout, |_| {}).await {
+        Ok(out) => out,
+        Err(RuntimeError::Io { source, .. }) => {
+            return Ok(Err(CheckFailure::Broken(format!("it cannot be started: {source}"))));
+        }
+        Err(e) => return Err(e),
+    };
+    let text = out.text();
+    let tail = tail(&out.lines, 5);
+    let verdict = match (kind, out.status) {
+        (_, None) => Err(CheckFailure::Broken(format!(
+            "{flag} did not finish within {} s",
+            config.phase1_timeout.as_secs()
+        ))),
+        (RuntimeKind::Llama, Some(s)) if !s.success() => {
+            Err(CheckFailure::Broken(format!("{flag} exited with {s}: {tail}")))
+        }
+        (RuntimeKind::Llama, Some(_)) => match scan::version_line(&text) {
+            Some(v) if v.to_ascii_lowercase().contains("version") => Ok(v),
+            _ => Err(CheckFailure::Broken(format!("{flag} printed no version: {tail}"))),
+        },
+        // sd-cli prints an error line before the usage text and its exit code varies between
+        // builds; the usage text is what shows the program runs.
+        (RuntimeKind::Diffusion, Some(_)) if scan::has_usage_text(&text) => Ok(text
+            .lines()
+            .find(|l| l.to_ascii_lowercase().contains("usage:"))
+            .unwrap_or("usage")
+            .trim()
+            .to_owned()),
+        (RuntimeKind::Diffusion, Some(s)) => {
+            Err(CheckFailure::Broken(format!("{flag} printed no usage text ({s}): {tail}")))
+        }
+    };
+    match &verdict {
+        Ok(v) => log(LogLevel::Info, format!("Phase 1: ✓ passed ({v})")),
+        Err(e) => log(LogLevel::Error, format!("Phase 1: ✗ {e}")),
+    }
+    Ok(verdict)
+}
+
+fn tail(lines: &[String], n: usize) -> String {
+    let start = lines.len().saturating_sub(n);
+    let t = lines[start..].join(" | ");
+    if t.is_empty() {
+        "no output".to_owned()
+    } else {
+        t
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| RuntimeError::Internal(format!("no free local port: {e}")))?;
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| RuntimeError::Internal(format!("no free local port: {e}")))
+}
+
+/// A client for the app's own servers on 127.0.0.1: never through a proxy.
+pub fn local_client() -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
+}
+
+/// Feeds a load-log line to the report, passes the telling ones to the setup log, and keeps
+/// the last few for an error message.
+fn observe(line: String, report: &mut LoadReport, recent: &mut Vec<String>, log: Log<'_>) {
+    let before = report.clone();
+    report.feed(&line);
+    let lower = line.to_ascii_lowercase();
+    if *report != before || lower.contains("warning") || lower.contains("error") {
+        log(LogLevel::Debug, line.clone());
+    }
+    recent.push(line);
+    if recent.len() > 8 {
+        recent.remove(0);
+    }
+}
+
+/// Phase 2 for llama-server: one token from `model`, all layers on the GPU for GPU variants.
+pub async fn phase2(
+    exe: &Path,
+    model: &Path,
+    variant: Variant,
+    config: &CheckConfig,
+    log: Log<'_>,
+) -> Result<std::result::Result<LoadReport, CheckFailure>> {
+    let port = free_port()?;
+    let ngl = if variant == Variant::Cpu { "0" } else { "999" };
+    let port_s = port.to_string();
+    let model_s = model.to_string_lossy();
+    let args = [
+        "-m",
+        &model_s,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "-ngl",
+        ngl,
+        "-c",
+        "256",
+        "-np",
+        "1",
+        "-lv",
+        "4",
+    ];
+    log(LogLevel::Info, format!("Phase 2: one-token generation on the test model (-ngl {ngl})"));
+    let mut child = process::spawn(process::command(exe, args), exe)?;
+    let mut lines = process::lines(&mut child);
+    let client = local_client()?;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut report = LoadReport::default();
+    let mut recent: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + config.phase2_timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(200));
+    let mut open = true;
+
+    let verdict: std::result::Result<(), CheckFailure> = 'wait: loop {
+        tokio::select! {
+            line = lines.recv(), if open => match line {
+                Some((_, l)) => {
+                    observe(l, &mut report, &mut recent, log);
+                    if let Some((label, line)) = report.error.clone() {
+                        break 'wait Err(CheckFailure::GpuError { label, line });
+                    }
+                }
+                None => open = false,
+            },
+            status = child.wait() => {
+                // Collect what it printed on the way out before judging.
+                while let Ok(Some((_, l))) =
+                    tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
+                {
+                    observe(l, &mut report, &mut recent, log);
+                }
+                if let Some((label, line)) = report.error.clone() {
+                    break 'wait Err(CheckFailure::GpuError { label, line });
+                }
+                let code = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                break 'wait Err(CheckFailure::Broken(format!(
+                    "llama-server exited while loading the test model ({code}): {}",
+                    tail(&recent, 4)
+                )));
+            }
+            _ = poll.tick() => {
+                if tokio::time::Instant::now() > deadline {
+                    break 'wait Err(CheckFailure::Broken(format!(
+                        "not healthy within {} s: {}",
+                        config.phase2_timeout.as_secs(),
+                        tail(&recent, 4)
+                    )));
+                }
+                let healthy = client
+                    .get(format!("{base}/health"))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                if healthy {
+                    break 'wait Ok(());
+                }
+            }
+        }
+    };
+    let verdict = match verdict {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let reply = client
+                .post(format!("{base}/completion"))
+                .timeout(Duration::from_secs(30))
+                .header("content-type", "application/json")
+                .body(r#"{"prompt":"2+2=","n_predict":1}"#)
+                .send()
+                .await;
+            let body = match reply {
+                Ok(r) if r.status().is_success() => match r.bytes().await {
+                    Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
+                        .map_err(|e| format!("not JSON: {e}")),
+                    Err(e) => Err(e.to_string()),
+                },
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            // What it logged while generating counts too.
+            while let Ok(Some((_, l))) =
+                tokio::time::timeout(Duration::from_millis(100), lines.recv()).await
+            {
+                observe(l, &mut report, &mut recent, log);
+            }
+            match (body, report.error.clone()) {
+                (_, Some((label, line))) => Err(CheckFailure::GpuError { label, line }),
+                (Err(e), None) => Err(CheckFailure::Broken(format!("/completion failed: {e}"))),
+                (Ok(v), None) if v.get("content").is_none() => {
+                    Err(CheckFailure::Broken(format!("/completion answered without content: {v}")))
+                }
+                (Ok(_), None) if variant.is_gpu() && !report.used_gpu() => {
+                    Err(CheckFailure::SilentCpuFallback(format!(
+                        "the {} build found no GPU and ran on the CPU",
+                        variant.label()
+                    )))
+                }
+                (Ok(_), None) => Ok(()),
+            }
+        }
+    };
+    process::terminate(&mut child, Duration::from_secs(5)).await?;
+    Ok(match verdict {
+        Ok(()) => {
+            let where_ = match report.offloaded {
+                Some((a, b)) => format!("{a}/{b} layers on the GPU"),
+                None if report.gpus.is_empty() => "on the CPU".to_owned(),
+                None => "GPU".to_owned(),
+            };
+            let devices = if report.gpus.is_empty() {
+                "no GPU devices".to_owned()
+            } else {
+                report.gpus.join(", ")
+            };
+            log(LogLevel::Info, format!("Phase 2: ✓ generated a token ({where_}; {devices})"));
+            Ok(report)
+        }
+        Err(e) => {
+            let level = match e {
+                CheckFailure::SilentCpuFallback(_) => LogLevel::Warn,
+                _ => LogLevel::Error,
+            };
+            log(level, format!("Phase 2: ✗ {e}"));
+            Err(e)
+        }
+    })
+}

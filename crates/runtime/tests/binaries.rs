@@ -1,0 +1,471 @@
+//! Runtime setup against the fixture server as a release mirror, with archives the tests build
+//! around fake builds (`testkit::fake_runtime`): variant choice, fallbacks, checksum, the
+//! validation cache and custom binaries.
+
+use ipc::runtimes::{RuntimeKind, Variant};
+use ipc::system::{Backend, GpuInfo, GpuVendor};
+use ipc::{AppEvent, ErrorCode, StorageRootSource};
+use runtime::binaries::manifest::{Asset, ReleaseManifest, RuntimeRelease};
+use runtime::binaries::{Binaries, BinariesConfig, How};
+use runtime::download::DownloadConfig;
+use runtime::{EventBus, StorageLayout, StorageRoot};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use testkit::archive::{self, zip};
+use testkit::fake_runtime::{self, Scenario};
+use testkit::http::{FixtureServer, Route};
+use testkit::TempDir;
+
+/// Fake llama-servers re-run this test binary in server mode.
+#[test]
+#[ignore = "entry point of the fake llama-server, not a test"]
+fn fake_llama_server_entry() {
+    fake_runtime::serve_if_asked();
+}
+
+const VERSION: &str = "b9860";
+
+fn sha(bytes: &[u8]) -> String {
+    archive::sha256_hex(bytes)
+}
+
+fn tar_gz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    // Mode 0644: the installer sets the run bit itself.
+    let files: Vec<(&str, &[u8], u32)> = files.iter().map(|(n, d)| (*n, *d, 0o644)).collect();
+    archive::tar_gz(&files)
+}
+
+fn gpu(vendor: GpuVendor, backend: Backend) -> GpuInfo {
+    GpuInfo {
+        id: "gpu0".into(),
+        name: "Test GPU".into(),
+        vendor,
+        backend,
+        vram: None,
+        unified_memory: false,
+        driver_version: None,
+        compute_capability: None,
+        uuid: None,
+        pci_address: None,
+    }
+}
+
+struct Setup {
+    _dir: TempDir,
+    root: PathBuf,
+    server: FixtureServer,
+    calls: PathBuf,
+    assets: Vec<Asset>,
+    sd_assets: Vec<Asset>,
+    events: EventBus,
+    version: String,
+}
+
+impl Setup {
+    async fn new(name: &str) -> Self {
+        let dir = TempDir::new(&format!("bin-{name}"));
+        let root = dir.join("home");
+        let calls = dir.join("calls.log");
+        Self {
+            root,
+            server: FixtureServer::start().await,
+            calls,
+            _dir: dir,
+            assets: Vec::new(),
+            sd_assets: Vec::new(),
+            events: EventBus::default(),
+            version: VERSION.into(),
+        }
+    }
+
+    fn script(&self, s: Scenario) -> Vec<u8> {
+        let exe = std::env::current_exe().unwrap();
+        fake_runtime::llama_server_script(&exe, s, &self.calls).into_bytes()
+    }
+
+    /// Serves a llama build of `variant` whose binary behaves as `s`, as a tar.gz nested
+    /// under a folder the way llama.cpp's Linux archives are.
+    fn llama(&mut self, variant: Variant, s: Scenario) -> &mut Self {
+        let file = format!("llama-{VERSION}-bin-{}.tar.gz", variant.label());
+        let script = self.script(s);
+        let body = tar_gz(&[
+            (&format!("llama-{VERSION}/llama-server"), &script),
+            (&format!("llama-{VERSION}/libggml.so"), b"not really a library"),
+        ]);
+        self.serve(variant, file, body, None)
+    }
+
+    fn serve(
+        &mut self,
+        variant: Variant,
+        file: String,
+        body: Vec<u8>,
+        pinned: Option<String>,
+    ) -> &mut Self {
+        let sha256 = pinned.unwrap_or_else(|| sha(&body));
+        self.server.add(&format!("/rel/{file}"), Route::bytes(body));
+        let order = self.assets.len() as u32 + 1;
+        self.assets.push(Asset { variant, order, file, sha256, dependencies: Vec::new() });
+        self
+    }
+
+    fn binaries(&self) -> Binaries {
+        let manifest = ReleaseManifest {
+            runtimes: vec![
+                RuntimeRelease {
+                    runtime: RuntimeKind::Llama,
+                    version: self.version.clone(),
+                    base_url: "http://127.0.0.1:9/never/".into(),
+                    executables: vec!["llama-server".into(), "llama-cli".into()],
+                    platforms: BTreeMap::from([("linux-x64".into(), self.assets.clone())]),
+                },
+                RuntimeRelease {
+                    runtime: RuntimeKind::Diffusion,
+                    version: "master-782-b290693".into(),
+                    base_url: "http://127.0.0.1:9/never/".into(),
+                    executables: vec!["sd-cli".into(), "sd".into()],
+                    platforms: BTreeMap::from([("linux-x64".into(), self.sd_assets.clone())]),
+                },
+            ],
+        };
+        let storage =
+            StorageLayout::create(StorageRoot::new(&self.root, StorageRootSource::Env)).unwrap();
+        let config = BinariesConfig {
+            manifest,
+            platform: Some("linux-x64".into()),
+            env_mirror: Some(self.server.url("/rel")),
+            checks: Default::default(),
+            download: DownloadConfig {
+                stall_timeout: Duration::from_secs(5),
+                max_retries: 1,
+                backoff: Duration::from_millis(10),
+            },
+        };
+        Binaries::new(storage, self.events.clone(), config).unwrap()
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.calls)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn fetched(&self, variant: Variant) -> usize {
+        self.server.gets(&format!("/rel/llama-{VERSION}-bin-{}.tar.gz", variant.label())).len()
+    }
+
+    fn installed_dirs(&self) -> Vec<String> {
+        let dir = self.root.join("binaries/llama").join(VERSION);
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+#[tokio::test]
+async fn cpu_build_installs_with_both_phases_and_logs_each_step() {
+    let mut s = Setup::new("cpu").await;
+    s.llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let mut rx = s.events.subscribe();
+    let got = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    assert_eq!(got.how, How::Installed);
+    let i = &got.installed;
+    assert_eq!((i.variant, i.version.as_str()), (Variant::Cpu, VERSION));
+    assert_eq!(i.reported_version, "version: 9860 (fake)");
+    assert!(i.generation_checked, "phase 2 ran");
+    let exe = s.root.join("binaries/llama/b9860/cpu/llama-b9860/llama-server");
+    assert_eq!(Path::new(&i.path), exe);
+    assert!(exe.parent().unwrap().join("libggml.so").is_file(), "the libraries came along");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&exe).unwrap().permissions().mode() & 0o111, 0o111);
+    }
+    assert_eq!(i.sha256, sha(&std::fs::read(&exe).unwrap()));
+    // Phase 1 ran --version; phase 2 loaded the carried tiny model on 127.0.0.1 with -ngl 0.
+    let calls: Vec<String> =
+        s.calls().into_iter().filter(|c| !c.starts_with("server pid")).collect();
+    assert_eq!(calls[0], "--version");
+    assert!(calls[1].contains("test-model/tiny-llama.gguf") && calls[1].contains("-ngl 0"));
+    assert!(calls[1].contains("--host 127.0.0.1"));
+    assert_eq!(s.installed_dirs(), ["cpu"], "no staging folder left");
+    assert!(!s.root.join("binaries/llama/downloads/llama-b9860-bin-CPU.tar.gz").exists());
+
+    let mut stages = Vec::new();
+    let mut log = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            AppEvent::BinaryProgress(p) => stages.push(p.stage),
+            AppEvent::BinaryLog { line, .. } => log.push(line.message),
+            _ => {}
+        }
+    }
+    use ipc::runtimes::SetupStage::*;
+    for want in [Downloading, Verifying, Extracting, Testing, Done] {
+        assert!(stages.contains(&want), "{want:?} in {stages:?}");
+    }
+    let log = log.join("\n");
+    for want in [
+        "downloading http://127.0.0.1",
+        "SHA-256 matches",
+        "unpacked 2 files",
+        "Phase 1: ✓",
+        "Phase 2: ✓",
+        "installed llama-server b9860 (CPU)",
+    ] {
+        assert!(log.contains(want), "{want:?} in\n{log}");
+    }
+    let status = bins.status(RuntimeKind::Llama);
+    assert_eq!(status.installed.as_ref(), Some(i));
+    assert!(!status.busy && status.last_error.is_none());
+    assert!(status.log.iter().any(|l| l.message.contains("Phase 2: ✓")));
+}
+
+#[tokio::test]
+async fn cuda_is_not_even_downloaded_without_nvidia() {
+    let mut s = Setup::new("nocuda").await;
+    s.llama(Variant::Cuda, Scenario::GpuOk).llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let amd = gpu(GpuVendor::Amd, Backend::Vulkan);
+    let got = bins.ensure(RuntimeKind::Llama, &[amd], false).await.unwrap();
+    assert_eq!(got.installed.variant, Variant::Cpu);
+    assert_eq!(s.fetched(Variant::Cuda), 0, "no CUDA download without an NVIDIA GPU");
+
+    // With an NVIDIA GPU and its driver, CUDA comes first and sticks when it works.
+    let mut s = Setup::new("cuda").await;
+    s.llama(Variant::Cuda, Scenario::GpuOk).llama(Variant::Cpu, Scenario::Cpu);
+    let nvidia = gpu(GpuVendor::Nvidia, Backend::Cuda);
+    let got = s.binaries().ensure(RuntimeKind::Llama, &[nvidia], false).await.unwrap();
+    assert_eq!(got.installed.variant, Variant::Cuda);
+    assert_eq!(got.installed.devices, ["CUDA0: Fake GPU 24GB"]);
+    assert_eq!(got.installed.offloaded_layers, Some((3, 3)));
+    assert!(s.calls()[1].contains("-ngl 999"), "all layers on the GPU: {:?}", s.calls());
+    assert_eq!(s.fetched(Variant::Cpu), 0);
+}
+
+#[tokio::test]
+async fn phase1_failure_falls_back_to_the_next_variant() {
+    let mut s = Setup::new("p1").await;
+    s.llama(Variant::Vulkan, Scenario::Phase1Broken).llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let got = bins.ensure(RuntimeKind::Llama, &[gpu(GpuVendor::Amd, Backend::Vulkan)], false).await;
+    let got = got.unwrap();
+    assert_eq!(got.installed.variant, Variant::Cpu);
+    assert_eq!(s.installed_dirs(), ["cpu"], "the broken build was not kept");
+    let log: Vec<String> =
+        bins.status(RuntimeKind::Llama).log.into_iter().map(|l| l.message).collect();
+    assert!(
+        log.iter().any(|l| l.contains("Vulkan build rejected") && l.contains("exit")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn gpu_error_line_and_silent_cpu_fallback_each_move_on() {
+    let mut s = Setup::new("gpuerr").await;
+    s.llama(Variant::Cuda, Scenario::GpuError)
+        .llama(Variant::Vulkan, Scenario::NoGpu)
+        .llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let got =
+        bins.ensure(RuntimeKind::Llama, &[gpu(GpuVendor::Nvidia, Backend::Cuda)], false).await;
+    assert_eq!(got.unwrap().installed.variant, Variant::Cpu);
+    let log: Vec<String> =
+        bins.status(RuntimeKind::Llama).log.into_iter().map(|l| l.message).collect();
+    assert!(
+        log.iter().any(|l| l.contains("CUDA build rejected: GPU error detected: CUDA error")),
+        "{log:#?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("Vulkan build rejected: silent CPU fallback")),
+        "{log:#?}"
+    );
+    // Every fake server the checks started was stopped.
+    let pids = fake_runtime::server_pids(&s.calls);
+    assert_eq!(pids.len(), 3, "{:?}", s.calls());
+    assert!(pids.iter().all(|p| !fake_runtime::alive(*p)), "a fake server was left: {pids:?}");
+}
+
+#[tokio::test]
+async fn a_crash_while_loading_fails_fast_and_nothing_works() {
+    let mut s = Setup::new("crash").await;
+    s.llama(Variant::Cpu, Scenario::CrashOnLoad);
+    let started = std::time::Instant::now();
+    let err = s.binaries().ensure(RuntimeKind::Llama, &[], false).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20), "not the whole timeout");
+    assert_eq!(err.code(), ErrorCode::BinaryInvalid);
+    let msg = err.to_string();
+    assert!(msg.contains("CPU") && msg.contains("model load error"), "{msg}");
+    assert!(err.to_ipc().remedy.contains("setup log"));
+    assert!(s.installed_dirs().is_empty());
+}
+
+#[tokio::test]
+async fn checksum_mismatch_installs_nothing() {
+    let mut s = Setup::new("sha").await;
+    let body = tar_gz(&[("llama-server", &s.script(Scenario::Cpu))]);
+    s.serve(Variant::Cpu, "llama-b9860-bin-CPU.tar.gz".into(), body, Some("ab".repeat(32)));
+    let bins = s.binaries();
+    let err = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BinaryInvalid);
+    assert!(err.to_string().contains("SHA-256"), "{err}");
+    assert!(s.calls().is_empty(), "the unverified binary never ran");
+    assert!(s.installed_dirs().is_empty());
+    assert!(bins.installed(RuntimeKind::Llama).is_none());
+    let left: Vec<_> = std::fs::read_dir(s.root.join("binaries/llama/downloads"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    let status = bins.status(RuntimeKind::Llama);
+    assert_eq!(status.last_error.unwrap().code, ErrorCode::BinaryInvalid);
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused() {
+    let mut s = Setup::new("hostile").await;
+    let script = s.script(Scenario::Cpu);
+    // zip-slip: the executable sits behind a `..` entry.
+    let body = zip(&[("../llama-server", &script)]);
+    s.serve(Variant::Vulkan, "llama-b9860-bin-vulkan.zip".into(), body, None);
+    s.llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let got = bins.ensure(RuntimeKind::Llama, &[gpu(GpuVendor::Amd, Backend::Vulkan)], false).await;
+    assert_eq!(got.unwrap().installed.variant, Variant::Cpu);
+    let log = bins.status(RuntimeKind::Llama).log;
+    assert!(log.iter().any(|l| l.message.contains("would land outside")), "{log:#?}");
+    assert!(!s.root.join("binaries/llama/llama-server").exists());
+    assert!(!s.root.join("binaries/llama/b9860/llama-server").exists());
+}
+
+#[tokio::test]
+async fn cache_hit_runs_and_hashes_nothing_and_a_changed_file_is_checked_again() {
+    let mut s = Setup::new("cache").await;
+    s.llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let first = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    let hashed = bins.hashed_bytes();
+    assert_eq!(hashed, first.installed.size, "hashed once, at install");
+    let calls = s.calls().len();
+
+    // A new app start: a fresh Binaries over the same storage.
+    let bins = s.binaries();
+    let again = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    assert_eq!(again.how, How::Cache);
+    assert_eq!(again.installed, first.installed);
+    assert_eq!(bins.hashed_bytes(), 0, "no hashing on a cache hit");
+    assert_eq!(s.calls().len(), calls, "the binary was not run");
+    assert_eq!(s.server.gets("/rel/llama-b9860-bin-CPU.tar.gz").len(), 1);
+
+    // The binary's mtime moves: checked again, not downloaded again.
+    let exe = PathBuf::from(&first.installed.path);
+    let f = std::fs::File::options().append(true).open(&exe).unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(60)).unwrap();
+    drop(f);
+    let re = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    assert_eq!(re.how, How::Rechecked);
+    assert!(s.calls().len() >= calls + 2, "both phases ran again");
+    assert_eq!(s.server.gets("/rel/llama-b9860-bin-CPU.tar.gz").len(), 1);
+    assert_eq!(bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap().how, How::Cache);
+
+    // Forced: checked again even though nothing changed.
+    let before = s.calls().len();
+    let forced = bins.ensure(RuntimeKind::Llama, &[], true).await.unwrap();
+    assert_eq!(forced.how, How::Rechecked);
+    assert!(forced.installed.checked_at_ms >= re.installed.checked_at_ms);
+    assert!(s.calls().len() >= before + 2);
+}
+
+#[tokio::test]
+async fn a_broken_installed_binary_is_replaced_and_a_new_pin_keeps_the_old_until_it_passes() {
+    let mut s = Setup::new("replace").await;
+    s.llama(Variant::Cpu, Scenario::Cpu);
+    let bins = s.binaries();
+    let first = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    // Damage the installed binary: the recheck fails, so a fresh copy is installed.
+    std::fs::write(&first.installed.path, "#!/bin/sh\nexit 3\n").unwrap();
+    let fixed = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+    assert_eq!(fixed.how, How::Installed);
+    assert_eq!(s.server.gets("/rel/llama-b9860-bin-CPU.tar.gz").len(), 2);
+
+    // The app moves to a newer pin whose only build is broken: the old install and its cache
+    // stay in use.
+    s.version = "b10001".into();
+    s.assets.clear();
+    let body = tar_gz(&[("llama-server", &s.script(Scenario::Phase1Broken))]);
+    s.serve(Variant::Cpu, "llama-b10001-bin-CPU.tar.gz".into(), body, None);
+    let bins = s.binaries();
+    let err = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BinaryInvalid);
+    let kept = bins.installed(RuntimeKind::Llama).unwrap();
+    assert_eq!(kept.version, VERSION);
+    assert!(Path::new(&kept.path).is_file());
+    assert!(!s.root.join("binaries/llama/b10001/cpu").exists());
+    let log = bins.status(RuntimeKind::Llama).log;
+    assert!(log.iter().any(|l| l.message.contains("stays until it passes")), "{log:#?}");
+}
+
+#[tokio::test]
+async fn custom_binaries_are_checked_like_downloads() {
+    let s = Setup::new("custom").await;
+    let bins = s.binaries();
+    let good = s.root.parent().unwrap().join("my-llama-server");
+    fake_runtime::write_script(&good, &String::from_utf8(s.script(Scenario::Cpu)).unwrap());
+    let got = bins.set_custom(RuntimeKind::Llama, Some(&good)).await.unwrap().unwrap();
+    assert!(got.installed.custom && got.installed.variant == Variant::Custom);
+    assert!(got.installed.generation_checked);
+    assert_eq!(
+        bins.status(RuntimeKind::Llama).custom_path.as_deref(),
+        got.installed.path.as_str().into()
+    );
+    // The next start trusts it without a download (the manifest has no llama builds at all).
+    assert_eq!(bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap().how, How::Cache);
+
+    // A file that is not llama-server is refused and the accepted one stays.
+    let bad = s.root.parent().unwrap().join("not-llama");
+    fake_runtime::write_script(&bad, "#!/bin/sh\necho hello\n");
+    let err = bins.set_custom(RuntimeKind::Llama, Some(&bad)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BinaryInvalid);
+    assert!(err.to_string().contains("no version"), "{err}");
+    assert_eq!(bins.installed(RuntimeKind::Llama).unwrap().path, got.installed.path);
+    let err = bins.set_custom(RuntimeKind::Llama, Some(Path::new("/no/such/llama-server"))).await;
+    assert_eq!(err.unwrap_err().code(), ErrorCode::BinaryNotFound);
+
+    // sd-cli: judged by its usage text even though it prints an error line first.
+    let sd = s.root.parent().unwrap().join("sd-cli");
+    fake_runtime::write_script(&sd, &fake_runtime::sd_cli_script(true, &s.calls));
+    let got = bins.set_custom(RuntimeKind::Diffusion, Some(&sd)).await.unwrap().unwrap();
+    assert_eq!(got.installed.reported_version, "usage: sd-cli [options]");
+    assert!(!got.installed.generation_checked);
+    let broken = s.root.parent().unwrap().join("sd-broken");
+    fake_runtime::write_script(&broken, &fake_runtime::sd_cli_script(false, &s.calls));
+    let err = bins.set_custom(RuntimeKind::Diffusion, Some(&broken)).await.unwrap_err();
+    assert!(err.to_string().contains("no usage text"), "{err}");
+
+    // Clearing the choice goes back to the release build.
+    assert!(bins.set_custom(RuntimeKind::Llama, None).await.unwrap().is_none());
+    assert!(bins.installed(RuntimeKind::Llama).is_none());
+}
+
+#[tokio::test]
+async fn sd_cli_installs_from_a_zip() {
+    let mut s = Setup::new("sd").await;
+    let body = zip(&[("sd-cli", fake_runtime::sd_cli_script(true, &s.calls).as_bytes())]);
+    let file = "sd-master-b290693-bin-Linux-x86_64.zip".to_owned();
+    s.server.add(&format!("/rel/{file}"), Route::bytes(body.clone()));
+    s.sd_assets.push(Asset {
+        variant: Variant::Cpu,
+        order: 1,
+        file,
+        sha256: sha(&body),
+        dependencies: Vec::new(),
+    });
+    let got = s.binaries().ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    assert_eq!(got.installed.variant, Variant::Cpu);
+    assert_eq!(s.calls(), ["--help"]);
+}

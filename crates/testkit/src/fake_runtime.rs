@@ -1,0 +1,181 @@
+//! Stand-ins for llama-server and sd-cli builds, for the fault paths a real build cannot be
+//! made to show (a GPU error, a GPU build that finds no GPU, a build that will not start).
+//!
+//! A fake is a shell script. Phase 1 (`--version` / `--help`) is answered by the script itself;
+//! anything else re-runs the test executable in "fake server" mode ([`serve_if_asked`], called
+//! from an ignored test named [`ENTRY_TEST`]), which prints the scenario's load log and answers
+//! `/health` and `/completion` on the port it was given, like llama-server does. Every call is
+//! appended to a calls file, so a test can tell whether the app ran the binary at all.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+
+/// The name of the ignored test that must call [`serve_if_asked`] in a test binary that uses
+/// fake llama-servers.
+pub const ENTRY_TEST: &str = "fake_llama_server_entry";
+
+const ENV_ARGS: &str = "GENAI_FAKE_ARGS";
+const ENV_SCENARIO: &str = "GENAI_FAKE_SCENARIO";
+const ENV_CALLS: &str = "GENAI_FAKE_CALLS";
+
+/// How a fake build behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// A CPU build that works.
+    Cpu,
+    /// A GPU build that finds a GPU, offloads every layer and works.
+    GpuOk,
+    /// A GPU build that finds a GPU and then fails on it (a CUDA error line), still answering.
+    GpuError,
+    /// A GPU build that finds no GPU and quietly runs on the CPU.
+    NoGpu,
+    /// `--version` fails (a missing shared library).
+    Phase1Broken,
+    /// Starts, then dies while loading the model.
+    CrashOnLoad,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::GpuOk => "gpu-ok",
+            Self::GpuError => "gpu-error",
+            Self::NoGpu => "no-gpu",
+            Self::Phase1Broken => "phase1-broken",
+            Self::CrashOnLoad => "crash-on-load",
+        }
+    }
+}
+
+/// The text of a fake `llama-server` script. `test_exe` is `std::env::current_exe()` of the
+/// test binary that holds the [`ENTRY_TEST`] test.
+pub fn llama_server_script(test_exe: &Path, scenario: Scenario, calls: &Path) -> String {
+    let version = if scenario == Scenario::Phase1Broken {
+        "echo 'llama-server: error while loading shared libraries: libcuda.so.1: cannot open shared object file' >&2; exit 127"
+    } else {
+        "echo 'version: 9860 (fake)'; echo 'built with cc for x86_64-linux-gnu'; exit 0"
+    };
+    format!(
+        "#!/bin/sh\necho \"$*\" >> '{calls}'\nif [ \"$1\" = --version ]; then {version}; fi\n\
+         {ENV_CALLS}='{calls}' {ENV_SCENARIO}={scenario} {ENV_ARGS}=\"$*\" exec '{exe}' {ENTRY_TEST} --exact --ignored --nocapture --quiet\n",
+        calls = calls.display(),
+        scenario = scenario.name(),
+        exe = test_exe.display(),
+    )
+}
+
+/// The text of a fake `sd-cli` script: `working` prints sd-cli's usage text (after the error
+/// line current builds print first), otherwise it fails like a build with a missing library.
+pub fn sd_cli_script(working: bool, calls: &Path) -> String {
+    let body = if working {
+        "echo '[ERROR] main.cpp: the following arguments are required: prompt' >&2\n\
+         echo 'usage: sd-cli [options]'\necho ''\necho 'Arguments:'\necho '  -h, --help   show this help message and exit'\nexit 0"
+    } else {
+        "echo 'sd-cli: error while loading shared libraries: libvulkan.so.1' >&2\nexit 127"
+    };
+    format!("#!/bin/sh\necho \"$*\" >> '{}'\n{body}\n", calls.display())
+}
+
+/// The pids of the fake servers started with this calls file.
+pub fn server_pids(calls: &Path) -> Vec<i32> {
+    std::fs::read_to_string(calls)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("server pid ")?.trim().parse().ok())
+        .collect()
+}
+
+/// Whether a process is still running (a zombie waiting to be reaped counts as gone).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// Writes a script and sets its run bit.
+pub fn write_script(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// In fake-server mode (set by a fake script), plays the scenario and never returns; otherwise
+/// returns at once.
+pub fn serve_if_asked() {
+    let (Ok(args), Ok(scenario)) = (std::env::var(ENV_ARGS), std::env::var(ENV_SCENARIO)) else {
+        return;
+    };
+    if let Ok(calls) = std::env::var(ENV_CALLS) {
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).create(true).open(calls) {
+            let _ = writeln!(f, "server pid {}", std::process::id());
+        }
+    }
+    let mut it = args.split_whitespace();
+    let mut port = 0u16;
+    while let Some(a) = it.next() {
+        if a == "--port" {
+            port = it.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut err = std::io::stderr();
+    let say = |err: &mut std::io::Stderr, s: &str| {
+        let _ = writeln!(err, "{s}");
+    };
+    say(&mut err, "main: build = 9860 (fake)");
+    match scenario.as_str() {
+        "gpu-ok" | "gpu-error" => {
+            say(&mut err, "ggml_cuda_init: found 1 CUDA devices:");
+            say(&mut err, "  Device 0: Fake GPU 24GB, compute capability 8.9, VMM: yes");
+            say(&mut err, "load_tensors: offloaded 3/3 layers to GPU");
+            if scenario == "gpu-error" {
+                say(&mut err, "CUDA error: out of memory");
+                say(&mut err, "  current device: 0, in function ggml_cuda_op at ggml-cuda.cu:123");
+            }
+        }
+        "no-gpu" => {
+            say(&mut err, "warning: no usable GPU found, --gpu-layers option will be ignored")
+        }
+        "crash-on-load" => {
+            say(&mut err, "llama_model_load: error loading model: tensor 'x' is corrupted");
+            std::process::exit(1);
+        }
+        _ => say(&mut err, "common_param:   - CPU     : Fake CPU (16000 MiB, 15000 MiB free)"),
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("fake server port");
+    say(&mut err, &format!("main: server is listening on http://127.0.0.1:{port}"));
+    for stream in listener.incoming() {
+        let Ok(mut s) = stream else { continue };
+        let mut reader = BufReader::new(s.try_clone().unwrap());
+        let mut request = String::new();
+        let _ = reader.read_line(&mut request);
+        let mut len = 0usize;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; len];
+        let _ = reader.read_exact(&mut body);
+        let reply = if request.starts_with("GET /health") {
+            r#"{"status":"ok"}"#
+        } else if request.starts_with("POST /completion") {
+            r#"{"content":"4","tokens_predicted":1,"stop":true}"#
+        } else {
+            r#"{"error":"not found"}"#
+        };
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+            reply.len()
+        );
+    }
+}
