@@ -2,6 +2,7 @@
 //! or [`IpcError`] out. Names come from [`ipc::cmd`].
 
 use crate::state::AppState;
+use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::runtimes::{InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs};
 use ipc::system::{MemoryNow, SystemInfo};
@@ -26,7 +27,14 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         runtime_status,
         runtime_install,
         runtime_set_custom,
-        runtime_set_mirror
+        runtime_set_mirror,
+        llm_status,
+        llm_preview,
+        llm_start,
+        llm_stop,
+        llm_restart,
+        llm_logs,
+        llm_chat
     ]
 }
 
@@ -168,4 +176,41 @@ async fn runtime_set_custom(
 #[tauri::command]
 async fn runtime_set_mirror(state: State<'_, AppState>, args: MirrorArgs) -> Result<(), IpcError> {
     Ok(state.runtime()?.binaries().set_mirror(args.mirror).await?)
+}
+
+#[tauri::command]
+fn llm_status(state: State<'_, AppState>) -> Result<LlmStatus, IpcError> {
+    Ok(state.runtime()?.llm().status())
+}
+
+#[tauri::command]
+async fn llm_preview(state: State<'_, AppState>, args: LlmConfig) -> Result<LlmSettings, IpcError> {
+    Ok(state.runtime()?.llm().preview(&args).await?)
+}
+
+/// Answers once the server is healthy (or why it is not); state changes arrive as events.
+#[tauri::command]
+async fn llm_start(state: State<'_, AppState>, args: LlmConfig) -> Result<LlmStatus, IpcError> {
+    Ok(state.runtime()?.llm().start(args).await?)
+}
+
+#[tauri::command]
+async fn llm_stop(state: State<'_, AppState>) -> Result<(), IpcError> {
+    Ok(state.runtime()?.llm().stop().await?)
+}
+
+#[tauri::command]
+async fn llm_restart(state: State<'_, AppState>) -> Result<LlmStatus, IpcError> {
+    Ok(state.runtime()?.llm().restart().await?)
+}
+
+#[tauri::command]
+fn llm_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
+    Ok(LlmLogs { lines: state.runtime()?.llm().logs() })
+}
+
+#[tauri::command]
+async fn llm_chat(state: State<'_, AppState>, args: ChatArgs) -> Result<ChatReply, IpcError> {
+    let id = format!("chat-{}", runtime::now_ms());
+    Ok(state.runtime()?.llm().chat(args, id).await?)
 }

@@ -23,9 +23,19 @@ pub fn run() {
             Ok(())
         })
         .invoke_handler(commands::handler())
-        .run(tauri::generate_context!())
+        .build(tauri::generate_context!())
         .unwrap_or_else(|e| {
             eprintln!("genai-control-panel: the window could not start: {e}");
             std::process::exit(1);
+        })
+        .run(|app, event| {
+            // Servers the app started end with it (a crash of the app is handled by the
+            // pidfile on the next launch instead).
+            if let tauri::RunEvent::Exit = event {
+                use tauri::Manager;
+                if let Ok(rt) = app.state::<AppState>().runtime() {
+                    let _ = tauri::async_runtime::block_on(rt.llm().stop());
+                }
+            }
         });
 }

@@ -155,30 +155,42 @@ impl App {
                 (h.clone(), Some(h))
             }
         };
-        let port = free_port();
-        let native_port = free_port();
-        let mut cmd = Command::new("tauri-driver");
-        cmd.args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
-            .env("DISPLAY", &display)
-            .env("GENAI_HOME", &genai_home)
-            .envs(opts.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null());
-        let driver = Guarded::spawn(cmd, "tauri-driver");
-        wait_until("tauri-driver to listen", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), "wry".into());
         caps.insert(
             "tauri:options".into(),
             serde_json::json!({ "application": binary.display().to_string() }),
         );
-        let client = ClientBuilder::native()
-            .capabilities(caps)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .unwrap_or_else(|e| panic!("no WebDriver session on {}: {e}", binary.display()));
+        // tauri-driver sometimes drops the first session request while WebKitWebDriver starts
+        // (seen once in CI as "SendRequest"): a fresh driver on fresh ports gets another try.
+        let mut attempt = 0;
+        let (client, driver) = loop {
+            attempt += 1;
+            let port = free_port();
+            let native_port = free_port();
+            let mut cmd = Command::new("tauri-driver");
+            cmd.args(["--port", &port.to_string(), "--native-port", &native_port.to_string()])
+                .env("DISPLAY", &display)
+                .env("GENAI_HOME", &genai_home)
+                .envs(opts.env.iter().map(|(k, v)| (k, v)))
+                .stdout(Stdio::null());
+            let driver = Guarded::spawn(cmd, "tauri-driver");
+            wait_until("tauri-driver to listen", || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            match ClientBuilder::native()
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(client) => break (client, driver),
+                Err(e) if attempt < 3 => {
+                    eprintln!("no WebDriver session (try {attempt}): {e}; retrying");
+                    drop(driver);
+                }
+                Err(e) => panic!("no WebDriver session on {}: {e}", binary.display()),
+            }
+        };
         Self { client, genai_home, temp_home, driver, _xvfb: xvfb }
     }
 
@@ -304,4 +316,43 @@ fn live_processes() -> impl Iterator<Item = Proc> {
             .unwrap_or_default();
         Some(Proc { pid, pgrp, comm, cmdline })
     })
+}
+
+/// Environment that makes the app install llama-server from a release mirror: the fixture
+/// `server` serves the real llama-server (`GENAI_TEST_LLAMA_SERVER`) as the Linux CPU build of
+/// b9860, and a manifest in `dir` lists it with its SHA-256. Answers the env and the archive's
+/// URL path.
+pub fn llama_release_mirror(
+    server: &testkit::http::FixtureServer,
+    dir: &Path,
+) -> (Vec<(String, String)>, String) {
+    use runtime::binaries::manifest::{Asset, ReleaseManifest};
+    let real = std::env::var_os("GENAI_TEST_LLAMA_SERVER")
+        .expect("GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)");
+    let exe = std::fs::read(real).unwrap();
+    let body = testkit::archive::tar_gz(&[("llama-b9860/llama-server", &exe, 0o755)]);
+    let file = "llama-b9860-bin-ubuntu-x64.tar.gz";
+    let cpu = Asset {
+        variant: ipc::runtimes::Variant::Cpu,
+        order: 1,
+        file: file.into(),
+        sha256: testkit::archive::sha256_hex(&body),
+        dependencies: vec![],
+    };
+    let manifest = ReleaseManifest::single(
+        ipc::runtimes::RuntimeKind::Llama,
+        "b9860",
+        "linux-x64",
+        &["llama-server"],
+        vec![cpu],
+    );
+    let path = format!("/mirror/{file}");
+    server.add(&path, testkit::http::Route::bytes(body));
+    let manifest_path = dir.join("releases.json");
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let env = vec![
+        ("GENAI_RELEASE_MANIFEST".into(), manifest_path.display().to_string()),
+        ("GENAI_RELEASE_MIRROR".into(), server.url("/mirror")),
+    ];
+    (env, path)
 }

@@ -2,50 +2,18 @@
 //! server, serving the real llama-server this repo builds), see its version, build and setup
 //! log, and no check process left running.
 
-use e2e::{live_group_members, live_processes_matching, App, LaunchOptions};
-use ipc::runtimes::{RuntimeKind, Variant};
-use runtime::binaries::manifest::{Asset, ReleaseManifest};
-use testkit::archive::{sha256_hex, tar_gz};
-use testkit::http::{FixtureServer, Route};
+use e2e::{live_group_members, live_processes_matching, llama_release_mirror, App, LaunchOptions};
+use testkit::http::FixtureServer;
 use testkit::TempDir;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real window: run scripts/test"]
 async fn install_llama_server_from_a_mirror() {
-    let real = std::env::var_os("GENAI_TEST_LLAMA_SERVER")
-        .expect("GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)");
-    let exe = std::fs::read(real).unwrap();
-    let body = tar_gz(&[("llama-b9860/llama-server", &exe, 0o755)]);
-    let file = "llama-b9860-bin-ubuntu-x64.tar.gz";
     let server = FixtureServer::start().await;
-    server.add(&format!("/mirror/{file}"), Route::bytes(body.clone()));
-
-    let cpu = Asset {
-        variant: Variant::Cpu,
-        order: 1,
-        file: file.into(),
-        sha256: sha256_hex(&body),
-        dependencies: vec![],
-    };
-    let manifest = ReleaseManifest::single(
-        RuntimeKind::Llama,
-        "b9860",
-        "linux-x64",
-        &["llama-server"],
-        vec![cpu],
-    );
     let dir = TempDir::new("e2e-runtime");
-    let manifest_path = dir.join("releases.json");
-    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let (env, archive) = llama_release_mirror(&server, dir.path());
 
-    let app = App::launch_with(LaunchOptions {
-        env: vec![
-            ("GENAI_RELEASE_MANIFEST".into(), manifest_path.display().to_string()),
-            ("GENAI_RELEASE_MIRROR".into(), server.url("/mirror")),
-        ],
-        ..Default::default()
-    })
-    .await;
+    let app = App::launch_with(LaunchOptions { env, ..Default::default() }).await;
     app.click("#tab-btn-llm").await;
     let missing = app.wait_text("#runtime-llama .runtime-missing", |t| !t.is_empty()).await;
     assert!(missing.contains("b9860"), "{missing}");
@@ -65,7 +33,7 @@ async fn install_llama_server_from_a_mirror() {
         "Re-check"
     );
     app.screenshot("runtime-installed").await;
-    assert_eq!(server.gets(&format!("/mirror/{file}")).len(), 1);
+    assert_eq!(server.gets(&archive).len(), 1);
     let installed = app.genai_home().join("binaries/llama/b9860/cpu/llama-b9860/llama-server");
     assert!(installed.is_file());
 

@@ -1,6 +1,7 @@
 //! Typed access to the app: every command call and event subscription goes through here, so tabs
 //! never touch raw JS values. Names and types come from the `ipc` crate.
 
+use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::runtimes::{
     InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus, SetCustomArgs,
@@ -133,6 +134,34 @@ pub async fn runtime_set_custom(
 
 pub async fn runtime_set_mirror(mirror: Option<String>) -> Result<(), IpcError> {
     invoke_with(cmd::RUNTIME_SET_MIRROR, &MirrorArgs { mirror }).await
+}
+
+pub async fn llm_status() -> Result<LlmStatus, IpcError> {
+    invoke(cmd::LLM_STATUS).await
+}
+
+pub async fn llm_preview(config: LlmConfig) -> Result<LlmSettings, IpcError> {
+    invoke_with(cmd::LLM_PREVIEW, &config).await
+}
+
+pub async fn llm_start(config: LlmConfig) -> Result<LlmStatus, IpcError> {
+    invoke_with(cmd::LLM_START, &config).await
+}
+
+pub async fn llm_stop() -> Result<(), IpcError> {
+    invoke(cmd::LLM_STOP).await
+}
+
+pub async fn llm_restart() -> Result<LlmStatus, IpcError> {
+    invoke(cmd::LLM_RESTART).await
+}
+
+pub async fn llm_logs() -> Result<LlmLogs, IpcError> {
+    invoke(cmd::LLM_LOGS).await
+}
+
+pub async fn llm_chat(args: ChatArgs) -> Result<ChatReply, IpcError> {
+    invoke_with(cmd::LLM_CHAT, &args).await
 }
 
 /// Calls `on_event` with every [`AppEvent`] for the rest of the window's life. Payloads that do

@@ -2,6 +2,7 @@
 
 use crate::components::footer::Footer;
 use crate::tabs;
+use ipc::event::{LogLine, ServerKind};
 use ipc::runtimes::{BinaryProgress, RuntimeKind, SetupStage};
 use ipc::AppEvent;
 use leptos::prelude::*;
@@ -101,6 +102,39 @@ impl RuntimeFeed {
     }
 }
 
+/// What the LLM server reports: a counter bumped on each state change or crash (the tab reads
+/// the status again), its new log lines, and the test chat's streamed pieces.
+#[derive(Clone, Copy)]
+pub struct LlmFeed {
+    pub ticks: RwSignal<u64>,
+    pub lines: RwSignal<Vec<LogLine>>,
+    /// (request id, content, reasoning, done) of each piece, newest last; the chat takes them.
+    pub chat: RwSignal<Vec<(String, String, String, bool)>>,
+}
+
+/// Log lines the LLM tab keeps.
+pub const LLM_LOG_LEN: usize = 1000;
+
+impl LlmFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::ServerState { server: ServerKind::Llm, .. }
+            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. } => {
+                self.ticks.update(|n| *n += 1)
+            }
+            AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
+                l.push(line.clone());
+                let extra = l.len().saturating_sub(LLM_LOG_LEN);
+                l.drain(..extra);
+            }),
+            AppEvent::ChatDelta { request_id, content, reasoning, done } => self.chat.update(|c| {
+                c.push((request_id.clone(), content.clone(), reasoning.clone(), *done))
+            }),
+            _ => {}
+        }
+    }
+}
+
 const EVENT_LOG_LEN: usize = 50;
 
 #[component]
@@ -114,8 +148,15 @@ pub fn App() -> impl IntoView {
     provide_context(models_changed);
     let runtime_feed = RuntimeFeed::new();
     provide_context(runtime_feed);
+    let llm_feed = LlmFeed {
+        ticks: RwSignal::new(0),
+        lines: RwSignal::new(Vec::new()),
+        chat: RwSignal::new(Vec::new()),
+    };
+    provide_context(llm_feed);
     crate::api::listen_events(move |event| {
         runtime_feed.on_event(&event);
+        llm_feed.on_event(&event);
         match &event {
             AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
             AppEvent::DownloadFinished { .. } | AppEvent::DownloadFailed { .. } => {
@@ -124,7 +165,13 @@ pub fn App() -> impl IntoView {
             _ => {}
         }
         // Progress ticks would drown the log; the queue panel shows them.
-        if matches!(event, AppEvent::DownloadProgress(_) | AppEvent::BinaryProgress(_)) {
+        if matches!(
+            event,
+            AppEvent::DownloadProgress(_)
+                | AppEvent::BinaryProgress(_)
+                | AppEvent::ServerLog { .. }
+                | AppEvent::ChatDelta { .. }
+        ) {
             return;
         }
         log.0.update(|lines| {

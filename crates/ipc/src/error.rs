@@ -18,6 +18,8 @@ pub enum ErrorCode {
     InsufficientDisk,
     ModelNotFound,
     GgufInvalid,
+    /// llama-server could not load the model (an unknown architecture, damaged tensors).
+    ModelUnsupported,
     DownloadFailed,
     Network,
     ChecksumMismatch,
@@ -44,6 +46,7 @@ impl ErrorCode {
         Self::InsufficientDisk,
         Self::ModelNotFound,
         Self::GgufInvalid,
+        Self::ModelUnsupported,
         Self::DownloadFailed,
         Self::Network,
         Self::ChecksumMismatch,
@@ -71,6 +74,7 @@ impl ErrorCode {
             Self::InsufficientDisk => "INSUFFICIENT_DISK",
             Self::ModelNotFound => "MODEL_NOT_FOUND",
             Self::GgufInvalid => "GGUF_INVALID",
+            Self::ModelUnsupported => "MODEL_UNSUPPORTED",
             Self::DownloadFailed => "DOWNLOAD_FAILED",
             Self::Network => "NETWORK",
             Self::ChecksumMismatch => "CHECKSUM_MISMATCH",
@@ -99,6 +103,7 @@ impl ErrorCode {
             Self::InsufficientDisk => "Not enough disk space",
             Self::ModelNotFound => "Model not found",
             Self::GgufInvalid => "Not a valid GGUF file",
+            Self::ModelUnsupported => "Model cannot be loaded",
             Self::DownloadFailed => "Download failed",
             Self::Network => "Network error",
             Self::ChecksumMismatch => "Checksum mismatch",
@@ -132,6 +137,9 @@ impl ErrorCode {
             Self::ModelNotFound => "Refresh the Models tab; the model may have been deleted.",
             Self::GgufInvalid => {
                 "The file is damaged or not a GGUF model. Delete it and download it again."
+            }
+            Self::ModelUnsupported => {
+                "The runtime cannot load this model: verify or re-download it, or update the runtime."
             }
             Self::DownloadFailed => "Retry the download; it resumes where it stopped.",
             Self::Network => "Check your connection and retry; downloads resume where they stopped.",

@@ -104,6 +104,20 @@ pub enum AppEvent {
         line: LogLine,
     },
     BinaryProgress(BinaryProgress),
+    /// The LLM server exited without being asked to.
+    ServerCrashed {
+        server: ServerKind,
+        code: Option<i32>,
+        signal: Option<i32>,
+        stderr_tail: Vec<String>,
+    },
+    /// A piece of a test-chat reply.
+    ChatDelta {
+        request_id: String,
+        content: String,
+        reasoning: String,
+        done: bool,
+    },
     ImageProgress {
         job_id: String,
         stage: ImageStage,
@@ -130,6 +144,16 @@ impl AppEvent {
             Self::ServerState { server, state, .. } => format!("{server:?} server {state:?}"),
             Self::ServerLog { server, line } => format!("{server:?}: {}", line.message),
             Self::BinaryLog { runtime, line } => format!("{}: {}", runtime.program(), line.message),
+            Self::ServerCrashed { server, code, signal, .. } => {
+                format!("{server:?} server crashed (code {code:?}, signal {signal:?})")
+            }
+            Self::ChatDelta { content, done, .. } => {
+                if *done {
+                    "chat reply done".to_owned()
+                } else {
+                    format!("chat: {content}")
+                }
+            }
             Self::BinaryProgress(p) => format!("{} {:?} {}", p.runtime.program(), p.stage, p.done),
             Self::ImageProgress { stage, percent, .. } => format!("image {stage:?} {percent:.0}%"),
         }

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod event;
 pub mod format;
+pub mod llm;
 pub mod models;
 pub mod runtimes;
 pub mod system;
@@ -49,6 +50,21 @@ pub mod cmd {
     /// Saves the release mirror ([`crate::runtimes::MirrorArgs`]).
     pub const RUNTIME_SET_MIRROR: &str = "runtime_set_mirror";
 
+    /// Where the LLM server stands ([`crate::llm::LlmStatus`]).
+    pub const LLM_STATUS: &str = "llm_status";
+    /// The settings a start would use ([`crate::llm::LlmConfig`] → [`crate::llm::LlmSettings`]).
+    pub const LLM_PREVIEW: &str = "llm_preview";
+    /// Starts llama-server ([`crate::llm::LlmConfig`]); answers once it is healthy.
+    pub const LLM_START: &str = "llm_start";
+    pub const LLM_STOP: &str = "llm_stop";
+    /// Stops and starts again with the same resolved settings.
+    pub const LLM_RESTART: &str = "llm_restart";
+    /// The server's recent log lines ([`crate::llm::LlmLogs`]).
+    pub const LLM_LOGS: &str = "llm_logs";
+    /// A test chat ([`crate::llm::ChatArgs`]); tokens arrive as `ChatDelta` events, the whole
+    /// reply as the answer ([`crate::llm::ChatReply`]).
+    pub const LLM_CHAT: &str = "llm_chat";
+
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
         APP_INFO,
@@ -68,6 +84,13 @@ pub mod cmd {
         RUNTIME_INSTALL,
         RUNTIME_SET_CUSTOM,
         RUNTIME_SET_MIRROR,
+        LLM_STATUS,
+        LLM_PREVIEW,
+        LLM_START,
+        LLM_STOP,
+        LLM_RESTART,
+        LLM_LOGS,
+        LLM_CHAT,
     ];
 }
 

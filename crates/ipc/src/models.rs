@@ -86,6 +86,28 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// A one-file model imported from this computer, nothing known beyond its size.
+    pub fn local_file(id: &str, name: &str, kind: ModelKind, path: &str, size_bytes: u64) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            kind,
+            size_bytes,
+            path: path.to_owned(),
+            downloaded_at_ms: 0,
+            source: ModelSource::Local { path: path.to_owned() },
+            sha256: None,
+            supports_reasoning: false,
+            gguf: None,
+            files: vec![ModelFile {
+                role: "model".to_owned(),
+                path: path.to_owned(),
+                size_bytes,
+                sha256: None,
+            }],
+        }
+    }
+
     /// `files`, or the primary alone for metadata written before `files` existed.
     pub fn all_files(&self) -> Vec<ModelFile> {
         if self.files.is_empty() {

@@ -64,6 +64,22 @@ pub enum RuntimeError {
 
     #[error("{0}")]
     BinaryNotFound(String),
+
+    #[error("port {0} is already in use on this computer")]
+    PortInUse(u16),
+
+    #[error("the server is already running")]
+    ServerAlreadyRunning,
+
+    #[error("the server is not running")]
+    ServerNotRunning,
+
+    #[error("not enough memory: {0}")]
+    InsufficientMemory(String),
+
+    /// A server failed in a way its log classifies.
+    #[error("{message}")]
+    ServerFailed { code: ErrorCode, message: String },
 }
 
 impl RuntimeError {
@@ -90,6 +106,11 @@ impl RuntimeError {
             Self::BadArchive { .. } => ErrorCode::BinaryInvalid,
             Self::NoWorkingBuild { .. } | Self::BinaryRejected { .. } => ErrorCode::BinaryInvalid,
             Self::BinaryNotFound(_) => ErrorCode::BinaryNotFound,
+            Self::PortInUse(_) => ErrorCode::PortInUse,
+            Self::ServerAlreadyRunning => ErrorCode::ServerAlreadyRunning,
+            Self::ServerNotRunning => ErrorCode::ServerNotRunning,
+            Self::InsufficientMemory(_) => ErrorCode::InsufficientMemory,
+            Self::ServerFailed { code, .. } => *code,
         }
     }
 
@@ -124,6 +145,9 @@ impl RuntimeError {
             Self::BinaryNotFound(_) => e.with_remedy(
                 "Press Install on the server tab to download the runtime, or choose an existing binary.",
             ),
+            Self::PortInUse(port) => e.with_remedy(format!(
+                "Choose another port (or Auto), or stop the program using port {port}."
+            )),
             _ => e,
         }
     }

@@ -8,6 +8,7 @@ pub mod download;
 pub mod error;
 pub mod events;
 pub mod links;
+pub mod llama;
 pub mod models;
 pub mod process;
 pub mod storage;
@@ -43,6 +44,7 @@ pub struct Runtime {
     models: ModelStore,
     downloads: DownloadQueue,
     binaries: binaries::Binaries,
+    llm: llama::LlamaServer,
 }
 
 impl Runtime {
@@ -62,7 +64,15 @@ impl Runtime {
             events.clone(),
             binaries::BinariesConfig::from_env()?,
         )?;
-        Ok(Self { storage, events, system, models, downloads, binaries })
+        let llm = llama::LlamaServer::new(
+            storage.clone(),
+            events.clone(),
+            binaries.clone(),
+            models.clone(),
+            system.clone(),
+            llama::ServerConfig::default(),
+        );
+        Ok(Self { storage, events, system, models, downloads, binaries, llm })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
@@ -76,6 +86,10 @@ impl Runtime {
 
     pub fn downloads(&self) -> &DownloadQueue {
         &self.downloads
+    }
+
+    pub fn llm(&self) -> &llama::LlamaServer {
+        &self.llm
     }
 
     pub fn binaries(&self) -> &binaries::Binaries {

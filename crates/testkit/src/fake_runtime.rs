@@ -79,7 +79,7 @@ pub fn sd_cli_script(working: bool, calls: &Path) -> String {
 }
 
 /// The pids of the fake servers started with this calls file.
-pub fn server_pids(calls: &Path) -> Vec<i32> {
+pub fn server_pids(calls: &Path) -> Vec<u32> {
     std::fs::read_to_string(calls)
         .unwrap_or_default()
         .lines()
@@ -88,7 +88,7 @@ pub fn server_pids(calls: &Path) -> Vec<i32> {
 }
 
 /// Whether a process is still running (a zombie waiting to be reaped counts as gone).
-pub fn alive(pid: i32) -> bool {
+pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
         .unwrap_or(false)

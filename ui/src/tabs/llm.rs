@@ -1,19 +1,377 @@
-use crate::components::planned::Planned;
+//! The LLM Server tab: the runtime, the server's status, its settings (auto-configured by
+//! default, every field overridable), Start / Stop / Restart, a streaming test chat, and the log.
+
+use crate::api;
+use crate::app::LlmFeed;
+use crate::components::card::Card;
+use crate::components::error_box::ErrorBox;
 use crate::components::runtime_card::RuntimeCard;
+use crate::components::{local_date, local_time};
+use ipc::event::{LogLevel, ServerState};
+use ipc::format::bytes;
+use ipc::llm::{ChatArgs, ChatMessage, LlmConfig, LlmSettings, LlmStatus, Toggle};
+use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
+use ipc::IpcError;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+fn state_label(s: ServerState) -> &'static str {
+    match s {
+        ServerState::Stopped => "Stopped",
+        ServerState::Starting => "Starting",
+        ServerState::Running => "Running",
+        ServerState::Stopping => "Stopping",
+        ServerState::Crashed => "Crashed",
+        ServerState::Offloaded => "Paused for an image",
+    }
+}
+
+/// A number field: empty means "auto".
+fn num(s: &str) -> Option<u32> {
+    s.trim().parse().ok()
+}
 
 #[component]
 pub fn LlmTab() -> impl IntoView {
+    let feed = expect_context::<LlmFeed>();
+    let status = RwSignal::new(None::<LlmStatus>);
+    let error = RwSignal::new(None::<IpcError>);
+    let busy = RwSignal::new(false);
+
+    let refresh = move || {
+        spawn_local(async move {
+            match api::llm_status().await {
+                Ok(s) => status.set(Some(s)),
+                Err(e) => error.set(Some(e)),
+            }
+        })
+    };
+    refresh();
+    Effect::new(move |_| {
+        if feed.ticks.get() > 0 {
+            refresh();
+        }
+    });
+
     view! {
         <RuntimeCard kind=RuntimeKind::Llama />
-        <Planned
-            summary="Run llama-server with settings fitted to the model and this machine."
-            items=&[
-                "Status, health, port and process of the server",
-                "Start, stop and restart, with automatic or manual settings",
-                "A test chat and the server's live log",
-            ]
-        />
+        <div class="grid">
+            <StatusCard status=status />
+            <ConfigCard status=status error=error busy=busy refresh=Callback::new(move |_| refresh()) />
+        </div>
+        {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
+        <ChatCard status=status />
+        <LogCard />
+    }
+}
+
+#[component]
+fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
+    view! {
+        <Card title="Server">
+            {move || match status.get() {
+                None => view! { <p class="muted"><span class="spinner"></span>" Reading…"</p> }.into_any(),
+                Some(s) => {
+                    let state = s.state;
+                    let measured: u64 = s.measured.iter().map(|d| d.total()).sum();
+                    view! {
+                        <dl class="stats" id="llm-status">
+                            <dt>"State"</dt>
+                            <dd><span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state_label(state)}</span></dd>
+                            <dt>"Model"</dt><dd>{s.model_id.clone().unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Port"</dt><dd id="llm-port">{s.port.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"PID"</dt><dd>{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Health"</dt><dd id="llm-health">{if s.healthy { "Healthy" } else { "—" }}</dd>
+                            <dt>"Load time"</dt><dd>{s.load_time_ms.map(|t| format!("{:.1} s", t as f64 / 1000.0)).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Context"</dt><dd id="llm-context">{s.effective_context.map(|c| format!("{c} tokens ({} slot(s))", s.slots.unwrap_or(1))).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Memory"</dt>
+                            <dd>{if s.measured.is_empty() { "—".to_owned() } else {
+                                format!("{} measured ({})", bytes(measured), s.measured.iter().map(|d| format!("{} {}", d.device, bytes(d.total()))).collect::<Vec<_>>().join(", "))
+                            }}</dd>
+                            <dt>"Settings"</dt><dd class="small">{s.settings.as_ref().map(|x| x.explanation.clone()).unwrap_or_else(|| "—".into())}</dd>
+                        </dl>
+                        {s.crash.clone().map(|c| view! {
+                            <div class="error-box" id="llm-crash">
+                                <div class="error-title">{format!("Crashed at {} (code {:?}, signal {:?}); restarts: {}", local_date(c.at_ms), c.code, c.signal, s.restarts)}</div>
+                                <pre class="mono small">{c.stderr_tail.join("\n")}</pre>
+                            </div>
+                        })}
+                        {s.last_error.clone().filter(|_| state != ServerState::Running).map(|e| view! { <ErrorBox error=e /> })}
+                    }.into_any()
+                }
+            }}
+        </Card>
+    }
+}
+
+#[component]
+fn ConfigCard(
+    status: RwSignal<Option<LlmStatus>>,
+    error: RwSignal<Option<IpcError>>,
+    busy: RwSignal<bool>,
+    refresh: Callback<()>,
+) -> impl IntoView {
+    let models = RwSignal::new(Vec::<(String, String)>::new());
+    let model = RwSignal::new(String::new());
+    let port = RwSignal::new(String::new());
+    let auto = RwSignal::new(true);
+    let ctx = RwSignal::new(String::new());
+    let ngl = RwSignal::new(String::new());
+    let threads = RwSignal::new(String::new());
+    let slots = RwSignal::new(String::new());
+    let fa = RwSignal::new("auto".to_owned());
+    let kv = RwSignal::new(String::new());
+    let restart = RwSignal::new(true);
+    let preview = RwSignal::new(None::<Result<LlmSettings, IpcError>>);
+
+    spawn_local(async move {
+        if let Ok(list) = api::models_list().await {
+            let llms: Vec<(String, String)> = list
+                .models
+                .into_iter()
+                .filter(|m| m.kind == ModelKind::Llm)
+                .map(|m| (m.id, m.name))
+                .collect();
+            if let Some((id, _)) = llms.first() {
+                model.set(id.clone());
+            }
+            models.set(llms);
+        }
+    });
+
+    let config = move || {
+        let manual = !auto.get();
+        let kv = kv.get();
+        LlmConfig {
+            model_id: model.get(),
+            port: num(&port.get()).map(|p| p as u16),
+            context_size: num(&ctx.get()).filter(|_| manual),
+            gpu_layers: num(&ngl.get()).filter(|_| manual),
+            threads: num(&threads.get()).filter(|_| manual),
+            parallel: num(&slots.get()).filter(|_| manual),
+            flash_attention: manual.then(|| match fa.get().as_str() {
+                "on" => Toggle::On,
+                "off" => Toggle::Off,
+                _ => Toggle::Auto,
+            }),
+            cache_type_k: (manual && !kv.is_empty()).then(|| kv.clone()),
+            cache_type_v: (manual && !kv.is_empty()).then(|| kv.clone()),
+            auto_restart: restart.get(),
+            ..Default::default()
+        }
+    };
+    // The settings a start would use, recomputed as the form changes.
+    Effect::new(move |_| {
+        let c = config();
+        if c.model_id.is_empty() {
+            return;
+        }
+        spawn_local(async move { preview.set(Some(api::llm_preview(c).await)) });
+    });
+
+    let run = move |what: &'static str| {
+        busy.set(true);
+        error.set(None);
+        let c = config();
+        spawn_local(async move {
+            let out = match what {
+                "start" => api::llm_start(c).await.map(|_| ()),
+                "restart" => api::llm_restart().await.map(|_| ()),
+                _ => api::llm_stop().await,
+            };
+            if let Err(e) = out {
+                error.set(Some(e));
+            }
+            busy.set(false);
+            refresh.run(());
+        });
+    };
+    let state =
+        move || status.with(|s| s.as_ref().map(|s| s.state).unwrap_or(ServerState::Stopped));
+    let running = move || matches!(state(), ServerState::Running | ServerState::Starting);
+
+    view! {
+        <Card title="Configuration">
+            <label class="field">
+                <span>"Model"</span>
+                <select id="llm-model" on:change=move |ev| model.set(event_target_value(&ev)) prop:value=model>
+                    {move || models.get().into_iter().map(|(id, name)| view! { <option value=id.clone()>{name}</option> }).collect_view()}
+                </select>
+            </label>
+            {move || models.with(Vec::is_empty).then(|| view! { <p class="muted">"No LLM downloaded yet: get one in the Models tab."</p> })}
+            <label class="field">
+                <span>"Port (empty: a free one)"</span>
+                <input id="llm-port-input" type="text" placeholder="auto" prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
+            </label>
+            <label class="check"><input id="llm-auto" type="checkbox" prop:checked=auto on:change=move |ev| auto.set(event_target_checked(&ev)) />" Auto-configure"</label>
+            <label class="check"><input type="checkbox" prop:checked=restart on:change=move |ev| restart.set(event_target_checked(&ev)) />" Restart after a crash"</label>
+            <p class="small" id="llm-preview">
+                {move || match preview.get() {
+                    Some(Ok(s)) => s.explanation,
+                    Some(Err(e)) => format!("{}: {}", e.title, e.message),
+                    None => String::new(),
+                }}
+            </p>
+            {move || (!auto.get()).then(|| view! {
+                <div class="form-grid">
+                    <label class="field"><span>"Context"</span><input type="text" placeholder="auto" prop:value=ctx on:input=move |ev| ctx.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"GPU layers"</span><input type="text" placeholder="auto" prop:value=ngl on:input=move |ev| ngl.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"Threads"</span><input type="text" placeholder="auto" prop:value=threads on:input=move |ev| threads.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"Parallel slots"</span><input type="text" placeholder="1" prop:value=slots on:input=move |ev| slots.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"Flash attention"</span>
+                        <select on:change=move |ev| fa.set(event_target_value(&ev)) prop:value=fa>
+                            <option value="auto">"auto"</option><option value="on">"on"</option><option value="off">"off"</option>
+                        </select>
+                    </label>
+                    <label class="field"><span>"KV cache type"</span>
+                        <select on:change=move |ev| kv.set(event_target_value(&ev)) prop:value=kv>
+                            <option value="">"auto"</option><option value="f16">"f16"</option><option value="q8_0">"q8_0"</option><option value="q4_0">"q4_0"</option>
+                        </select>
+                    </label>
+                </div>
+            })}
+            <div class="toolbar">
+                <button id="llm-start" class="btn btn-primary" disabled=move || busy.get() || running() || model.with(String::is_empty) on:click=move |_| run("start")>
+                    {move || if state() == ServerState::Starting { "Starting…" } else { "Start" }}
+                </button>
+                <button id="llm-stop" class="btn" disabled=move || !running() && state() != ServerState::Crashed on:click=move |_| run("stop")>"Stop"</button>
+                <button id="llm-restart" class="btn" disabled=move || busy.get() || !running() on:click=move |_| run("restart")>"Restart"</button>
+            </div>
+        </Card>
+    }
+}
+
+#[component]
+fn ChatCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
+    let feed = expect_context::<LlmFeed>();
+    let prompt = RwSignal::new(String::new());
+    let max_tokens = RwSignal::new("128".to_owned());
+    let temperature = RwSignal::new("0.7".to_owned());
+    let waiting = RwSignal::new(false);
+    let error = RwSignal::new(None::<IpcError>);
+    // Pieces already in the feed when this reply began are not part of it.
+    let start_at = RwSignal::new(0usize);
+    let running =
+        move || status.with(|s| s.as_ref().is_some_and(|s| s.state == ServerState::Running));
+    let reply = move || {
+        feed.chat.with(|c| {
+            let mut content = String::new();
+            let mut reasoning = String::new();
+            for (_, c, r, _) in c.iter().skip(start_at.get()) {
+                content.push_str(c);
+                reasoning.push_str(r);
+            }
+            (content, reasoning)
+        })
+    };
+    let send = move |_| {
+        let text = prompt.get_untracked();
+        if text.trim().is_empty() {
+            return;
+        }
+        start_at.set(feed.chat.with_untracked(Vec::len));
+        waiting.set(true);
+        error.set(None);
+        let args = ChatArgs {
+            messages: vec![ChatMessage { role: "user".into(), content: text }],
+            max_tokens: num(&max_tokens.get_untracked()).unwrap_or(128),
+            temperature: temperature.get_untracked().trim().parse().unwrap_or(0.7),
+        };
+        spawn_local(async move {
+            if let Err(e) = api::llm_chat(args).await {
+                error.set(Some(e));
+            }
+            waiting.set(false);
+        });
+    };
+    view! {
+        <Card title="Test chat">
+            <label class="field"><span>"Message"</span>
+                <textarea id="chat-input" rows="2" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev))></textarea>
+            </label>
+            <div class="toolbar">
+                <label class="field inline"><span>"Max tokens"</span><input type="text" size="5" prop:value=max_tokens on:input=move |ev| max_tokens.set(event_target_value(&ev)) /></label>
+                <label class="field inline"><span>"Temperature"</span><input type="text" size="4" prop:value=temperature on:input=move |ev| temperature.set(event_target_value(&ev)) /></label>
+                <button id="chat-send" class="btn btn-primary" disabled=move || waiting.get() || !running() on:click=send>
+                    {move || if waiting.get() { "Answering…" } else { "Send" }}
+                </button>
+            </div>
+            {move || {
+                let (content, reasoning) = reply();
+                view! {
+                    {(!reasoning.is_empty()).then(|| view! {
+                        <details class="reasoning"><summary>"Reasoning"</summary><pre class="mono small">{reasoning}</pre></details>
+                    })}
+                    <pre id="chat-reply" class="chat-reply">{content}</pre>
+                }
+            }}
+            {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
+        </Card>
+    }
+}
+
+#[component]
+fn LogCard() -> impl IntoView {
+    let feed = expect_context::<LlmFeed>();
+    let min_level = RwSignal::new("info".to_owned());
+    let show_debug = RwSignal::new(false);
+    let follow = RwSignal::new(true);
+    let cleared = RwSignal::new(0u64);
+    let list_ref = NodeRef::<leptos::html::Ol>::new();
+    spawn_local(async move {
+        if let Ok(l) = api::llm_logs().await {
+            feed.lines.update(|lines| {
+                if lines.is_empty() {
+                    *lines = l.lines;
+                }
+            });
+        }
+    });
+    let rank = |l: LogLevel| match l {
+        LogLevel::Debug => 0,
+        LogLevel::Info => 1,
+        LogLevel::Warn => 2,
+        LogLevel::Error => 3,
+    };
+    let shown = move || {
+        let floor = match min_level.get().as_str() {
+            "warn" => 2,
+            "error" => 3,
+            _ => 1,
+        };
+        let floor = if show_debug.get() { 0.min(floor) } else { floor };
+        let after = cleared.get();
+        feed.lines.with(|l| {
+            l.iter()
+                .filter(|x| x.at_ms >= after && rank(x.level) >= floor)
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    Effect::new(move |_| {
+        let _ = shown();
+        if follow.get_untracked() {
+            if let Some(el) = list_ref.get() {
+                el.set_scroll_top(el.scroll_height());
+            }
+        }
+    });
+    view! {
+        <Card title="Server log">
+            <div class="toolbar">
+                <select id="log-level" on:change=move |ev| min_level.set(event_target_value(&ev)) prop:value=min_level>
+                    <option value="info">"info and above"</option><option value="warn">"warnings and errors"</option><option value="error">"errors"</option>
+                </select>
+                <label class="check"><input id="log-debug" type="checkbox" prop:checked=show_debug on:change=move |ev| show_debug.set(event_target_checked(&ev)) />" show debug"</label>
+                <label class="check"><input type="checkbox" prop:checked=follow on:change=move |ev| follow.set(event_target_checked(&ev)) />" auto-scroll"</label>
+                <button class="btn btn-small" on:click=move |_| cleared.set(js_sys::Date::now() as u64)>"Clear"</button>
+            </div>
+            <ol class="runtime-log" id="llm-log" node_ref=list_ref>
+                {move || shown().into_iter().map(|l| view! {
+                    <li class=format!("log-{:?}", l.level).to_lowercase()><span class="log-time">{local_time(l.at_ms)}</span>" "{l.message}</li>
+                }).collect_view()}
+            </ol>
+        </Card>
     }
 }

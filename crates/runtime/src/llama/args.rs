@@ -1,0 +1,115 @@
+//! The llama-server command line, from settings that are already decided (a pure function).
+
+use ipc::llm::LlmSettings;
+
+/// argv after the program name, in upstream's order (§4.2) so logs compare line by line.
+/// `-lv 4` is added so the load log names the buffers each device holds (the measured memory).
+pub fn build_args(s: &LlmSettings) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |parts: &[&str]| a.extend(parts.iter().map(|p| (*p).to_owned()));
+    push(&["-m", &s.model_path, "--jinja", "--host", &s.host, "--port", &s.port.to_string()]);
+    push(&["--threads", &s.threads.to_string(), "-c", &s.context_size.to_string(), "-n", "-1"]);
+    push(&["-ngl", &s.gpu_layers.to_string(), "-np", &s.parallel.to_string()]);
+    push(&["-fa", s.flash_attention.flag()]);
+    if s.cache_type_k != "f16" {
+        push(&["--cache-type-k", &s.cache_type_k]);
+    }
+    if s.cache_type_v != "f16" {
+        push(&["--cache-type-v", &s.cache_type_v]);
+    }
+    if let Some(f) = &s.reasoning_format {
+        push(&["--reasoning-format", f]);
+    }
+    if let Some(alias) = &s.alias {
+        push(&["--alias", alias]);
+    }
+    if let Some(b) = s.batch {
+        push(&["-b", &b.to_string()]);
+    }
+    if s.mmap == Some(false) {
+        push(&["--no-mmap"]);
+    }
+    if s.mlock {
+        push(&["--mlock"]);
+    }
+    push(&["-lv", "4"]);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc::llm::Toggle;
+
+    fn base() -> LlmSettings {
+        LlmSettings {
+            model_path: "/m/qwen.gguf".into(),
+            host: "127.0.0.1".into(),
+            port: 8080,
+            threads: 8,
+            context_size: 4096,
+            native_context: 32768,
+            gpu_layers: 28,
+            total_layers: 28,
+            parallel: 1,
+            flash_attention: Toggle::Auto,
+            cache_type_k: "f16".into(),
+            cache_type_v: "f16".into(),
+            batch: None,
+            mmap: None,
+            mlock: false,
+            reasoning_format: None,
+            alias: None,
+            expected_vram_bytes: 0,
+            expected_ram_bytes: 0,
+            explanation: String::new(),
+        }
+    }
+
+    #[test]
+    fn argv_table() {
+        let plain =
+            "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
+                     -ngl 28 -np 1 -fa auto -lv 4";
+        let cases: Vec<(LlmSettings, &str)> = vec![
+            (base(), plain),
+            (
+                LlmSettings {
+                    gpu_layers: 0,
+                    flash_attention: Toggle::On,
+                    cache_type_k: "q8_0".into(),
+                    cache_type_v: "q8_0".into(),
+                    ..base()
+                },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
+                 -ngl 0 -np 1 -fa on --cache-type-k q8_0 --cache-type-v q8_0 -lv 4",
+            ),
+            (
+                LlmSettings {
+                    host: "0.0.0.0".into(),
+                    batch: Some(512),
+                    mmap: Some(false),
+                    mlock: true,
+                    reasoning_format: Some("deepseek".into()),
+                    alias: Some("chat".into()),
+                    ..base()
+                },
+                "-m /m/qwen.gguf --jinja --host 0.0.0.0 --port 8080 --threads 8 -c 4096 -n -1 \
+                 -ngl 28 -np 1 -fa auto --reasoning-format deepseek --alias chat -b 512 \
+                 --no-mmap --mlock -lv 4",
+            ),
+            // mmap explicitly on is llama-server's default: no flag.
+            (LlmSettings { mmap: Some(true), ..base() }, plain),
+        ];
+        for (s, want) in cases {
+            let want: Vec<&str> = want.split_whitespace().collect();
+            assert_eq!(build_args(&s), want);
+        }
+    }
+
+    #[test]
+    fn a_path_with_spaces_stays_one_argument() {
+        let s = LlmSettings { model_path: "/home/me/My Models/a b.gguf".into(), ..base() };
+        assert_eq!(build_args(&s)[1], "/home/me/My Models/a b.gguf");
+    }
+}

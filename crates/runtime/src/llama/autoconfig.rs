@@ -1,0 +1,407 @@
+//! Settings fitted to the model and the machine (a pure function, table-tested).
+//!
+//! GPU layers come from the real per-layer tensor sizes (not file size ÷ layers) against the
+//! GPU's *free* memory with a margin; the context from the KV bytes one token costs (GQA-aware,
+//! cache-type-aware) against what is left, bounded by the model's trained context; q8_0 KV with
+//! flash attention is chosen when f16 would not leave a useful context. Every field the user set
+//! wins.
+
+use crate::{Result, RuntimeError};
+use ipc::format::bytes;
+use ipc::llm::{LlmConfig, LlmSettings, Toggle};
+
+/// Below this the server is not worth starting.
+pub const MIN_CONTEXT: u32 = 256;
+/// The context auto-configuration aims for at least, before choosing a smaller KV type.
+pub const GOOD_CONTEXT: u32 = 8192;
+/// RAM kept for the system and the app.
+pub const RAM_RESERVE: u64 = 1 << 30;
+/// VRAM kept free: compute buffers, the driver, other programs.
+pub fn vram_margin(free: u64) -> u64 {
+    (512 << 20) + free / 20
+}
+
+/// What the GGUF header says that sizing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFacts {
+    pub path: String,
+    /// Weight bytes of each block, in block order.
+    pub per_layer: Vec<u64>,
+    /// Weights outside the blocks (embeddings, output head).
+    pub other: u64,
+    pub native_context: u32,
+    /// K and V elements one token adds in each layer (KV heads × key / value length).
+    pub k_per_layer: Vec<u64>,
+    pub v_per_layer: Vec<u64>,
+}
+
+impl ModelFacts {
+    pub fn from_header(path: &str, h: &gguf::Header) -> Result<Self> {
+        let invalid = |detail: &str| RuntimeError::GgufInvalid {
+            path: path.to_owned(),
+            detail: detail.to_owned(),
+        };
+        let (per_layer, other) = h
+            .bytes_per_block()
+            .ok_or_else(|| invalid("no block count or an unknown tensor type"))?;
+        let kv_heads = h.head_count_kv_per_layer().ok_or_else(|| invalid("no attention heads"))?;
+        let (kl, vl) = (h.key_length().unwrap_or(0), h.value_length().unwrap_or(0));
+        let n = per_layer.len();
+        let head = |i: usize| kv_heads.get(i).or(kv_heads.last()).copied().unwrap_or(0);
+        Ok(Self {
+            path: path.to_owned(),
+            k_per_layer: (0..n).map(|i| head(i) * kl).collect(),
+            v_per_layer: (0..n).map(|i| head(i) * vl).collect(),
+            per_layer,
+            other,
+            native_context: h.context_length().unwrap_or(4096).min(u32::MAX as u64) as u32,
+        })
+    }
+
+    fn layers(&self) -> usize {
+        self.per_layer.len()
+    }
+}
+
+/// What the machine has free right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineFacts {
+    pub physical_cores: u32,
+    pub ram_available: u64,
+    /// The GPU llama-server would use, with its free VRAM; `None` without a usable GPU.
+    pub gpu: Option<(String, u64)>,
+}
+
+/// Bytes per element of a KV cache type, as (numerator, denominator).
+pub fn kv_type_size(t: &str) -> Option<(u64, u64)> {
+    Some(match t {
+        "f32" => (4, 1),
+        "f16" | "bf16" => (2, 1),
+        "q8_0" => (34, 32),
+        "q5_1" => (24, 32),
+        "q5_0" => (22, 32),
+        "q4_1" => (20, 32),
+        "q4_0" | "iq4_nl" => (18, 32),
+        _ => return None,
+    })
+}
+
+struct Plan {
+    gpu_layers: u32,
+    context: u32,
+    k: String,
+    v: String,
+    flash: Toggle,
+    vram: u64,
+    ram: u64,
+}
+
+fn floor_ctx(t: u64) -> u64 {
+    if t >= 1024 {
+        t / 256 * 256
+    } else {
+        t / 64 * 64
+    }
+}
+
+/// Decides every setting. `port` is already resolved (fixed or free).
+pub fn resolve(
+    cfg: &LlmConfig,
+    m: &ModelFacts,
+    mach: &MachineFacts,
+    port: u16,
+) -> Result<LlmSettings> {
+    let layers = m.layers();
+    let total_layers = layers as u32 + 1; // the blocks and the output layer, as llama.cpp counts
+    let native = m.native_context.max(MIN_CONTEXT);
+    let parse_type = |t: &Option<String>| -> Result<Option<String>> {
+        match t {
+            None => Ok(None),
+            Some(t) if kv_type_size(t).is_some() => Ok(Some(t.clone())),
+            Some(t) => Err(RuntimeError::InvalidInput(format!(
+                "{t:?} is not a KV cache type (f16, q8_0, q4_0, …)"
+            ))),
+        }
+    };
+    let (pin_k, pin_v) = (parse_type(&cfg.cache_type_k)?, parse_type(&cfg.cache_type_v)?);
+    let quant_v = pin_v.as_deref().is_some_and(|v| v != "f16" && v != "bf16");
+    if quant_v && cfg.flash_attention == Some(Toggle::Off) {
+        return Err(RuntimeError::InvalidInput(
+            "a quantized V cache needs flash attention; turn it on or use f16".into(),
+        ));
+    }
+    let user_flash = cfg.flash_attention.unwrap_or(if quant_v { Toggle::On } else { Toggle::Auto });
+
+    // KV type options, preferred first.
+    let mut options = vec![(
+        pin_k.clone().unwrap_or_else(|| "f16".into()),
+        pin_v.clone().unwrap_or_else(|| "f16".into()),
+        user_flash,
+    )];
+    if pin_k.is_none() && pin_v.is_none() && cfg.flash_attention != Some(Toggle::Off) {
+        options.push(("q8_0".into(), "q8_0".into(), Toggle::On));
+    }
+
+    let ram_budget = mach.ram_available.saturating_sub(RAM_RESERVE);
+    let vram_budget = mach.gpu.as_ref().map(|(_, free)| free.saturating_sub(vram_margin(*free)));
+    let kv_per_token = |range: std::ops::Range<usize>, k: &str, v: &str| -> u64 {
+        let (kn, kd) = kv_type_size(k).unwrap_or((2, 1));
+        let (vn, vd) = kv_type_size(v).unwrap_or((2, 1));
+        range.map(|i| m.k_per_layer[i] * kn / kd + m.v_per_layer[i] * vn / vd).sum::<u64>().max(1)
+    };
+    // llama.cpp offloads the last `n` blocks; n = layers + 1 also takes the output layer.
+    let split = |n: usize| -> (u64, u64, std::ops::Range<usize>, std::ops::Range<usize>) {
+        let blocks = n.min(layers);
+        let gpu_range = layers - blocks..layers;
+        let cpu_range = 0..layers - blocks;
+        let mut gpu: u64 = m.per_layer[gpu_range.clone()].iter().sum();
+        let mut cpu: u64 = m.per_layer[cpu_range.clone()].iter().sum();
+        if n > layers {
+            gpu += m.other;
+        } else {
+            cpu += m.other;
+        }
+        (gpu, cpu, gpu_range, cpu_range)
+    };
+
+    let plan_for = |k: &str, v: &str, flash: Toggle| -> Plan {
+        let want_ctx = cfg.context_size.map(u64::from).unwrap_or(GOOD_CONTEXT.min(native) as u64);
+        let n = match (cfg.gpu_layers, vram_budget) {
+            (Some(n), _) => (n as usize).min(layers + 1),
+            (None, None) => 0,
+            (None, Some(budget)) => (0..=layers + 1)
+                .rev()
+                .find(|&n| {
+                    let (gpu, _, gr, _) = split(n);
+                    n == 0 || gpu + want_ctx.min(4096) * kv_per_token(gr, k, v) <= budget
+                })
+                .unwrap_or(0),
+        };
+        let (gpu_w, cpu_w, gr, cr) = split(n);
+        let context = match cfg.context_size {
+            Some(c) => c,
+            None => {
+                let mut cap = native as u64;
+                if !gr.is_empty() {
+                    let left = vram_budget.unwrap_or(0).saturating_sub(gpu_w);
+                    cap = cap.min(left / kv_per_token(gr.clone(), k, v));
+                }
+                if !cr.is_empty() {
+                    let left = ram_budget.saturating_sub(cpu_w);
+                    cap = cap.min(left / kv_per_token(cr.clone(), k, v));
+                }
+                floor_ctx(cap) as u32
+            }
+        };
+        let ctx = context as u64;
+        let vram = if gr.is_empty() { 0 } else { gpu_w + ctx * kv_per_token(gr, k, v) };
+        let ram = cpu_w + if cr.is_empty() { 0 } else { ctx * kv_per_token(cr, k, v) };
+        Plan { gpu_layers: n as u32, context, k: k.into(), v: v.into(), flash, vram, ram }
+    };
+
+    let mut plans: Vec<Plan> = options.iter().map(|(k, v, f)| plan_for(k, v, *f)).collect();
+    let good = GOOD_CONTEXT.min(native);
+    // The first option (f16, or what the user pinned) unless it leaves too little context and
+    // the smaller cache does better.
+    let chosen = if plans.len() > 1
+        && plans[0].context < good
+        && (plans[1].context > plans[0].context || plans[1].gpu_layers > plans[0].gpu_layers)
+    {
+        plans.swap_remove(1)
+    } else {
+        plans.swap_remove(0)
+    };
+    if chosen.context < MIN_CONTEXT.min(native) {
+        return Err(RuntimeError::InsufficientMemory(format!(
+            "the model's weights ({}) leave no room for even {MIN_CONTEXT} tokens of context \
+             ({} RAM available{})",
+            bytes(m.per_layer.iter().sum::<u64>() + m.other),
+            bytes(mach.ram_available),
+            mach.gpu
+                .as_ref()
+                .map(|(n, f)| format!(", {} free on {n}", bytes(*f)))
+                .unwrap_or_default(),
+        )));
+    }
+
+    let mut why = Vec::new();
+    match (&mach.gpu, chosen.gpu_layers) {
+        (Some((name, _)), n) if n > 0 => {
+            why.push(format!("{n}/{total_layers} layers on GPU ({name})"))
+        }
+        (Some(_), _) => why.push("CPU only (the model does not fit the GPU's free memory)".into()),
+        (None, _) => why.push("CPU only (no usable GPU)".into()),
+    }
+    why.push(format!("{} context (trained for {native})", chosen.context));
+    if chosen.k == "q8_0" && pin_k.is_none() {
+        why.push("q8_0 KV cache with flash attention to fit more context".into());
+    }
+    if chosen.vram > 0 {
+        why.push(format!("{} VRAM + {} RAM expected", bytes(chosen.vram), bytes(chosen.ram)));
+    } else {
+        why.push(format!("{} RAM expected", bytes(chosen.ram)));
+    }
+    let set: Vec<&str> = [
+        (cfg.context_size.is_some(), "context"),
+        (cfg.gpu_layers.is_some(), "GPU layers"),
+        (cfg.threads.is_some(), "threads"),
+        (cfg.parallel.is_some(), "parallel slots"),
+        (cfg.flash_attention.is_some(), "flash attention"),
+        (pin_k.is_some() || pin_v.is_some(), "KV types"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if !set.is_empty() {
+        why.push(format!("yours: {}", set.join(", ")));
+    }
+
+    Ok(LlmSettings {
+        model_path: m.path.clone(),
+        host: cfg
+            .host
+            .clone()
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        port,
+        threads: cfg.threads.unwrap_or(mach.physical_cores).max(1),
+        context_size: chosen.context,
+        native_context: native,
+        gpu_layers: chosen.gpu_layers,
+        total_layers,
+        parallel: cfg.parallel.unwrap_or(1).max(1),
+        flash_attention: chosen.flash,
+        cache_type_k: chosen.k,
+        cache_type_v: chosen.v,
+        batch: cfg.batch,
+        mmap: cfg.mmap,
+        mlock: cfg.mlock.unwrap_or(false),
+        reasoning_format: cfg.reasoning_format.clone(),
+        alias: cfg.alias.clone(),
+        expected_vram_bytes: chosen.vram,
+        expected_ram_bytes: chosen.ram,
+        explanation: why.join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+
+    /// An 8B-like model: 32 blocks of 140 MiB (Q4), 500 MiB outside them, 8 KV heads × 128,
+    /// trained for 32k. f16 KV = 128 KiB per token.
+    fn llama8b() -> ModelFacts {
+        ModelFacts {
+            path: "/m/8b.gguf".into(),
+            per_layer: vec![140 * MIB; 32],
+            other: 500 * MIB,
+            native_context: 32768,
+            k_per_layer: vec![8 * 128; 32],
+            v_per_layer: vec![8 * 128; 32],
+        }
+    }
+
+    fn machine(gpu_free: Option<u64>, ram: u64) -> MachineFacts {
+        MachineFacts {
+            physical_cores: 8,
+            ram_available: ram,
+            gpu: gpu_free.map(|f| ("RTX".to_owned(), f)),
+        }
+    }
+
+    fn run(cfg: LlmConfig, m: &ModelFacts, mach: &MachineFacts) -> LlmSettings {
+        resolve(&cfg, m, mach, 8080).unwrap()
+    }
+
+    #[test]
+    fn fitting_table() {
+        let m = llama8b();
+        // 24 GB free: everything on the GPU, the whole trained context in f16.
+        let s = run(LlmConfig::default(), &m, &machine(Some(24 * GIB), 32 * GIB));
+        assert_eq!((s.gpu_layers, s.total_layers), (33, 33));
+        assert_eq!(s.context_size, 32768);
+        assert_eq!((s.cache_type_k.as_str(), s.flash_attention), ("f16", Toggle::Auto));
+        assert!(
+            s.explanation.starts_with("33/33 layers on GPU (RTX), 32768 context"),
+            "{}",
+            s.explanation
+        );
+        // Weights 4.98 GiB + 32768 × 128 KiB = 4 GiB of KV.
+        assert_eq!(s.expected_vram_bytes, 32 * 140 * MIB + 500 * MIB + 32768 * 131072);
+
+        // 6 GB free: all layers fit, f16 leaves under 8k of context, so q8_0 + flash attention.
+        let s = run(LlmConfig::default(), &m, &machine(Some(6 * GIB), 32 * GIB));
+        assert_eq!(s.gpu_layers, 33);
+        assert_eq!((s.cache_type_k.as_str(), s.flash_attention), ("q8_0", Toggle::On));
+        assert!(s.context_size >= 2048 && s.context_size < 32768, "{}", s.context_size);
+        assert!(s.expected_vram_bytes <= 6 * GIB - vram_margin(6 * GIB));
+
+        // 3 GB free: a partial offload, counted from the real layer sizes.
+        let s = run(LlmConfig::default(), &m, &machine(Some(3 * GIB), 32 * GIB));
+        assert!(s.gpu_layers > 5 && s.gpu_layers < 32, "{}", s.gpu_layers);
+        assert!(s.expected_vram_bytes <= 3 * GIB - vram_margin(3 * GIB));
+
+        // No GPU: CPU, context from RAM.
+        let s = run(LlmConfig::default(), &m, &machine(None, 16 * GIB));
+        assert_eq!(s.gpu_layers, 0);
+        assert!(s.explanation.starts_with("CPU only (no usable GPU)"));
+        assert_eq!(s.context_size, 32768, "16 GiB holds the weights and 4 GiB of KV");
+        let s = run(LlmConfig::default(), &m, &machine(None, 7 * GIB));
+        assert!(s.context_size < 32768 && s.context_size >= 256);
+        assert_eq!(s.context_size % 256, 0);
+
+        // Too little of everything: a clear error, not a server that dies loading.
+        let e = resolve(&LlmConfig::default(), &m, &machine(None, 3 * GIB), 1).unwrap_err();
+        assert_eq!(e.code(), ipc::ErrorCode::InsufficientMemory);
+    }
+
+    #[test]
+    fn user_fields_win() {
+        let m = llama8b();
+        let cfg = LlmConfig {
+            context_size: Some(2048),
+            gpu_layers: Some(10),
+            threads: Some(3),
+            parallel: Some(2),
+            cache_type_k: Some("q4_0".into()),
+            cache_type_v: Some("q8_0".into()),
+            host: Some("0.0.0.0".into()),
+            ..Default::default()
+        };
+        let s = run(cfg, &m, &machine(Some(24 * GIB), 32 * GIB));
+        assert_eq!((s.context_size, s.gpu_layers, s.threads, s.parallel), (2048, 10, 3, 2));
+        assert_eq!((s.cache_type_k.as_str(), s.cache_type_v.as_str()), ("q4_0", "q8_0"));
+        assert_eq!(s.flash_attention, Toggle::On, "a quantized V cache needs flash attention");
+        assert_eq!(s.host, "0.0.0.0");
+        assert!(s
+            .explanation
+            .contains("yours: context, GPU layers, threads, parallel slots, KV types"));
+        let bad = LlmConfig {
+            cache_type_v: Some("q8_0".into()),
+            flash_attention: Some(Toggle::Off),
+            ..Default::default()
+        };
+        assert!(resolve(&bad, &m, &machine(None, 32 * GIB), 1).is_err());
+        let bad = LlmConfig { cache_type_k: Some("q3".into()), ..Default::default() };
+        assert_eq!(
+            resolve(&bad, &m, &machine(None, 32 * GIB), 1).unwrap_err().code(),
+            ipc::ErrorCode::InvalidInput
+        );
+    }
+
+    #[test]
+    fn gqa_and_per_layer_sizes_come_from_the_header() {
+        let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+        let h = gguf::read_header(&bytes[..], gguf::Limits::default()).unwrap();
+        let m = ModelFacts::from_header("/t.gguf", &h).unwrap();
+        assert_eq!(m.per_layer.len(), 2);
+        assert_eq!(m.native_context, 512);
+        // 4 heads (no separate KV count) × 16 dims.
+        assert_eq!(m.k_per_layer, [64, 64]);
+        let s = run(LlmConfig::default(), &m, &machine(None, 8 * GIB));
+        assert_eq!((s.context_size, s.gpu_layers, s.total_layers), (512, 0, 3));
+    }
+}

@@ -1,0 +1,10 @@
+//! The LLM server: llama-server's command line, settings fitted to the model and machine, its
+//! log, and [`LlamaServer`], which runs it.
+
+pub mod args;
+pub mod autoconfig;
+pub mod log;
+pub mod logfile;
+pub mod server;
+
+pub use server::{LlamaServer, ServerConfig};

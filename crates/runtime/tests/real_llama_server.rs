@@ -1,0 +1,255 @@
+//! The LLM server on the real llama-server (`GENAI_TEST_LLAMA_SERVER`, built by
+//! `scripts/build-llama-server`) and the tiny llama model `crates/gguf` writes: auto-configured
+//! start, health, `/props`, a streamed chat, stop; a SIGKILL crash and the auto-restart; a port
+//! already taken; corrupt models; an orphan left by a crashed app. `scripts/test` runs these
+//! with `--ignored`.
+
+use ipc::event::ServerState;
+use ipc::llm::{ChatArgs, ChatMessage, LlmConfig};
+use ipc::models::{ModelInfo, ModelKind};
+use ipc::runtimes::RuntimeKind;
+use ipc::{AppEvent, ErrorCode, StorageRootSource};
+use runtime::binaries::{Binaries, BinariesConfig};
+use runtime::llama::{LlamaServer, ServerConfig};
+use runtime::models::ModelStore;
+use runtime::system::SystemProbe;
+use runtime::{EventBus, StorageLayout, StorageRoot};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::fake_runtime::alive;
+use testkit::TempDir;
+
+fn real_llama_server() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("GENAI_TEST_LLAMA_SERVER").expect(
+            "GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)",
+        ),
+    )
+}
+
+struct World {
+    dir: TempDir,
+    events: EventBus,
+    storage: StorageLayout,
+    binaries: Binaries,
+    models: ModelStore,
+}
+
+impl World {
+    async fn new(name: &str) -> Self {
+        let dir = TempDir::new(&format!("llm-{name}"));
+        let storage =
+            StorageLayout::create(StorageRoot::new(dir.join("home"), StorageRootSource::Env))
+                .unwrap();
+        let events = EventBus::default();
+        let binaries =
+            Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
+                .unwrap();
+        binaries.set_custom(RuntimeKind::Llama, Some(&real_llama_server())).await.unwrap();
+        let models = ModelStore::new(storage.clone());
+        Self { dir, events, storage, binaries, models }
+    }
+
+    fn server(&self, config: ServerConfig) -> LlamaServer {
+        LlamaServer::new(
+            self.storage.clone(),
+            self.events.clone(),
+            self.binaries.clone(),
+            self.models.clone(),
+            Arc::new(SystemProbe::real()),
+            config,
+        )
+    }
+
+    /// Registers `bytes` as an LLM called `id`.
+    async fn model(&self, id: &str, bytes: &[u8]) -> String {
+        let path = self.storage.llm_models().join(format!("{id}.gguf"));
+        std::fs::write(&path, bytes).unwrap();
+        let p = path.display().to_string();
+        let info = ModelInfo::local_file(id, id, ModelKind::Llm, &p, bytes.len() as u64);
+        self.models.register(&info).await.unwrap();
+        id.into()
+    }
+
+    async fn tiny(&self) -> String {
+        self.model("tiny", &gguf::fixtures::tiny_llama(Default::default()).to_bytes()).await
+    }
+}
+
+fn cfg(model_id: &str) -> LlmConfig {
+    LlmConfig { model_id: model_id.into(), ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn start_auto_configured_chat_and_stop() {
+    let w = World::new("happy").await;
+    let id = w.tiny().await;
+    let llm = w.server(ServerConfig::default());
+    let mut rx = w.events.subscribe();
+    let st = llm.start(cfg(&id)).await.unwrap();
+    assert_eq!(st.state, ServerState::Running);
+    assert!(st.healthy);
+    let s = st.settings.clone().unwrap();
+    assert_eq!(s.host, "127.0.0.1");
+    assert_eq!(s.native_context, 512);
+    assert_eq!(st.effective_context, Some(s.context_size), "/props agrees with -c");
+    assert_eq!(st.slots, Some(1));
+    assert!(s.explanation.contains("512 context"), "{}", s.explanation);
+    let pid = st.pid.unwrap();
+    assert!(alive(pid));
+    assert!(w.storage.root().join("run/llama-server.json").exists(), "pidfile while running");
+    // What the load log says the model took.
+    let cpu = st.measured.iter().find(|d| d.device == "CPU").expect("CPU buffers measured");
+    assert!(cpu.model_bytes > 300_000 && cpu.kv_bytes > 0, "{cpu:?}");
+
+    let reply = llm
+        .chat(
+            ChatArgs {
+                messages: vec![ChatMessage { role: "user".into(), content: "Hello".into() }],
+                max_tokens: 8,
+                temperature: 0.0,
+            },
+            "r1".into(),
+        )
+        .await
+        .unwrap();
+    assert!(reply.tokens >= 1, "{reply:?}");
+    let mut deltas = 0;
+    let mut done = false;
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            AppEvent::ChatDelta { request_id, done: d, .. } if request_id == "r1" => {
+                if d {
+                    done = true
+                } else {
+                    deltas += 1
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(deltas, reply.tokens, "each piece arrived as an event");
+    assert!(done);
+    assert!(llm.logs().iter().any(|l| l.message.contains("healthy after")));
+
+    llm.stop().await.unwrap();
+    assert_eq!(llm.status().state, ServerState::Stopped);
+    assert!(!alive(pid), "no process left");
+    assert!(!w.storage.root().join("run/llama-server.json").exists());
+    let log = std::fs::read_to_string(w.storage.logs().join("llama-server.log")).unwrap();
+    assert!(log.contains("[INFO ] spawning"), "the log file has the session");
+    assert_eq!(llm.stop().await.unwrap_err().code(), ErrorCode::ServerNotRunning);
+    drop(w.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn a_killed_server_is_a_crash_and_comes_back() {
+    let w = World::new("crash").await;
+    let id = w.tiny().await;
+    let llm = w
+        .server(ServerConfig { restart_backoff: Duration::from_millis(200), ..Default::default() });
+    let mut rx = w.events.subscribe();
+    let first = llm.start(LlmConfig { auto_restart: true, ..cfg(&id) }).await.unwrap();
+    let pid = first.pid.unwrap();
+    // The OOM killer's way: SIGKILL.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut crashed = None;
+    loop {
+        let e = tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("events").unwrap();
+        if let AppEvent::ServerCrashed { signal, .. } = e {
+            crashed = Some(signal);
+        }
+        if crashed.is_some() {
+            if let AppEvent::ServerState { state: ServerState::Running, .. } = e {
+                break;
+            }
+        }
+    }
+    assert_eq!(crashed, Some(Some(9)), "a signal kill is a crash, not a normal stop");
+    let st = llm.status();
+    assert_eq!(st.state, ServerState::Running);
+    assert_eq!(st.restarts, 1);
+    assert_ne!(st.pid, Some(pid));
+    assert_eq!(st.crash.as_ref().unwrap().signal, Some(9));
+    assert_eq!(st.port, first.port, "the restart reuses the resolved port");
+    llm.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn port_in_use_and_corrupt_models_fail_fast_with_codes() {
+    let w = World::new("faults").await;
+    let id = w.tiny().await;
+    let llm = w.server(ServerConfig::default());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let e = llm.start(LlmConfig { port: Some(port), ..cfg(&id) }).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PortInUse);
+    assert!(e.to_ipc().remedy.contains(&port.to_string()), "{:?}", e.to_ipc());
+    assert_eq!(llm.status().state, ServerState::Stopped);
+
+    // Not a GGUF at all: refused before anything is spawned.
+    let junk = w.model("junk", b"this is not a model").await;
+    let e = llm.start(cfg(&junk)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::GgufInvalid);
+
+    // A whole header with the tensor data cut off: llama-server itself fails, and the start
+    // says so at once instead of waiting out the load timeout.
+    let mut bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+    bytes.truncate(bytes.len() / 2);
+    let cut = w.model("cut", &bytes).await;
+    let started = Instant::now();
+    let e = llm.start(cfg(&cut)).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    assert_eq!(e.code(), ErrorCode::ModelUnsupported, "{e}");
+    let st = llm.status();
+    assert_eq!(st.state, ServerState::Stopped);
+    assert_eq!(st.last_error.unwrap().code, ErrorCode::ModelUnsupported);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn the_next_launch_stops_a_server_a_crashed_app_left() {
+    let w = World::new("orphan").await;
+    let id = w.tiny().await;
+    let model = w.models.get(&id).await.unwrap().path;
+    let exe = real_llama_server();
+    // A server as the app starts it (own process group), whose app then died without a stop.
+    let mut cmd = std::process::Command::new(&exe);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    cmd.args(["-m", &model, "--port", &port.to_string(), "--host", "127.0.0.1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut orphan = cmd.spawn().unwrap();
+    let pidfile = serde_json::json!({
+        "pid": orphan.id(),
+        "exe": exe.display().to_string(),
+        "started_at_ms": 0,
+    });
+    std::fs::create_dir_all(w.storage.root().join("run")).unwrap();
+    std::fs::write(w.storage.root().join("run/llama-server.json"), pidfile.to_string()).unwrap();
+
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(orphan.try_wait().unwrap().is_none(), "the orphan runs");
+
+    let llm = w.server(ServerConfig::default());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = orphan.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            panic!("the orphan was not stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success() || status.code() == Some(0), "{status:?}");
+    assert!(llm.logs().iter().any(|l| l.message.contains("left running by an earlier session")));
+    assert!(!w.storage.root().join("run/llama-server.json").exists());
+}

@@ -1,0 +1,55 @@
+//! The LLM Server journey in the real window: with a tiny model on disk and llama-server on a
+//! release mirror, choose the model, Start (the runtime installs itself), see Healthy and the
+//! auto-configured settings, chat and see the reply arrive, see the log, Stop, and no server
+//! process left.
+
+use e2e::{live_group_members, live_processes_matching, llama_release_mirror, App, LaunchOptions};
+use ipc::models::{ModelInfo, ModelKind};
+use testkit::http::FixtureServer;
+use testkit::TempDir;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn start_chat_and_stop_the_llm_server() {
+    let server = FixtureServer::start().await;
+    let dir = TempDir::new("e2e-llm");
+    let (env, _) = llama_release_mirror(&server, dir.path());
+    // A model already downloaded: the file and its metadata, as the Models tab leaves them.
+    let home = dir.join("home");
+    let llm_dir = home.join("models/llm");
+    std::fs::create_dir_all(&llm_dir).unwrap();
+    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+    let path = llm_dir.join("tiny-llama.gguf");
+    std::fs::write(&path, &bytes).unwrap();
+    let p = path.display().to_string();
+    let info =
+        ModelInfo::local_file("tiny-llama", "Tiny Llama", ModelKind::Llm, &p, bytes.len() as u64);
+    std::fs::write(llm_dir.join("tiny-llama.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+
+    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    app.click("#tab-btn-llm").await;
+    app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
+    let preview = app.wait_text("#llm-preview", |t| t.contains("context")).await;
+    assert!(preview.contains("512 context (trained for 512)"), "{preview}");
+    app.click("#llm-start").await;
+    app.wait_text("#llm-state", |t| t == "Running").await;
+    assert_eq!(app.wait_text("#llm-health", |t| !t.is_empty()).await, "Healthy");
+    assert_eq!(app.wait_text("#llm-context", |t| !t.is_empty()).await, "512 tokens (1 slot(s))");
+    app.screenshot("llm-1-running").await;
+
+    app.wait_visible("#chat-input").await.send_keys("Hello").await.unwrap();
+    app.click("#chat-send").await;
+    let reply = app.wait_text("#chat-reply", |t| !t.trim().is_empty()).await;
+    assert!(!reply.is_empty());
+    app.wait_text("#chat-send", |t| t == "Send").await;
+    let log = app.wait_text("#llm-log", |t| t.contains("healthy after")).await;
+    assert!(log.contains("spawning"), "{log}");
+    app.screenshot("llm-2-chat").await;
+
+    app.click("#llm-stop").await;
+    app.wait_text("#llm-state", |t| t == "Stopped").await;
+    let left = live_processes_matching(&home.join("binaries").display().to_string());
+    assert!(left.is_empty(), "llama-server left running: {left:?}");
+    let group = app.finish().await;
+    assert!(live_group_members(group).is_empty(), "processes left behind");
+}
