@@ -4,6 +4,7 @@
 //! methods into commands; tests drive the same methods directly.
 
 pub mod binaries;
+pub mod diffusion;
 pub mod download;
 pub mod error;
 pub mod events;

@@ -211,45 +211,65 @@ async fn port_in_use_and_corrupt_models_fail_fast_with_codes() {
     assert_eq!(st.last_error.unwrap().code, ErrorCode::ModelUnsupported);
 }
 
+/// Plays the app in a child process: opens the storage `GENAI_ORPHAN_HOME`, starts the server,
+/// says its pid, and waits to be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "entry point of the app stand-in for the orphan test, not a test"]
+async fn app_stand_in_entry() {
+    let Some(home) = std::env::var_os("GENAI_ORPHAN_HOME") else { return };
+    let storage =
+        StorageLayout::create(StorageRoot::new(PathBuf::from(home), StorageRootSource::Env))
+            .unwrap();
+    let events = EventBus::default();
+    let binaries =
+        Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
+            .unwrap();
+    let models = ModelStore::new(storage.clone());
+    let llm = LlamaServer::new(
+        storage,
+        events,
+        binaries,
+        models,
+        Arc::new(SystemProbe::real()),
+        ServerConfig::default(),
+    );
+    let st = llm.start(cfg("tiny")).await.unwrap();
+    println!("server pid {}", st.pid.unwrap());
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real llama-server; scripts/test runs it"]
 async fn the_next_launch_stops_a_server_a_crashed_app_left() {
+    use std::io::BufRead;
     let w = World::new("orphan").await;
-    let id = w.tiny().await;
-    let model = w.models.get(&id).await.unwrap().path;
-    let exe = real_llama_server();
-    // A server as the app starts it (own process group), whose app then died without a stop.
-    let mut cmd = std::process::Command::new(&exe);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    cmd.args(["-m", &model, "--port", &port.to_string(), "--host", "127.0.0.1"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let mut orphan = cmd.spawn().unwrap();
-    let pidfile = serde_json::json!({
-        "pid": orphan.id(),
-        "exe": exe.display().to_string(),
-        "started_at_ms": 0,
-    });
-    std::fs::create_dir_all(w.storage.root().join("run")).unwrap();
-    std::fs::write(w.storage.root().join("run/llama-server.json"), pidfile.to_string()).unwrap();
+    w.tiny().await;
+    // The app, in a process of its own, starts a server and is then killed outright.
+    let mut app = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["app_stand_in_entry", "--exact", "--ignored", "--nocapture", "--quiet"])
+        .env("GENAI_ORPHAN_HOME", w.storage.root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(app.stdout.take().unwrap());
+    let pid = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the app stand-in ended early");
+        if let Some(p) = line.trim().strip_prefix("server pid ") {
+            break p.parse::<u32>().unwrap();
+        }
+    };
+    app.kill().unwrap(); // SIGKILL: no clean-up runs
+    app.wait().unwrap();
+    assert!(alive(pid), "the server outlived its app (own process group)");
 
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(orphan.try_wait().unwrap().is_none(), "the orphan runs");
-
+    // The next launch finds it through the pidfile and stops it.
     let llm = w.server(ServerConfig::default());
     let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = orphan.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = orphan.kill();
-            panic!("the orphan was not stopped");
-        }
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the orphan was not stopped");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(!status.success() || status.code() == Some(0), "{status:?}");
+    }
     assert!(llm.logs().iter().any(|l| l.message.contains("left running by an earlier session")));
     assert!(!w.storage.root().join("run/llama-server.json").exists());
 }
