@@ -66,6 +66,73 @@ pub fn llama_server_script(test_exe: &Path, scenario: Scenario, calls: &Path) ->
     )
 }
 
+/// The name of the ignored test that must call [`sd_cli_if_asked`] in a test binary that uses
+/// generating fake sd-clis.
+pub const SD_ENTRY_TEST: &str = "fake_sd_cli_entry";
+const ENV_SD_ARGS: &str = "GENAI_FAKE_SD_ARGS";
+const ENV_SD_STEP_MS: &str = "GENAI_FAKE_SD_STEP_MS";
+const ENV_SD_FAIL: &str = "GENAI_FAKE_SD_FAIL";
+
+/// A fake sd-cli that generates: it prints sd-cli's output (loading bar, a step bar per step
+/// redrawn with `\r` and colour codes, decoding) taking `step_ms` per step, and writes a real
+/// PNG of the asked size to `-o`. `fail` makes it die mid-sampling like a GPU out of memory.
+pub fn sd_cli_generating_script(test_exe: &Path, step_ms: u64, fail: bool, calls: &Path) -> String {
+    format!(
+        "#!/bin/sh\necho \"$*\" >> '{calls}'\n\
+         {ENV_SD_STEP_MS}={step_ms} {ENV_SD_FAIL}={fail} {ENV_SD_ARGS}=\"$*\" exec '{exe}' {SD_ENTRY_TEST} --exact --ignored --nocapture --quiet\n",
+        calls = calls.display(),
+        fail = u8::from(fail),
+        exe = test_exe.display(),
+    )
+}
+
+/// In fake-sd-cli mode, plays one generation and exits; otherwise returns at once.
+pub fn sd_cli_if_asked() {
+    let Ok(args) = std::env::var(ENV_SD_ARGS) else { return };
+    let step_ms: u64 =
+        std::env::var(ENV_SD_STEP_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let fail = std::env::var(ENV_SD_FAIL).as_deref() == Ok("1");
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let value =
+        |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).copied();
+    let num = |flag: &str, d: u64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (w, h, steps) = (num("-W", 512) as u32, num("-H", 512) as u32, num("--steps", 20) as u32);
+    let seed = value("-s").and_then(|v| v.parse::<i64>().ok()).unwrap_or(42);
+    let out = value("-o").unwrap_or("output.png").to_owned();
+    let mut o = std::io::stdout();
+    let pause = |ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms));
+    let _ = writeln!(o, "[INFO ] stable-diffusion.cpp:212  - loading model from 'model.gguf'");
+    let _ = writeln!(o, "[INFO ] model.cpp:1007 - loading tensors from model.gguf");
+    for i in [300u32, 1130] {
+        let _ = write!(o, "\r  |{:=<50}| {i}/1130 - 512.00MB/s\x1b[K", "");
+        let _ = o.flush();
+        pause(step_ms);
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "[INFO ] stable-diffusion.cpp:2100 - generating image: 1/1 - seed {seed}");
+    let _ = writeln!(o, "[INFO ] stable-diffusion.cpp:1200 - sampling using Euler A method");
+    for i in 1..=steps {
+        pause(step_ms);
+        if fail && i * 2 > steps {
+            eprintln!("ggml_backend_cuda_buffer_type_alloc_buffer: allocating 2048.00 MiB on device 0: cudaMalloc failed: out of memory");
+            std::process::exit(1);
+        }
+        let _ =
+            write!(o, "\r  |{:=<50}| {i}/{steps} - {:.2}s/it\x1b[K", "", step_ms as f32 / 1000.0);
+        let _ = o.flush();
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "[INFO ] stable-diffusion.cpp:2300 - decoding 1 latents");
+    pause(step_ms);
+    let _ = writeln!(
+        o,
+        "[INFO ] stable-diffusion.cpp:2310 - decode_first_stage completed, taking 0.01s"
+    );
+    std::fs::write(&out, crate::png::gradient(w, h, seed as u64)).unwrap();
+    let _ = writeln!(o, "[INFO ] main.cpp:900 - save result image to '{out}'");
+    std::process::exit(0);
+}
+
 /// The text of a fake `sd-cli` script: `working` prints sd-cli's usage text (after the error
 /// line current builds print first), otherwise it fails like a build with a missing library.
 pub fn sd_cli_script(working: bool, calls: &Path) -> String {

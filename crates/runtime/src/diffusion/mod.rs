@@ -1,5 +1,7 @@
-//! Image generation with sd-cli. So far: reading its progress output (the job API, the argv
-//! builder and the Diffusion tab follow; see the Image generation issue).
+//! Image generation with sd-cli. So far: the command line, the offload flags, the progress
+//! parser and the runner of one job's images; the HTTP job API, events and the Diffusion tab
+//! follow (see the Image generation issue).
 
 pub mod args;
+pub mod job;
 pub mod progress;
