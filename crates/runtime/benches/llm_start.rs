@@ -24,7 +24,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 async fn bare_start(exe: &std::path::Path, args: &[String], port: u16) -> Duration {
-    let client = runtime::binaries::check::local_client().unwrap();
+    let client = runtime::net::local_client().unwrap();
     let t = Instant::now();
     let mut cmd = runtime::process::command(exe, args);
     cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
@@ -93,7 +93,7 @@ fn main() {
                 app.push(t.elapsed());
                 llm.stop().await.unwrap();
                 let mut s = st.settings.clone().unwrap();
-                s.port = runtime::binaries::check::free_port().unwrap();
+                s.port = runtime::net::free_port().unwrap();
                 bare.push(bare_start(&exe, &build_args(&s), s.port).await);
                 last = Some(st);
             }

@@ -11,6 +11,7 @@ pub mod events;
 pub mod links;
 pub mod llama;
 pub mod models;
+pub mod net;
 pub mod process;
 pub mod storage;
 pub mod system;

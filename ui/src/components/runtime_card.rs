@@ -89,6 +89,15 @@ fn installed_view(i: InstalledRuntime) -> AnyView {
     .into_any()
 }
 
+/// What a button of the card asks for.
+#[derive(Clone, Copy)]
+enum Action {
+    /// Install, or re-check when `true`.
+    Install(bool),
+    UseCustom,
+    ClearCustom,
+}
+
 #[component]
 pub fn RuntimeCard(kind: RuntimeKind) -> impl IntoView {
     let feed = expect_context::<RuntimeFeed>();
@@ -119,17 +128,17 @@ pub fn RuntimeCard(kind: RuntimeKind) -> impl IntoView {
         }
     });
 
-    let act = move |job: &'static str, force: bool| {
+    let act = move |action: Action| {
         running.set(true);
         error.set(None);
         spawn_local(async move {
-            let out = match job {
-                "install" => api::runtime_install(kind, force).await,
-                "custom" => {
+            let out = match action {
+                Action::Install(force) => api::runtime_install(kind, force).await,
+                Action::UseCustom => {
                     let p = custom.get_untracked();
                     api::runtime_set_custom(kind, Some(p)).await
                 }
-                _ => api::runtime_set_custom(kind, None).await,
+                Action::ClearCustom => api::runtime_set_custom(kind, None).await,
             };
             match out {
                 Ok(s) => status.set(Some(s)),
@@ -175,7 +184,7 @@ pub fn RuntimeCard(kind: RuntimeKind) -> impl IntoView {
                         let (label, force) = if installed { ("Re-check", true) } else { ("Install", false) };
                         view! {
                             <button class="btn btn-primary runtime-install" disabled=busy
-                                on:click=move |_| act("install", force)>
+                                on:click=move |_| act(Action::Install(force))>
                                 {move || if busy() { "Working…" } else { label }}
                             </button>
                         }
@@ -210,8 +219,8 @@ pub fn RuntimeCard(kind: RuntimeKind) -> impl IntoView {
                             prop:value=custom on:input=move |ev| custom.set(event_target_value(&ev)) />
                     </label>
                     <div class="toolbar">
-                        <button class="btn" disabled=busy on:click=move |_| act("custom", false)>"Check and use it"</button>
-                        <button class="btn" disabled=busy on:click=move |_| act("clear", false)>"Use the app's build"</button>
+                        <button class="btn" disabled=busy on:click=move |_| act(Action::UseCustom)>"Check and use it"</button>
+                        <button class="btn" disabled=busy on:click=move |_| act(Action::ClearCustom)>"Use the app's build"</button>
                     </div>
                     <label class="field">
                         <span>"Release mirror (a URL serving the same file names; GENAI_RELEASE_MIRROR wins)"</span>

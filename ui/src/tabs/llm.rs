@@ -105,6 +105,13 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
     }
 }
 
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Start,
+    Stop,
+    Restart,
+}
+
 #[component]
 fn ConfigCard(
     status: RwSignal<Option<LlmStatus>>,
@@ -170,15 +177,15 @@ fn ConfigCard(
         spawn_local(async move { preview.set(Some(api::llm_preview(c).await)) });
     });
 
-    let run = move |what: &'static str| {
+    let run = move |what: Lifecycle| {
         busy.set(true);
         error.set(None);
         let c = config();
         spawn_local(async move {
             let out = match what {
-                "start" => api::llm_start(c).await.map(|_| ()),
-                "restart" => api::llm_restart().await.map(|_| ()),
-                _ => api::llm_stop().await,
+                Lifecycle::Start => api::llm_start(c).await.map(|_| ()),
+                Lifecycle::Restart => api::llm_restart().await.map(|_| ()),
+                Lifecycle::Stop => api::llm_stop().await,
             };
             if let Err(e) = out {
                 error.set(Some(e));
@@ -232,11 +239,11 @@ fn ConfigCard(
                 </div>
             })}
             <div class="toolbar">
-                <button id="llm-start" class="btn btn-primary" disabled=move || busy.get() || running() || model.with(String::is_empty) on:click=move |_| run("start")>
+                <button id="llm-start" class="btn btn-primary" disabled=move || busy.get() || running() || model.with(String::is_empty) on:click=move |_| run(Lifecycle::Start)>
                     {move || if state() == ServerState::Starting { "Starting…" } else { "Start" }}
                 </button>
-                <button id="llm-stop" class="btn" disabled=move || !running() && state() != ServerState::Crashed on:click=move |_| run("stop")>"Stop"</button>
-                <button id="llm-restart" class="btn" disabled=move || busy.get() || !running() on:click=move |_| run("restart")>"Restart"</button>
+                <button id="llm-stop" class="btn" disabled=move || !running() && state() != ServerState::Crashed on:click=move |_| run(Lifecycle::Stop)>"Stop"</button>
+                <button id="llm-restart" class="btn" disabled=move || busy.get() || !running() on:click=move |_| run(Lifecycle::Restart)>"Restart"</button>
             </div>
         </Card>
     }

@@ -8,6 +8,7 @@
 //! off the machine (as a 15 s budget with the user's own model did upstream).
 
 use super::scan::{self, LoadReport};
+use crate::net::{free_port, local_client};
 use crate::process;
 use crate::{Result, RuntimeError};
 use ipc::event::LogLevel;
@@ -111,24 +112,6 @@ fn tail(lines: &[String], n: usize) -> String {
     } else {
         t
     }
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| RuntimeError::Internal(format!("no free local port: {e}")))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| RuntimeError::Internal(format!("no free local port: {e}")))
-}
-
-/// A client for the app's own servers on 127.0.0.1: never through a proxy.
-pub fn local_client() -> Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
 }
 
 /// Feeds a load-log line to the report, passes the telling ones to the setup log, and keeps

@@ -41,16 +41,29 @@ fn strip_prefixes(line: &str) -> &str {
             None => break,
         }
     }
-    let mut parts = s.splitn(3, ' ');
-    if let (Some(ts), Some(level), Some(rest)) = (parts.next(), parts.next(), parts.next()) {
-        if ts.split('.').count() >= 3
-            && ts.chars().all(|c| c.is_ascii_digit() || c == '.')
-            && ["D", "I", "W", "E"].contains(&level)
-        {
-            return rest.trim_start();
-        }
+    match timestamped(s) {
+        Some((_, rest)) => rest,
+        None => s,
     }
-    s
+}
+
+/// The newer llama.cpp log format, `0.00.006.511 W message`: the level letter and the message.
+pub fn timestamped(line: &str) -> Option<(char, &str)> {
+    let mut parts = line.trim_start().splitn(3, ' ');
+    let (ts, level, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    let stamp = ts.split('.').count() >= 3 && ts.chars().all(|c| c.is_ascii_digit() || c == '.');
+    match level {
+        "D" | "I" | "W" | "E" if stamp => Some((level.chars().next()?, rest.trim_start())),
+        _ => None,
+    }
+}
+
+/// Text (a log tail) that says memory ran out, on the GPU or in RAM.
+pub fn out_of_memory(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    ["out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate"]
+        .iter()
+        .any(|p| lower.contains(p))
 }
 
 /// Whether `--help` output holds the usage text (sd-cli prints an error line first and may

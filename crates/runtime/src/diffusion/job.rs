@@ -98,8 +98,7 @@ pub async fn run(
         if !status.success() {
             let _ = tokio::fs::remove_file(&out).await;
             let text = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-            let lower = text.to_ascii_lowercase();
-            let code = if lower.contains("out of memory") || lower.contains("failed to allocate") {
+            let code = if crate::binaries::scan::out_of_memory(&text) {
                 ErrorCode::InsufficientMemory
             } else {
                 ErrorCode::ServerCrashed

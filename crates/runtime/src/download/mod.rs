@@ -171,9 +171,7 @@ const MAX_REMOTE_HEADER: usize = 128 << 20;
 
 impl Downloader {
     pub fn new(config: DownloadConfig) -> Result<Self> {
-        // reqwest is built without a default crypto provider (to avoid a C toolchain build);
-        // ring is installed once for the process. A second install is a no-op error.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::net::install_crypto_provider();
         let build = |redirects: reqwest::redirect::Policy| {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(15))

@@ -7,17 +7,11 @@ use ipc::llm::DeviceMemory;
 /// A level for a llama-server line. The newer log format carries its own (`0.00.006 W …`);
 /// older lines are judged by their words (upstream's heuristics, §4.5).
 pub fn level(line: &str) -> LogLevel {
-    let mut parts = line.trim_start().splitn(3, ' ');
-    if let (Some(ts), Some(lvl)) = (parts.next(), parts.next()) {
-        if ts.split('.').count() >= 3 && ts.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            match lvl {
-                "D" => return LogLevel::Debug,
-                "W" => return LogLevel::Warn,
-                "E" => return LogLevel::Error,
-                "I" => {}
-                _ => {}
-            }
-        }
+    match crate::binaries::scan::timestamped(line) {
+        Some(('D', _)) => return LogLevel::Debug,
+        Some(('W', _)) => return LogLevel::Warn,
+        Some(('E', _)) => return LogLevel::Error,
+        _ => {}
     }
     let l = line.to_ascii_lowercase();
     if l.contains("{%") || l.contains("{{") || l.contains("example_format:") {

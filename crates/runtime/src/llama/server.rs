@@ -12,10 +12,10 @@ use super::args::build_args;
 use super::autoconfig::{self, MachineFacts, ModelFacts};
 use super::log::{self as llog, MemoryLog};
 use super::logfile::LogSink;
-use crate::binaries::check::{free_port, local_client};
 use crate::binaries::Binaries;
 use crate::events::EventBus;
 use crate::models::ModelStore;
+use crate::net::{free_port, local_client};
 use crate::process;
 use crate::storage::StorageLayout;
 use crate::system::SystemProbe;
@@ -256,25 +256,19 @@ impl LlamaServer {
         let info = self.inner.system.system_info()?;
         let now = self.inner.system.memory_now()?;
         let installed = self.inner.binaries.installed(RuntimeKind::Llama);
-        let backend = match installed.as_ref().map(|i| i.variant) {
-            Some(Variant::Cuda) => Some(Backend::Cuda),
-            Some(Variant::Vulkan) => Some(Backend::Vulkan),
-            Some(Variant::Metal) => Some(Backend::Metal),
-            Some(Variant::Custom) if installed.as_ref().is_some_and(|i| !i.devices.is_empty()) => {
-                None
-            }
-            _ => {
-                return Ok(MachineFacts {
-                    physical_cores: info.cpu.physical_cores.unwrap_or(info.cpu.logical_cores),
-                    ram_available: now.memory.available_bytes,
-                    gpu: None,
-                })
-            }
+        // Which GPUs the installed build can drive: those of its backend (any GPU runs Vulkan);
+        // a custom build, any GPU its check found; the CPU build, none.
+        let usable = |g: &ipc::system::GpuInfo| match installed.as_ref().map(|i| i.variant) {
+            Some(Variant::Cuda) => g.backend == Backend::Cuda,
+            Some(Variant::Metal) => g.backend == Backend::Metal,
+            Some(Variant::Vulkan) => true,
+            Some(Variant::Custom) => installed.as_ref().is_some_and(|i| !i.devices.is_empty()),
+            _ => false,
         };
         let gpu = info
             .gpus
             .iter()
-            .filter(|g| backend.is_none_or(|b| g.backend == b || b == Backend::Vulkan))
+            .filter(|g| usable(g))
             .filter_map(|g| {
                 let free = now.gpus.iter().find(|m| m.id == g.id).map(|m| m.vram.free_bytes)?;
                 Some((g.name.clone(), free))
@@ -504,17 +498,7 @@ impl LlamaServer {
             (Some(c), _) => format!("exited with code {c}"),
             _ => "exited".to_owned(),
         };
-        let code = if [
-            "out of memory",
-            "failed to allocate",
-            "cudamalloc failed",
-            "unable to allocate",
-            "oom",
-        ]
-        .iter()
-        .any(|p| text.contains(p))
-            || info.signal == Some(9)
-        {
+        let code = if crate::binaries::scan::out_of_memory(&text) || info.signal == Some(9) {
             ErrorCode::InsufficientMemory
         } else if ["address already in use", "couldn't bind", "failed to bind", "bind failed"]
             .iter()
@@ -730,10 +714,10 @@ impl LlamaServer {
             // SAFETY: signals the process group the app itself created for that server.
             unsafe { libc::kill(group, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && alive(pf.pid) {
+            while Instant::now() < deadline && process::is_running(pf.pid) {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if alive(pf.pid) {
+            if process::is_running(pf.pid) {
                 // SAFETY: as above.
                 unsafe { libc::kill(group, libc::SIGKILL) };
             }
@@ -827,10 +811,4 @@ fn exit_info(status: Option<std::process::ExitStatus>, requested: bool) -> ExitI
     #[cfg(not(unix))]
     let signal = None;
     ExitInfo { code: status.and_then(|s| s.code()), signal, requested }
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
-        .unwrap_or(false)
 }
