@@ -118,6 +118,14 @@ pub enum AppEvent {
         reasoning: String,
         done: bool,
     },
+    /// An image job began (its sd-cli is about to start).
+    ImageJobStarted {
+        job_id: String,
+        count: u32,
+        width: u32,
+        height: u32,
+        steps: u32,
+    },
     ImageProgress {
         job_id: String,
         stage: ImageStage,
@@ -125,6 +133,23 @@ pub enum AppEvent {
         total_steps: u32,
         /// 0..=100 over the whole job, not only the current stage.
         percent: f32,
+        /// 1-based image of the batch.
+        image: u32,
+        images: u32,
+        eta_secs: Option<f32>,
+    },
+    ImageJobFinished {
+        job_id: String,
+        images: u32,
+        seeds: Vec<i64>,
+        time_taken_ms: u64,
+    },
+    ImageJobFailed {
+        job_id: String,
+        error: IpcError,
+    },
+    ImageJobCancelled {
+        job_id: String,
     },
 }
 
@@ -155,7 +180,15 @@ impl AppEvent {
                 }
             }
             Self::BinaryProgress(p) => format!("{} {:?} {}", p.runtime.program(), p.stage, p.done),
+            Self::ImageJobStarted { count, width, height, steps, .. } => {
+                format!("image job started: {count} × {width}×{height}, {steps} steps")
+            }
             Self::ImageProgress { stage, percent, .. } => format!("image {stage:?} {percent:.0}%"),
+            Self::ImageJobFinished { images, time_taken_ms, .. } => {
+                format!("{images} image(s) made in {:.1} s", *time_taken_ms as f64 / 1000.0)
+            }
+            Self::ImageJobFailed { error, .. } => format!("image job failed: {}", error.message),
+            Self::ImageJobCancelled { .. } => "image job cancelled".to_owned(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Command names, event names and the data-transfer types live here once, so the UI and the
 //! backend cannot drift apart. Serde only: this crate must build for wasm32 and for the host.
 
+pub mod diffusion;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -65,6 +66,22 @@ pub mod cmd {
     /// reply as the answer ([`crate::llm::ChatReply`]).
     pub const LLM_CHAT: &str = "llm_chat";
 
+    /// Where the diffusion server stands ([`crate::diffusion::DiffusionStatus`]).
+    pub const DIFFUSION_STATUS: &str = "diffusion_status";
+    /// Starts the job API ([`crate::diffusion::DiffusionConfig`]); installs sd-cli if needed.
+    pub const DIFFUSION_START: &str = "diffusion_start";
+    /// Cancels the running job and closes the job API.
+    pub const DIFFUSION_STOP: &str = "diffusion_stop";
+    /// Starts an image job ([`crate::diffusion::ImageRequest`] → [`crate::diffusion::JobView`]).
+    pub const DIFFUSION_GENERATE: &str = "diffusion_generate";
+    /// One job as the HTTP API shows it ([`crate::diffusion::JobArgs`]).
+    pub const DIFFUSION_JOB: &str = "diffusion_job";
+    pub const DIFFUSION_CANCEL: &str = "diffusion_cancel";
+    /// sd-cli's recent output and the server's own lines.
+    pub const DIFFUSION_LOGS: &str = "diffusion_logs";
+    /// Writes a finished image under the storage folder ([`crate::diffusion::SaveImageArgs`]).
+    pub const DIFFUSION_SAVE_IMAGE: &str = "diffusion_save_image";
+
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
         APP_INFO,
@@ -91,6 +108,14 @@ pub mod cmd {
         LLM_RESTART,
         LLM_LOGS,
         LLM_CHAT,
+        DIFFUSION_STATUS,
+        DIFFUSION_START,
+        DIFFUSION_STOP,
+        DIFFUSION_GENERATE,
+        DIFFUSION_JOB,
+        DIFFUSION_CANCEL,
+        DIFFUSION_LOGS,
+        DIFFUSION_SAVE_IMAGE,
     ];
 }
 

@@ -74,6 +74,15 @@ pub enum RuntimeError {
     #[error("the server is not running")]
     ServerNotRunning,
 
+    #[error("{0}")]
+    Busy(String),
+
+    #[error("no image job with id {0:?} (finished results are kept 5 minutes)")]
+    GenerationNotFound(String),
+
+    #[error("image job {id} already ended ({status})")]
+    AlreadyFinished { id: String, status: String },
+
     #[error("not enough memory: {0}")]
     InsufficientMemory(String),
 
@@ -110,6 +119,9 @@ impl RuntimeError {
             Self::ServerAlreadyRunning => ErrorCode::ServerAlreadyRunning,
             Self::ServerNotRunning => ErrorCode::ServerNotRunning,
             Self::InsufficientMemory(_) => ErrorCode::InsufficientMemory,
+            Self::Busy(_) => ErrorCode::Busy,
+            Self::GenerationNotFound(_) => ErrorCode::GenerationNotFound,
+            Self::AlreadyFinished { .. } => ErrorCode::InvalidInput,
             Self::ServerFailed { code, .. } => *code,
         }
     }

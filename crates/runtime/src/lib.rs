@@ -47,6 +47,7 @@ pub struct Runtime {
     downloads: DownloadQueue,
     binaries: binaries::Binaries,
     llm: llama::LlamaServer,
+    diffusion: diffusion::DiffusionServer,
 }
 
 impl Runtime {
@@ -74,7 +75,15 @@ impl Runtime {
             system.clone(),
             llama::ServerConfig::default(),
         );
-        Ok(Self { storage, events, system, models, downloads, binaries, llm })
+        let diffusion = diffusion::DiffusionServer::new(
+            storage.clone(),
+            events.clone(),
+            binaries.clone(),
+            models.clone(),
+            system.clone(),
+            diffusion::DiffusionServerConfig::default(),
+        );
+        Ok(Self { storage, events, system, models, downloads, binaries, llm, diffusion })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
@@ -92,6 +101,10 @@ impl Runtime {
 
     pub fn llm(&self) -> &llama::LlamaServer {
         &self.llm
+    }
+
+    pub fn diffusion(&self) -> &diffusion::DiffusionServer {
+        &self.diffusion
     }
 
     pub fn binaries(&self) -> &binaries::Binaries {

@@ -108,16 +108,8 @@ async fn cancel_ends_the_process_within_a_second() {
     assert_eq!(std::fs::read_dir(dir.join("temp")).unwrap().count(), 0, "no output left");
 }
 
-/// The fake's process: its command line is this test binary's, so it is told apart by its
-/// environment, which holds the sd-cli arguments and so this test's temp folder.
 fn find_fake(dir: &TempDir) -> Option<u32> {
-    let needle = dir.join("temp").display().to_string();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-        let environ = String::from_utf8_lossy(&environ);
-        (environ.contains("GENAI_FAKE_SD_ARGS") && environ.contains(&needle)).then_some(pid)
-    })
+    fake_runtime::fake_sd_cli_pid(&dir.join("temp").display().to_string())
 }
 
 #[tokio::test]

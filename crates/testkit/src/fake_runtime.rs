@@ -76,6 +76,7 @@ const ENV_SD_FAIL: &str = "GENAI_FAKE_SD_FAIL";
 /// A fake sd-cli that generates: it prints sd-cli's output (loading bar, a step bar per step
 /// redrawn with `\r` and colour codes, decoding) taking `step_ms` per step, and writes a real
 /// PNG of the asked size to `-o`. `fail` makes it die mid-sampling like a GPU out of memory.
+/// `--help` prints sd-cli's usage text, so the runtime checks accept it as a custom binary.
 pub fn sd_cli_generating_script(test_exe: &Path, step_ms: u64, fail: bool, calls: &Path) -> String {
     format!(
         "#!/bin/sh\necho \"$*\" >> '{calls}'\n\
@@ -93,6 +94,10 @@ pub fn sd_cli_if_asked() {
         std::env::var(ENV_SD_STEP_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let fail = std::env::var(ENV_SD_FAIL).as_deref() == Ok("1");
     let words: Vec<&str> = args.split_whitespace().collect();
+    if words.iter().any(|w| *w == "--help" || *w == "-h") {
+        println!("usage: sd-cli [options]\n\nArguments:\n  -h, --help   show this help message and exit");
+        std::process::exit(0);
+    }
     let value =
         |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).copied();
     let num = |flag: &str, d: u64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(d);
@@ -131,6 +136,18 @@ pub fn sd_cli_if_asked() {
     std::fs::write(&out, crate::png::gradient(w, h, seed as u64)).unwrap();
     let _ = writeln!(o, "[INFO ] main.cpp:900 - save result image to '{out}'");
     std::process::exit(0);
+}
+
+/// The pid of a running generating fake sd-cli whose arguments contain `needle` (its command
+/// line is the test binary's, so it is told apart by its environment, which holds the sd-cli
+/// arguments, e.g. the output path in a test's temp folder).
+pub fn fake_sd_cli_pid(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let environ = String::from_utf8_lossy(&environ);
+        (environ.contains(ENV_SD_ARGS) && environ.contains(needle) && alive(pid)).then_some(pid)
+    })
 }
 
 /// The text of a fake `sd-cli` script: `working` prints sd-cli's usage text (after the error

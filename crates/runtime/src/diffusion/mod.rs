@@ -1,7 +1,11 @@
-//! Image generation with sd-cli. So far: the command line, the offload flags, the progress
-//! parser and the runner of one job's images; the HTTP job API, events and the Diffusion tab
-//! follow (see the Image generation issue).
+//! Image generation with sd-cli: the command line and offload flags ([`args`]), the progress
+//! parser ([`progress`]), the runner of one job's images ([`job`]), the server that owns the
+//! jobs ([`server`]) and its local HTTP job API ([`api`]).
 
+pub mod api;
 pub mod args;
 pub mod job;
 pub mod progress;
+pub mod server;
+
+pub use server::{DiffusionServer, DiffusionServerConfig};

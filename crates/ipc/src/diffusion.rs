@@ -1,0 +1,231 @@
+//! Image generation: the diffusion server's settings and status, and the image jobs.
+//!
+//! The job types are also the bodies of the local HTTP job API, so they use the original's
+//! camelCase field names: its clients (genai-lite) work unchanged.
+
+use crate::event::{ImageStage, ServerState};
+use crate::IpcError;
+use serde::{Deserialize, Serialize};
+
+/// The port the job API listens on unless told otherwise (the original's).
+pub const DEFAULT_PORT: u16 = 8081;
+/// How many images one request may ask for.
+pub const MAX_COUNT: u32 = 5;
+/// Defaults for fields a request leaves out (those of genai-lite's client).
+pub const DEFAULT_SIZE: u32 = 512;
+pub const DEFAULT_STEPS: u32 = 20;
+pub const DEFAULT_CFG: f32 = 7.5;
+
+/// What the user asks for when starting the diffusion server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DiffusionConfig {
+    pub model_id: String,
+    /// `None`: 8081. `Some(0)`: any free port.
+    pub port: Option<u16>,
+    /// `None`: 127.0.0.1. Any other address exposes the job API and needs `token`.
+    pub host: Option<String>,
+    /// Required as `Authorization: Bearer <token>` when `host` is not a loopback address.
+    pub token: Option<String>,
+    pub threads: Option<u32>,
+    /// Overrides of the offload flags chosen from live VRAM (`None`: automatic).
+    pub clip_on_cpu: Option<bool>,
+    pub vae_on_cpu: Option<bool>,
+    pub offload_to_cpu: Option<bool>,
+    pub diffusion_fa: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffusionStatus {
+    pub state: ServerState,
+    pub model_id: Option<String>,
+    pub model_name: Option<String>,
+    pub model_bytes: Option<u64>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `http://127.0.0.1:8081` while running.
+    pub url: Option<String>,
+    /// A job is running.
+    pub busy: bool,
+    pub active_job: Option<String>,
+    /// The sd-cli build in use.
+    pub sd_cli: Option<String>,
+    pub started_at_ms: Option<u64>,
+    pub last_error: Option<IpcError>,
+}
+
+impl DiffusionStatus {
+    pub fn stopped() -> Self {
+        Self {
+            state: ServerState::Stopped,
+            model_id: None,
+            model_name: None,
+            model_bytes: None,
+            host: None,
+            port: None,
+            url: None,
+            busy: false,
+            active_job: None,
+            sd_cli: None,
+            started_at_ms: None,
+            last_error: None,
+        }
+    }
+}
+
+/// One request for images (the body of `POST /v1/images/generations`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRequest {
+    #[serde(default)]
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cfg_scale: Option<f32>,
+    /// Absent or negative: a random seed, reported back with each image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler: Option<String>,
+    /// 1 to 5 images, seeds seed, seed+1, …
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    InProgress,
+    Complete,
+    Error,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Complete | Self::Error | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    pub stage: ImageStage,
+    pub current_step: u32,
+    pub total_steps: u32,
+    /// 0..=100 over the whole job (every image, each stage by its share).
+    pub percentage: f32,
+    /// 1-based.
+    pub current_image: u32,
+    pub total_images: u32,
+    /// From the measured pace; `None` until a step was timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_secs: Option<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobImage {
+    /// Base64 of the PNG file.
+    pub image: String,
+    pub seed: i64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    pub images: Vec<JobImage>,
+    /// Always `png`.
+    pub format: String,
+    /// Milliseconds from the first sd-cli start to the last image read back.
+    pub time_taken: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub message: String,
+    pub code: String,
+}
+
+/// A job as `GET /v1/images/generations/{id}` answers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub id: String,
+    pub status: JobStatus,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    pub updated_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<JobResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+}
+
+/// Arguments naming one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobArgs {
+    pub id: String,
+}
+
+/// Arguments of the save command: which image of which job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaveImageArgs {
+    pub id: String,
+    pub index: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedImage {
+    pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_views_use_the_original_field_names() {
+        let r: ImageRequest = serde_json::from_str(
+            r#"{"prompt":"a cat","negativePrompt":"blur","cfgScale":6.5,"count":2}"#,
+        )
+        .unwrap();
+        assert_eq!(r.negative_prompt.as_deref(), Some("blur"));
+        assert_eq!(r.cfg_scale, Some(6.5));
+        assert_eq!(r.count, Some(2));
+        let v = JobView {
+            id: "gen_1".into(),
+            status: JobStatus::InProgress,
+            created_at: 1,
+            updated_at: 2,
+            progress: Some(JobProgress {
+                stage: ImageStage::Diffusion,
+                current_step: 3,
+                total_steps: 20,
+                percentage: 22.0,
+                current_image: 1,
+                total_images: 1,
+                eta_secs: None,
+            }),
+            result: None,
+            error: None,
+        };
+        let j = serde_json::to_value(&v).unwrap();
+        assert_eq!(j["status"], "in_progress");
+        assert_eq!(j["createdAt"], 1);
+        assert_eq!(j["progress"]["currentStep"], 3);
+        assert_eq!(j["progress"]["stage"], "diffusion");
+        assert!(j.get("result").is_none());
+    }
+}

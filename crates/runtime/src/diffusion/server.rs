@@ -1,0 +1,662 @@
+//! [`DiffusionServer`]: the local image-job API and the jobs behind it.
+//!
+//! There is no long-lived diffusion process: sd-cli runs once per image. "Running" means the
+//! model is chosen, sd-cli is installed and checked, and the HTTP job API ([`super::api`])
+//! listens. One job runs at a time; a second request while one runs is answered "busy" (HTTP
+//! 503 `SERVER_BUSY`, as the original), never queued behind the user's back. Finished jobs keep
+//! their result for a while (5 minutes by default) and are then forgotten.
+
+use super::args::{offload_for, validate, Offload, SdImage, SdModel};
+use super::job::{self, JobOut};
+use super::progress::{Snapshot, Stage};
+use crate::binaries::Binaries;
+use crate::events::EventBus;
+use crate::llama::logfile::LogSink;
+use crate::models::ModelStore;
+use crate::storage::StorageLayout;
+use crate::system::SystemProbe;
+use crate::{now_ms, Result, RuntimeError};
+use base64::Engine as _;
+use ipc::diffusion::{
+    DiffusionConfig, DiffusionStatus, ImageRequest, JobError, JobImage, JobProgress, JobResult,
+    JobStatus, JobView, DEFAULT_CFG, DEFAULT_PORT, DEFAULT_SIZE, DEFAULT_STEPS, MAX_COUNT,
+};
+use ipc::event::{ImageStage, LogLevel, LogLine, ServerKind, ServerState};
+use ipc::models::{ModelInfo, ModelKind};
+use ipc::runtimes::RuntimeKind;
+use ipc::AppEvent;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone)]
+pub struct DiffusionServerConfig {
+    /// How long a finished job's result stays available.
+    pub result_ttl: Duration,
+    /// Largest request body the job API reads.
+    pub body_limit: usize,
+}
+
+impl Default for DiffusionServerConfig {
+    fn default() -> Self {
+        Self { result_ttl: Duration::from_secs(5 * 60), body_limit: 64 * 1024 }
+    }
+}
+
+/// Everything a job needs that the start decided.
+#[derive(Debug, Clone)]
+struct Running {
+    exe: PathBuf,
+    model: ModelInfo,
+    config: DiffusionConfig,
+}
+
+struct Job {
+    view: JobView,
+    cancel: watch::Sender<bool>,
+    finished_at: Option<Instant>,
+}
+
+struct Shared {
+    status: DiffusionStatus,
+    running: Option<Running>,
+    /// Shuts the HTTP listener down, and its task.
+    listener: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+    jobs: HashMap<String, Job>,
+    /// The job that holds the server (from its request until it ends) and its task.
+    active: Option<(String, JoinHandle<()>)>,
+}
+
+struct Inner {
+    storage: StorageLayout,
+    events: EventBus,
+    binaries: Binaries,
+    models: ModelStore,
+    system: Arc<SystemProbe>,
+    config: DiffusionServerConfig,
+    shared: Mutex<Shared>,
+    logs: Mutex<LogSink>,
+    /// One start or stop at a time.
+    op: tokio::sync::Mutex<()>,
+    counter: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct DiffusionServer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for DiffusionServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffusionServer").finish_non_exhaustive()
+    }
+}
+
+/// Whether `host` (an address to bind) keeps the API on this computer.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl DiffusionServer {
+    pub fn new(
+        storage: StorageLayout,
+        events: EventBus,
+        binaries: Binaries,
+        models: ModelStore,
+        system: Arc<SystemProbe>,
+        config: DiffusionServerConfig,
+    ) -> Self {
+        let logs = LogSink::new(storage.logs().join("diffusion-server.log"));
+        Self {
+            inner: Arc::new(Inner {
+                storage,
+                events,
+                binaries,
+                models,
+                system,
+                config,
+                shared: Mutex::new(Shared {
+                    status: DiffusionStatus::stopped(),
+                    running: None,
+                    listener: None,
+                    jobs: HashMap::new(),
+                    active: None,
+                }),
+                logs: Mutex::new(logs),
+                op: tokio::sync::Mutex::new(()),
+                counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn status(&self) -> DiffusionStatus {
+        self.inner.shared.lock().unwrap().status.clone()
+    }
+
+    pub fn logs(&self) -> Vec<LogLine> {
+        self.inner.logs.lock().unwrap().recent()
+    }
+
+    pub(crate) fn body_limit(&self) -> usize {
+        self.inner.config.body_limit
+    }
+
+    /// The token requests must carry, when the API is open to other hosts.
+    pub(crate) fn required_token(&self) -> Option<String> {
+        let sh = self.inner.shared.lock().unwrap();
+        let cfg = &sh.running.as_ref()?.config;
+        let host = cfg.host.as_deref().unwrap_or("127.0.0.1");
+        if is_loopback(host) {
+            None
+        } else {
+            cfg.token.clone()
+        }
+    }
+
+    fn log(&self, level: LogLevel, message: impl Into<String>) {
+        let line = LogLine { at_ms: now_ms(), level, message: message.into() };
+        self.inner.logs.lock().unwrap().push(&line);
+        self.inner.events.emit(AppEvent::ServerLog { server: ServerKind::Diffusion, line });
+    }
+
+    fn set_state(&self, state: ServerState) {
+        let port = {
+            let mut sh = self.inner.shared.lock().unwrap();
+            sh.status.state = state;
+            sh.status.port
+        };
+        self.inner.events.emit(AppEvent::ServerState {
+            server: ServerKind::Diffusion,
+            state,
+            pid: None,
+            port,
+        });
+    }
+
+    /// Chooses the model, installs sd-cli if needed, and opens the job API.
+    pub async fn start(&self, cfg: DiffusionConfig) -> Result<DiffusionStatus> {
+        let _op = self.inner.op.lock().await;
+        if self.status().state != ServerState::Stopped {
+            return Err(RuntimeError::ServerAlreadyRunning);
+        }
+        let host = cfg.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
+        if !is_loopback(&host) && cfg.token.as_deref().is_none_or(|t| t.trim().len() < 8) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "the job API on {host} would be open to other computers: set a token of at least 8 characters, or keep 127.0.0.1"
+            )));
+        }
+        let model = self.inner.models.get(&cfg.model_id).await?;
+        if model.kind != ModelKind::Diffusion {
+            return Err(RuntimeError::InvalidInput(format!(
+                "{} is an LLM; choose a diffusion model",
+                model.name
+            )));
+        }
+        for f in model.all_files() {
+            if !std::path::Path::new(&f.path).is_file() {
+                return Err(RuntimeError::ModelNotFound(format!("{} ({} is missing)", model.id, f.path)));
+            }
+        }
+        self.inner.shared.lock().unwrap().status.last_error = None;
+        self.set_state(ServerState::Starting);
+        match self.open(cfg, host, model).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.log(LogLevel::Error, format!("start failed: {e}"));
+                self.inner.shared.lock().unwrap().status.last_error = Some(e.to_ipc());
+                self.set_state(ServerState::Stopped);
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(
+        &self,
+        cfg: DiffusionConfig,
+        host: String,
+        model: ModelInfo,
+    ) -> Result<DiffusionStatus> {
+        let gpus = self.inner.system.system_info().map(|s| s.gpus).unwrap_or_default();
+        let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
+        let exe = PathBuf::from(&ensured.installed.path);
+        let want = cfg.port.unwrap_or(DEFAULT_PORT);
+        let listener = tokio::net::TcpListener::bind((host.as_str(), want)).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                RuntimeError::PortInUse(want)
+            } else {
+                RuntimeError::InvalidInput(format!("cannot listen on {host}:{want}: {e}"))
+            }
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| RuntimeError::Internal(format!("listener address: {e}")))?
+            .port();
+        let (tx, rx) = oneshot::channel();
+        let app = super::api::router(self.clone());
+        let serve = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let url_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+        let status = {
+            let mut sh = self.inner.shared.lock().unwrap();
+            sh.status = DiffusionStatus {
+                state: ServerState::Running,
+                model_id: Some(model.id.clone()),
+                model_name: Some(model.name.clone()),
+                model_bytes: Some(model.all_files().iter().map(|f| f.size_bytes).sum()),
+                host: Some(host.clone()),
+                port: Some(port),
+                url: Some(format!("http://{url_host}:{port}")),
+                busy: false,
+                active_job: None,
+                sd_cli: Some(format!(
+                    "{} {:?} ({})",
+                    ensured.installed.version, ensured.installed.variant, ensured.installed.path
+                )),
+                started_at_ms: Some(now_ms()),
+                last_error: None,
+            };
+            sh.running = Some(Running { exe, model, config: cfg });
+            sh.listener = Some((tx, serve));
+            sh.status.clone()
+        };
+        self.log(
+            LogLevel::Info,
+            format!(
+                "job API listening on {} for {}",
+                status.url.as_deref().unwrap_or_default(),
+                status.model_name.as_deref().unwrap_or_default()
+            ),
+        );
+        self.set_state(ServerState::Running);
+        Ok(status)
+    }
+
+    /// Cancels the running job (its sd-cli is gone when this returns) and closes the job API.
+    pub async fn stop(&self) -> Result<()> {
+        let _op = self.inner.op.lock().await;
+        let (listener, active) = {
+            let mut sh = self.inner.shared.lock().unwrap();
+            if sh.running.take().is_none() {
+                return Ok(());
+            }
+            (sh.listener.take(), sh.active.take())
+        };
+        self.set_state(ServerState::Stopping);
+        if let Some((id, task)) = active {
+            let _ = self.cancel(&id);
+            let _ = task.await;
+        }
+        if let Some((tx, mut serve)) = listener {
+            let _ = tx.send(());
+            if tokio::time::timeout(Duration::from_secs(2), &mut serve).await.is_err() {
+                serve.abort();
+            }
+        }
+        {
+            let mut sh = self.inner.shared.lock().unwrap();
+            sh.jobs.clear();
+            sh.status = DiffusionStatus::stopped();
+        }
+        self.log(LogLevel::Info, "job API closed");
+        self.set_state(ServerState::Stopped);
+        Ok(())
+    }
+
+    /// The sd-cli settings for one request: defaults filled, the seed chosen, the offload flags
+    /// from the GPU's free memory now (the user's overrides win).
+    fn image_for(&self, req: &ImageRequest, run: &Running) -> Result<(SdImage, u32)> {
+        let count = req.count.unwrap_or(1);
+        if !(1..=MAX_COUNT).contains(&count) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "count must be 1 to {MAX_COUNT}, not {count}"
+            )));
+        }
+        let files = run.model.all_files();
+        let model = if files.len() == 1 {
+            SdModel::Single(files[0].path.clone())
+        } else {
+            SdModel::Components(
+                files
+                    .iter()
+                    .map(|f| {
+                        let role = if f.role == "model" { "diffusion_model" } else { &f.role };
+                        (role.to_owned(), f.path.clone())
+                    })
+                    .collect(),
+            )
+        };
+        let has_llm = files.iter().any(|f| f.role == "llm");
+        let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+        let auto = offload_for(bytes, self.best_gpu(), has_llm);
+        let c = &run.config;
+        let offload = Offload {
+            clip_on_cpu: c.clip_on_cpu.unwrap_or(auto.clip_on_cpu),
+            vae_on_cpu: c.vae_on_cpu.unwrap_or(auto.vae_on_cpu),
+            offload_to_cpu: c.offload_to_cpu.unwrap_or(auto.offload_to_cpu),
+            diffusion_fa: c.diffusion_fa.unwrap_or(auto.diffusion_fa),
+        };
+        let seed = match req.seed {
+            Some(s) if s >= 0 => s,
+            _ => (self.random() % (i32::MAX as u64)) as i64,
+        };
+        let image = SdImage {
+            model,
+            prompt: req.prompt.clone(),
+            negative_prompt: req.negative_prompt.clone().filter(|n| !n.trim().is_empty()),
+            width: req.width.unwrap_or(DEFAULT_SIZE),
+            height: req.height.unwrap_or(DEFAULT_SIZE),
+            steps: req.steps.unwrap_or(DEFAULT_STEPS),
+            cfg_scale: req.cfg_scale.unwrap_or(DEFAULT_CFG),
+            seed,
+            sampler: req.sampler.clone().filter(|s| !s.is_empty()),
+            threads: c.threads,
+            offload,
+            output: String::new(),
+        };
+        validate(&image)?;
+        Ok((image, count))
+    }
+
+    /// (total, free) VRAM of the GPU with the most free memory, if any.
+    fn best_gpu(&self) -> Option<(u64, u64)> {
+        let now = self.inner.system.memory_now().ok()?;
+        now.gpus.iter().map(|g| (g.vram.total_bytes, g.vram.free_bytes)).max_by_key(|g| g.1)
+    }
+
+    /// A fresh pseudo-random number (time, process and a counter mixed; not for secrets).
+    fn random(&self) -> u64 {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut x = t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // splitmix64 finaliser
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    }
+
+    fn new_id(&self) -> String {
+        const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+        let mut r = self.random();
+        let tail: String = (0..9)
+            .map(|_| {
+                let d = DIGITS[(r % 36) as usize] as char;
+                r /= 36;
+                d
+            })
+            .collect();
+        format!("gen_{}_{tail}", now_ms())
+    }
+
+    /// Forgets finished jobs older than the result lifetime.
+    fn prune(&self, sh: &mut Shared) {
+        let ttl = self.inner.config.result_ttl;
+        sh.jobs.retain(|_, j| j.finished_at.is_none_or(|t| t.elapsed() < ttl));
+    }
+
+    /// Starts a job for `req`, or says why not (not running, busy, a bad value).
+    pub fn generate(&self, req: ImageRequest) -> Result<JobView> {
+        let mut sh = self.inner.shared.lock().unwrap();
+        let Some(run) = sh.running.clone() else { return Err(RuntimeError::ServerNotRunning) };
+        let (image, count) = self.image_for(&req, &run)?;
+        self.prune(&mut sh);
+        if let Some((id, _)) = &sh.active {
+            return Err(RuntimeError::Busy(format!(
+                "the server is busy with image job {id}; poll it, cancel it, or retry when it ends"
+            )));
+        }
+        let id = self.new_id();
+        let now = now_ms();
+        let view = JobView {
+            id: id.clone(),
+            status: JobStatus::Pending,
+            created_at: now,
+            updated_at: now,
+            progress: None,
+            result: None,
+            error: None,
+        };
+        let (cancel, cancel_rx) = watch::channel(false);
+        sh.jobs.insert(id.clone(), Job { view: view.clone(), cancel, finished_at: None });
+        let me = self.clone();
+        let job_id = id.clone();
+        let task = tokio::spawn(async move { me.run_job(job_id, run.exe, image, count, cancel_rx).await });
+        sh.active = Some((id.clone(), task));
+        sh.status.busy = true;
+        sh.status.active_job = Some(id);
+        Ok(view)
+    }
+
+    /// One job as the API shows it.
+    pub fn job(&self, id: &str) -> Result<JobView> {
+        let mut sh = self.inner.shared.lock().unwrap();
+        self.prune(&mut sh);
+        sh.jobs.get(id).map(|j| j.view.clone()).ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))
+    }
+
+    /// Cancels a pending or running job (its sd-cli ends at once). Cancelling a cancelled job
+    /// answers it again; a completed or failed one is an error.
+    pub fn cancel(&self, id: &str) -> Result<JobView> {
+        let view = {
+            let mut sh = self.inner.shared.lock().unwrap();
+            self.prune(&mut sh);
+            let job =
+                sh.jobs.get_mut(id).ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))?;
+            match job.view.status {
+                JobStatus::Cancelled => return Ok(job.view.clone()),
+                JobStatus::Complete | JobStatus::Error => {
+                    return Err(RuntimeError::AlreadyFinished {
+                        id: id.to_owned(),
+                        status: format!("{:?}", job.view.status).to_lowercase(),
+                    })
+                }
+                JobStatus::Pending | JobStatus::InProgress => {}
+            }
+            job.view.status = JobStatus::Cancelled;
+            job.view.updated_at = now_ms();
+            job.view.progress = None;
+            job.finished_at = Some(Instant::now());
+            let _ = job.cancel.send(true);
+            job.view.clone()
+        };
+        self.log(LogLevel::Info, format!("image job {id} cancelled"));
+        self.inner.events.emit(AppEvent::ImageJobCancelled { job_id: id.to_owned() });
+        Ok(view)
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Job)) {
+        let mut sh = self.inner.shared.lock().unwrap();
+        if let Some(j) = sh.jobs.get_mut(id) {
+            if !j.view.status.is_finished() {
+                f(j);
+                j.view.updated_at = now_ms();
+            }
+        }
+    }
+
+    async fn run_job(
+        self,
+        id: String,
+        exe: PathBuf,
+        image: SdImage,
+        count: u32,
+        cancel: watch::Receiver<bool>,
+    ) {
+        self.update(&id, |j| j.view.status = JobStatus::InProgress);
+        self.inner.events.emit(AppEvent::ImageJobStarted {
+            job_id: id.clone(),
+            count,
+            width: image.width,
+            height: image.height,
+            steps: image.steps,
+        });
+        self.log(
+            LogLevel::Info,
+            format!(
+                "image job {id}: {count} × {}×{}, {} steps, seed {}",
+                image.width, image.height, image.steps, image.seed
+            ),
+        );
+        let temp = self.inner.storage.root().join("temp");
+        let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
+        self.finish(&id, out);
+    }
+
+    /// Runs the images of job `id`, feeding its progress and the log.
+    async fn execute(
+        &self,
+        id: &str,
+        exe: &std::path::Path,
+        image: &SdImage,
+        count: u32,
+        temp: &std::path::Path,
+        cancel: watch::Receiver<bool>,
+    ) -> Result<JobOut> {
+        let mut last_event = Instant::now() - Duration::from_secs(1);
+        let mut last_stage = None;
+        job::run(
+            exe,
+            image,
+            count,
+            temp,
+            cancel,
+            |s: Snapshot| {
+                let p = progress_of(&s);
+                self.update(id, |j| j.view.progress = Some(p.clone()));
+                // Every stage change and at most ~20 progress events a second reach the window.
+                if last_stage != Some(s.stage) || last_event.elapsed() >= Duration::from_millis(50) {
+                    last_stage = Some(s.stage);
+                    last_event = Instant::now();
+                    self.inner.events.emit(AppEvent::ImageProgress {
+                        job_id: id.to_owned(),
+                        stage: p.stage,
+                        step: p.current_step,
+                        total_steps: p.total_steps,
+                        percent: p.percentage,
+                        image: p.current_image,
+                        images: p.total_images,
+                        eta_secs: p.eta_secs,
+                    });
+                }
+            },
+            |line: &str| {
+                if !line.trim().is_empty() && !super::progress::strip_ansi(line).trim_start().starts_with('|') {
+                    self.log(LogLevel::Info, super::progress::strip_ansi(line));
+                }
+            },
+        )
+        .await
+    }
+
+    fn finish(&self, id: &str, out: Result<JobOut>) {
+        let event = {
+            let mut sh = self.inner.shared.lock().unwrap();
+            if sh.active.as_ref().is_some_and(|(a, _)| a == id) {
+                sh.active = None;
+                sh.status.busy = false;
+                sh.status.active_job = None;
+            }
+            let Some(job) = sh.jobs.get_mut(id) else { return };
+            if job.view.status == JobStatus::Cancelled {
+                None
+            } else {
+                job.finished_at = Some(Instant::now());
+                job.view.updated_at = now_ms();
+                job.view.progress = None;
+                match out {
+                    Ok(out) => {
+                        let b64 = base64::engine::general_purpose::STANDARD;
+                        let seeds = out.images.iter().map(|i| i.seed).collect();
+                        job.view.status = JobStatus::Complete;
+                        job.view.result = Some(JobResult {
+                            images: out
+                                .images
+                                .iter()
+                                .map(|i| JobImage {
+                                    image: b64.encode(&i.png),
+                                    seed: i.seed,
+                                    width: i.width,
+                                    height: i.height,
+                                })
+                                .collect(),
+                            format: "png".into(),
+                            time_taken: out.time_taken.as_millis() as u64,
+                        });
+                        Some(AppEvent::ImageJobFinished {
+                            job_id: id.to_owned(),
+                            images: out.images.len() as u32,
+                            seeds,
+                            time_taken_ms: out.time_taken.as_millis() as u64,
+                        })
+                    }
+                    Err(e) => {
+                        job.view.status = JobStatus::Error;
+                        job.view.error =
+                            Some(JobError { message: e.to_string(), code: e.code().as_str().into() });
+                        Some(AppEvent::ImageJobFailed { job_id: id.to_owned(), error: e.to_ipc() })
+                    }
+                }
+            }
+        };
+        match &event {
+            Some(e @ AppEvent::ImageJobFailed { .. }) => self.log(LogLevel::Error, e.summary()),
+            Some(e) => self.log(LogLevel::Info, e.summary()),
+            None => {}
+        }
+        if let Some(e) = event {
+            self.inner.events.emit(e);
+        }
+        self.set_state(self.status().state);
+    }
+
+    /// Writes image `index` of a finished job to `<storage>/images/` and answers the path.
+    pub fn save_image(&self, id: &str, index: u32) -> Result<PathBuf> {
+        let img = {
+            let view = self.job(id)?;
+            let result = view.result.ok_or_else(|| {
+                RuntimeError::InvalidInput(format!("image job {id} has no finished image"))
+            })?;
+            result.images.get(index as usize).cloned().ok_or_else(|| {
+                RuntimeError::InvalidInput(format!("image job {id} has no image {index}"))
+            })?
+        };
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&img.image)
+            .map_err(|e| RuntimeError::Internal(format!("stored image: {e}")))?;
+        let dir = self.inner.storage.root().join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating folder", &dir, e))?;
+        let path = dir.join(format!("{id}-{}-seed{}.png", index + 1, img.seed));
+        std::fs::write(&path, png).map_err(|e| RuntimeError::io("writing", &path, e))?;
+        self.log(LogLevel::Info, format!("saved {}", path.display()));
+        Ok(path)
+    }
+}
+
+fn progress_of(s: &Snapshot) -> JobProgress {
+    JobProgress {
+        stage: match s.stage {
+            Stage::Loading => ImageStage::Loading,
+            Stage::Diffusion => ImageStage::Diffusion,
+            Stage::Decoding => ImageStage::Decoding,
+            Stage::Done => ImageStage::Done,
+        },
+        current_step: s.step,
+        total_steps: s.steps,
+        percentage: s.percent,
+        current_image: s.image + 1,
+        total_images: s.images,
+        eta_secs: s.eta_secs,
+    }
+}
