@@ -2,6 +2,9 @@
 //! or [`IpcError`] out. Names come from [`ipc::cmd`].
 
 use crate::state::AppState;
+use ipc::diffusion::{
+    DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
+};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::runtimes::{InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs};
@@ -34,7 +37,15 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         llm_stop,
         llm_restart,
         llm_logs,
-        llm_chat
+        llm_chat,
+        diffusion_status,
+        diffusion_start,
+        diffusion_stop,
+        diffusion_generate,
+        diffusion_job,
+        diffusion_cancel,
+        diffusion_logs,
+        diffusion_save_image
     ]
 }
 
@@ -213,4 +224,53 @@ fn llm_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
 async fn llm_chat(state: State<'_, AppState>, args: ChatArgs) -> Result<ChatReply, IpcError> {
     let id = format!("chat-{}", runtime::now_ms());
     Ok(state.runtime()?.llm().chat(args, id).await?)
+}
+
+#[tauri::command]
+fn diffusion_status(state: State<'_, AppState>) -> Result<DiffusionStatus, IpcError> {
+    Ok(state.runtime()?.diffusion().status())
+}
+
+/// Answers once the job API listens (sd-cli is installed first if needed).
+#[tauri::command]
+async fn diffusion_start(
+    state: State<'_, AppState>,
+    args: DiffusionConfig,
+) -> Result<DiffusionStatus, IpcError> {
+    Ok(state.runtime()?.diffusion().start(args).await?)
+}
+
+#[tauri::command]
+async fn diffusion_stop(state: State<'_, AppState>) -> Result<(), IpcError> {
+    Ok(state.runtime()?.diffusion().stop().await?)
+}
+
+/// Answers the pending job at once; progress and the end arrive as events.
+#[tauri::command]
+fn diffusion_generate(state: State<'_, AppState>, args: ImageRequest) -> Result<JobView, IpcError> {
+    Ok(state.runtime()?.diffusion().generate(args)?)
+}
+
+#[tauri::command]
+fn diffusion_job(state: State<'_, AppState>, args: JobArgs) -> Result<JobView, IpcError> {
+    Ok(state.runtime()?.diffusion().job(&args.id)?)
+}
+
+#[tauri::command]
+fn diffusion_cancel(state: State<'_, AppState>, args: JobArgs) -> Result<JobView, IpcError> {
+    Ok(state.runtime()?.diffusion().cancel(&args.id)?)
+}
+
+#[tauri::command]
+fn diffusion_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
+    Ok(LlmLogs { lines: state.runtime()?.diffusion().logs() })
+}
+
+#[tauri::command]
+fn diffusion_save_image(
+    state: State<'_, AppState>,
+    args: SaveImageArgs,
+) -> Result<SavedImage, IpcError> {
+    let path = state.runtime()?.diffusion().save_image(&args.id, args.index)?;
+    Ok(SavedImage { path: path.display().to_string() })
 }

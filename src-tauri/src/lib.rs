@@ -34,7 +34,10 @@ pub fn run() {
             if let tauri::RunEvent::Exit = event {
                 use tauri::Manager;
                 if let Ok(rt) = app.state::<AppState>().runtime() {
-                    let _ = tauri::async_runtime::block_on(rt.llm().stop());
+                    let _ = tauri::async_runtime::block_on(async {
+                        let _ = rt.diffusion().stop().await;
+                        rt.llm().stop().await
+                    });
                 }
             }
         });

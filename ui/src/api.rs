@@ -1,6 +1,9 @@
 //! Typed access to the app: every command call and event subscription goes through here, so tabs
 //! never touch raw JS values. Names and types come from the `ipc` crate.
 
+use ipc::diffusion::{
+    DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
+};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
 use ipc::runtimes::{
@@ -162,6 +165,38 @@ pub async fn llm_logs() -> Result<LlmLogs, IpcError> {
 
 pub async fn llm_chat(args: ChatArgs) -> Result<ChatReply, IpcError> {
     invoke_with(cmd::LLM_CHAT, &args).await
+}
+
+pub async fn diffusion_status() -> Result<DiffusionStatus, IpcError> {
+    invoke(cmd::DIFFUSION_STATUS).await
+}
+
+pub async fn diffusion_start(config: DiffusionConfig) -> Result<DiffusionStatus, IpcError> {
+    invoke_with(cmd::DIFFUSION_START, &config).await
+}
+
+pub async fn diffusion_stop() -> Result<(), IpcError> {
+    invoke(cmd::DIFFUSION_STOP).await
+}
+
+pub async fn diffusion_generate(request: ImageRequest) -> Result<JobView, IpcError> {
+    invoke_with(cmd::DIFFUSION_GENERATE, &request).await
+}
+
+pub async fn diffusion_job(id: String) -> Result<JobView, IpcError> {
+    invoke_with(cmd::DIFFUSION_JOB, &JobArgs { id }).await
+}
+
+pub async fn diffusion_cancel(id: String) -> Result<JobView, IpcError> {
+    invoke_with(cmd::DIFFUSION_CANCEL, &JobArgs { id }).await
+}
+
+pub async fn diffusion_logs() -> Result<LlmLogs, IpcError> {
+    invoke(cmd::DIFFUSION_LOGS).await
+}
+
+pub async fn diffusion_save_image(id: String, index: u32) -> Result<SavedImage, IpcError> {
+    invoke_with(cmd::DIFFUSION_SAVE_IMAGE, &SaveImageArgs { id, index }).await
 }
 
 /// Calls `on_event` with every [`AppEvent`] for the rest of the window's life. Payloads that do

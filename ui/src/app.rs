@@ -2,7 +2,8 @@
 
 use crate::components::footer::Footer;
 use crate::tabs;
-use ipc::event::{LogLine, ServerKind};
+use ipc::diffusion::JobProgress;
+use ipc::event::{ImageStage, LogLine, ServerKind};
 use ipc::runtimes::{BinaryProgress, RuntimeKind, SetupStage};
 use ipc::AppEvent;
 use leptos::prelude::*;
@@ -135,6 +136,76 @@ impl LlmFeed {
     }
 }
 
+/// What the diffusion server reports: a counter bumped on each state change and job end (the
+/// tab reads the status and its job again), its log lines, and the newest job progress.
+#[derive(Clone, Copy)]
+pub struct DiffusionFeed {
+    pub ticks: RwSignal<u64>,
+    pub lines: RwSignal<Vec<LogLine>>,
+    /// (job id, progress) from the newest `ImageProgress`.
+    pub progress: RwSignal<Option<(String, JobProgress)>>,
+    /// The id of the job that ended last (finished, failed or cancelled).
+    pub ended: RwSignal<Option<String>>,
+}
+
+impl DiffusionFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::ServerState { server: ServerKind::Diffusion, .. } => {
+                self.ticks.update(|n| *n += 1)
+            }
+            AppEvent::ServerLog { server: ServerKind::Diffusion, line } => self.lines.update(|l| {
+                l.push(line.clone());
+                let extra = l.len().saturating_sub(LLM_LOG_LEN);
+                l.drain(..extra);
+            }),
+            AppEvent::ImageJobStarted { job_id, count, steps, .. } => {
+                self.ticks.update(|n| *n += 1);
+                self.progress.set(Some((
+                    job_id.clone(),
+                    JobProgress {
+                        stage: ImageStage::Loading,
+                        current_step: 0,
+                        total_steps: *steps,
+                        percentage: 0.0,
+                        current_image: 1,
+                        total_images: *count,
+                        eta_secs: None,
+                    },
+                )))
+            }
+            AppEvent::ImageProgress {
+                job_id,
+                stage,
+                step,
+                total_steps,
+                percent,
+                image,
+                images,
+                eta_secs,
+            } => self.progress.set(Some((
+                job_id.clone(),
+                JobProgress {
+                    stage: *stage,
+                    current_step: *step,
+                    total_steps: *total_steps,
+                    percentage: *percent,
+                    current_image: *image,
+                    total_images: *images,
+                    eta_secs: *eta_secs,
+                },
+            ))),
+            AppEvent::ImageJobFinished { job_id, .. }
+            | AppEvent::ImageJobFailed { job_id, .. }
+            | AppEvent::ImageJobCancelled { job_id } => {
+                self.ended.set(Some(job_id.clone()));
+                self.ticks.update(|n| *n += 1);
+            }
+            _ => {}
+        }
+    }
+}
+
 const EVENT_LOG_LEN: usize = 50;
 
 #[component]
@@ -154,9 +225,17 @@ pub fn App() -> impl IntoView {
         chat: RwSignal::new(Vec::new()),
     };
     provide_context(llm_feed);
+    let diffusion_feed = DiffusionFeed {
+        ticks: RwSignal::new(0),
+        lines: RwSignal::new(Vec::new()),
+        progress: RwSignal::new(None),
+        ended: RwSignal::new(None),
+    };
+    provide_context(diffusion_feed);
     crate::api::listen_events(move |event| {
         runtime_feed.on_event(&event);
         llm_feed.on_event(&event);
+        diffusion_feed.on_event(&event);
         match &event {
             AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
             AppEvent::DownloadFinished { .. } | AppEvent::DownloadFailed { .. } => {
@@ -171,6 +250,7 @@ pub fn App() -> impl IntoView {
                 | AppEvent::BinaryProgress(_)
                 | AppEvent::ServerLog { .. }
                 | AppEvent::ChatDelta { .. }
+                | AppEvent::ImageProgress { .. }
         ) {
             return;
         }

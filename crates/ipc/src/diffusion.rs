@@ -16,6 +16,26 @@ pub const DEFAULT_SIZE: u32 = 512;
 pub const DEFAULT_STEPS: u32 = 20;
 pub const DEFAULT_CFG: f32 = 7.5;
 
+/// Every sampler sd-cli accepts (`--sampling-method`), as its `--help` lists them (checked
+/// against the real sd-cli by the runtime's test tier).
+pub const SAMPLERS: &[&str] = &[
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm2",
+    "dpm++2s_a",
+    "dpm++2m",
+    "dpm++2mv2",
+    "ipndm",
+    "ipndm_v",
+    "lcm",
+    "ddim_trailing",
+    "tcd",
+    "res_multistep",
+    "res_2s",
+    "er_sde",
+];
+
 /// What the user asks for when starting the diffusion server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DiffusionConfig {

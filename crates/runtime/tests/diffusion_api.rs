@@ -256,7 +256,8 @@ async fn a_job_runs_from_request_to_decodable_pngs() {
     assert!(kinds.contains(&"diffusion") && kinds.contains(&"decoding"), "{kinds:?}");
 
     // No seed: a random one, reported back and passed to sd-cli.
-    let (code, created) = w.post(json!({"prompt": "x", "width": 64, "height": 64, "steps": 1})).await;
+    let (code, created) =
+        w.post(json!({"prompt": "x", "width": 64, "height": 64, "steps": 1})).await;
     assert_eq!(code, 201);
     let seen = w.poll_until(created["id"].as_str().unwrap(), |v| v["status"] == "complete").await;
     let seed = seen.last().unwrap()["result"]["images"][0]["seed"].as_i64().unwrap();
@@ -267,10 +268,12 @@ async fn a_job_runs_from_request_to_decodable_pngs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_cancel_and_expiry() {
-    let config = DiffusionServerConfig { result_ttl: Duration::from_millis(800), ..Default::default() };
+    let config =
+        DiffusionServerConfig { result_ttl: Duration::from_millis(800), ..Default::default() };
     let w = World::new("cancel", 300, false, config).await;
     let mut rx = w.events.subscribe();
-    let (code, created) = w.post(json!({"prompt": "slow", "width": 64, "height": 64, "steps": 20})).await;
+    let (code, created) =
+        w.post(json!({"prompt": "slow", "width": 64, "height": 64, "steps": 20})).await;
     assert_eq!(code, 201);
     let id = created["id"].as_str().unwrap().to_owned();
     let (code, busy) = w.post(json!({"prompt": "second"})).await;
@@ -351,7 +354,8 @@ async fn bad_requests_get_a_400_with_the_reason() {
     assert_eq!(r.unwrap().status().as_u16(), 200, "a local page may ask");
     let port = w.base.rsplit(':').next().unwrap();
     let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-    s.write_all(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
@@ -415,7 +419,10 @@ async fn start_errors_and_stop_during_a_job() {
     assert!(events
         .iter()
         .any(|e| matches!(e, AppEvent::ImageJobCancelled { job_id } if job_id == id)));
-    assert_eq!(w.server.generate(Default::default()).unwrap_err().code(), ErrorCode::ServerNotRunning);
+    assert_eq!(
+        w.server.generate(Default::default()).unwrap_err().code(),
+        ErrorCode::ServerNotRunning
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

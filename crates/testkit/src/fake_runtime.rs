@@ -72,6 +72,9 @@ pub const SD_ENTRY_TEST: &str = "fake_sd_cli_entry";
 const ENV_SD_ARGS: &str = "GENAI_FAKE_SD_ARGS";
 const ENV_SD_STEP_MS: &str = "GENAI_FAKE_SD_STEP_MS";
 const ENV_SD_FAIL: &str = "GENAI_FAKE_SD_FAIL";
+/// Set in a generating fake sd-cli's environment (e.g. the app's, which its children inherit),
+/// the time it stays at 0 % loading before its first bar: long enough for a screenshot.
+pub const ENV_SD_LOAD_MS: &str = "GENAI_FAKE_SD_LOAD_MS";
 
 /// A fake sd-cli that generates: it prints sd-cli's output (loading bar, a step bar per step
 /// redrawn with `\r` and colour codes, decoding) taking `step_ms` per step, and writes a real
@@ -95,7 +98,9 @@ pub fn sd_cli_if_asked() {
     let fail = std::env::var(ENV_SD_FAIL).as_deref() == Ok("1");
     let words: Vec<&str> = args.split_whitespace().collect();
     if words.iter().any(|w| *w == "--help" || *w == "-h") {
-        println!("usage: sd-cli [options]\n\nArguments:\n  -h, --help   show this help message and exit");
+        println!(
+            "usage: sd-cli [options]\n\nArguments:\n  -h, --help   show this help message and exit"
+        );
         std::process::exit(0);
     }
     let value =
@@ -108,6 +113,9 @@ pub fn sd_cli_if_asked() {
     let pause = |ms: u64| std::thread::sleep(std::time::Duration::from_millis(ms));
     let _ = writeln!(o, "[INFO ] stable-diffusion.cpp:212  - loading model from 'model.gguf'");
     let _ = writeln!(o, "[INFO ] model.cpp:1007 - loading tensors from model.gguf");
+    let _ = o.flush();
+    let load_ms = std::env::var(ENV_SD_LOAD_MS).ok().and_then(|v| v.parse().ok());
+    pause(load_ms.unwrap_or(0));
     for i in [300u32, 1130] {
         let _ = write!(o, "\r  |{:=<50}| {i}/1130 - 512.00MB/s\x1b[K", "");
         let _ = o.flush();

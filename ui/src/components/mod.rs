@@ -4,6 +4,7 @@ pub mod bar;
 pub mod card;
 pub mod error_box;
 pub mod footer;
+pub mod log_card;
 pub mod planned;
 pub mod runtime_card;
 

@@ -1,20 +1,517 @@
-use crate::components::planned::Planned;
+//! The Diffusion Server tab: the runtime (sd-cli), the job API's status, the model and its
+//! recommended settings, the generate form, live progress through loading, steps and decoding
+//! with Cancel, the finished images with Save, and the log.
+
+use crate::api;
+use crate::app::DiffusionFeed;
+use crate::components::bar::ProgressBar;
+use crate::components::card::Card;
+use crate::components::error_box::ErrorBox;
+use crate::components::log_card::LogCard;
 use crate::components::runtime_card::RuntimeCard;
+use crate::tabs::llm::state_label;
+use ipc::diffusion::{
+    DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView, DEFAULT_PORT,
+    SAMPLERS,
+};
+use ipc::event::{ImageStage, ServerState};
+use ipc::format::bytes;
+use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
+use ipc::IpcError;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+/// Image sizes offered; "custom" opens width and height fields.
+const SIZES: &[(u32, u32)] =
+    &[(512, 512), (768, 768), (1024, 1024), (1024, 768), (768, 1024), (1536, 1024), (1024, 1536)];
+
+/// Recommended settings per model family: (name, steps, cfg, sampler, width, height, matched by
+/// these words in the model's name).
+struct Preset {
+    name: &'static str,
+    steps: u32,
+    cfg: f32,
+    sampler: &'static str,
+    size: (u32, u32),
+    words: &'static [&'static str],
+}
+
+const PRESETS: &[Preset] = &[
+    Preset {
+        name: "SD 1.5",
+        steps: 20,
+        cfg: 7.0,
+        sampler: "euler_a",
+        size: (512, 512),
+        words: &[],
+    },
+    Preset {
+        name: "SDXL",
+        steps: 30,
+        cfg: 7.0,
+        sampler: "dpm++2m",
+        size: (1024, 1024),
+        words: &["xl"],
+    },
+    Preset {
+        name: "SDXL Turbo / Lightning",
+        steps: 4,
+        cfg: 1.0,
+        sampler: "euler_a",
+        size: (512, 512),
+        words: &["turbo", "lightning"],
+    },
+    Preset { name: "LCM", steps: 6, cfg: 1.5, sampler: "lcm", size: (512, 512), words: &["lcm"] },
+    Preset {
+        name: "SD 3.5",
+        steps: 28,
+        cfg: 4.5,
+        sampler: "euler",
+        size: (1024, 1024),
+        words: &["sd3", "3.5"],
+    },
+    Preset {
+        name: "Flux",
+        steps: 20,
+        cfg: 1.0,
+        sampler: "euler",
+        size: (1024, 1024),
+        words: &["flux"],
+    },
+];
+
+/// The preset whose words the model name holds (the last match wins: "sdxl-turbo" is Turbo).
+fn preset_for(name: &str) -> usize {
+    let name = name.to_lowercase();
+    PRESETS
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, p)| p.words.iter().any(|w| name.contains(w)))
+        .map_or(0, |(i, _)| i)
+}
+
+fn stage_label(s: ImageStage) -> &'static str {
+    match s {
+        ImageStage::Queued => "Queued",
+        ImageStage::MakingRoom => "Making room",
+        ImageStage::Loading => "Loading",
+        ImageStage::Diffusion => "Diffusion",
+        ImageStage::Decoding => "Decoding",
+        ImageStage::Done => "Done",
+    }
+}
+
+/// "Diffusion · step 5/20 · image 1/2 · 42% · about 3 s left"
+fn progress_caption(p: &JobProgress) -> String {
+    let mut parts = vec![stage_label(p.stage).to_owned()];
+    if p.stage == ImageStage::Diffusion {
+        parts.push(format!("step {}/{}", p.current_step, p.total_steps));
+    }
+    if p.total_images > 1 {
+        parts.push(format!("image {}/{}", p.current_image, p.total_images));
+    }
+    parts.push(format!("{:.0}%", p.percentage));
+    if let Some(eta) = p.eta_secs {
+        parts.push(format!("about {eta:.0} s left"));
+    }
+    parts.join(" · ")
+}
+
+fn num(s: &str) -> Option<u32> {
+    s.trim().parse().ok()
+}
 
 #[component]
 pub fn DiffusionTab() -> impl IntoView {
+    let feed = expect_context::<DiffusionFeed>();
+    let status = RwSignal::new(None::<DiffusionStatus>);
+    let error = RwSignal::new(None::<IpcError>);
+    let refresh = move || {
+        spawn_local(async move {
+            match api::diffusion_status().await {
+                Ok(s) => status.set(Some(s)),
+                Err(e) => error.set(Some(e)),
+            }
+        })
+    };
+    refresh();
+    Effect::new(move |_| {
+        if feed.ticks.get() > 0 {
+            refresh();
+        }
+    });
+    spawn_local(async move {
+        if let Ok(l) = api::diffusion_logs().await {
+            feed.lines.update(|lines| {
+                if lines.is_empty() {
+                    *lines = l.lines;
+                }
+            });
+        }
+    });
+    // Settings the Configuration card's preset applies to the generate form.
+    let form = Form::new();
     view! {
         <RuntimeCard kind=RuntimeKind::Diffusion />
-        <Planned
-            summary="Make images with stable-diffusion.cpp, step by step."
-            items=&[
-                "Choose a diffusion model and its recommended settings",
-                "Prompt, size, steps, CFG, seed and sampler",
-                "Live progress through loading, diffusion steps and decoding, with cancel",
-                "The finished image with its seed and time taken",
-            ]
-        />
+        <div class="grid">
+            <StatusCard status=status />
+            <ConfigCard status=status error=error form=form refresh=Callback::new(move |_| refresh()) />
+        </div>
+        {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
+        <GenerateCard status=status form=form />
+        <LogCard title="Diffusion log" list_id="sd-log" lines=feed.lines />
+    }
+}
+
+#[component]
+fn StatusCard(status: RwSignal<Option<DiffusionStatus>>) -> impl IntoView {
+    view! {
+        <Card title="Server">
+            {move || match status.get() {
+                None => view! { <p class="muted"><span class="spinner"></span>" Reading…"</p> }.into_any(),
+                Some(s) => {
+                    let state = s.state;
+                    view! {
+                        <dl class="stats" id="sd-status">
+                            <dt>"State"</dt>
+                            <dd><span id="sd-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state_label(state)}</span></dd>
+                            <dt>"Model"</dt>
+                            <dd id="sd-model-name">{s.model_name.clone().map(|n| format!("{n} ({})", bytes(s.model_bytes.unwrap_or(0)))).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Job API"</dt><dd id="sd-url" class="mono">{s.url.clone().unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Busy"</dt>
+                            <dd id="sd-busy">{if s.busy { format!("yes ({})", s.active_job.clone().unwrap_or_default()) } else { "no".into() }}</dd>
+                            <dt>"sd-cli"</dt><dd class="small">{s.sd_cli.clone().unwrap_or_else(|| "—".into())}</dd>
+                        </dl>
+                        {s.last_error.clone().filter(|_| state != ServerState::Running).map(|e| view! { <ErrorBox error=e /> })}
+                    }.into_any()
+                }
+            }}
+        </Card>
+    }
+}
+
+/// The generate form's fields, shared so that a preset can fill them.
+#[derive(Clone, Copy)]
+struct Form {
+    size: RwSignal<String>,
+    width: RwSignal<String>,
+    height: RwSignal<String>,
+    steps: RwSignal<String>,
+    cfg: RwSignal<String>,
+    sampler: RwSignal<String>,
+}
+
+impl Form {
+    fn new() -> Self {
+        let p = &PRESETS[0];
+        let f = Self {
+            size: RwSignal::new(String::new()),
+            width: RwSignal::new(String::new()),
+            height: RwSignal::new(String::new()),
+            steps: RwSignal::new(String::new()),
+            cfg: RwSignal::new(String::new()),
+            sampler: RwSignal::new(String::new()),
+        };
+        f.apply(p);
+        f
+    }
+
+    fn apply(&self, p: &Preset) {
+        let (w, h) = p.size;
+        self.size.set(format!("{w}x{h}"));
+        self.width.set(w.to_string());
+        self.height.set(h.to_string());
+        self.steps.set(p.steps.to_string());
+        self.cfg.set(p.cfg.to_string());
+        self.sampler.set(p.sampler.to_owned());
+    }
+
+    fn dims(&self) -> (Option<u32>, Option<u32>) {
+        match self.size.get().split_once('x') {
+            Some((w, h)) => (num(w), num(h)),
+            None => (num(&self.width.get()), num(&self.height.get())),
+        }
+    }
+}
+
+#[component]
+fn ConfigCard(
+    status: RwSignal<Option<DiffusionStatus>>,
+    error: RwSignal<Option<IpcError>>,
+    form: Form,
+    refresh: Callback<()>,
+) -> impl IntoView {
+    let models = RwSignal::new(Vec::<(String, String, u64)>::new());
+    let model = RwSignal::new(String::new());
+    let port = RwSignal::new(DEFAULT_PORT.to_string());
+    let preset = RwSignal::new(0usize);
+    let working = RwSignal::new(false);
+    spawn_local(async move {
+        if let Ok(list) = api::models_list().await {
+            let sd: Vec<(String, String, u64)> = list
+                .models
+                .into_iter()
+                .filter(|m| m.kind == ModelKind::Diffusion)
+                .map(|m| (m.id, m.name, m.size_bytes))
+                .collect();
+            if let Some((id, name, _)) = sd.first() {
+                model.set(id.clone());
+                preset.set(preset_for(name));
+                form.apply(&PRESETS[preset_for(name)]);
+            }
+            models.set(sd);
+        }
+    });
+    let state =
+        move || status.with(|s| s.as_ref().map(|s| s.state).unwrap_or(ServerState::Stopped));
+    let start = move |_| {
+        working.set(true);
+        error.set(None);
+        let p = port.get_untracked();
+        let config = DiffusionConfig {
+            model_id: model.get_untracked(),
+            port: if p.trim().eq_ignore_ascii_case("auto") {
+                Some(0)
+            } else {
+                num(&p).map(|p| p as u16)
+            },
+            ..Default::default()
+        };
+        spawn_local(async move {
+            if let Err(e) = api::diffusion_start(config).await {
+                error.set(Some(e));
+            }
+            working.set(false);
+            refresh.run(());
+        });
+    };
+    let stop = move |_| {
+        working.set(true);
+        spawn_local(async move {
+            if let Err(e) = api::diffusion_stop().await {
+                error.set(Some(e));
+            }
+            working.set(false);
+            refresh.run(());
+        });
+    };
+    view! {
+        <Card title="Configuration">
+            <label class="field">
+                <span>"Diffusion model"</span>
+                <select id="sd-model" prop:value=model on:change=move |ev| {
+                    let id = event_target_value(&ev);
+                    if let Some((_, name, _)) = models.get_untracked().into_iter().find(|m| m.0 == id) {
+                        preset.set(preset_for(&name));
+                    }
+                    model.set(id);
+                }>
+                    {move || models.get().into_iter().map(|(id, name, size)| view! {
+                        <option value=id.clone()>{format!("{name} ({})", bytes(size))}</option>
+                    }).collect_view()}
+                </select>
+            </label>
+            {move || models.with(Vec::is_empty).then(|| view! { <p class="muted">"No diffusion model downloaded yet: get one in the Models tab."</p> })}
+            <label class="field">
+                <span>"Port (or auto)"</span>
+                <input id="sd-port-input" type="text" prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
+            </label>
+            <div class="toolbar">
+                <label class="field inline"><span>"Preset"</span>
+                    <select id="sd-preset" prop:value=move || preset.get().to_string() on:change=move |ev| preset.set(event_target_value(&ev).parse().unwrap_or(0))>
+                        {PRESETS.iter().enumerate().map(|(i, p)| view! {
+                            <option value=i.to_string()>{format!("{}: {} steps, CFG {}, {}, {}×{}", p.name, p.steps, p.cfg, p.sampler, p.size.0, p.size.1)}</option>
+                        }).collect_view()}
+                    </select>
+                </label>
+                <button id="sd-preset-apply" class="btn btn-small" on:click=move |_| form.apply(&PRESETS[preset.get_untracked()])>"Apply"</button>
+            </div>
+            <p class="small muted">"The job API listens on 127.0.0.1 only; other programs on this computer can use it like the original's (POST /v1/images/generations)."</p>
+            <div class="toolbar">
+                <button id="sd-start" class="btn btn-primary"
+                    disabled=move || working.get() || state() != ServerState::Stopped || model.with(String::is_empty)
+                    on:click=start>
+                    {move || if state() == ServerState::Starting { "Starting…" } else { "Start" }}
+                </button>
+                <button id="sd-stop" class="btn" disabled=move || working.get() || state() != ServerState::Running on:click=stop>"Stop"</button>
+            </div>
+        </Card>
+    }
+}
+
+#[component]
+fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl IntoView {
+    let feed = expect_context::<DiffusionFeed>();
+    let prompt = RwSignal::new(String::new());
+    let negative = RwSignal::new(String::new());
+    let fixed_seed = RwSignal::new(false);
+    let seed = RwSignal::new("42".to_owned());
+    let count = RwSignal::new("1".to_owned());
+    let job = RwSignal::new(None::<JobView>);
+    let error = RwSignal::new(None::<IpcError>);
+    let saved = RwSignal::new(None::<String>);
+    let running =
+        move || status.with(|s| s.as_ref().is_some_and(|s| s.state == ServerState::Running));
+    let active = move || job.with(|j| j.as_ref().is_some_and(|j| !j.status.is_finished()));
+
+    // A job that ended: read its result (or error) once.
+    Effect::new(move |_| {
+        let Some(ended) = feed.ended.get() else { return };
+        if job.with_untracked(|j| j.as_ref().is_some_and(|j| j.id == ended)) {
+            spawn_local(async move {
+                match api::diffusion_job(ended).await {
+                    Ok(v) => job.set(Some(v)),
+                    Err(e) => error.set(Some(e)),
+                }
+            });
+        }
+    });
+
+    let generate = move |_| {
+        error.set(None);
+        saved.set(None);
+        let (width, height) = form.dims();
+        let request = ImageRequest {
+            prompt: prompt.get_untracked(),
+            negative_prompt: Some(negative.get_untracked()).filter(|n| !n.trim().is_empty()),
+            width,
+            height,
+            steps: num(&form.steps.get_untracked()),
+            cfg_scale: form.cfg.get_untracked().trim().parse().ok(),
+            seed: if fixed_seed.get_untracked() {
+                seed.get_untracked().trim().parse().ok()
+            } else {
+                None
+            },
+            sampler: Some(form.sampler.get_untracked()),
+            count: num(&count.get_untracked()),
+        };
+        spawn_local(async move {
+            match api::diffusion_generate(request).await {
+                Ok(v) => job.set(Some(v)),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    let cancel = move |_| {
+        let Some(id) = job.with_untracked(|j| j.as_ref().map(|j| j.id.clone())) else { return };
+        spawn_local(async move {
+            match api::diffusion_cancel(id).await {
+                Ok(v) => job.set(Some(v)),
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
+    let progress = move || {
+        let id = job.with(|j| j.as_ref().map(|j| j.id.clone()))?;
+        feed.progress.with(|p| p.as_ref().filter(|(pid, _)| *pid == id).map(|(_, p)| p.clone()))
+    };
+
+    view! {
+        <Card title="Generate">
+            <label class="field"><span>"Prompt"</span>
+                <textarea id="sd-prompt" rows="2" placeholder="a lighthouse on a rocky coast at sunset" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev))></textarea>
+            </label>
+            <label class="field"><span>"Negative prompt"</span>
+                <input id="sd-negative" type="text" placeholder="blurry, low quality" prop:value=negative on:input=move |ev| negative.set(event_target_value(&ev)) />
+            </label>
+            <div class="form-grid">
+                <label class="field"><span>"Size"</span>
+                    <select id="sd-size" prop:value=form.size on:change=move |ev| form.size.set(event_target_value(&ev))>
+                        {SIZES.iter().map(|(w, h)| view! { <option value=format!("{w}x{h}")>{format!("{w} × {h}")}</option> }).collect_view()}
+                        <option value="custom">"Custom…"</option>
+                    </select>
+                </label>
+                {move || (form.size.get() == "custom").then(|| view! {
+                    <label class="field"><span>"Width"</span><input id="sd-width" type="text" prop:value=form.width on:input=move |ev| form.width.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"Height"</span><input id="sd-height" type="text" prop:value=form.height on:input=move |ev| form.height.set(event_target_value(&ev)) /></label>
+                })}
+                <label class="field"><span>"Steps"</span><input id="sd-steps" type="text" prop:value=form.steps on:input=move |ev| form.steps.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"CFG scale"</span><input id="sd-cfg" type="text" prop:value=form.cfg on:input=move |ev| form.cfg.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Sampler"</span>
+                    <select id="sd-sampler" prop:value=form.sampler on:change=move |ev| form.sampler.set(event_target_value(&ev))>
+                        {SAMPLERS.iter().map(|s| view! { <option value=*s>{*s}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label class="field"><span>"Images"</span><input id="sd-count" type="text" prop:value=count on:input=move |ev| count.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Seed"</span>
+                    <span class="toolbar">
+                        <label class="check"><input id="sd-seed-fixed" type="checkbox" prop:checked=fixed_seed on:change=move |ev| fixed_seed.set(event_target_checked(&ev)) />" fixed"</label>
+                        <input id="sd-seed" type="text" size="10" disabled=move || !fixed_seed.get() prop:value=seed on:input=move |ev| seed.set(event_target_value(&ev)) />
+                    </span>
+                </label>
+            </div>
+            <div class="toolbar">
+                <button id="sd-generate" class="btn btn-primary" disabled=move || !running() || active() || prompt.with(|p| p.trim().is_empty()) on:click=generate>
+                    {move || if active() { "Generating…" } else { "Generate" }}
+                </button>
+                <button id="sd-cancel" class="btn" disabled=move || !active() on:click=cancel>"Cancel"</button>
+                {move || (!running()).then(|| view! { <span class="muted small">"Start the server first."</span> })}
+            </div>
+            {move || job.get().map(|j| {
+                let started = progress().is_some();
+                let state = match j.status {
+                    JobStatus::Pending | JobStatus::InProgress if started => "Generating",
+                    JobStatus::Pending => "Waiting to start",
+                    JobStatus::InProgress => "Generating",
+                    JobStatus::Complete => "Finished",
+                    JobStatus::Error => "Failed",
+                    JobStatus::Cancelled => "Cancelled",
+                };
+                view! { <p class="small">"Job "<span class="mono">{j.id.clone()}</span>": "<strong id="sd-job-status">{state}</strong></p> }
+            })}
+            {move || active().then(|| {
+                let p = progress().unwrap_or(JobProgress {
+                    stage: ImageStage::Queued,
+                    current_step: 0,
+                    total_steps: 0,
+                    percentage: 0.0,
+                    current_image: 1,
+                    total_images: 1,
+                    eta_secs: None,
+                });
+                view! {
+                    <div id="sd-progress" data-stage=stage_label(p.stage) data-percent=format!("{:.0}", p.percentage)>
+                        <ProgressBar percent=p.percentage as f64 label=progress_caption(&p) />
+                    </div>
+                }
+            })}
+            {move || job.get().and_then(|j| j.error.clone()).map(|e| view! {
+                <div class="error-box" id="sd-job-error"><div class="error-title">{e.code}</div><p>{e.message}</p></div>
+            })}
+            {move || job.get().and_then(|j| j.result.clone().map(|r| (j.id.clone(), r))).map(|(id, r)| {
+                let secs = r.time_taken as f64 / 1000.0;
+                view! {
+                    <div class="images">
+                        {r.images.into_iter().enumerate().map(|(i, img)| {
+                            let id = id.clone();
+                            let save = move |_| {
+                                let id = id.clone();
+                                spawn_local(async move {
+                                    match api::diffusion_save_image(id, i as u32).await {
+                                        Ok(s) => saved.set(Some(s.path)),
+                                        Err(e) => error.set(Some(e)),
+                                    }
+                                });
+                            };
+                            view! {
+                                <figure class="image-result">
+                                    <img class="sd-image" id=format!("sd-image-{i}") alt="generated image"
+                                        src=format!("data:image/png;base64,{}", img.image) />
+                                    <figcaption class="small" id=format!("sd-image-info-{i}")>
+                                        {format!("{} × {} · seed {} · {secs:.1} s", img.width, img.height, img.seed)}
+                                    </figcaption>
+                                    <button class="btn btn-small sd-save" id=format!("sd-save-{i}") on:click=save>"Save"</button>
+                                </figure>
+                            }
+                        }).collect_view()}
+                    </div>
+                }
+            })}
+            {move || saved.get().map(|p| view! { <p class="small" id="sd-saved">"Saved to "<span class="mono">{p}</span></p> })}
+            {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
+        </Card>
     }
 }

@@ -5,9 +5,10 @@ use crate::api;
 use crate::app::LlmFeed;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
+use crate::components::local_date;
+use crate::components::log_card::LogCard;
 use crate::components::runtime_card::RuntimeCard;
-use crate::components::{local_date, local_time};
-use ipc::event::{LogLevel, ServerState};
+use ipc::event::ServerState;
 use ipc::format::bytes;
 use ipc::llm::{ChatArgs, ChatMessage, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
@@ -16,7 +17,7 @@ use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-fn state_label(s: ServerState) -> &'static str {
+pub fn state_label(s: ServerState) -> &'static str {
     match s {
         ServerState::Stopped => "Stopped",
         ServerState::Starting => "Starting",
@@ -53,6 +54,15 @@ pub fn LlmTab() -> impl IntoView {
             refresh();
         }
     });
+    spawn_local(async move {
+        if let Ok(l) = api::llm_logs().await {
+            feed.lines.update(|lines| {
+                if lines.is_empty() {
+                    *lines = l.lines;
+                }
+            });
+        }
+    });
 
     view! {
         <RuntimeCard kind=RuntimeKind::Llama />
@@ -62,7 +72,7 @@ pub fn LlmTab() -> impl IntoView {
         </div>
         {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
         <ChatCard status=status />
-        <LogCard />
+        <LogCard title="Server log" list_id="llm-log" lines=feed.lines />
     }
 }
 
@@ -314,71 +324,6 @@ fn ChatCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                 }
             }}
             {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
-        </Card>
-    }
-}
-
-#[component]
-fn LogCard() -> impl IntoView {
-    let feed = expect_context::<LlmFeed>();
-    let min_level = RwSignal::new("info".to_owned());
-    let show_debug = RwSignal::new(false);
-    let follow = RwSignal::new(true);
-    let cleared = RwSignal::new(0u64);
-    let list_ref = NodeRef::<leptos::html::Ol>::new();
-    spawn_local(async move {
-        if let Ok(l) = api::llm_logs().await {
-            feed.lines.update(|lines| {
-                if lines.is_empty() {
-                    *lines = l.lines;
-                }
-            });
-        }
-    });
-    let rank = |l: LogLevel| match l {
-        LogLevel::Debug => 0,
-        LogLevel::Info => 1,
-        LogLevel::Warn => 2,
-        LogLevel::Error => 3,
-    };
-    let shown = move || {
-        let floor = match min_level.get().as_str() {
-            "warn" => 2,
-            "error" => 3,
-            _ => 1,
-        };
-        let floor = if show_debug.get() { 0.min(floor) } else { floor };
-        let after = cleared.get();
-        feed.lines.with(|l| {
-            l.iter()
-                .filter(|x| x.at_ms >= after && rank(x.level) >= floor)
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-    };
-    Effect::new(move |_| {
-        let _ = shown();
-        if follow.get_untracked() {
-            if let Some(el) = list_ref.get() {
-                el.set_scroll_top(el.scroll_height());
-            }
-        }
-    });
-    view! {
-        <Card title="Server log">
-            <div class="toolbar">
-                <select id="log-level" on:change=move |ev| min_level.set(event_target_value(&ev)) prop:value=min_level>
-                    <option value="info">"info and above"</option><option value="warn">"warnings and errors"</option><option value="error">"errors"</option>
-                </select>
-                <label class="check"><input id="log-debug" type="checkbox" prop:checked=show_debug on:change=move |ev| show_debug.set(event_target_checked(&ev)) />" show debug"</label>
-                <label class="check"><input type="checkbox" prop:checked=follow on:change=move |ev| follow.set(event_target_checked(&ev)) />" auto-scroll"</label>
-                <button class="btn btn-small" on:click=move |_| cleared.set(js_sys::Date::now() as u64)>"Clear"</button>
-            </div>
-            <ol class="runtime-log" id="llm-log" node_ref=list_ref>
-                {move || shown().into_iter().map(|l| view! {
-                    <li class=format!("log-{:?}", l.level).to_lowercase()><span class="log-time">{local_time(l.at_ms)}</span>" "{l.message}</li>
-                }).collect_view()}
-            </ol>
         </Card>
     }
 }

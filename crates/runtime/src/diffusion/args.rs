@@ -3,24 +3,7 @@
 
 use crate::{Result, RuntimeError};
 
-/// Every sampler sd-cli accepts (`--sampling-method`), as its `--help` lists them.
-pub const SAMPLERS: &[&str] = &[
-    "euler",
-    "euler_a",
-    "heun",
-    "dpm2",
-    "dpm++2s_a",
-    "dpm++2m",
-    "dpm++2mv2",
-    "ipndm",
-    "ipndm_v",
-    "lcm",
-    "ddim_trailing",
-    "tcd",
-    "res_multistep",
-    "res_2s",
-    "er_sde",
-];
+pub use ipc::diffusion::SAMPLERS;
 
 /// Component roles of a multi-file model, in the order their flags are given.
 pub const COMPONENT_ORDER: &[(&str, &str)] = &[

@@ -54,6 +54,9 @@ struct Running {
     exe: PathBuf,
     model: ModelInfo,
     config: DiffusionConfig,
+    /// The runtime that started the server runs its jobs (a caller of `generate` may be on a
+    /// thread without one, e.g. a window's synchronous command).
+    tasks: tokio::runtime::Handle,
 }
 
 struct Job {
@@ -199,7 +202,10 @@ impl DiffusionServer {
         }
         for f in model.all_files() {
             if !std::path::Path::new(&f.path).is_file() {
-                return Err(RuntimeError::ModelNotFound(format!("{} ({} is missing)", model.id, f.path)));
+                return Err(RuntimeError::ModelNotFound(format!(
+                    "{} ({} is missing)",
+                    model.id, f.path
+                )));
             }
         }
         self.inner.shared.lock().unwrap().status.last_error = None;
@@ -258,14 +264,20 @@ impl DiffusionServer {
                 url: Some(format!("http://{url_host}:{port}")),
                 busy: false,
                 active_job: None,
-                sd_cli: Some(format!(
-                    "{} {:?} ({})",
-                    ensured.installed.version, ensured.installed.variant, ensured.installed.path
-                )),
+                sd_cli: Some(if ensured.installed.custom {
+                    format!("custom binary {}", ensured.installed.path)
+                } else {
+                    format!(
+                        "{}, {} build",
+                        ensured.installed.version,
+                        ensured.installed.variant.label()
+                    )
+                }),
                 started_at_ms: Some(now_ms()),
                 last_error: None,
             };
-            sh.running = Some(Running { exe, model, config: cfg });
+            let tasks = tokio::runtime::Handle::current();
+            sh.running = Some(Running { exe, model, config: cfg, tasks });
             sh.listener = Some((tx, serve));
             sh.status.clone()
         };
@@ -380,7 +392,8 @@ impl DiffusionServer {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        let mut x = t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut x =
+            t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // splitmix64 finaliser
         x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -432,7 +445,9 @@ impl DiffusionServer {
         sh.jobs.insert(id.clone(), Job { view: view.clone(), cancel, finished_at: None });
         let me = self.clone();
         let job_id = id.clone();
-        let task = tokio::spawn(async move { me.run_job(job_id, run.exe, image, count, cancel_rx).await });
+        let task = run
+            .tasks
+            .spawn(async move { me.run_job(job_id, run.exe, image, count, cancel_rx).await });
         sh.active = Some((id.clone(), task));
         sh.status.busy = true;
         sh.status.active_job = Some(id);
@@ -443,7 +458,10 @@ impl DiffusionServer {
     pub fn job(&self, id: &str) -> Result<JobView> {
         let mut sh = self.inner.shared.lock().unwrap();
         self.prune(&mut sh);
-        sh.jobs.get(id).map(|j| j.view.clone()).ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))
+        sh.jobs
+            .get(id)
+            .map(|j| j.view.clone())
+            .ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))
     }
 
     /// Cancels a pending or running job (its sd-cli ends at once). Cancelling a cancelled job
@@ -452,8 +470,10 @@ impl DiffusionServer {
         let view = {
             let mut sh = self.inner.shared.lock().unwrap();
             self.prune(&mut sh);
-            let job =
-                sh.jobs.get_mut(id).ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))?;
+            let job = sh
+                .jobs
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::GenerationNotFound(id.to_owned()))?;
             match job.view.status {
                 JobStatus::Cancelled => return Ok(job.view.clone()),
                 JobStatus::Complete | JobStatus::Error => {
@@ -536,7 +556,8 @@ impl DiffusionServer {
                 let p = progress_of(&s);
                 self.update(id, |j| j.view.progress = Some(p.clone()));
                 // Every stage change and at most ~20 progress events a second reach the window.
-                if last_stage != Some(s.stage) || last_event.elapsed() >= Duration::from_millis(50) {
+                if last_stage != Some(s.stage) || last_event.elapsed() >= Duration::from_millis(50)
+                {
                     last_stage = Some(s.stage);
                     last_event = Instant::now();
                     self.inner.events.emit(AppEvent::ImageProgress {
@@ -552,7 +573,9 @@ impl DiffusionServer {
                 }
             },
             |line: &str| {
-                if !line.trim().is_empty() && !super::progress::strip_ansi(line).trim_start().starts_with('|') {
+                if !line.trim().is_empty()
+                    && !super::progress::strip_ansi(line).trim_start().starts_with('|')
+                {
                     self.log(LogLevel::Info, super::progress::strip_ansi(line));
                 }
             },
@@ -603,8 +626,10 @@ impl DiffusionServer {
                     }
                     Err(e) => {
                         job.view.status = JobStatus::Error;
-                        job.view.error =
-                            Some(JobError { message: e.to_string(), code: e.code().as_str().into() });
+                        job.view.error = Some(JobError {
+                            message: e.to_string(),
+                            code: e.code().as_str().into(),
+                        });
                         Some(AppEvent::ImageJobFailed { job_id: id.to_owned(), error: e.to_ipc() })
                     }
                 }

@@ -1,0 +1,148 @@
+//! The Diffusion Server journey in the real window: a diffusion model on disk and a fake sd-cli
+//! (it prints sd-cli's output and writes a real PNG) chosen as the runtime; start the job API,
+//! generate, watch the progress bar go from 0 % through the diffusion steps to the finished
+//! image, save it, then cancel a second job and see its sd-cli gone.
+
+use e2e::{live_group_members, App, LaunchOptions};
+use ipc::models::{ModelInfo, ModelKind};
+use ipc::runtimes::RuntimeKind;
+use ipc::StorageRootSource;
+use runtime::binaries::{Binaries, BinariesConfig};
+use runtime::{EventBus, StorageLayout, StorageRoot};
+use std::time::{Duration, Instant};
+use testkit::fake_runtime;
+use testkit::TempDir;
+
+/// The fake sd-cli re-runs this test binary in sd-cli mode.
+#[test]
+#[ignore = "entry point of the fake sd-cli, not a test"]
+fn fake_sd_cli_entry() {
+    fake_runtime::sd_cli_if_asked();
+}
+
+async fn percent(app: &App) -> Option<(String, f64)> {
+    let v = app
+        .script(
+            "const e = document.querySelector('#sd-progress'); \
+             return e ? [e.dataset.stage, e.dataset.percent] : null;",
+        )
+        .await;
+    let a = v.as_array()?;
+    Some((a[0].as_str()?.to_owned(), a[1].as_str()?.parse().ok()?))
+}
+
+/// Waits until the progress bar shows `ok(stage, percent)`.
+async fn wait_progress(app: &App, what: &str, ok: impl Fn(&str, f64) -> bool) -> (String, f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((stage, pct)) = percent(app).await {
+            if ok(&stage, pct) {
+                return (stage, pct);
+            }
+        }
+        assert!(Instant::now() < deadline, "progress never showed {what}");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn generate_an_image_and_cancel_another() {
+    let dir = TempDir::new("e2e-sd");
+    let home = dir.join("home");
+    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
+    // The model, as the Models tab leaves a downloaded one.
+    let model = storage.diffusion_models().join("sdxl-tiny.gguf");
+    std::fs::write(&model, vec![7u8; 4096]).unwrap();
+    let p = model.display().to_string();
+    let info = ModelInfo::local_file("sdxl-tiny", "SDXL Tiny", ModelKind::Diffusion, &p, 4096);
+    std::fs::write(
+        storage.diffusion_models().join("sdxl-tiny.json"),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+    // sd-cli: the fake, chosen as a custom binary (checked like any other).
+    let exe = dir.join("sd-cli");
+    let script = fake_runtime::sd_cli_generating_script(
+        &std::env::current_exe().unwrap(),
+        150,
+        false,
+        &dir.join("calls.log"),
+    );
+    fake_runtime::write_script(&exe, &script);
+    let bins =
+        Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
+            .unwrap();
+    bins.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
+
+    let env = vec![(fake_runtime::ENV_SD_LOAD_MS.to_owned(), "2500".to_owned())];
+    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    app.click("#tab-btn-diffusion").await;
+    app.wait_text("#sd-model option", |t| t.starts_with("SDXL Tiny")).await;
+    // The SDXL preset was chosen from the name; Apply fills the form with it.
+    app.click("#sd-preset-apply").await;
+    let steps = app.script("return document.querySelector('#sd-steps').value").await;
+    assert_eq!(steps, "30");
+    let size = app.script("return document.querySelector('#sd-size').value").await;
+    assert_eq!(size, "1024x1024");
+    // A quicker job for the test: 512², 12 steps, and a free port.
+    app.script(
+        "const set = (sel, v) => { const e = document.querySelector(sel); e.value = v; \
+           e.dispatchEvent(new Event(e.tagName === 'SELECT' ? 'change' : 'input')); }; \
+         set('#sd-size', '512x512'); set('#sd-steps', '12'); set('#sd-port-input', 'auto');",
+    )
+    .await;
+    app.click("#sd-start").await;
+    app.wait_text("#sd-state", |t| t == "Running").await;
+    app.wait_text("#sd-url", |t| t.starts_with("http://127.0.0.1:")).await;
+
+    app.wait_visible("#sd-prompt").await.send_keys("a lighthouse at dusk").await.unwrap();
+    app.click("#sd-generate").await;
+    wait_progress(&app, "loading at 0 %", |s, p| s == "Loading" && p == 0.0).await;
+    let caption = app.wait_text("#sd-progress .bar-caption", |t| !t.is_empty()).await;
+    assert_eq!(caption, "Loading · 0%");
+    app.screenshot("diffusion-1-started").await;
+    let (stage, pct) =
+        wait_progress(&app, "mid-way diffusion", |s, p| s == "Diffusion" && p > 30.0).await;
+    let caption = app.wait_text("#sd-progress .bar-caption", |t| t.contains("step")).await;
+    assert!(caption.starts_with("Diffusion · step ") && caption.contains("/12"), "{caption}");
+    assert!(pct < 100.0, "{stage} {pct}");
+    app.screenshot("diffusion-2-midway").await;
+
+    let status = app.wait_text("#sd-job-status", |t| t == "Finished").await;
+    assert_eq!(status, "Finished");
+    let info = app.wait_text("#sd-image-info-0", |t| !t.is_empty()).await;
+    assert!(info.starts_with("512 × 512 · seed "), "{info}");
+    let natural = app
+        .script("const i = document.querySelector('#sd-image-0'); return [i.complete, i.naturalWidth, i.naturalHeight];")
+        .await;
+    assert_eq!(natural, serde_json::json!([true, 512, 512]), "the PNG decodes in the window");
+    app.click("#sd-save-0").await;
+    let saved = app.wait_text("#sd-saved", |t| t.contains(".png")).await;
+    let path = saved.trim_start_matches("Saved to ").trim();
+    assert!(path.starts_with(&home.join("images").display().to_string()), "{path}");
+    assert!(std::fs::read(path).unwrap().starts_with(b"\x89PNG"));
+    app.screenshot("diffusion-3-finished").await;
+
+    // A second job, cancelled while it runs: its sd-cli is gone and the form is free again.
+    app.click("#sd-generate").await;
+    wait_progress(&app, "diffusion", |s, _| s == "Diffusion").await;
+    let needle = home.display().to_string();
+    let pid = fake_runtime::fake_sd_cli_pid(&needle).expect("the second job's sd-cli runs");
+    app.click("#sd-cancel").await;
+    app.wait_text("#sd-job-status", |t| t == "Cancelled").await;
+    let t = Instant::now();
+    while fake_runtime::alive(pid) {
+        assert!(t.elapsed() < Duration::from_secs(2), "sd-cli still running after Cancel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.wait_text("#sd-generate", |t| t == "Generate").await;
+    let log = app.wait_text("#sd-log", |t| t.contains("cancelled")).await;
+    assert!(log.contains("job API listening on http://127.0.0.1:"), "{log}");
+    app.screenshot("diffusion-4-cancelled").await;
+
+    app.click("#sd-stop").await;
+    app.wait_text("#sd-state", |t| t == "Stopped").await;
+    let group = app.finish().await;
+    assert!(live_group_members(group).is_empty(), "processes left behind");
+}
