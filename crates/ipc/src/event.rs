@@ -4,6 +4,7 @@
 //! window as an [`AppEvent`] on [`EVENT_CHANNEL`]. The window both listens and polls: polling is
 //! the safety net, events make the display immediate.
 
+use crate::orchestrator::{CycleTimes, OffloadDecision, SavedLlmState};
 use crate::runtimes::{BinaryProgress, RuntimeKind};
 use crate::IpcError;
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,28 @@ pub enum AppEvent {
     ImageJobCancelled {
         job_id: String,
     },
+    /// The LLM was stopped to make room for an image; it comes back when the image is done.
+    LlmOffloaded {
+        decision: OffloadDecision,
+        saved: SavedLlmState,
+    },
+    /// The paused LLM is healthy again; where the pause's time went.
+    LlmReloaded {
+        port: u16,
+        attempts: u32,
+        times: CycleTimes,
+    },
+    /// Bringing the LLM back failed (`will_retry`: another try follows).
+    LlmReloadFailed {
+        error: IpcError,
+        attempt: u32,
+        will_retry: bool,
+    },
+    /// An image job ran beside the LLM: the numbers that said it fits (or the LLM was not
+    /// running, or pausing is off).
+    OffloadNotNeeded {
+        decision: OffloadDecision,
+    },
 }
 
 impl AppEvent {
@@ -189,6 +212,17 @@ impl AppEvent {
             }
             Self::ImageJobFailed { error, .. } => format!("image job failed: {}", error.message),
             Self::ImageJobCancelled { .. } => "image job cancelled".to_owned(),
+            Self::LlmOffloaded { decision, .. } => format!("LLM paused for an image: {}", decision.reason),
+            Self::LlmReloaded { port, times, .. } => format!(
+                "LLM back on port {port} (stop {} ms, wait {} ms, image {} ms, restart {} ms)",
+                times.stop_ms, times.wait_ms, times.job_ms, times.restart_ms
+            ),
+            Self::LlmReloadFailed { error, attempt, will_retry } => format!(
+                "LLM reload try {attempt} failed{}: {}",
+                if *will_retry { ", retrying" } else { "" },
+                error.message
+            ),
+            Self::OffloadNotNeeded { decision } => format!("LLM kept running: {}", decision.reason),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod event;
 pub mod format;
 pub mod llm;
 pub mod models;
+pub mod orchestrator;
 pub mod runtimes;
 pub mod system;
 
@@ -82,6 +83,16 @@ pub mod cmd {
     /// Writes a finished image under the storage folder ([`crate::diffusion::SaveImageArgs`]).
     pub const DIFFUSION_SAVE_IMAGE: &str = "diffusion_save_image";
 
+    /// Where orchestration stands ([`crate::orchestrator::OrchestratorStatus`]).
+    pub const ORCHESTRATOR_STATUS: &str = "orchestrator_status";
+    /// Saves the mode and margin ([`crate::orchestrator::OrchestratorSettings`]).
+    pub const ORCHESTRATOR_SET: &str = "orchestrator_set";
+    /// Whether a job would pause the LLM now ([`crate::diffusion::ImageRequest`] →
+    /// [`crate::orchestrator::OffloadDecision`]).
+    pub const ORCHESTRATOR_CHECK: &str = "orchestrator_check";
+    /// Brings a paused LLM back now (after a reload that failed).
+    pub const ORCHESTRATOR_RELOAD: &str = "orchestrator_reload";
+
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
         APP_INFO,
@@ -116,6 +127,10 @@ pub mod cmd {
         DIFFUSION_CANCEL,
         DIFFUSION_LOGS,
         DIFFUSION_SAVE_IMAGE,
+        ORCHESTRATOR_STATUS,
+        ORCHESTRATOR_SET,
+        ORCHESTRATOR_CHECK,
+        ORCHESTRATOR_RELOAD,
     ];
 }
 

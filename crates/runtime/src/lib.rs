@@ -12,6 +12,7 @@ pub mod links;
 pub mod llama;
 pub mod models;
 pub mod net;
+pub mod orchestrator;
 pub mod process;
 pub mod storage;
 pub mod system;
@@ -48,6 +49,7 @@ pub struct Runtime {
     binaries: binaries::Binaries,
     llm: llama::LlamaServer,
     diffusion: diffusion::DiffusionServer,
+    orchestrator: orchestrator::Orchestrator,
 }
 
 impl Runtime {
@@ -83,7 +85,25 @@ impl Runtime {
             system.clone(),
             diffusion::DiffusionServerConfig::default(),
         );
-        Ok(Self { storage, events, system, models, downloads, binaries, llm, diffusion })
+        let orchestrator = orchestrator::Orchestrator::new(
+            storage.config(),
+            events.clone(),
+            Arc::new(llm.clone()),
+            system.clone(),
+            orchestrator::OrchestratorConfig::default(),
+        );
+        diffusion.set_gate(Arc::new(orchestrator.clone()));
+        Ok(Self {
+            storage,
+            events,
+            system,
+            models,
+            downloads,
+            binaries,
+            llm,
+            diffusion,
+            orchestrator,
+        })
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
@@ -105,6 +125,15 @@ impl Runtime {
 
     pub fn diffusion(&self) -> &diffusion::DiffusionServer {
         &self.diffusion
+    }
+
+    pub fn orchestrator(&self) -> &orchestrator::Orchestrator {
+        &self.orchestrator
+    }
+
+    /// At launch: brings back an LLM that was paused for an image when the app last ended.
+    pub async fn recover(&self) -> Result<bool> {
+        self.orchestrator.recover().await
     }
 
     pub fn binaries(&self) -> &binaries::Binaries {

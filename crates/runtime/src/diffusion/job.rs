@@ -47,6 +47,9 @@ pub async fn run(
         .await
         .map_err(|e| RuntimeError::io("creating folder", temp_dir, e))?;
     for i in 0..count {
+        if *cancel.borrow() {
+            return Err(RuntimeError::Cancelled);
+        }
         if i > 0 {
             tracker.next_image();
         }

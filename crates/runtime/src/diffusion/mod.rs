@@ -4,8 +4,9 @@
 
 pub mod api;
 pub mod args;
+pub mod estimate;
 pub mod job;
 pub mod progress;
 pub mod server;
 
-pub use server::{DiffusionServer, DiffusionServerConfig};
+pub use server::{DiffusionServer, DiffusionServerConfig, JobGate, JobTicket};

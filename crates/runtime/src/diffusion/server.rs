@@ -7,6 +7,7 @@
 //! their result for a while (5 minutes by default) and are then forgotten.
 
 use super::args::{offload_for, validate, Offload, SdImage, SdModel};
+use super::estimate::{image_footprint, Weights};
 use super::job::{self, JobOut};
 use super::progress::{Snapshot, Stage};
 use crate::binaries::Binaries;
@@ -17,6 +18,8 @@ use crate::storage::StorageLayout;
 use crate::system::SystemProbe;
 use crate::{now_ms, Result, RuntimeError};
 use base64::Engine as _;
+use futures_util::future::BoxFuture;
+use ipc::orchestrator::{Footprint, OffloadDecision};
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobError, JobImage, JobProgress, JobResult,
     JobStatus, JobView, DEFAULT_CFG, DEFAULT_PORT, DEFAULT_SIZE, DEFAULT_STEPS, MAX_COUNT,
@@ -48,12 +51,33 @@ impl Default for DiffusionServerConfig {
     }
 }
 
+/// What a job asks of the gate every job passes through.
+pub struct JobTicket {
+    pub job_id: String,
+    /// The job's memory estimate ([`super::estimate`]).
+    pub need: Footprint,
+    /// Called when the gate starts making room (the job shows "Making room").
+    pub making_room: Box<dyn FnOnce() + Send>,
+}
+
+/// Something every image job passes through (the orchestrator): it may make room first and
+/// clean up after. Without one, jobs run as they come.
+pub trait JobGate: Send + Sync {
+    /// Runs `job` (which records its own outcome); an error is the gate's own (the job may not
+    /// have run).
+    fn run<'a>(&'a self, ticket: JobTicket, job: BoxFuture<'a, ()>) -> BoxFuture<'a, Result<()>>;
+    /// What a job needing `need` would decide now; nothing changes.
+    fn check(&self, need: Footprint) -> Result<OffloadDecision>;
+}
+
 /// Everything a job needs that the start decided.
 #[derive(Debug, Clone)]
 struct Running {
     exe: PathBuf,
     model: ModelInfo,
     config: DiffusionConfig,
+    /// sd-cli runs on a GPU (a GPU build on a machine with one).
+    gpu: bool,
     /// The runtime that started the server runs its jobs (a caller of `generate` may be on a
     /// thread without one, e.g. a window's synchronous command).
     tasks: tokio::runtime::Handle,
@@ -87,6 +111,7 @@ struct Inner {
     /// One start or stop at a time.
     op: tokio::sync::Mutex<()>,
     counter: AtomicU64,
+    gate: Mutex<Option<Arc<dyn JobGate>>>,
 }
 
 #[derive(Clone)]
@@ -133,8 +158,14 @@ impl DiffusionServer {
                 logs: Mutex::new(logs),
                 op: tokio::sync::Mutex::new(()),
                 counter: AtomicU64::new(0),
+                gate: Mutex::new(None),
             }),
         }
+    }
+
+    /// Every job from now on passes through `gate`.
+    pub fn set_gate(&self, gate: Arc<dyn JobGate>) {
+        *self.inner.gate.lock().unwrap() = Some(gate);
     }
 
     pub fn status(&self) -> DiffusionStatus {
@@ -277,7 +308,9 @@ impl DiffusionServer {
                 last_error: None,
             };
             let tasks = tokio::runtime::Handle::current();
-            sh.running = Some(Running { exe, model, config: cfg, tasks });
+            let gpu = ensured.installed.variant != ipc::runtimes::Variant::Cpu
+                && self.best_gpu().is_some();
+            sh.running = Some(Running { exe, model, config: cfg, gpu, tasks });
             sh.listener = Some((tx, serve));
             sh.status.clone()
         };
@@ -326,7 +359,7 @@ impl DiffusionServer {
 
     /// The sd-cli settings for one request: defaults filled, the seed chosen, the offload flags
     /// from the GPU's free memory now (the user's overrides win).
-    fn image_for(&self, req: &ImageRequest, run: &Running) -> Result<(SdImage, u32)> {
+    fn image_for(&self, req: &ImageRequest, run: &Running) -> Result<(SdImage, u32, Footprint)> {
         let count = req.count.unwrap_or(1);
         if !(1..=MAX_COUNT).contains(&count) {
             return Err(RuntimeError::InvalidInput(format!(
@@ -376,7 +409,27 @@ impl DiffusionServer {
             output: String::new(),
         };
         validate(&image)?;
-        Ok((image, count))
+        let weights = Weights::from_files(files.iter().map(|f| (f.role.as_str(), f.size_bytes)));
+        let need = image_footprint(weights, image.offload, image.width, image.height, run.gpu);
+        Ok((image, count, need))
+    }
+
+    /// The memory a job for `req` would take (the server must run: the model is its).
+    pub fn footprint_for(&self, req: &ImageRequest) -> Result<Footprint> {
+        let run = self.inner.shared.lock().unwrap().running.clone();
+        let run = run.ok_or(RuntimeError::ServerNotRunning)?;
+        let req = ImageRequest {
+            prompt: if req.prompt.trim().is_empty() { "-".into() } else { req.prompt.clone() },
+            ..req.clone()
+        };
+        Ok(self.image_for(&req, &run)?.2)
+    }
+
+    /// Whether a job for `req` would pause the LLM now (no gate: never).
+    pub fn would_need_offload(&self, req: &ImageRequest) -> Result<Option<OffloadDecision>> {
+        let need = self.footprint_for(req)?;
+        let gate = self.inner.gate.lock().unwrap().clone();
+        gate.map(|g| g.check(need)).transpose()
     }
 
     /// (total, free) VRAM of the GPU with the most free memory, if any.
@@ -423,7 +476,7 @@ impl DiffusionServer {
     pub fn generate(&self, req: ImageRequest) -> Result<JobView> {
         let mut sh = self.inner.shared.lock().unwrap();
         let Some(run) = sh.running.clone() else { return Err(RuntimeError::ServerNotRunning) };
-        let (image, count) = self.image_for(&req, &run)?;
+        let (image, count, need) = self.image_for(&req, &run)?;
         self.prune(&mut sh);
         if let Some((id, _)) = &sh.active {
             return Err(RuntimeError::Busy(format!(
@@ -447,7 +500,7 @@ impl DiffusionServer {
         let job_id = id.clone();
         let task = run
             .tasks
-            .spawn(async move { me.run_job(job_id, run.exe, image, count, cancel_rx).await });
+            .spawn(async move { me.run_job(job_id, run.exe, image, count, need, cancel_rx).await });
         sh.active = Some((id.clone(), task));
         sh.status.busy = true;
         sh.status.active_job = Some(id);
@@ -512,6 +565,7 @@ impl DiffusionServer {
         exe: PathBuf,
         image: SdImage,
         count: u32,
+        need: Footprint,
         cancel: watch::Receiver<bool>,
     ) {
         self.update(&id, |j| j.view.status = JobStatus::InProgress);
@@ -530,8 +584,57 @@ impl DiffusionServer {
             ),
         );
         let temp = self.inner.storage.root().join("temp");
-        let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
-        self.finish(&id, out);
+        // The job records its result as soon as sd-cli is done: the image shows while the gate
+        // still brings the LLM back.
+        let job = async {
+            let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
+            self.finish(&id, out);
+        };
+        let gate = self.inner.gate.lock().unwrap().clone();
+        match gate {
+            Some(gate) => {
+                let me = self.clone();
+                let job_id = id.clone();
+                let making_room = Box::new(move || me.making_room(&job_id));
+                let ticket = JobTicket { job_id: id.clone(), need, making_room };
+                if let Err(e) = gate.run(ticket, Box::pin(job)).await {
+                    self.finish(&id, Err(e));
+                }
+            }
+            None => job.await,
+        }
+    }
+
+    /// The job waits while the LLM is paused and its memory comes back.
+    fn making_room(&self, id: &str) {
+        let mut p = None;
+        self.update(id, |j| {
+            let mut progress = j.view.progress.clone().unwrap_or(JobProgress {
+                stage: ImageStage::MakingRoom,
+                current_step: 0,
+                total_steps: 0,
+                percentage: 0.0,
+                current_image: 1,
+                total_images: 1,
+                eta_secs: None,
+            });
+            progress.stage = ImageStage::MakingRoom;
+            j.view.progress = Some(progress.clone());
+            p = Some(progress);
+        });
+        if let Some(p) = p {
+            self.log(LogLevel::Info, format!("image job {id}: pausing the LLM to make room"));
+            self.inner.events.emit(AppEvent::ImageProgress {
+                job_id: id.to_owned(),
+                stage: p.stage,
+                step: 0,
+                total_steps: p.total_steps,
+                percent: 0.0,
+                image: p.current_image,
+                images: p.total_images,
+                eta_secs: None,
+            });
+        }
     }
 
     /// Runs the images of job `id`, feeding its progress and the log.
@@ -592,7 +695,7 @@ impl DiffusionServer {
                 sh.status.active_job = None;
             }
             let Some(job) = sh.jobs.get_mut(id) else { return };
-            if job.view.status == JobStatus::Cancelled {
+            if job.view.status.is_finished() {
                 None
             } else {
                 job.finished_at = Some(Instant::now());

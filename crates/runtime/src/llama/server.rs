@@ -104,6 +104,9 @@ struct Inner {
     listening: tokio::sync::Notify,
     /// Bumped by every manual start and stop: a pending auto-restart of an older epoch is void.
     epoch: AtomicU64,
+    /// Set while the orchestrator has paused the server for an image: starts are refused with
+    /// this reason.
+    hold: Mutex<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -167,6 +170,7 @@ impl LlamaServer {
                 op: tokio::sync::Mutex::new(()),
                 listening: tokio::sync::Notify::new(),
                 epoch: AtomicU64::new(0),
+                hold: Mutex::new(None),
             }),
         };
         if let Some(pid) = me.stop_orphan() {
@@ -281,8 +285,26 @@ impl LlamaServer {
         })
     }
 
+    /// Refuses (or again allows) starts while the orchestrator has paused the server.
+    pub fn set_hold(&self, reason: Option<String>) {
+        *self.inner.hold.lock().unwrap() = reason;
+    }
+
+    fn check_hold(&self) -> Result<()> {
+        match self.inner.hold.lock().unwrap().clone() {
+            Some(reason) => Err(RuntimeError::Busy(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// The request of the last start, its port made concrete.
+    pub fn last_config(&self) -> Option<LlmConfig> {
+        self.inner.shared.lock().unwrap().config.clone()
+    }
+
     /// Starts the server and answers once it is healthy. A manual start resets the restart count.
     pub async fn start(&self, cfg: LlmConfig) -> Result<LlmStatus> {
+        self.check_hold()?;
         let _op = self.inner.op.lock().await;
         if matches!(
             self.state(),
@@ -297,6 +319,7 @@ impl LlamaServer {
 
     /// Stops (if running) and starts again with the settings of the last start.
     pub async fn restart(&self) -> Result<LlmStatus> {
+        self.check_hold()?;
         let cfg = self
             .inner
             .shared
@@ -541,6 +564,16 @@ impl LlamaServer {
     /// Stops the server: SIGTERM to its process group, SIGKILL after the grace period. Also
     /// cancels a pending auto-restart of a crashed server.
     pub async fn stop(&self) -> Result<()> {
+        self.stop_as(ServerState::Stopped).await
+    }
+
+    /// Stops the server to make room for an image: like [`Self::stop`], but the state says it
+    /// is paused (`Offloaded`) and will come back.
+    pub async fn offload(&self) -> Result<()> {
+        self.stop_as(ServerState::Offloaded).await
+    }
+
+    async fn stop_as(&self, final_state: ServerState) -> Result<()> {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
         let state = self.state();
         let has_child = self.inner.shared.lock().unwrap().stop_tx.is_some();
@@ -559,7 +592,7 @@ impl LlamaServer {
             sh.status.pid = None;
             sh.status.healthy = false;
         }
-        self.set_state(ServerState::Stopped);
+        self.set_state(final_state);
         self.inner.system.invalidate();
         self.inner.events.emit(AppEvent::SystemChanged);
         Ok(())
