@@ -212,7 +212,9 @@ impl AppEvent {
             }
             Self::ImageJobFailed { error, .. } => format!("image job failed: {}", error.message),
             Self::ImageJobCancelled { .. } => "image job cancelled".to_owned(),
-            Self::LlmOffloaded { decision, .. } => format!("LLM paused for an image: {}", decision.reason),
+            Self::LlmOffloaded { decision, .. } => {
+                format!("LLM paused for an image: {}", decision.reason)
+            }
             Self::LlmReloaded { port, times, .. } => format!(
                 "LLM back on port {port} (stop {} ms, wait {} ms, image {} ms, restart {} ms)",
                 times.stop_ms, times.wait_ms, times.job_ms, times.restart_ms

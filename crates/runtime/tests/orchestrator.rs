@@ -200,7 +200,13 @@ impl World {
         let memory = FakeMemory::new(free);
         let ops = Arc::new(Mutex::new(Vec::new()));
         let llm = FakeLlm::new(memory.clone(), true, ops.clone());
-        let orch = Orchestrator::new(dir.join("config"), events.clone(), llm.clone(), memory.clone(), quick());
+        let orch = Orchestrator::new(
+            dir.join("config"),
+            events.clone(),
+            llm.clone(),
+            memory.clone(),
+            quick(),
+        );
         Self { dir, events, memory, llm, ops, orch }
     }
 
@@ -257,7 +263,10 @@ async fn pause_wait_job_reload_in_that_order() {
 
     let events = drain(&mut rx);
     let (decision, times) = match (&events[0], &events[1]) {
-        (AppEvent::LlmOffloaded { decision, saved }, AppEvent::LlmReloaded { port: 41234, attempts: 1, times }) => {
+        (
+            AppEvent::LlmOffloaded { decision, saved },
+            AppEvent::LlmReloaded { port: 41234, attempts: 1, times },
+        ) => {
             assert_eq!(saved.config, config());
             (decision.clone(), *times)
         }
@@ -265,7 +274,10 @@ async fn pause_wait_job_reload_in_that_order() {
     };
     assert!(decision.offload && decision.llm_running && decision.llm_measured);
     assert_eq!(decision.device, "VRAM (Test GPU)");
-    assert_eq!((decision.llm_bytes, decision.image_bytes, decision.free_bytes), (LLM_VRAM, 5 * GIB, 8 * GIB));
+    assert_eq!(
+        (decision.llm_bytes, decision.image_bytes, decision.free_bytes),
+        (LLM_VRAM, 5 * GIB, 8 * GIB)
+    );
     assert!(decision.reason.contains("will be paused"), "{}", decision.reason);
     assert!(times.stop_ms >= 20 && times.wait_ms >= 20, "{times:?}");
     let st = w.orch.status();
@@ -296,7 +308,13 @@ async fn no_pause_when_both_fit_and_the_numbers_say_why() {
     let bad = OrchestratorSettings { margin: 1.5, ..s };
     assert_eq!(w.orch.set_settings(bad).await.unwrap_err().code(), ErrorCode::InvalidInput);
     // The settings survive a restart of the app.
-    let again = Orchestrator::new(w.dir.join("config"), EventBus::default(), w.llm.clone(), w.memory.clone(), quick());
+    let again = Orchestrator::new(
+        w.dir.join("config"),
+        EventBus::default(),
+        w.llm.clone(),
+        w.memory.clone(),
+        quick(),
+    );
     assert_eq!(again.status().settings, s);
 }
 
@@ -315,7 +333,8 @@ async fn the_llm_comes_back_after_a_failed_or_cancelled_job() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InsufficientMemory, "the job's error is kept");
     assert!(w.llm.is_running());
-    let err = w.orch.run("j2", need(5 * GIB), || {}, async { Err::<(), _>(RuntimeError::Cancelled) });
+    let err =
+        w.orch.run("j2", need(5 * GIB), || {}, async { Err::<(), _>(RuntimeError::Cancelled) });
     assert_eq!(err.await.unwrap_err().code(), ErrorCode::Cancelled);
     assert!(w.llm.is_running());
     assert_eq!(w.ops(), ["hold", "pause", "unhold", "resume", "hold", "pause", "unhold", "resume"]);
@@ -351,7 +370,13 @@ async fn reload_failures_are_reported_and_retried() {
     assert_eq!(st.saved.unwrap().config, config());
     assert!(w.saved_file().exists());
     let last = drain(&mut rx);
-    assert!(matches!(last.last(), Some(AppEvent::LlmReloadFailed { attempt: 3, will_retry: false, .. })), "{last:?}");
+    assert!(
+        matches!(
+            last.last(),
+            Some(AppEvent::LlmReloadFailed { attempt: 3, will_retry: false, .. })
+        ),
+        "{last:?}"
+    );
     w.llm.fail_resumes.store(0, Ordering::SeqCst);
     w.orch.reload_now().await.unwrap();
     assert!(w.llm.is_running() && !w.saved_file().exists());
@@ -401,7 +426,13 @@ async fn the_app_dying_mid_job_leaves_a_state_the_next_launch_restores() {
     // The next launch: a fresh server (not running) and orchestrator on the same folder.
     let ops = Arc::new(Mutex::new(Vec::new()));
     let llm = FakeLlm::new(w.memory.clone(), false, ops.clone());
-    let next = Orchestrator::new(w.dir.join("config"), EventBus::default(), llm.clone(), w.memory.clone(), quick());
+    let next = Orchestrator::new(
+        w.dir.join("config"),
+        EventBus::default(),
+        llm.clone(),
+        w.memory.clone(),
+        quick(),
+    );
     assert_eq!(next.status().saved.unwrap().config, config());
     assert!(next.recover().await.unwrap());
     assert_eq!(llm.running().unwrap().config, config(), "back with the same port and context");
@@ -427,11 +458,16 @@ async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
 
     let w = World::new("batch", 8 * GIB);
     // Always: the fake sd-cli's model is tiny, but the rule says pause.
-    w.orch.set_settings(OrchestratorSettings { mode: OffloadMode::Always, margin: 0.75 }).await.unwrap();
+    w.orch
+        .set_settings(OrchestratorSettings { mode: OffloadMode::Always, margin: 0.75 })
+        .await
+        .unwrap();
     let storage =
-        StorageLayout::create(StorageRoot::new(w.dir.join("home"), StorageRootSource::Env)).unwrap();
+        StorageLayout::create(StorageRoot::new(w.dir.join("home"), StorageRootSource::Env))
+            .unwrap();
     let binaries =
-        Binaries::new(storage.clone(), w.events.clone(), BinariesConfig::from_env().unwrap()).unwrap();
+        Binaries::new(storage.clone(), w.events.clone(), BinariesConfig::from_env().unwrap())
+            .unwrap();
     let exe = w.dir.join("sd-cli");
     let script = testkit::fake_runtime::sd_cli_generating_script(
         &std::env::current_exe().unwrap(),
@@ -481,8 +517,11 @@ async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
     }
     let offloads = seen.iter().filter(|e| matches!(e, AppEvent::LlmOffloaded { .. })).count();
     assert_eq!(offloads, 1, "one pause for the whole batch");
-    assert!(seen.iter().any(|e| matches!(e, AppEvent::ImageProgress { stage: ImageStage::MakingRoom, .. })));
-    let finished = seen.iter().position(|e| matches!(e, AppEvent::ImageJobFinished { images: 3, .. }));
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, AppEvent::ImageProgress { stage: ImageStage::MakingRoom, .. })));
+    let finished =
+        seen.iter().position(|e| matches!(e, AppEvent::ImageJobFinished { images: 3, .. }));
     let reloaded = seen.len() - 1;
     assert!(finished.is_some_and(|f| f < reloaded), "all three images, then the LLM");
     let calls = std::fs::read_to_string(w.dir.join("calls.log")).unwrap();

@@ -54,13 +54,22 @@ fn scaled(bytes: u64) -> u64 {
     (bytes as f64 * WEIGHT_OVERHEAD) as u64
 }
 
-pub fn image_footprint(w: Weights, offload: Offload, width: u32, height: u32, gpu: bool) -> Footprint {
+pub fn image_footprint(
+    w: Weights,
+    offload: Offload,
+    width: u32,
+    height: u32,
+    gpu: bool,
+) -> Footprint {
     let pixels = u64::from(width) * u64::from(height);
     let sampling = SAMPLING_BYTES_PER_PIXEL * pixels;
     let decode = VAE_DECODE_BYTES_PER_PIXEL * pixels;
     let (d, e, v) = (scaled(w.diffusion), scaled(w.encoders), scaled(w.vae));
     if !gpu {
-        return Footprint { ram_bytes: d + e + v + sampling + decode + PROCESS_BASE, vram_bytes: 0 };
+        return Footprint {
+            ram_bytes: d + e + v + sampling + decode + PROCESS_BASE,
+            vram_bytes: 0,
+        };
     }
     let mut ram = PROCESS_BASE;
     let mut vram = sampling;

@@ -19,13 +19,13 @@ use crate::system::SystemProbe;
 use crate::{now_ms, Result, RuntimeError};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
-use ipc::orchestrator::{Footprint, OffloadDecision};
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobError, JobImage, JobProgress, JobResult,
     JobStatus, JobView, DEFAULT_CFG, DEFAULT_PORT, DEFAULT_SIZE, DEFAULT_STEPS, MAX_COUNT,
 };
 use ipc::event::{ImageStage, LogLevel, LogLine, ServerKind, ServerState};
 use ipc::models::{ModelInfo, ModelKind};
+use ipc::orchestrator::{Footprint, OffloadDecision};
 use ipc::runtimes::RuntimeKind;
 use ipc::AppEvent;
 use std::collections::HashMap;

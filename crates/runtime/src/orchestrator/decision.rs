@@ -149,7 +149,12 @@ mod tests {
             // 6 + 5 = 11 ≤ 0.75 × (10 + 6) = 12: both fit.
             ("fits", input(), false, "VRAM (RTX 4090)"),
             // 6 + 5 = 11 > 0.75 × (8 + 6) = 10.5.
-            ("vram short", DecisionInput { gpu: Some(("RTX 4090".into(), 8 * GIB)), ..input() }, true, "VRAM (RTX 4090)"),
+            (
+                "vram short",
+                DecisionInput { gpu: Some(("RTX 4090".into(), 8 * GIB)), ..input() },
+                true,
+                "VRAM (RTX 4090)",
+            ),
             // VRAM fits but RAM does not: 1 + 1 = 2 > 0.75 × (1.5 + 1) = 1.875.
             ("ram short", DecisionInput { free_ram: GIB + 512 * MIB, ..input() }, true, "RAM"),
             // No GPU: RAM decides. 4 + 5 = 9 > 0.75 × (6 + 4) = 7.5.
@@ -165,22 +170,104 @@ mod tests {
                 true,
                 "RAM",
             ),
-            ("no gpu, fits", DecisionInput { gpu: None, image: Footprint { ram_bytes: GIB, vram_bytes: 0 }, llm: Some(LlmUse { ram: GIB, vram: 0, measured: true }), ..input() }, false, "RAM"),
-            ("llm not running", DecisionInput { llm: None, gpu: Some(("RTX 4090".into(), GIB)), ..input() }, false, "VRAM (RTX 4090)"),
-            ("never", DecisionInput { mode: OffloadMode::Never, gpu: Some(("RTX 4090".into(), GIB)), ..input() }, false, "VRAM (RTX 4090)"),
-            ("always", DecisionInput { mode: OffloadMode::Always, ..input() }, true, "VRAM (RTX 4090)"),
+            (
+                "no gpu, fits",
+                DecisionInput {
+                    gpu: None,
+                    image: Footprint { ram_bytes: GIB, vram_bytes: 0 },
+                    llm: Some(LlmUse { ram: GIB, vram: 0, measured: true }),
+                    ..input()
+                },
+                false,
+                "RAM",
+            ),
+            (
+                "llm not running",
+                DecisionInput { llm: None, gpu: Some(("RTX 4090".into(), GIB)), ..input() },
+                false,
+                "VRAM (RTX 4090)",
+            ),
+            (
+                "never",
+                DecisionInput {
+                    mode: OffloadMode::Never,
+                    gpu: Some(("RTX 4090".into(), GIB)),
+                    ..input()
+                },
+                false,
+                "VRAM (RTX 4090)",
+            ),
+            (
+                "always",
+                DecisionInput { mode: OffloadMode::Always, ..input() },
+                true,
+                "VRAM (RTX 4090)",
+            ),
             // Margin edges: exactly the budget fits, one byte over does not.
             // 0.5 × (10 + 6) = 8 = 6 + 2.
-            ("edge fits", DecisionInput { margin: 0.5, image: Footprint { ram_bytes: 0, vram_bytes: 2 * GIB }, ..input() }, false, "VRAM (RTX 4090)"),
-            ("edge over", DecisionInput { margin: 0.5, image: Footprint { ram_bytes: 0, vram_bytes: 2 * GIB + 1 }, ..input() }, true, "VRAM (RTX 4090)"),
+            (
+                "edge fits",
+                DecisionInput {
+                    margin: 0.5,
+                    image: Footprint { ram_bytes: 0, vram_bytes: 2 * GIB },
+                    ..input()
+                },
+                false,
+                "VRAM (RTX 4090)",
+            ),
+            (
+                "edge over",
+                DecisionInput {
+                    margin: 0.5,
+                    image: Footprint { ram_bytes: 0, vram_bytes: 2 * GIB + 1 },
+                    ..input()
+                },
+                true,
+                "VRAM (RTX 4090)",
+            ),
             // Margin 1.0: everything free counts.
-            ("margin 1", DecisionInput { margin: 1.0, image: Footprint { ram_bytes: 0, vram_bytes: 10 * GIB }, ..input() }, false, "VRAM (RTX 4090)"),
+            (
+                "margin 1",
+                DecisionInput {
+                    margin: 1.0,
+                    image: Footprint { ram_bytes: 0, vram_bytes: 10 * GIB },
+                    ..input()
+                },
+                false,
+                "VRAM (RTX 4090)",
+            ),
             // Hysteresis: 11.5 of a 12 budget (95.8 %) fits...
-            ("near the line", DecisionInput { image: Footprint { ram_bytes: GIB, vram_bytes: 5 * GIB + 512 * MIB }, ..input() }, false, "VRAM (RTX 4090)"),
+            (
+                "near the line",
+                DecisionInput {
+                    image: Footprint { ram_bytes: GIB, vram_bytes: 5 * GIB + 512 * MIB },
+                    ..input()
+                },
+                false,
+                "VRAM (RTX 4090)",
+            ),
             // ...but right after a pause it is within 5 % of the line and still pauses...
-            ("no flapping", DecisionInput { paused_last: true, image: Footprint { ram_bytes: GIB, vram_bytes: 5 * GIB + 512 * MIB }, ..input() }, true, "VRAM (RTX 4090)"),
+            (
+                "no flapping",
+                DecisionInput {
+                    paused_last: true,
+                    image: Footprint { ram_bytes: GIB, vram_bytes: 5 * GIB + 512 * MIB },
+                    ..input()
+                },
+                true,
+                "VRAM (RTX 4090)",
+            ),
             // ...but a job well under the line does not.
-            ("well under after a pause", DecisionInput { paused_last: true, image: Footprint { ram_bytes: GIB, vram_bytes: 4 * GIB }, ..input() }, false, "VRAM (RTX 4090)"),
+            (
+                "well under after a pause",
+                DecisionInput {
+                    paused_last: true,
+                    image: Footprint { ram_bytes: GIB, vram_bytes: 4 * GIB },
+                    ..input()
+                },
+                false,
+                "VRAM (RTX 4090)",
+            ),
         ];
         for (name, i, offload, device) in cases {
             let d = decide(&i);
@@ -198,7 +285,11 @@ mod tests {
         assert_eq!(d.free_bytes, 8 * GIB);
         assert_eq!(d.budget_bytes, (0.75 * (14 * GIB) as f64) as u64);
         assert!(d.llm_measured);
-        assert!(d.reason.starts_with("The LLM will be paused while this image is made: needs 11.0 GiB"), "{}", d.reason);
+        assert!(
+            d.reason.starts_with("The LLM will be paused while this image is made: needs 11.0 GiB"),
+            "{}",
+            d.reason
+        );
         assert!(d.reason.contains("8.0 GiB free"), "{}", d.reason);
         let keep = decide(&input());
         assert!(keep.reason.starts_with("The LLM keeps running"), "{}", keep.reason);

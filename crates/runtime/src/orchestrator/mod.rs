@@ -369,7 +369,9 @@ impl Orchestrator {
             }
         }
         let stop_ms = t.elapsed().as_millis() as u64;
-        self.inner.events.emit(AppEvent::LlmOffloaded { decision: decision.clone(), saved: saved.clone() });
+        self.inner
+            .events
+            .emit(AppEvent::LlmOffloaded { decision: decision.clone(), saved: saved.clone() });
         let t = Instant::now();
         self.wait_for_memory(&before, llm.usage).await;
         let wait_ms = t.elapsed().as_millis() as u64;
@@ -396,9 +398,7 @@ impl Orchestrator {
     /// less [`MEMORY_NOISE`] for what other programs do meanwhile), at most `memory_wait`.
     async fn wait_for_memory(&self, before: &Live, llm: LlmUse) {
         let deadline = Instant::now() + self.inner.config.memory_wait;
-        let back = |before: u64, now: u64, used: u64| {
-            now + MEMORY_NOISE >= before + used / 10 * 8
-        };
+        let back = |before: u64, now: u64, used: u64| now + MEMORY_NOISE >= before + used / 10 * 8;
         loop {
             let Ok(now) = self.live(before.gpu.is_some()) else { return };
             let vram_ok = match (&before.gpu, &now.gpu) {
@@ -443,9 +443,12 @@ impl Orchestrator {
         for attempt in 1..=tries {
             let result = match self.inner.llm.resume(saved.config.clone()).await {
                 // Someone started it in the moment between the hold and this start.
-                Err(RuntimeError::ServerAlreadyRunning) => {
-                    self.inner.llm.running().map(|r| r.port).ok_or(RuntimeError::ServerAlreadyRunning)
-                }
+                Err(RuntimeError::ServerAlreadyRunning) => self
+                    .inner
+                    .llm
+                    .running()
+                    .map(|r| r.port)
+                    .ok_or(RuntimeError::ServerAlreadyRunning),
                 other => other,
             };
             match result {
