@@ -7,6 +7,7 @@ use ipc::diffusion::{
 };
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{AppInfo, IpcError, OpenLinkArgs};
@@ -45,7 +46,11 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         diffusion_job,
         diffusion_cancel,
         diffusion_logs,
-        diffusion_save_image
+        diffusion_save_image,
+        orchestrator_status,
+        orchestrator_set,
+        orchestrator_check,
+        orchestrator_reload
     ]
 }
 
@@ -273,4 +278,36 @@ fn diffusion_save_image(
 ) -> Result<SavedImage, IpcError> {
     let path = state.runtime()?.diffusion().save_image(&args.id, args.index)?;
     Ok(SavedImage { path: path.display().to_string() })
+}
+
+#[tauri::command]
+fn orchestrator_status(state: State<'_, AppState>) -> Result<OrchestratorStatus, IpcError> {
+    Ok(state.runtime()?.orchestrator().status())
+}
+
+#[tauri::command]
+async fn orchestrator_set(
+    state: State<'_, AppState>,
+    args: OrchestratorSettings,
+) -> Result<OrchestratorStatus, IpcError> {
+    Ok(state.runtime()?.orchestrator().set_settings(args).await?)
+}
+
+/// Whether a job for this request would pause the LLM now (`None`: the diffusion server is not
+/// running, so there is no model to price).
+#[tauri::command]
+fn orchestrator_check(
+    state: State<'_, AppState>,
+    args: ImageRequest,
+) -> Result<Option<OffloadDecision>, IpcError> {
+    let rt = state.runtime()?;
+    match rt.diffusion().would_need_offload(&args) {
+        Err(runtime::RuntimeError::ServerNotRunning) => Ok(None),
+        other => Ok(other?),
+    }
+}
+
+#[tauri::command]
+async fn orchestrator_reload(state: State<'_, AppState>) -> Result<(), IpcError> {
+    Ok(state.runtime()?.orchestrator().reload_now().await?)
 }

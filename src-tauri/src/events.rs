@@ -10,7 +10,8 @@ pub fn forward_runtime_events(app: &AppHandle) {
         loop {
             match rx.recv().await {
                 Ok(event) => {
-                    if let Err(e) = app.emit(ipc::EVENT_CHANNEL, &event) {
+                    let stamped = ipc::event::Stamped { at_ms: runtime::now_ms(), event };
+                    if let Err(e) = app.emit(ipc::EVENT_CHANNEL, &stamped) {
                         eprintln!("genai-control-panel: could not forward an event: {e}");
                     }
                 }

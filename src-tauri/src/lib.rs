@@ -20,6 +20,15 @@ pub fn run() {
         .manage(state)
         .setup(|app| {
             events::forward_runtime_events(app.handle());
+            // An LLM paused for an image when the app last ended comes back as it was.
+            use tauri::Manager;
+            if let Ok(rt) = app.state::<AppState>().runtime() {
+                tauri::async_runtime::spawn(async move {
+                    if let Err(e) = rt.recover().await {
+                        eprintln!("genai-control-panel: the paused LLM could not be restored: {e}");
+                    }
+                });
+            }
             Ok(())
         })
         .invoke_handler(commands::handler())

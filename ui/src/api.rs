@@ -6,6 +6,7 @@ use ipc::diffusion::{
 };
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{
     InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus, SetCustomArgs,
 };
@@ -80,7 +81,6 @@ pub async fn system_info() -> Result<SystemInfo, IpcError> {
     invoke(cmd::SYSTEM_INFO).await
 }
 
-#[allow(dead_code)] // first caller: the Resource Monitor tab
 pub async fn memory_now() -> Result<MemoryNow, IpcError> {
     invoke(cmd::MEMORY_NOW).await
 }
@@ -199,17 +199,38 @@ pub async fn diffusion_save_image(id: String, index: u32) -> Result<SavedImage, 
     invoke_with(cmd::DIFFUSION_SAVE_IMAGE, &SaveImageArgs { id, index }).await
 }
 
-/// Calls `on_event` with every [`AppEvent`] for the rest of the window's life. Payloads that do
-/// not decode (a newer backend) are skipped with a console warning rather than breaking the UI.
-pub fn listen_events(on_event: impl Fn(AppEvent) + 'static) {
+pub async fn orchestrator_status() -> Result<OrchestratorStatus, IpcError> {
+    invoke(cmd::ORCHESTRATOR_STATUS).await
+}
+
+pub async fn orchestrator_set(
+    settings: OrchestratorSettings,
+) -> Result<OrchestratorStatus, IpcError> {
+    invoke_with(cmd::ORCHESTRATOR_SET, &settings).await
+}
+
+pub async fn orchestrator_check(
+    request: ImageRequest,
+) -> Result<Option<OffloadDecision>, IpcError> {
+    invoke_with(cmd::ORCHESTRATOR_CHECK, &request).await
+}
+
+pub async fn orchestrator_reload() -> Result<(), IpcError> {
+    invoke(cmd::ORCHESTRATOR_RELOAD).await
+}
+
+/// Calls `on_event` with every [`AppEvent`] and the time the app sent it, for the rest of the
+/// window's life. Payloads that do not decode (a newer backend) are skipped with a console
+/// warning rather than breaking the UI.
+pub fn listen_events(on_event: impl Fn(u64, AppEvent) + 'static) {
     #[derive(serde::Deserialize)]
     struct Envelope {
-        payload: AppEvent,
+        payload: ipc::event::Stamped,
     }
     let handler =
         Closure::<dyn FnMut(JsValue)>::new(
             move |raw: JsValue| match serde_wasm_bindgen::from_value::<Envelope>(raw) {
-                Ok(env) => on_event(env.payload),
+                Ok(env) => on_event(env.payload.at_ms, env.payload.event),
                 Err(e) => leptos::logging::warn!("ignoring an event that does not decode: {e}"),
             },
         );

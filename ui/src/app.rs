@@ -42,9 +42,68 @@ impl Tab {
     }
 }
 
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventEntry {
+    pub at_ms: u64,
+    /// `error`, `warn`, `ok` or `info`: the line's colour.
+    pub class: &'static str,
+    pub text: String,
+}
+
 /// Recent app events, newest last, shared by the tabs that show them.
 #[derive(Clone, Copy)]
-pub struct EventLog(pub RwSignal<Vec<String>>);
+pub struct EventLog(pub RwSignal<Vec<EventEntry>>);
+
+/// What the Resource Monitor's charts mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerKind {
+    LlmPaused,
+    LlmBack,
+    LlmReloadFailed,
+    JobStart,
+    JobEnd,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marker {
+    pub at_ms: u64,
+    pub kind: MarkerKind,
+}
+
+/// Marks on the memory charts, newest last (the last 10 minutes' worth are kept).
+#[derive(Clone, Copy)]
+pub struct Timeline(pub RwSignal<Vec<Marker>>);
+
+/// How long the charts look back.
+pub const HISTORY_MS: u64 = 10 * 60 * 1000;
+
+fn class_of(event: &AppEvent) -> &'static str {
+    match event {
+        AppEvent::DownloadFailed { .. }
+        | AppEvent::ServerCrashed { .. }
+        | AppEvent::ImageJobFailed { .. }
+        | AppEvent::LlmReloadFailed { .. } => "error",
+        AppEvent::LlmOffloaded { .. } | AppEvent::ImageJobCancelled { .. } => "warn",
+        AppEvent::DownloadFinished { .. }
+        | AppEvent::ImageJobFinished { .. }
+        | AppEvent::LlmReloaded { .. } => "ok",
+        _ => "info",
+    }
+}
+
+fn marker_of(event: &AppEvent) -> Option<MarkerKind> {
+    Some(match event {
+        AppEvent::LlmOffloaded { .. } => MarkerKind::LlmPaused,
+        AppEvent::LlmReloaded { .. } => MarkerKind::LlmBack,
+        AppEvent::LlmReloadFailed { .. } => MarkerKind::LlmReloadFailed,
+        AppEvent::ImageJobStarted { .. } => MarkerKind::JobStart,
+        AppEvent::ImageJobFinished { .. }
+        | AppEvent::ImageJobFailed { .. }
+        | AppEvent::ImageJobCancelled { .. } => MarkerKind::JobEnd,
+        _ => return None,
+    })
+}
 
 /// Bumped when a download finishes or fails: the model list refreshes at once.
 #[derive(Clone, Copy)]
@@ -232,7 +291,15 @@ pub fn App() -> impl IntoView {
         ended: RwSignal::new(None),
     };
     provide_context(diffusion_feed);
-    crate::api::listen_events(move |event| {
+    let timeline = Timeline(RwSignal::new(Vec::new()));
+    provide_context(timeline);
+    crate::api::listen_events(move |now, event| {
+        if let Some(kind) = marker_of(&event) {
+            timeline.0.update(|m| {
+                m.push(Marker { at_ms: now, kind });
+                m.retain(|x| x.at_ms + HISTORY_MS >= now);
+            });
+        }
         runtime_feed.on_event(&event);
         llm_feed.on_event(&event);
         diffusion_feed.on_event(&event);
@@ -255,7 +322,7 @@ pub fn App() -> impl IntoView {
             return;
         }
         log.0.update(|lines| {
-            lines.push(event.summary());
+            lines.push(EventEntry { at_ms: now, class: class_of(&event), text: event.summary() });
             let extra = lines.len().saturating_sub(EVENT_LOG_LEN);
             lines.drain(..extra);
         })

@@ -9,8 +9,17 @@ use crate::runtimes::{BinaryProgress, RuntimeKind};
 use crate::IpcError;
 use serde::{Deserialize, Serialize};
 
-/// The Tauri event name all [`AppEvent`]s travel on.
+/// The Tauri event name all [`AppEvent`]s travel on, each as a [`Stamped`].
 pub const EVENT_CHANNEL: &str = "genai:event";
+
+/// An event with the time the app sent it: the window marks charts and logs with this, not with
+/// when it got round to reading the event (a busy window reads late).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stamped {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub event: AppEvent,
+}
 
 /// Which of the two managed servers an event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -154,8 +163,8 @@ pub enum AppEvent {
     },
     /// The LLM was stopped to make room for an image; it comes back when the image is done.
     LlmOffloaded {
-        decision: OffloadDecision,
-        saved: SavedLlmState,
+        decision: Box<OffloadDecision>,
+        saved: Box<SavedLlmState>,
     },
     /// The paused LLM is healthy again; where the pause's time went.
     LlmReloaded {
@@ -172,7 +181,7 @@ pub enum AppEvent {
     /// An image job ran beside the LLM: the numbers that said it fits (or the LLM was not
     /// running, or pausing is off).
     OffloadNotNeeded {
-        decision: OffloadDecision,
+        decision: Box<OffloadDecision>,
     },
 }
 

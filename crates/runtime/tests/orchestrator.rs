@@ -283,7 +283,7 @@ async fn pause_wait_job_reload_in_that_order() {
     let st = w.orch.status();
     assert_eq!(st.phase, OrchestratorPhase::Idle);
     assert!(st.saved.is_none() && st.last_cycle == Some(times));
-    assert_eq!(st.last_decision.unwrap(), decision);
+    assert_eq!(st.last_decision.unwrap(), *decision);
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@ pub mod card;
 pub mod error_box;
 pub mod footer;
 pub mod log_card;
-pub mod planned;
 pub mod runtime_card;
 
 /// A Unix-epoch millisecond time in the user's locale.

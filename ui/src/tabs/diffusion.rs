@@ -3,7 +3,7 @@
 //! with Cancel, the finished images with Save, and the log.
 
 use crate::api;
-use crate::app::DiffusionFeed;
+use crate::app::{DiffusionFeed, LlmFeed};
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
@@ -17,6 +17,7 @@ use ipc::diffusion::{
 use ipc::event::{ImageStage, ServerState};
 use ipc::format::bytes;
 use ipc::models::ModelKind;
+use ipc::orchestrator::OffloadDecision;
 use ipc::runtimes::RuntimeKind;
 use ipc::IpcError;
 use leptos::prelude::*;
@@ -369,25 +370,38 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
         }
     });
 
+    let request = move || {
+        let (width, height) = form.dims();
+        ImageRequest {
+            prompt: prompt.get(),
+            negative_prompt: Some(negative.get()).filter(|n| !n.trim().is_empty()),
+            width,
+            height,
+            steps: num(&form.steps.get()),
+            cfg_scale: form.cfg.get().trim().parse().ok(),
+            seed: if fixed_seed.get() { seed.get().trim().parse().ok() } else { None },
+            sampler: Some(form.sampler.get()),
+            count: num(&count.get()),
+        }
+    };
+    // Before Generate: would this image pause the LLM? Asked again as the size, the servers or
+    // the orchestration change.
+    let hint = RwSignal::new(None::<OffloadDecision>);
+    let llm_ticks = expect_context::<LlmFeed>().ticks;
+    Effect::new(move |_| {
+        let req = request();
+        llm_ticks.track();
+        feed.ticks.track();
+        if !running() {
+            hint.set(None);
+            return;
+        }
+        spawn_local(async move { hint.set(api::orchestrator_check(req).await.ok().flatten()) });
+    });
     let generate = move |_| {
         error.set(None);
         saved.set(None);
-        let (width, height) = form.dims();
-        let request = ImageRequest {
-            prompt: prompt.get_untracked(),
-            negative_prompt: Some(negative.get_untracked()).filter(|n| !n.trim().is_empty()),
-            width,
-            height,
-            steps: num(&form.steps.get_untracked()),
-            cfg_scale: form.cfg.get_untracked().trim().parse().ok(),
-            seed: if fixed_seed.get_untracked() {
-                seed.get_untracked().trim().parse().ok()
-            } else {
-                None
-            },
-            sampler: Some(form.sampler.get_untracked()),
-            count: num(&count.get_untracked()),
-        };
+        let request = untrack(request);
         spawn_local(async move {
             match api::diffusion_generate(request).await {
                 Ok(v) => job.set(Some(v)),
@@ -450,6 +464,9 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                 <button id="sd-cancel" class="btn" disabled=move || !active() on:click=cancel>"Cancel"</button>
                 {move || (!running()).then(|| view! { <span class="muted small">"Start the server first."</span> })}
             </div>
+            {move || hint.get().filter(|d| d.llm_running).map(|d| view! {
+                <p id="sd-offload-hint" class=if d.offload { "offload-hint pause small" } else { "offload-hint small" }>{d.reason}</p>
+            })}
             {move || job.get().map(|j| {
                 let started = progress().is_some();
                 let state = match j.status {

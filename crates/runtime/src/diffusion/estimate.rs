@@ -5,9 +5,9 @@
 //! On a GPU build, with `w × h` output pixels:
 //! - VRAM = diffusion weights + text encoders (unless `--clip-on-cpu`) + VAE (unless
 //!   `--vae-on-cpu`), each × [`WEIGHT_OVERHEAD`], + [`SAMPLING_BYTES_PER_PIXEL`] × pixels
-//!   + [`VAE_DECODE_BYTES_PER_PIXEL`] × pixels (unless the VAE is on the CPU).
-//!   With `--offload-to-cpu` the weights live in RAM and only the largest component is on the GPU
-//!   at a time.
+//!   \+ [`VAE_DECODE_BYTES_PER_PIXEL`] × pixels (unless the VAE is on the CPU).
+//! - With `--offload-to-cpu` the weights live in RAM and only the largest component is on the
+//!   GPU at a time.
 //! - RAM = what the flags keep on the CPU (and its decode buffer) + [`PROCESS_BASE`].
 //!
 //! Without a GPU everything is RAM. Images of a batch run one after another, so the count does

@@ -330,7 +330,7 @@ impl Orchestrator {
             st.paused_last = decision.offload && llm.is_some();
         }
         let Some(llm) = llm.filter(|_| decision.offload) else {
-            self.inner.events.emit(AppEvent::OffloadNotNeeded { decision });
+            self.inner.events.emit(AppEvent::OffloadNotNeeded { decision: Box::new(decision) });
             self.set_phase(OrchestratorPhase::RunningJob);
             let out = job.await;
             self.set_phase(OrchestratorPhase::Idle);
@@ -369,9 +369,10 @@ impl Orchestrator {
             }
         }
         let stop_ms = t.elapsed().as_millis() as u64;
-        self.inner
-            .events
-            .emit(AppEvent::LlmOffloaded { decision: decision.clone(), saved: saved.clone() });
+        self.inner.events.emit(AppEvent::LlmOffloaded {
+            decision: Box::new(decision.clone()),
+            saved: Box::new(saved.clone()),
+        });
         let t = Instant::now();
         self.wait_for_memory(&before, llm.usage).await;
         let wait_ms = t.elapsed().as_millis() as u64;
