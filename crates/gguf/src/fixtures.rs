@@ -101,3 +101,123 @@ pub fn tiny_llama(shape: TinyLlama) -> Writer {
     w.tensor(ones("output_norm.weight".into(), n_embd))
         .tensor(weights("output.weight".into(), &[n_embd, n_vocab]))
 }
+
+/// The three files of [`tiny_flux2_klein`].
+pub struct TinyFlux2 {
+    /// `--diffusion-model`: a Flux.2 [klein] DiT with one double and one single block, hidden
+    /// size 128 (one head of 128).
+    pub diffusion_model: Writer,
+    /// `--llm`: a Qwen3 text encoder with 28 layers (the conditioner reads layers 9, 18 and 27)
+    /// of hidden size 64 and Qwen's full vocabulary (its tokenizer is built into sd-cli).
+    pub llm: Writer,
+    /// `--taesd`: a tiny autoencoder's decoder for Flux.2's 32-channel latents.
+    pub taesd: Writer,
+}
+
+/// A Flux.2 [klein]-shaped image model with random weights that the real sd-cli (0.4.7)
+/// accepts and runs: its version detection and its reading of the sizes from tensor shapes
+/// (depth, hidden size, heads; the text encoder's layers, width and vocabulary) let a model this
+/// small pass. The tensor names and shapes were found by giving sd-cli a nearly empty file and
+/// following its "not in model file" / "wrong shape" errors. About 92 MB of f32 in all, 80 MB
+/// of it the text encoder's embedding table; the images are noise.
+pub fn tiny_flux2_klein(seed: u64) -> TinyFlux2 {
+    let mut rng = Rng(seed.max(1));
+    let mut tensor = |name: &str, dims: &[u64]| {
+        let n: u64 = dims.iter().product();
+        // Norm scales start at one; everything else is small noise.
+        let one = dims.len() == 1 && (name.ends_with(".scale") || name.contains("norm"));
+        let values: Vec<f32> = (0..n).map(|_| if one { 1.0 } else { rng.normal(0.02) }).collect();
+        TensorData::f32(name, dims, &values)
+    };
+    let file = |name: &str| {
+        Writer::new()
+            .kv("general.architecture", Value::String("flux2-test".into()))
+            .kv("general.name", Value::String(name.into()))
+    };
+
+    let mut dit = file("tiny-flux2-klein-dit");
+    for (name, dims) in FLUX2_DIT {
+        dit = dit.tensor(tensor(name, dims));
+    }
+
+    let (hidden, layers, vocab) = (64u64, 28u32, 151_936u64);
+    let mut llm = file("tiny-qwen3-text-encoder")
+        .tensor(tensor("model.embed_tokens.weight", &[hidden, vocab]))
+        .tensor(tensor("model.norm.weight", &[hidden]));
+    for i in 0..layers {
+        for (name, dims) in [
+            ("input_layernorm.weight", &[hidden][..]),
+            ("post_attention_layernorm.weight", &[hidden]),
+            ("mlp.gate_proj.weight", &[hidden, hidden]),
+            ("mlp.up_proj.weight", &[hidden, hidden]),
+            ("mlp.down_proj.weight", &[hidden, hidden]),
+            // 16 heads (sd-cli's Qwen3 2B rule for 28 layers) and 8 key/value heads of 128.
+            ("self_attn.q_proj.weight", &[hidden, 2048]),
+            ("self_attn.k_proj.weight", &[hidden, 1024]),
+            ("self_attn.v_proj.weight", &[hidden, 1024]),
+            ("self_attn.o_proj.weight", &[2048, hidden]),
+            ("self_attn.q_norm.weight", &[128]),
+            ("self_attn.k_norm.weight", &[128]),
+        ] {
+            llm = llm.tensor(tensor(&format!("model.layers.{i}.{name}"), dims));
+        }
+    }
+
+    // TAESD's decoder: convolutions at 0, 6, 11, 16 and 18, blocks of three convolutions
+    // elsewhere, the first three with a channel-mixing "pool".
+    let mut tae = file("tiny-taef2")
+        .tensor(tensor("decoder.layers.0.weight", &[3, 3, 32, 64]))
+        .tensor(tensor("decoder.layers.0.bias", &[64]));
+    for block in [2, 3, 4, 7, 8, 9, 12, 13, 14, 17] {
+        for conv in [0, 2, 4] {
+            let p = format!("decoder.layers.{block}.conv.{conv}");
+            tae = tae
+                .tensor(tensor(&format!("{p}.weight"), &[3, 3, 64, 64]))
+                .tensor(tensor(&format!("{p}.bias"), &[64]));
+        }
+        if block <= 4 {
+            let p = format!("decoder.layers.{block}.pool");
+            tae = tae
+                .tensor(tensor(&format!("{p}.0.weight"), &[1, 1, 64, 256]))
+                .tensor(tensor(&format!("{p}.1.weight"), &[256]))
+                .tensor(tensor(&format!("{p}.1.bias"), &[256]))
+                .tensor(tensor(&format!("{p}.3.weight"), &[1, 1, 256, 64]));
+        }
+    }
+    for layer in [6, 11, 16] {
+        tae = tae.tensor(tensor(&format!("decoder.layers.{layer}.weight"), &[3, 3, 64, 64]));
+    }
+    tae = tae
+        .tensor(tensor("decoder.layers.18.weight", &[3, 3, 64, 3]))
+        .tensor(tensor("decoder.layers.18.bias", &[3]));
+    TinyFlux2 { diffusion_model: dit, llm, taesd: tae }
+}
+
+/// The DiT's tensors (names as in the file; sd-cli adds `model.diffusion_model.`).
+const FLUX2_DIT: &[(&str, &[u64])] = &[
+    ("img_in.weight", &[128, 128]),
+    ("txt_in.weight", &[192, 128]),
+    ("time_in.in_layer.weight", &[256, 128]),
+    ("time_in.out_layer.weight", &[128, 128]),
+    ("double_stream_modulation_img.lin.weight", &[128, 768]),
+    ("double_stream_modulation_txt.lin.weight", &[128, 768]),
+    ("single_stream_modulation.lin.weight", &[128, 384]),
+    ("double_blocks.0.img_attn.norm.key_norm.scale", &[128]),
+    ("double_blocks.0.img_attn.norm.query_norm.scale", &[128]),
+    ("double_blocks.0.img_attn.proj.weight", &[128, 128]),
+    ("double_blocks.0.img_attn.qkv.weight", &[128, 384]),
+    ("double_blocks.0.img_mlp.0.weight", &[128, 768]),
+    ("double_blocks.0.img_mlp.2.weight", &[384, 128]),
+    ("double_blocks.0.txt_attn.norm.key_norm.scale", &[128]),
+    ("double_blocks.0.txt_attn.norm.query_norm.scale", &[128]),
+    ("double_blocks.0.txt_attn.proj.weight", &[128, 128]),
+    ("double_blocks.0.txt_attn.qkv.weight", &[128, 384]),
+    ("double_blocks.0.txt_mlp.0.weight", &[128, 768]),
+    ("double_blocks.0.txt_mlp.2.weight", &[384, 128]),
+    ("single_blocks.0.linear1.weight", &[128, 1152]),
+    ("single_blocks.0.linear2.weight", &[512, 128]),
+    ("single_blocks.0.norm.key_norm.scale", &[128]),
+    ("single_blocks.0.norm.query_norm.scale", &[128]),
+    ("final_layer.adaLN_modulation.1.weight", &[128, 256]),
+    ("final_layer.linear.weight", &[128, 128]),
+];

@@ -142,6 +142,8 @@ pub enum ComponentRole {
     T5xxl,
     Llm,
     LlmVision,
+    /// A tiny autoencoder that decodes instead of the VAE (`--taesd`).
+    Taesd,
 }
 
 impl ComponentRole {
@@ -153,6 +155,7 @@ impl ComponentRole {
             Self::T5xxl => "t5xxl",
             Self::Llm => "llm",
             Self::LlmVision => "llm_vision",
+            Self::Taesd => "taesd",
         }
     }
 }

@@ -54,34 +54,56 @@ pub fn lines(child: &mut Child) -> mpsc::UnboundedReceiver<(Stream, String)> {
     rx
 }
 
+/// Splits a byte stream into lines on `\n` and on `\r` (progress bars redraw with `\r`),
+/// trimming the end of each and dropping empty ones; a line over `MAX_LINE` bytes is cut.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    line: Vec<u8>,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, bytes: &[u8], mut out: impl FnMut(String)) {
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                self.flush(&mut out);
+            } else if self.line.len() < MAX_LINE {
+                self.line.push(b);
+            }
+        }
+    }
+
+    /// The last line, when the stream ended without a line break.
+    pub fn finish(&mut self, mut out: impl FnMut(String)) {
+        self.flush(&mut out);
+    }
+
+    fn flush(&mut self, out: &mut impl FnMut(String)) {
+        let text = String::from_utf8_lossy(&self.line).trim_end().to_owned();
+        self.line.clear();
+        if !text.is_empty() {
+            out(text);
+        }
+    }
+}
+
 async fn read_lines(
     mut r: impl AsyncRead + Unpin,
     stream: Stream,
     tx: mpsc::UnboundedSender<(Stream, String)>,
 ) {
     let mut buf = [0u8; 8192];
-    let mut line: Vec<u8> = Vec::new();
-    let send = |line: &mut Vec<u8>| {
-        let text = String::from_utf8_lossy(line).trim_end().to_owned();
-        line.clear();
-        if !text.is_empty() {
-            let _ = tx.send((stream, text));
-        }
+    let mut split = LineSplitter::default();
+    let send = |text: String| {
+        let _ = tx.send((stream, text));
     };
     loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        for &b in &buf[..n] {
-            if b == b'\n' || b == b'\r' {
-                send(&mut line);
-            } else if line.len() < MAX_LINE {
-                line.push(b);
-            }
-        }
+        split.push(&buf[..n], send);
     }
-    send(&mut line);
+    split.finish(send);
 }
 
 /// Asks the child's process group to stop (SIGTERM), and kills it (SIGKILL) if it has not

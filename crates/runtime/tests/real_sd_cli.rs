@@ -97,3 +97,180 @@ async fn help_lists_the_same_samplers_and_phase1_passes() {
         phase1(RuntimeKind::Diffusion, &sd_cli(), &CheckConfig::default(), &mut log).await.unwrap();
     assert!(v.unwrap().to_ascii_lowercase().starts_with("usage:"));
 }
+
+/// Writes the tiny Flux.2 [klein] model's three files into `dir`.
+fn tiny_model(dir: &std::path::Path) -> Vec<(String, String, u64)> {
+    let m = gguf::fixtures::tiny_flux2_klein(7);
+    [
+        ("diffusion_model", "dit.gguf", &m.diffusion_model),
+        ("llm", "qwen3.gguf", &m.llm),
+        ("taesd", "taef2.gguf", &m.taesd),
+    ]
+    .into_iter()
+    .map(|(role, file, w)| {
+        let path = dir.join(file);
+        let bytes = w.to_bytes();
+        std::fs::write(&path, &bytes).unwrap();
+        (role.to_owned(), path.display().to_string(), bytes.len() as u64)
+    })
+    .collect()
+}
+
+fn decode_png(bytes: &[u8]) -> (u32, u32) {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes)).read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    (info.width, info.height)
+}
+
+/// The real sd-cli makes a real 64×64 image from the tiny random model with exactly the
+/// command line the app builds; its raw output (with `\r` step bars and colour codes) goes
+/// through the app's line splitter and progress parser. `GENAI_RECORD_SD_OUTPUT=<file>` keeps
+/// the raw stdout (how `tests/fixtures/sd-cli-0.4.7-flux2-tiny.stdout` was recorded).
+#[tokio::test]
+#[ignore = "needs the real sd-cli; scripts/test builds it and runs this"]
+async fn a_tiny_model_makes_a_real_image_and_its_output_parses() {
+    use runtime::diffusion::progress::{Stage, Tracker};
+    let dir = testkit::TempDir::new("real-sd-tiny");
+    let files = tiny_model(dir.path());
+    let out = dir.join("out.png");
+    let image = SdImage {
+        model: SdModel::Components(files.iter().map(|(r, p, _)| (r.clone(), p.clone())).collect()),
+        prompt: "a lighthouse".into(),
+        negative_prompt: None,
+        width: 64,
+        height: 64,
+        steps: 3,
+        cfg_scale: 1.0,
+        seed: 42,
+        sampler: Some("euler".into()),
+        threads: Some(2),
+        offload: Offload::default(),
+        output: out.display().to_string(),
+    };
+    let args = build_args(&image);
+    assert!(args.windows(2).any(|w| w[0] == "--taesd"), "{args:?}");
+    let o = tokio::process::Command::new(sd_cli()).args(&args).output().await.unwrap();
+    let stdout = o.stdout;
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if let Some(path) = std::env::var_os("GENAI_RECORD_SD_OUTPUT") {
+        std::fs::write(path, &stdout).unwrap();
+    }
+    assert_eq!(decode_png(&std::fs::read(&out).unwrap()), (64, 64), "a real 64×64 PNG");
+    assert!(
+        stdout.contains(&b'\r') && stdout.windows(3).any(|w| w == b"\x1b[K"),
+        "bars redrawn with \\r and colour codes"
+    );
+
+    let mut tracker = Tracker::new(3, 1);
+    let mut snaps = Vec::new();
+    let mut split = runtime::process::LineSplitter::default();
+    let mut feed = |line: String| {
+        if tracker.feed(&line) {
+            snaps.push(tracker.snapshot());
+        }
+    };
+    split.push(&stdout, &mut feed);
+    split.finish(&mut feed);
+    assert!(snaps.iter().any(|s| s.stage == Stage::Loading), "{snaps:?}");
+    for step in 1..=3 {
+        assert!(
+            snaps.iter().any(|s| s.stage == Stage::Diffusion && s.step == step && s.steps == 3),
+            "step {step}: {snaps:?}"
+        );
+    }
+    assert!(snaps.iter().any(|s| s.stage == Stage::Decoding), "{snaps:?}");
+    assert!(snaps.windows(2).all(|w| w[0].percent <= w[1].percent), "{snaps:?}");
+    assert!(snaps.last().unwrap().percent >= 99.0, "{snaps:?}");
+}
+
+/// The whole path with the real sd-cli: the diffusion server, a job for the tiny model, progress
+/// through the stages, a PNG of the asked size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-cli; scripts/test builds it and runs this"]
+async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
+    use base64::Engine as _;
+    use ipc::diffusion::{DiffusionConfig, ImageRequest, JobStatus};
+    use ipc::event::ImageStage;
+    use ipc::models::{ModelFile, ModelInfo, ModelKind};
+    use ipc::{AppEvent, StorageRootSource};
+    use runtime::system::SystemProbe;
+    use runtime::{EventBus, Runtime, StorageRoot};
+
+    let dir = testkit::TempDir::new("real-sd-server");
+    let rt = Runtime::open(
+        StorageRoot::new(dir.join("home"), StorageRootSource::Env),
+        EventBus::default(),
+        std::sync::Arc::new(SystemProbe::real()),
+    )
+    .unwrap();
+    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&sd_cli())).await.unwrap();
+    let folder = rt.storage().diffusion_models().join("tiny-flux2");
+    std::fs::create_dir_all(&folder).unwrap();
+    let files = tiny_model(&folder);
+    let mut info = ModelInfo::local_file(
+        "tiny-flux2",
+        "Tiny Flux.2",
+        ModelKind::Diffusion,
+        &files[0].1,
+        files[0].2,
+    );
+    info.files = files
+        .iter()
+        .map(|(role, path, size)| ModelFile {
+            role: role.clone(),
+            path: path.clone(),
+            size_bytes: *size,
+            sha256: None,
+        })
+        .collect();
+    info.size_bytes = files.iter().map(|f| f.2).sum();
+    rt.models().register(&info).await.unwrap();
+    rt.diffusion()
+        .start(DiffusionConfig {
+            model_id: "tiny-flux2".into(),
+            port: Some(0),
+            threads: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rx = rt.events().subscribe();
+    let req = ImageRequest {
+        prompt: "a lighthouse".into(),
+        width: Some(64),
+        height: Some(128),
+        steps: Some(2),
+        cfg_scale: Some(1.0),
+        seed: Some(5),
+        sampler: Some("euler".into()),
+        ..Default::default()
+    };
+    let id = rt.diffusion().generate(req).unwrap().id;
+    let mut stages = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.unwrap().unwrap() {
+            AppEvent::ImageProgress { stage, .. } if stages.last() != Some(&stage) => {
+                stages.push(stage)
+            }
+            AppEvent::ImageJobFinished { job_id, .. } if job_id == id => break,
+            AppEvent::ImageJobFailed { error, .. } => panic!("{}", error.message),
+            _ => {}
+        }
+    }
+    for s in [ImageStage::Loading, ImageStage::Diffusion, ImageStage::Decoding] {
+        assert!(stages.contains(&s), "{s:?} in {stages:?}");
+    }
+    let view = rt.diffusion().job(&id).unwrap();
+    assert_eq!(view.status, JobStatus::Complete);
+    let img = &view.result.unwrap().images[0];
+    assert_eq!((img.seed, img.width, img.height), (5, 64, 128));
+    let png = base64::engine::general_purpose::STANDARD.decode(&img.image).unwrap();
+    assert_eq!(decode_png(&png), (64, 128));
+    rt.diffusion().stop().await.unwrap();
+}

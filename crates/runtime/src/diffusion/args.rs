@@ -14,6 +14,8 @@ pub const COMPONENT_ORDER: &[(&str, &str)] = &[
     ("llm", "--llm"),
     ("llm_vision", "--llm_vision"),
     ("vae", "--vae"),
+    // A tiny autoencoder (TAESD) that decodes instead of the VAE: faster, a little less exact.
+    ("taesd", "--taesd"),
 ];
 
 /// The model files: one file, or the components of a multi-file model by role.

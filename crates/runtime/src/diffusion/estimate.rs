@@ -35,14 +35,14 @@ pub struct Weights {
 
 impl Weights {
     /// From `(role, bytes)` of each file: "model"/"diffusion_model" is the diffusion model,
-    /// "vae" the VAE, anything else a text encoder. A single-file model counts as diffusion
+    /// "vae" (or "taesd") the decoder, anything else a text encoder. A single-file model counts as diffusion
     /// weights (its encoders and VAE cannot be told apart without reading it).
     pub fn from_files<'a>(files: impl IntoIterator<Item = (&'a str, u64)>) -> Self {
         let mut w = Self::default();
         for (role, bytes) in files {
             match role {
                 "model" | "diffusion_model" => w.diffusion += bytes,
-                "vae" => w.vae += bytes,
+                "vae" | "taesd" => w.vae += bytes,
                 _ => w.encoders += bytes,
             }
         }
