@@ -220,18 +220,8 @@ impl DiffusionFeed {
             }),
             AppEvent::ImageJobStarted { job_id, count, steps, .. } => {
                 self.ticks.update(|n| *n += 1);
-                self.progress.set(Some((
-                    job_id.clone(),
-                    JobProgress {
-                        stage: ImageStage::Loading,
-                        current_step: 0,
-                        total_steps: *steps,
-                        percentage: 0.0,
-                        current_image: 1,
-                        total_images: *count,
-                        eta_secs: None,
-                    },
-                )))
+                let start = JobProgress::at_start(ImageStage::Loading, *steps, *count);
+                self.progress.set(Some((job_id.clone(), start)));
             }
             AppEvent::ImageProgress {
                 job_id,

@@ -150,6 +150,21 @@ pub struct JobProgress {
     pub eta_secs: Option<f32>,
 }
 
+impl JobProgress {
+    /// Nothing done yet, in `stage` (queued, making room, loading).
+    pub fn at_start(stage: ImageStage, total_steps: u32, total_images: u32) -> Self {
+        Self {
+            stage,
+            current_step: 0,
+            total_steps,
+            percentage: 0.0,
+            current_image: 1,
+            total_images,
+            eta_secs: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobImage {

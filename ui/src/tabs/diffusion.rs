@@ -480,15 +480,7 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                 view! { <p class="small">"Job "<span class="mono">{j.id.clone()}</span>": "<strong id="sd-job-status">{state}</strong></p> }
             })}
             {move || active().then(|| {
-                let p = progress().unwrap_or(JobProgress {
-                    stage: ImageStage::Queued,
-                    current_step: 0,
-                    total_steps: 0,
-                    percentage: 0.0,
-                    current_image: 1,
-                    total_images: 1,
-                    eta_secs: None,
-                });
+                let p = progress().unwrap_or(JobProgress::at_start(ImageStage::Queued, 0, 1));
                 view! {
                     <div id="sd-progress" data-stage=stage_label(p.stage) data-percent=format!("{:.0}", p.percentage)>
                         <ProgressBar percent=p.percentage as f64 label=progress_caption(&p) />

@@ -609,15 +609,11 @@ impl DiffusionServer {
     fn making_room(&self, id: &str) {
         let mut p = None;
         self.update(id, |j| {
-            let mut progress = j.view.progress.clone().unwrap_or(JobProgress {
-                stage: ImageStage::MakingRoom,
-                current_step: 0,
-                total_steps: 0,
-                percentage: 0.0,
-                current_image: 1,
-                total_images: 1,
-                eta_secs: None,
-            });
+            let mut progress = j.view.progress.clone().unwrap_or(JobProgress::at_start(
+                ImageStage::MakingRoom,
+                0,
+                1,
+            ));
             progress.stage = ImageStage::MakingRoom;
             j.view.progress = Some(progress.clone());
             p = Some(progress);
