@@ -44,6 +44,7 @@ pub fn run() {
                 use tauri::Manager;
                 if let Ok(rt) = app.state::<AppState>().runtime() {
                     let _ = tauri::async_runtime::block_on(async {
+                        rt.orchestrator().shutting_down();
                         let _ = rt.diffusion().stop().await;
                         rt.llm().stop().await
                     });

@@ -29,6 +29,15 @@ pub enum ServerKind {
     Diffusion,
 }
 
+impl ServerKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Llm => "LLM",
+            Self::Diffusion => "Diffusion",
+        }
+    }
+}
+
 /// Lifecycle of a managed server, as the user sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +49,20 @@ pub enum ServerState {
     Crashed,
     /// Stopped by the orchestrator to make room for an image; it will come back.
     Offloaded,
+}
+
+impl ServerState {
+    /// What the window shows, e.g. "Paused for an image".
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Stopped => "Stopped",
+            Self::Starting => "Starting",
+            Self::Running => "Running",
+            Self::Stopping => "Stopping",
+            Self::Crashed => "Crashed",
+            Self::Offloaded => "Paused for an image",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,11 +221,13 @@ impl AppEvent {
             },
             Self::DownloadFinished { model_id, .. } => format!("downloaded {model_id}"),
             Self::DownloadFailed { error, .. } => format!("download failed: {}", error.message),
-            Self::ServerState { server, state, .. } => format!("{server:?} server {state:?}"),
-            Self::ServerLog { server, line } => format!("{server:?}: {}", line.message),
+            Self::ServerState { server, state, .. } => {
+                format!("{} server: {}", server.label(), state.label())
+            }
+            Self::ServerLog { server, line } => format!("{}: {}", server.label(), line.message),
             Self::BinaryLog { runtime, line } => format!("{}: {}", runtime.program(), line.message),
             Self::ServerCrashed { server, code, signal, .. } => {
-                format!("{server:?} server crashed (code {code:?}, signal {signal:?})")
+                format!("{} server crashed (code {code:?}, signal {signal:?})", server.label())
             }
             Self::ChatDelta { content, done, .. } => {
                 if *done {

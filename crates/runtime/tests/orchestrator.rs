@@ -552,3 +552,26 @@ async fn the_wait_for_memory_is_bounded() {
     assert!((150..2000).contains(&times.wait_ms), "{times:?}");
     assert!(w.llm.is_running(), "and the LLM still comes back");
 }
+
+#[tokio::test]
+async fn closing_the_app_mid_job_leaves_the_llm_stopped_and_nothing_to_restore() {
+    let w = World::new("closing", 8 * GIB);
+    let mut rx = w.events.subscribe();
+    let (release, wait) = tokio::sync::oneshot::channel::<()>();
+    let orch = w.orch.clone();
+    let task = tokio::spawn(async move {
+        orch.run("j", need(5 * GIB), || {}, async move {
+            let _ = wait.await;
+            Err::<(), _>(RuntimeError::Cancelled)
+        })
+        .await
+    });
+    while !matches!(rx.recv().await.unwrap(), AppEvent::LlmOffloaded { .. }) {}
+    w.orch.shutting_down();
+    release.send(()).unwrap();
+    assert_eq!(task.await.unwrap().unwrap_err().code(), ErrorCode::Cancelled);
+    assert_eq!(w.ops(), ["hold", "pause", "unhold"], "no restart only to stop it");
+    assert!(!w.llm.is_running());
+    assert!(!w.saved_file().exists() && w.orch.status().saved.is_none());
+    assert!(!drain(&mut rx).iter().any(|e| matches!(e, AppEvent::LlmReloaded { .. })));
+}

@@ -9,7 +9,6 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::log_card::LogCard;
 use crate::components::runtime_card::RuntimeCard;
-use crate::tabs::llm::state_label;
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView, DEFAULT_PORT,
     SAMPLERS,
@@ -177,7 +176,7 @@ fn StatusCard(status: RwSignal<Option<DiffusionStatus>>) -> impl IntoView {
                     view! {
                         <dl class="stats" id="sd-status">
                             <dt>"State"</dt>
-                            <dd><span id="sd-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state_label(state)}</span></dd>
+                            <dd><span id="sd-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state.label()}</span></dd>
                             <dt>"Model"</dt>
                             <dd id="sd-model-name">{s.model_name.clone().map(|n| format!("{n} ({})", bytes(s.model_bytes.unwrap_or(0)))).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Job API"</dt><dd id="sd-url" class="mono">{s.url.clone().unwrap_or_else(|| "—".into())}</dd>

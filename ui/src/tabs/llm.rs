@@ -17,17 +17,6 @@ use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-pub fn state_label(s: ServerState) -> &'static str {
-    match s {
-        ServerState::Stopped => "Stopped",
-        ServerState::Starting => "Starting",
-        ServerState::Running => "Running",
-        ServerState::Stopping => "Stopping",
-        ServerState::Crashed => "Crashed",
-        ServerState::Offloaded => "Paused for an image",
-    }
-}
-
 /// A number field: empty means "auto".
 fn num(s: &str) -> Option<u32> {
     s.trim().parse().ok()
@@ -88,7 +77,7 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                     view! {
                         <dl class="stats" id="llm-status">
                             <dt>"State"</dt>
-                            <dd><span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state_label(state)}</span></dd>
+                            <dd><span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state.label()}</span></dd>
                             <dt>"Model"</dt><dd>{s.model_id.clone().unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Port"</dt><dd id="llm-port">{s.port.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"PID"</dt><dd>{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>

@@ -9,7 +9,6 @@ use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
-use crate::tabs::llm::state_label;
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
 use ipc::llm::LlmStatus;
@@ -260,7 +259,7 @@ fn ServersCard() -> impl IntoView {
                         view! {
                             <tr id="server-llm">
                                 <th>"LLM"</th>
-                                <td class="server-state">{state_label(s.state)}</td>
+                                <td class="server-state">{s.state.label()}</td>
                                 <td>{s.pid.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
                                 <td>{s.port.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
                                 <td>"—"</td>
@@ -271,7 +270,7 @@ fn ServersCard() -> impl IntoView {
                     {move || sd.get().map(|s| view! {
                         <tr id="server-diffusion">
                             <th>"Diffusion"</th>
-                            <td class="server-state">{state_label(s.state)}</td>
+                            <td class="server-state">{s.state.label()}</td>
                             <td>"per image"</td>
                             <td>{s.port.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
                             <td>{if s.busy { "yes" } else { "no" }}</td>

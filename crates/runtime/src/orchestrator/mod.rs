@@ -185,6 +185,8 @@ struct Inner {
     config: OrchestratorConfig,
     lock: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    /// The app is closing: a paused LLM stays stopped.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -240,6 +242,7 @@ impl Orchestrator {
                     last_cycle: None,
                     paused_last: false,
                 }),
+                closing: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -382,6 +385,14 @@ impl Orchestrator {
         let out = job.await;
         let job_ms = t.elapsed().as_millis() as u64;
 
+        if self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+            // Closing the app stops the LLM anyway: no restart only to stop it, and nothing for
+            // the next launch to restore (a normal close never restarts the LLM either).
+            self.inner.llm.hold(None);
+            self.forget_saved();
+            self.set_phase(OrchestratorPhase::Idle);
+            return out;
+        }
         // Bring the LLM back, whatever the job's outcome.
         let t = Instant::now();
         let reloaded = self.reload(&saved).await;
@@ -487,6 +498,11 @@ impl Orchestrator {
         self.inner.events.emit(AppEvent::LlmReloaded { port, attempts, times });
         self.set_phase(OrchestratorPhase::Idle);
         Ok(())
+    }
+
+    /// The app is closing: a job that ends from now on does not bring the LLM back.
+    pub fn shutting_down(&self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// At launch: if the app died while the LLM was paused, bring it back as it was.
