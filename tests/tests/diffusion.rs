@@ -62,14 +62,7 @@ async fn generate_an_image_and_cancel_another() {
     )
     .unwrap();
     // sd-cli: the fake, chosen as a custom binary (checked like any other).
-    let exe = dir.join("sd-cli");
-    let script = fake_runtime::sd_cli_generating_script(
-        &std::env::current_exe().unwrap(),
-        150,
-        false,
-        &dir.join("calls.log"),
-    );
-    fake_runtime::write_script(&exe, &script);
+    let exe = fake_runtime::generating_sd_cli(dir.path(), 150, false);
     let bins =
         Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
             .unwrap();

@@ -56,14 +56,7 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
     let tiny = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
     write_model(ModelKind::Llm, "tiny-llama", "Tiny Llama", &tiny);
     write_model(ModelKind::Diffusion, "sd-tiny", "SD Tiny", &[7u8; 4096]);
-    let sd = dir.join("sd-cli");
-    let script = fake_runtime::sd_cli_generating_script(
-        &std::env::current_exe().unwrap(),
-        200,
-        false,
-        &dir.join("calls.log"),
-    );
-    fake_runtime::write_script(&sd, &script);
+    let sd = fake_runtime::generating_sd_cli(dir.path(), 200, false);
     let bins =
         Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
             .unwrap();

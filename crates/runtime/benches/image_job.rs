@@ -42,14 +42,7 @@ fn main() {
         let binaries =
             Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
                 .unwrap();
-        let exe = root.join("sd-cli");
-        let script = testkit::fake_runtime::sd_cli_generating_script(
-            &std::env::current_exe().unwrap(),
-            20,
-            false,
-            &root.join("calls.log"),
-        );
-        testkit::fake_runtime::write_script(&exe, &script);
+        let exe = testkit::fake_runtime::generating_sd_cli(&root, 20, false);
         binaries.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
         let models = ModelStore::new(storage.clone());
         let model = storage.diffusion_models().join("sd.gguf");

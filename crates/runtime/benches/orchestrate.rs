@@ -40,14 +40,7 @@ fn main() {
         )
         .unwrap();
         app.binaries().set_custom(RuntimeKind::Llama, Some(llama.as_ref())).await.unwrap();
-        let sd = root.join("sd-cli");
-        let script = testkit::fake_runtime::sd_cli_generating_script(
-            &std::env::current_exe().unwrap(),
-            50,
-            false,
-            &root.join("calls.log"),
-        );
-        testkit::fake_runtime::write_script(&sd, &script);
+        let sd = testkit::fake_runtime::generating_sd_cli(&root, 50, false);
         app.binaries().set_custom(RuntimeKind::Diffusion, Some(&sd)).await.unwrap();
         let llm = app.storage().llm_models().join("tiny.gguf");
         let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();

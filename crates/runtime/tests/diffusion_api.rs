@@ -54,14 +54,7 @@ impl World {
         let binaries =
             Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
                 .unwrap();
-        let exe = dir.join("sd-cli");
-        let text = fake_runtime::sd_cli_generating_script(
-            &std::env::current_exe().unwrap(),
-            step_ms,
-            fail,
-            &dir.join("calls.log"),
-        );
-        fake_runtime::write_script(&exe, &text);
+        let exe = fake_runtime::generating_sd_cli(dir.path(), step_ms, fail);
         binaries.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
         std::fs::remove_file(dir.join("calls.log")).unwrap(); // the check's --help
         let models = ModelStore::new(storage.clone());

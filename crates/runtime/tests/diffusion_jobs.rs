@@ -35,15 +35,7 @@ fn image() -> SdImage {
 }
 
 fn fake(dir: &TempDir, step_ms: u64, fail: bool) -> std::path::PathBuf {
-    let exe = dir.join("sd-cli");
-    let text = fake_runtime::sd_cli_generating_script(
-        &std::env::current_exe().unwrap(),
-        step_ms,
-        fail,
-        &dir.join("calls.log"),
-    );
-    fake_runtime::write_script(&exe, &text);
-    exe
+    fake_runtime::generating_sd_cli(dir.path(), step_ms, fail)
 }
 
 #[tokio::test]

@@ -44,14 +44,7 @@ pub async fn world(dir: &TempDir, step_ms: u64) -> Runtime {
     )
     .unwrap();
     rt.binaries().set_custom(RuntimeKind::Llama, Some(&real_llama_server())).await.unwrap();
-    let sd = dir.join("sd-cli");
-    let script = fake_runtime::sd_cli_generating_script(
-        &std::env::current_exe().unwrap(),
-        step_ms,
-        false,
-        &dir.join("calls.log"),
-    );
-    fake_runtime::write_script(&sd, &script);
+    let sd = fake_runtime::generating_sd_cli(dir.path(), step_ms, false);
     rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&sd)).await.unwrap();
     let llm = rt.storage().llm_models().join("tiny.gguf");
     let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();

@@ -90,6 +90,15 @@ pub fn sd_cli_generating_script(test_exe: &Path, step_ms: u64, fail: bool, calls
     )
 }
 
+/// Writes a generating fake sd-cli as `dir/sd-cli` (its calls logged in `dir/calls.log`) that
+/// re-runs the current test binary; answers its path.
+pub fn generating_sd_cli(dir: &Path, step_ms: u64, fail: bool) -> std::path::PathBuf {
+    let exe = dir.join("sd-cli");
+    let test_exe = std::env::current_exe().expect("the test binary's path");
+    write_script(&exe, &sd_cli_generating_script(&test_exe, step_ms, fail, &dir.join("calls.log")));
+    exe
+}
+
 /// In fake-sd-cli mode, plays one generation and exits; otherwise returns at once.
 pub fn sd_cli_if_asked() {
     let Ok(args) = std::env::var(ENV_SD_ARGS) else { return };
