@@ -10,6 +10,7 @@ pub mod error;
 pub mod events;
 pub mod links;
 pub mod llama;
+pub mod logfile;
 pub mod models;
 pub mod net;
 pub mod orchestrator;

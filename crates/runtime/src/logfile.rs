@@ -1,10 +1,37 @@
 //! A server's log: the newest lines in memory for the window, and a file rotated at 5 MiB with
-//! two old files kept (`.log.1`, `.log.2`).
+//! two old files kept (`.log.1`, `.log.2`). [`ServerLog`] adds the window's `ServerLog` events,
+//! so the LLM and diffusion servers (and the orchestrator, through the LLM) log the same way.
 
-use ipc::event::{LogLevel, LogLine};
+use crate::events::EventBus;
+use ipc::event::{LogLevel, LogLine, ServerKind};
+use ipc::AppEvent;
 use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
+
+/// One managed server's log: each line goes to the ring, the file and the window.
+pub struct ServerLog {
+    server: ServerKind,
+    events: EventBus,
+    sink: Mutex<LogSink>,
+}
+
+impl ServerLog {
+    pub fn new(server: ServerKind, path: PathBuf, events: EventBus) -> Self {
+        Self { server, events, sink: Mutex::new(LogSink::new(path)) }
+    }
+
+    pub fn log(&self, level: LogLevel, message: impl Into<String>) {
+        let line = LogLine { at_ms: crate::now_ms(), level, message: message.into() };
+        self.sink.lock().unwrap().push(&line);
+        self.events.emit(AppEvent::ServerLog { server: self.server, line });
+    }
+
+    pub fn recent(&self) -> Vec<LogLine> {
+        self.sink.lock().unwrap().recent()
+    }
+}
 
 const RING: usize = 2000;
 pub const ROTATE_AT: u64 = 5 << 20;

@@ -91,6 +91,8 @@ struct FakeLlm {
     pausing: AtomicU32,
     /// Polls before the stopped LLM's VRAM shows up as free.
     lag_polls: AtomicU32,
+    /// What the orchestrator wrote to the LLM's log.
+    log: Mutex<Vec<String>>,
 }
 
 const LLM_VRAM: u64 = 6 * GIB;
@@ -104,6 +106,7 @@ impl FakeLlm {
             fail_resumes: AtomicU32::new(0),
             pausing: AtomicU32::new(0),
             lag_polls: AtomicU32::new(3),
+            log: Mutex::new(Vec::new()),
         })
     }
 
@@ -155,6 +158,10 @@ impl LlmControl for FakeLlm {
             self.pausing.fetch_sub(1, Ordering::SeqCst);
             Ok(())
         })
+    }
+
+    fn log(&self, _: ipc::event::LogLevel, message: String) {
+        self.log.lock().unwrap().push(message);
     }
 
     fn resume(&self, config: LlmConfig) -> BoxFuture<'_, Result<u16>> {
@@ -468,14 +475,7 @@ async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
     let binaries =
         Binaries::new(storage.clone(), w.events.clone(), BinariesConfig::from_env().unwrap())
             .unwrap();
-    let exe = w.dir.join("sd-cli");
-    let script = testkit::fake_runtime::sd_cli_generating_script(
-        &std::env::current_exe().unwrap(),
-        5,
-        false,
-        &w.dir.join("calls.log"),
-    );
-    testkit::fake_runtime::write_script(&exe, &script);
+    let exe = testkit::fake_runtime::generating_sd_cli(w.dir.path(), 5, false);
     binaries.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
     let models = ModelStore::new(storage.clone());
     let path = storage.diffusion_models().join("sd.gguf");
@@ -541,13 +541,12 @@ async fn the_wait_for_memory_is_bounded() {
         w.memory.clone(),
         OrchestratorConfig { memory_wait: Duration::from_millis(150), ..quick() },
     );
-    let mut rx = w.events.subscribe();
     // The driver never reports the VRAM as free: the job starts anyway after the bound.
     w.llm.lag_polls.store(u32::MAX, Ordering::SeqCst);
     orch.run("j", need(5 * GIB), || {}, async { Ok(()) }).await.unwrap();
-    let events = drain(&mut rx);
-    let warned = events.iter().any(|e| matches!(e, AppEvent::ServerLog { line, .. } if line.message.contains("did not show up as free")));
-    assert!(warned, "{events:?}");
+    // The LLM's own log says why the image did not wait longer.
+    let log = w.llm.log.lock().unwrap().clone();
+    assert!(log.iter().any(|l| l.contains("did not show up as free")), "{log:?}");
     let times = orch.status().last_cycle.unwrap();
     assert!((150..2000).contains(&times.wait_ms), "{times:?}");
     assert!(w.llm.is_running(), "and the LLM still comes back");

@@ -12,7 +12,7 @@ use super::job::{self, JobOut};
 use super::progress::{Snapshot, Stage};
 use crate::binaries::Binaries;
 use crate::events::EventBus;
-use crate::llama::logfile::LogSink;
+use crate::logfile::ServerLog;
 use crate::models::ModelStore;
 use crate::storage::StorageLayout;
 use crate::system::SystemProbe;
@@ -107,7 +107,7 @@ struct Inner {
     system: Arc<SystemProbe>,
     config: DiffusionServerConfig,
     shared: Mutex<Shared>,
-    logs: Mutex<LogSink>,
+    logs: ServerLog,
     /// One start or stop at a time.
     op: tokio::sync::Mutex<()>,
     counter: AtomicU64,
@@ -139,7 +139,11 @@ impl DiffusionServer {
         system: Arc<SystemProbe>,
         config: DiffusionServerConfig,
     ) -> Self {
-        let logs = LogSink::new(storage.logs().join("diffusion-server.log"));
+        let logs = ServerLog::new(
+            ServerKind::Diffusion,
+            storage.logs().join("diffusion-server.log"),
+            events.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 storage,
@@ -155,7 +159,7 @@ impl DiffusionServer {
                     jobs: HashMap::new(),
                     active: None,
                 }),
-                logs: Mutex::new(logs),
+                logs,
                 op: tokio::sync::Mutex::new(()),
                 counter: AtomicU64::new(0),
                 gate: Mutex::new(None),
@@ -173,7 +177,7 @@ impl DiffusionServer {
     }
 
     pub fn logs(&self) -> Vec<LogLine> {
-        self.inner.logs.lock().unwrap().recent()
+        self.inner.logs.recent()
     }
 
     pub(crate) fn body_limit(&self) -> usize {
@@ -193,9 +197,7 @@ impl DiffusionServer {
     }
 
     fn log(&self, level: LogLevel, message: impl Into<String>) {
-        let line = LogLine { at_ms: now_ms(), level, message: message.into() };
-        self.inner.logs.lock().unwrap().push(&line);
-        self.inner.events.emit(AppEvent::ServerLog { server: ServerKind::Diffusion, line });
+        self.inner.logs.log(level, message);
     }
 
     fn set_state(&self, state: ServerState) {
@@ -380,16 +382,8 @@ impl DiffusionServer {
                     .collect(),
             )
         };
-        let has_llm = files.iter().any(|f| f.role == "llm");
-        let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
-        let auto = offload_for(bytes, self.best_gpu(), has_llm);
+        let offload = self.offload(run);
         let c = &run.config;
-        let offload = Offload {
-            clip_on_cpu: c.clip_on_cpu.unwrap_or(auto.clip_on_cpu),
-            vae_on_cpu: c.vae_on_cpu.unwrap_or(auto.vae_on_cpu),
-            offload_to_cpu: c.offload_to_cpu.unwrap_or(auto.offload_to_cpu),
-            diffusion_fa: c.diffusion_fa.unwrap_or(auto.diffusion_fa),
-        };
         let seed = match req.seed {
             Some(s) if s >= 0 => s,
             _ => (self.random() % (i32::MAX as u64)) as i64,
@@ -409,20 +403,31 @@ impl DiffusionServer {
             output: String::new(),
         };
         validate(&image)?;
-        let weights = Weights::from_files(files.iter().map(|f| (f.role.as_str(), f.size_bytes)));
-        let need = image_footprint(weights, image.offload, image.width, image.height, run.gpu);
+        let need = need_of(run, image.offload, image.width, image.height);
         Ok((image, count, need))
+    }
+
+    /// The offload flags for a job now: from the GPU's free memory, the user's overrides win.
+    fn offload(&self, run: &Running) -> Offload {
+        let files = run.model.all_files();
+        let has_llm = files.iter().any(|f| f.role == "llm");
+        let bytes: u64 = files.iter().map(|f| f.size_bytes).sum();
+        let auto = offload_for(bytes, self.best_gpu(), has_llm);
+        let c = &run.config;
+        Offload {
+            clip_on_cpu: c.clip_on_cpu.unwrap_or(auto.clip_on_cpu),
+            vae_on_cpu: c.vae_on_cpu.unwrap_or(auto.vae_on_cpu),
+            offload_to_cpu: c.offload_to_cpu.unwrap_or(auto.offload_to_cpu),
+            diffusion_fa: c.diffusion_fa.unwrap_or(auto.diffusion_fa),
+        }
     }
 
     /// The memory a job for `req` would take (the server must run: the model is its).
     pub fn footprint_for(&self, req: &ImageRequest) -> Result<Footprint> {
         let run = self.inner.shared.lock().unwrap().running.clone();
         let run = run.ok_or(RuntimeError::ServerNotRunning)?;
-        let req = ImageRequest {
-            prompt: if req.prompt.trim().is_empty() { "-".into() } else { req.prompt.clone() },
-            ..req.clone()
-        };
-        Ok(self.image_for(&req, &run)?.2)
+        let (w, h) = (req.width.unwrap_or(DEFAULT_SIZE), req.height.unwrap_or(DEFAULT_SIZE));
+        Ok(need_of(&run, self.offload(&run), w, h))
     }
 
     /// Whether a job for `req` would pause the LLM now (no gate: never).
@@ -766,6 +771,13 @@ impl DiffusionServer {
         self.log(LogLevel::Info, format!("saved {}", path.display()));
         Ok(path)
     }
+}
+
+/// The estimate of a job of `width` × `height` with `offload` on the running model.
+fn need_of(run: &Running, offload: Offload, width: u32, height: u32) -> Footprint {
+    let files = run.model.all_files();
+    let weights = Weights::from_files(files.iter().map(|f| (f.role.as_str(), f.size_bytes)));
+    image_footprint(weights, offload, width, height, run.gpu)
 }
 
 fn progress_of(s: &Snapshot) -> JobProgress {

@@ -4,7 +4,6 @@
 pub mod args;
 pub mod autoconfig;
 pub mod log;
-pub mod logfile;
 pub mod server;
 
 pub use server::{LlamaServer, ServerConfig};

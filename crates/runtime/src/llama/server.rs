@@ -11,9 +11,9 @@
 use super::args::build_args;
 use super::autoconfig::{self, MachineFacts, ModelFacts};
 use super::log::{self as llog, MemoryLog};
-use super::logfile::LogSink;
 use crate::binaries::Binaries;
 use crate::events::EventBus;
+use crate::logfile::ServerLog;
 use crate::models::ModelStore;
 use crate::net::{free_port, local_client};
 use crate::process;
@@ -96,7 +96,7 @@ struct Inner {
     system: Arc<SystemProbe>,
     config: ServerConfig,
     shared: Mutex<Shared>,
-    logs: Mutex<LogSink>,
+    logs: ServerLog,
     /// One start or restart at a time.
     op: tokio::sync::Mutex<()>,
     /// Rung when the log says the server listens: the health check goes at once instead of
@@ -149,7 +149,11 @@ impl LlamaServer {
         system: Arc<SystemProbe>,
         config: ServerConfig,
     ) -> Self {
-        let logs = LogSink::new(storage.logs().join("llama-server.log"));
+        let logs = ServerLog::new(
+            ServerKind::Llm,
+            storage.logs().join("llama-server.log"),
+            events.clone(),
+        );
         let me = Self {
             inner: Arc::new(Inner {
                 storage,
@@ -166,7 +170,7 @@ impl LlamaServer {
                     tail: VecDeque::new(),
                     last_line: Instant::now(),
                 }),
-                logs: Mutex::new(logs),
+                logs,
                 op: tokio::sync::Mutex::new(()),
                 listening: tokio::sync::Notify::new(),
                 epoch: AtomicU64::new(0),
@@ -190,17 +194,15 @@ impl LlamaServer {
     }
 
     pub fn logs(&self) -> Vec<LogLine> {
-        self.inner.logs.lock().unwrap().recent()
+        self.inner.logs.recent()
     }
 
     fn pidfile(&self) -> PathBuf {
         self.inner.storage.root().join("run").join("llama-server.json")
     }
 
-    fn log(&self, level: LogLevel, message: impl Into<String>) {
-        let line = LogLine { at_ms: now_ms(), level, message: message.into() };
-        self.inner.logs.lock().unwrap().push(&line);
-        self.inner.events.emit(AppEvent::ServerLog { server: ServerKind::Llm, line });
+    pub(crate) fn log(&self, level: LogLevel, message: impl Into<String>) {
+        self.inner.logs.log(level, message);
     }
 
     fn set_state(&self, state: ServerState) {

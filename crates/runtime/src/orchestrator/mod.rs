@@ -73,6 +73,8 @@ pub trait LlmControl: Send + Sync {
     fn pause(&self) -> BoxFuture<'_, Result<()>>;
     /// Start it with `config`; answers its port once healthy.
     fn resume(&self, config: LlmConfig) -> BoxFuture<'_, Result<u16>>;
+    /// A line in the LLM server's log (what the orchestrator did to it).
+    fn log(&self, level: ipc::event::LogLevel, message: String);
 }
 
 /// Device names starting with "CPU" in llama.cpp's load log are RAM; the rest are GPUs.
@@ -128,6 +130,10 @@ impl LlmControl for LlamaServer {
 
     fn pause(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.offload())
+    }
+
+    fn log(&self, level: ipc::event::LogLevel, message: String) {
+        LlamaServer::log(self, level, message);
     }
 
     fn resume(&self, config: LlmConfig) -> BoxFuture<'_, Result<u16>> {
@@ -292,28 +298,34 @@ impl Orchestrator {
         Ok(Live { gpu, free_ram: now.memory.available_bytes })
     }
 
-    fn decision(&self, need: Footprint, llm: Option<&RunningLlm>) -> Result<OffloadDecision> {
+    /// The decision for `need`, and the live figures it was made on.
+    fn decision(
+        &self,
+        need: Footprint,
+        llm: Option<&RunningLlm>,
+    ) -> Result<(OffloadDecision, Live)> {
         let (settings, paused_last) = {
             let st = self.inner.state.lock().unwrap();
             (st.settings, st.paused_last)
         };
         let uses_gpu = need.vram_bytes > 0 || llm.is_some_and(|l| l.usage.vram > 0);
         let live = self.live(uses_gpu)?;
-        Ok(decide(&DecisionInput {
+        let decision = decide(&DecisionInput {
             mode: settings.mode,
             margin: settings.margin,
             llm: llm.map(|l| l.usage),
             image: need,
-            gpu: live.gpu.map(|(_, name, free)| (name, free)),
+            gpu: live.gpu.as_ref().map(|(_, name, free)| (name.clone(), *free)),
             free_ram: live.free_ram,
             paused_last,
             at_ms: now_ms(),
-        }))
+        });
+        Ok((decision, live))
     }
 
     /// What a job needing `need` would decide now; nothing changes.
     pub fn check(&self, need: Footprint) -> Result<OffloadDecision> {
-        self.decision(need, self.inner.llm.running().as_ref())
+        Ok(self.decision(need, self.inner.llm.running().as_ref())?.0)
     }
 
     /// Runs `job`, pausing the LLM around it when the decision says so.
@@ -326,7 +338,9 @@ impl Orchestrator {
     ) -> Result<T> {
         let _cycle = self.inner.lock.lock().await;
         let llm = self.inner.llm.running();
-        let decision = self.decision(need, llm.as_ref())?;
+        // `before`: the figures the decision used, against which the LLM's memory coming back
+        // is measured.
+        let (decision, before) = self.decision(need, llm.as_ref())?;
         {
             let mut st = self.inner.state.lock().unwrap();
             st.last_decision = Some(decision.clone());
@@ -350,7 +364,6 @@ impl Orchestrator {
             saved_at_ms: now_ms(),
             job_id: Some(job_id.to_owned()),
         };
-        let before = self.live(need.vram_bytes > 0 || llm.usage.vram > 0)?;
         if let Err(e) = crate::storage::write_json_atomic(&self.inner.saved_path, &saved).await {
             self.set_phase(OrchestratorPhase::Idle);
             return Err(e);
@@ -422,17 +435,13 @@ impl Orchestrator {
                 return;
             }
             if Instant::now() >= deadline {
-                self.inner.events.emit(AppEvent::ServerLog {
-                    server: ipc::event::ServerKind::Llm,
-                    line: ipc::event::LogLine {
-                        at_ms: now_ms(),
-                        level: ipc::event::LogLevel::Warn,
-                        message: format!(
-                            "the LLM's memory did not show up as free within {:?}; the image starts anyway",
-                            self.inner.config.memory_wait
-                        ),
-                    },
-                });
+                self.inner.llm.log(
+                    ipc::event::LogLevel::Warn,
+                    format!(
+                        "the LLM's memory did not show up as free within {:?}; the image starts anyway",
+                        self.inner.config.memory_wait
+                    ),
+                );
                 return;
             }
             tokio::time::sleep(self.inner.config.memory_poll).await;
