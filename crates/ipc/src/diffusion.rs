@@ -36,6 +36,74 @@ pub const SAMPLERS: &[&str] = &[
     "er_sde",
 ];
 
+/// Recommended settings for a model family, matched by words in the model's name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub steps: u32,
+    pub cfg: f32,
+    pub sampler: &'static str,
+    pub size: (u32, u32),
+    pub words: &'static [&'static str],
+}
+
+/// The Diffusion tab's presets; the first is the fallback.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "SD 1.5",
+        steps: 20,
+        cfg: 7.0,
+        sampler: "euler_a",
+        size: (512, 512),
+        words: &[],
+    },
+    Preset {
+        name: "SDXL",
+        steps: 30,
+        cfg: 7.0,
+        sampler: "dpm++2m",
+        size: (1024, 1024),
+        words: &["xl"],
+    },
+    Preset {
+        name: "SDXL Turbo / Lightning",
+        steps: 4,
+        cfg: 1.0,
+        sampler: "euler_a",
+        size: (512, 512),
+        words: &["turbo", "lightning"],
+    },
+    Preset { name: "LCM", steps: 6, cfg: 1.5, sampler: "lcm", size: (512, 512), words: &["lcm"] },
+    Preset {
+        name: "SD 3.5",
+        steps: 28,
+        cfg: 4.5,
+        sampler: "euler",
+        size: (1024, 1024),
+        words: &["sd3", "3.5"],
+    },
+    Preset {
+        name: "Flux",
+        steps: 20,
+        cfg: 1.0,
+        sampler: "euler",
+        size: (1024, 1024),
+        words: &["flux"],
+    },
+];
+
+/// The index of the preset whose words the model name holds (the last match wins:
+/// "sdxl-turbo" is Turbo); 0 when none does.
+pub fn preset_for(model_name: &str) -> usize {
+    let name = model_name.to_lowercase();
+    PRESETS
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, p)| p.words.iter().any(|w| name.contains(w)))
+        .map_or(0, |(i, _)| i)
+}
+
 /// What the user asks for when starting the diffusion server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DiffusionConfig {
@@ -151,6 +219,22 @@ pub struct JobProgress {
 }
 
 impl JobProgress {
+    /// "Diffusion · step 5/20 · image 1/2 · 42% · about 3 s left"
+    pub fn caption(&self) -> String {
+        let mut parts = vec![self.stage.label().to_owned()];
+        if self.stage == ImageStage::Diffusion {
+            parts.push(format!("step {}/{}", self.current_step, self.total_steps));
+        }
+        if self.total_images > 1 {
+            parts.push(format!("image {}/{}", self.current_image, self.total_images));
+        }
+        parts.push(format!("{:.0}%", self.percentage));
+        if let Some(eta) = self.eta_secs {
+            parts.push(format!("about {eta:.0} s left"));
+        }
+        parts.join(" · ")
+    }
+
     /// Nothing done yet, in `stage` (queued, making room, loading).
     pub fn at_start(stage: ImageStage, total_steps: u32, total_images: u32) -> Self {
         Self {
@@ -229,6 +313,28 @@ pub struct SavedImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presets_follow_the_model_name_and_use_known_samplers() {
+        let name = |n: &str| PRESETS[preset_for(n)].name;
+        assert_eq!(name("SDXL Tiny"), "SDXL");
+        assert_eq!(name("sdxl-turbo-q8"), "SDXL Turbo / Lightning");
+        assert_eq!(name("FLUX.1-schnell"), "Flux");
+        assert_eq!(name("sd3.5_medium"), "SD 3.5");
+        assert_eq!(name("v1-5-pruned"), "SD 1.5");
+        assert!(PRESETS.iter().all(|p| SAMPLERS.contains(&p.sampler)));
+    }
+
+    #[test]
+    fn progress_captions() {
+        let mut p = JobProgress::at_start(ImageStage::Loading, 20, 1);
+        assert_eq!(p.caption(), "Loading · 0%");
+        p.stage = ImageStage::Diffusion;
+        (p.current_step, p.percentage, p.eta_secs) = (5, 42.0, Some(3.2));
+        assert_eq!(p.caption(), "Diffusion · step 5/20 · 42% · about 3 s left");
+        p.total_images = 2;
+        assert_eq!(p.caption(), "Diffusion · step 5/20 · image 1/2 · 42% · about 3 s left");
+    }
 
     #[test]
     fn requests_and_views_use_the_original_field_names() {

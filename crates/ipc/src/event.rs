@@ -107,6 +107,19 @@ pub enum ImageStage {
     Done,
 }
 
+impl ImageStage {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Queued => "Queued",
+            Self::MakingRoom => "Making room",
+            Self::Loading => "Loading",
+            Self::Diffusion => "Diffusion",
+            Self::Decoding => "Decoding",
+            Self::Done => "Done",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AppEvent {

@@ -3,7 +3,57 @@
 use crate::components::card::Card;
 use crate::components::local_time;
 use ipc::event::{LogLevel, LogLine};
+use ipc::llm::LlmLogs;
+use ipc::IpcError;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+use std::future::Future;
+
+/// A server tab's status: read now and again whenever `ticks` moves (the server's events);
+/// answers the refresh for buttons that change the server. A failed read lands in `error`.
+pub fn server_status<T, Fut>(
+    ticks: RwSignal<u64>,
+    status: RwSignal<Option<T>>,
+    error: RwSignal<Option<IpcError>>,
+    fetch: fn() -> Fut,
+) -> impl Fn() + Copy + 'static
+where
+    T: Send + Sync + 'static,
+    Fut: Future<Output = Result<T, IpcError>> + 'static,
+{
+    let refresh = move || {
+        spawn_local(async move {
+            match fetch().await {
+                Ok(s) => status.set(Some(s)),
+                Err(e) => error.set(Some(e)),
+            }
+        })
+    };
+    refresh();
+    Effect::new(move |_| {
+        if ticks.get() > 0 {
+            refresh();
+        }
+    });
+    refresh
+}
+
+/// Fills `lines` with what the server logged before the window listened (if events have not
+/// filled it first).
+pub fn preload(
+    lines: RwSignal<Vec<LogLine>>,
+    fetch: impl Future<Output = Result<LlmLogs, IpcError>> + 'static,
+) {
+    spawn_local(async move {
+        if let Ok(l) = fetch.await {
+            lines.update(|lines| {
+                if lines.is_empty() {
+                    *lines = l.lines;
+                }
+            });
+        }
+    });
+}
 
 /// Shows `lines` (fed by the tab's events). `list_id` names the list; the controls' ids
 /// derive from it.

@@ -7,11 +7,11 @@ use crate::app::{DiffusionFeed, LlmFeed};
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::components::log_card::LogCard;
+use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use ipc::diffusion::{
-    DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView, DEFAULT_PORT,
-    SAMPLERS,
+    preset_for, DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView,
+    Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
 };
 use ipc::event::{ImageStage, ServerState};
 use ipc::format::bytes;
@@ -26,99 +26,6 @@ use leptos::task::spawn_local;
 const SIZES: &[(u32, u32)] =
     &[(512, 512), (768, 768), (1024, 1024), (1024, 768), (768, 1024), (1536, 1024), (1024, 1536)];
 
-/// Recommended settings per model family: (name, steps, cfg, sampler, width, height, matched by
-/// these words in the model's name).
-struct Preset {
-    name: &'static str,
-    steps: u32,
-    cfg: f32,
-    sampler: &'static str,
-    size: (u32, u32),
-    words: &'static [&'static str],
-}
-
-const PRESETS: &[Preset] = &[
-    Preset {
-        name: "SD 1.5",
-        steps: 20,
-        cfg: 7.0,
-        sampler: "euler_a",
-        size: (512, 512),
-        words: &[],
-    },
-    Preset {
-        name: "SDXL",
-        steps: 30,
-        cfg: 7.0,
-        sampler: "dpm++2m",
-        size: (1024, 1024),
-        words: &["xl"],
-    },
-    Preset {
-        name: "SDXL Turbo / Lightning",
-        steps: 4,
-        cfg: 1.0,
-        sampler: "euler_a",
-        size: (512, 512),
-        words: &["turbo", "lightning"],
-    },
-    Preset { name: "LCM", steps: 6, cfg: 1.5, sampler: "lcm", size: (512, 512), words: &["lcm"] },
-    Preset {
-        name: "SD 3.5",
-        steps: 28,
-        cfg: 4.5,
-        sampler: "euler",
-        size: (1024, 1024),
-        words: &["sd3", "3.5"],
-    },
-    Preset {
-        name: "Flux",
-        steps: 20,
-        cfg: 1.0,
-        sampler: "euler",
-        size: (1024, 1024),
-        words: &["flux"],
-    },
-];
-
-/// The preset whose words the model name holds (the last match wins: "sdxl-turbo" is Turbo).
-fn preset_for(name: &str) -> usize {
-    let name = name.to_lowercase();
-    PRESETS
-        .iter()
-        .enumerate()
-        .rev()
-        .find(|(_, p)| p.words.iter().any(|w| name.contains(w)))
-        .map_or(0, |(i, _)| i)
-}
-
-fn stage_label(s: ImageStage) -> &'static str {
-    match s {
-        ImageStage::Queued => "Queued",
-        ImageStage::MakingRoom => "Making room",
-        ImageStage::Loading => "Loading",
-        ImageStage::Diffusion => "Diffusion",
-        ImageStage::Decoding => "Decoding",
-        ImageStage::Done => "Done",
-    }
-}
-
-/// "Diffusion · step 5/20 · image 1/2 · 42% · about 3 s left"
-fn progress_caption(p: &JobProgress) -> String {
-    let mut parts = vec![stage_label(p.stage).to_owned()];
-    if p.stage == ImageStage::Diffusion {
-        parts.push(format!("step {}/{}", p.current_step, p.total_steps));
-    }
-    if p.total_images > 1 {
-        parts.push(format!("image {}/{}", p.current_image, p.total_images));
-    }
-    parts.push(format!("{:.0}%", p.percentage));
-    if let Some(eta) = p.eta_secs {
-        parts.push(format!("about {eta:.0} s left"));
-    }
-    parts.join(" · ")
-}
-
 fn num(s: &str) -> Option<u32> {
     s.trim().parse().ok()
 }
@@ -128,29 +35,8 @@ pub fn DiffusionTab() -> impl IntoView {
     let feed = expect_context::<DiffusionFeed>();
     let status = RwSignal::new(None::<DiffusionStatus>);
     let error = RwSignal::new(None::<IpcError>);
-    let refresh = move || {
-        spawn_local(async move {
-            match api::diffusion_status().await {
-                Ok(s) => status.set(Some(s)),
-                Err(e) => error.set(Some(e)),
-            }
-        })
-    };
-    refresh();
-    Effect::new(move |_| {
-        if feed.ticks.get() > 0 {
-            refresh();
-        }
-    });
-    spawn_local(async move {
-        if let Ok(l) = api::diffusion_logs().await {
-            feed.lines.update(|lines| {
-                if lines.is_empty() {
-                    *lines = l.lines;
-                }
-            });
-        }
-    });
+    let refresh = server_status(feed.ticks, status, error, api::diffusion_status);
+    preload(feed.lines, api::diffusion_logs());
     // Settings the Configuration card's preset applies to the generate form.
     let form = Form::new();
     view! {
@@ -481,8 +367,8 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
             {move || active().then(|| {
                 let p = progress().unwrap_or(JobProgress::at_start(ImageStage::Queued, 0, 1));
                 view! {
-                    <div id="sd-progress" data-stage=stage_label(p.stage) data-percent=format!("{:.0}", p.percentage)>
-                        <ProgressBar percent=p.percentage as f64 label=progress_caption(&p) />
+                    <div id="sd-progress" data-stage=p.stage.label() data-percent=format!("{:.0}", p.percentage)>
+                        <ProgressBar percent=p.percentage as f64 label=p.caption() />
                     </div>
                 }
             })}

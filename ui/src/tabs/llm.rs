@@ -6,7 +6,7 @@ use crate::app::LlmFeed;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::local_date;
-use crate::components::log_card::LogCard;
+use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use ipc::event::ServerState;
 use ipc::format::bytes;
@@ -29,29 +29,8 @@ pub fn LlmTab() -> impl IntoView {
     let error = RwSignal::new(None::<IpcError>);
     let busy = RwSignal::new(false);
 
-    let refresh = move || {
-        spawn_local(async move {
-            match api::llm_status().await {
-                Ok(s) => status.set(Some(s)),
-                Err(e) => error.set(Some(e)),
-            }
-        })
-    };
-    refresh();
-    Effect::new(move |_| {
-        if feed.ticks.get() > 0 {
-            refresh();
-        }
-    });
-    spawn_local(async move {
-        if let Ok(l) = api::llm_logs().await {
-            feed.lines.update(|lines| {
-                if lines.is_empty() {
-                    *lines = l.lines;
-                }
-            });
-        }
-    });
+    let refresh = server_status(feed.ticks, status, error, api::llm_status);
+    preload(feed.lines, api::llm_logs());
 
     view! {
         <RuntimeCard kind=RuntimeKind::Llama />
