@@ -677,10 +677,10 @@ impl DiffusionServer {
                 }
             },
             |line: &str| {
-                if !line.trim().is_empty()
-                    && !super::progress::strip_ansi(line).trim_start().starts_with('|')
-                {
-                    self.log(LogLevel::Info, super::progress::strip_ansi(line));
+                // Every line but the step bars (the progress shows those).
+                let clean = super::progress::strip_ansi(line);
+                if !clean.trim().is_empty() && !clean.trim_start().starts_with('|') {
+                    self.log(LogLevel::Info, clean);
                 }
             },
         )
