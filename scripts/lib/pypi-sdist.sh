@@ -3,6 +3,7 @@
 # check its SHA-256, unpack it, and make sure the build tools are there.
 #   fetch_sdist NAME VERSION SHA256 DEST_DIR     -> unpacks into DEST_DIR
 #   need_build_tools                              -> apt-installs cmake, ninja, g++, curl if missing
+# Callers send their standard output to standard error (their own stdout carries one path).
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -11,7 +12,8 @@ need_build_tools() {
   command -v cmake >/dev/null || need+=(cmake)
   command -v ninja >/dev/null || need+=(ninja-build)
   command -v g++ >/dev/null || need+=(build-essential)
-  command -v curl >/dev/null || need+=(curl ca-certificates)
+  command -v curl >/dev/null || need+=(curl)
+  [ -s /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
   if [ ${#need[@]} -gt 0 ]; then
     log "apt: installing ${need[*]}"
     sudo_ apt-get update -q
