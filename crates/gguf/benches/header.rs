@@ -5,7 +5,10 @@
 //!
 //! cargo bench -p gguf --bench header
 
-use gguf::{read_header, read_header_from_path, GgmlType, Limits, TensorData, Value, Writer};
+use gguf::{
+    read_checked_from_path, read_header, read_header_from_path, GgmlType, Limits, TensorData,
+    Value, Writer,
+};
 use std::time::{Duration, Instant};
 
 fn realistic_header() -> Writer {
@@ -76,7 +79,8 @@ fn main() {
     let path = std::env::temp_dir().join(format!("gguf-bench-{}.gguf", std::process::id()));
     std::fs::write(&path, &header).unwrap();
     let h = read_header(&header[..], Limits::default()).unwrap();
-    let size = h.data_offset + h.tensor_bytes().unwrap();
+    let last = h.tensors.last().unwrap();
+    let size = h.data_offset + last.offset + last.byte_size().unwrap();
     std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(size).unwrap();
 
     let runs = 20;
@@ -85,6 +89,13 @@ fn main() {
     });
     let (mem_mean, mem_best) = time(runs, || {
         std::hint::black_box(read_header(&header[..], Limits::default()).unwrap());
+    });
+    // The completeness check at import and verify: header + the file's length + the layout.
+    let (checked_mean, checked_best) = time(runs, || {
+        std::hint::black_box(read_checked_from_path(&path).unwrap());
+    });
+    let (layout_mean, _) = time(runs, || {
+        h.check_layout(size).unwrap();
     });
     let (raw_mean, _) = time(runs, || {
         let mut f = std::fs::File::open(&path).unwrap();
@@ -112,6 +123,14 @@ fn main() {
         ms(mem_best)
     );
     println!("ratio file / memory: {:.2}", file_mean.as_secs_f64() / mem_mean.as_secs_f64());
+    println!(
+        "read_checked_from_path (header + length + layout): mean {:.2} ms, best {:.2} ms; \
+         the layout check alone {:.1} µs; ratio checked / plain read {:.3}",
+        ms(checked_mean),
+        ms(checked_best),
+        layout_mean.as_secs_f64() * 1e6,
+        checked_mean.as_secs_f64() / file_mean.as_secs_f64()
+    );
     println!(
         "budget 10 ms: {}",
         if file_mean <= Duration::from_millis(10) { "within" } else { "EXCEEDED" }

@@ -1,5 +1,6 @@
 //! ggml tensor types and their storage sizes (block size in elements, bytes per block), as in
-//! ggml's type traits table.
+//! ggml's type traits table (checked against ggml.h / ggml-common.h of llama.cpp build 11434, the
+//! one the test tier builds: types 0–42, with 4, 5, 31–33 and 36–38 removed from GGUF files).
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct GgmlType(pub u32);
@@ -48,6 +49,9 @@ impl GgmlType {
             34 => ("TQ1_0", 256, 54),
             35 => ("TQ2_0", 256, 66),
             39 => ("MXFP4", 32, 17),
+            40 => ("NVFP4", 64, 36),
+            41 => ("Q1_0", 128, 18),
+            42 => ("Q2_0", 64, 18),
             _ => return None,
         })
     }
@@ -56,11 +60,11 @@ impl GgmlType {
         self.traits().map(|t| t.0)
     }
 
-    /// Bytes of one row of `elements` values; `None` for an unknown type or a row that is not a
-    /// whole number of blocks.
+    /// Bytes of one row of `elements` values; `None` for an unknown type, a row that is not a
+    /// whole number of blocks, or one too long for `u64` (only a hostile header has one).
     pub fn row_bytes(self, elements: u64) -> Option<u64> {
         let (_, block, size) = self.traits()?;
-        elements.is_multiple_of(block).then(|| elements / block * size)
+        (elements / block).checked_mul(size).filter(|_| elements.is_multiple_of(block))
     }
 }
 
@@ -79,10 +83,15 @@ mod tests {
             (GgmlType::Q4_K, 2304),
             (GgmlType::Q6_K, 3360),
             (GgmlType(39), 2176),
+            (GgmlType(40), 2304), // NVFP4: 64 per block, 4 scale bytes + 32 nibble bytes
+            (GgmlType(41), 576),  // Q1_0: 128 per block, f16 scale + 16 bytes
+            (GgmlType(42), 1152), // Q2_0: 64 per block, f16 scale + 16 bytes
         ] {
             assert_eq!(t.row_bytes(4096), Some(want), "{:?}", t.name());
         }
         assert_eq!(GgmlType::Q4_K.row_bytes(100), None, "not whole blocks");
         assert_eq!(GgmlType(4).row_bytes(32), None, "removed type");
+        assert_eq!(GgmlType(43).row_bytes(256), None, "past the last known type");
+        assert_eq!(GgmlType(28).row_bytes(1 << 62), None, "2^62 f64 values: past u64");
     }
 }

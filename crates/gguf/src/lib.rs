@@ -12,7 +12,7 @@ mod value;
 mod write;
 
 pub use ggml::GgmlType;
-pub use read::{read_header, read_header_from_path, Limits};
+pub use read::{read_checked_from_path, read_header, read_header_from_path, Limits};
 pub use value::{Value, ValueType};
 pub use write::{TensorData, Writer};
 
@@ -33,6 +33,14 @@ pub enum Error {
     TooLarge { what: &'static str, offset: u64, value: u64, limit: u64 },
     #[error("bad header at byte {offset}: {why}")]
     Malformed { offset: u64, why: String },
+    #[error("tensor {tensor} has ggml type {ggml_type}, which no llama.cpp build this app knows can load")]
+    UnknownTensorType { tensor: String, ggml_type: u32 },
+    #[error("tensor {tensor}: {why}")]
+    BadTensor { tensor: String, why: String },
+    #[error("the file is {file_len} bytes, but its tensors end at byte {data_end}: it is cut short by {} bytes (an interrupted download or copy?)", data_end - file_len)]
+    TooShort { file_len: u64, data_end: u64 },
+    #[error("the file is {file_len} bytes, but its tensors end at byte {data_end}: {} bytes follow that no tensor describes", file_len - data_end)]
+    TooLong { file_len: u64, data_end: u64 },
     #[error("reading failed: {0}")]
     Io(std::io::Error),
 }
@@ -62,11 +70,11 @@ impl TensorInfo {
         self.dims.iter().product()
     }
 
-    /// Exact bytes of the tensor's data, `None` for a type this reader does not know.
+    /// Exact bytes of the tensor's data; `None` for a type this reader does not know, a row that
+    /// is not a whole number of blocks, or a size past `u64` (only a hostile header has one).
     pub fn byte_size(&self) -> Option<u64> {
-        self.ggml_type
-            .row_bytes(*self.dims.first().unwrap_or(&1))
-            .map(|row| row * self.dims.iter().skip(1).product::<u64>())
+        let row = self.ggml_type.row_bytes(*self.dims.first().unwrap_or(&1))?;
+        self.dims.iter().skip(1).try_fold(row, |acc, &d| acc.checked_mul(d))
     }
 
     /// The block (layer) a tensor belongs to: `blk.12.attn_q.weight` -> 12.
@@ -183,22 +191,70 @@ impl Header {
         self.get_u64("general.file_type")
     }
 
-    /// Bytes of all tensor data; `None` if a tensor has an unknown type.
+    /// Bytes of all tensor data; `None` if a tensor has an unknown type (or a hostile size).
     pub fn tensor_bytes(&self) -> Option<u64> {
-        self.tensors.iter().map(TensorInfo::byte_size).sum()
+        self.tensors.iter().try_fold(0u64, |acc, t| acc.checked_add(t.byte_size()?))
+    }
+
+    /// Checks that the tensors describe exactly a file of `file_len` bytes, the way llama.cpp's
+    /// loader lays them out: every type known, every row a whole number of blocks, each tensor at
+    /// the offset where the previous one ends (padded to the alignment), and the file ending where
+    /// the last tensor's data ends (its padding optional). Reads nothing: a truncated download or
+    /// an unloadable type is caught from the header and the file's length alone.
+    pub fn check_layout(&self, file_len: u64) -> Result<()> {
+        let mut expected = 0u64; // running offset in the data section, as gguf.cpp computes it
+        let mut data_end = self.header_bytes; // a file with no tensors may stop after its header
+        let mut padded_end = self.data_offset;
+        for t in &self.tensors {
+            let bad = |why: String| Error::BadTensor { tensor: t.name.clone(), why };
+            if t.ggml_type.name().is_none() {
+                let (tensor, ggml_type) = (t.name.clone(), t.ggml_type.0);
+                return Err(Error::UnknownTensorType { tensor, ggml_type });
+            }
+            let row = *t.dims.first().unwrap_or(&1);
+            if t.ggml_type.row_bytes(row).is_none() {
+                return Err(bad(format!(
+                    "a row of {row} values is not a whole number of {} blocks",
+                    t.ggml_type.name().unwrap_or("?")
+                )));
+            }
+            let overflow = || bad(format!("{:?} values run past any file size", t.dims));
+            let size = t.byte_size().ok_or_else(overflow)?;
+            if t.offset != expected {
+                return Err(bad(format!(
+                    "its data starts at offset {} of the data section, where {expected} was expected",
+                    t.offset
+                )));
+            }
+            let end = self.data_offset.checked_add(t.offset).and_then(|o| o.checked_add(size));
+            data_end = end.ok_or_else(overflow)?;
+            expected = size
+                .checked_next_multiple_of(self.alignment)
+                .and_then(|p| expected.checked_add(p))
+                .ok_or_else(overflow)?;
+            padded_end = self.data_offset.checked_add(expected).ok_or_else(overflow)?;
+        }
+        if file_len < data_end {
+            return Err(Error::TooShort { file_len, data_end });
+        }
+        if file_len > padded_end {
+            return Err(Error::TooLong { file_len, data_end });
+        }
+        Ok(())
     }
 
     /// Weight bytes of each block `0..block_count`, summed exactly from the tensor infos, and
     /// the bytes outside any block (embeddings, output head).
     pub fn bytes_per_block(&self) -> Option<(Vec<u64>, u64)> {
-        let blocks = self.block_count()? as usize;
+        // A hostile count must not size an allocation: no model has a million blocks.
+        let blocks = usize::try_from(self.block_count()?).ok().filter(|&b| b <= 1 << 20)?;
         let mut per = vec![0u64; blocks];
         let mut other = 0u64;
         for t in &self.tensors {
             let size = t.byte_size()?;
             match t.block_index().map(|b| b as usize) {
-                Some(b) if b < blocks => per[b] += size,
-                _ => other += size,
+                Some(b) if b < blocks => per[b] = per[b].saturating_add(size),
+                _ => other = other.saturating_add(size),
             }
         }
         Some((per, other))

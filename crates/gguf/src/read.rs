@@ -268,3 +268,13 @@ pub fn read_header_from_path(path: &Path) -> Result<Header> {
     let file = std::fs::File::open(path).map_err(Error::Io)?;
     read_header(BufReader::with_capacity(1 << 20, file), Limits::default())
 }
+
+/// Reads the header of a GGUF file on disk and checks it against the file's length
+/// ([`Header::check_layout`]): what the app registers or starts must be loadable as a whole.
+pub fn read_checked_from_path(path: &Path) -> Result<Header> {
+    let file = std::fs::File::open(path).map_err(Error::Io)?;
+    let len = file.metadata().map_err(Error::Io)?.len();
+    let header = read_header(BufReader::with_capacity(1 << 20, file), Limits::default())?;
+    header.check_layout(len)?;
+    Ok(header)
+}

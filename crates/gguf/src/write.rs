@@ -14,6 +14,18 @@ pub struct TensorData {
 }
 
 impl TensorData {
+    /// Bytes the tensor takes in the data section: its data, or, for a tensor given without data
+    /// (a header-only fixture whose weights are a hole in a sparse file), what its shape and type
+    /// need.
+    fn stored_len(&self) -> u64 {
+        if !self.data.is_empty() {
+            return self.data.len() as u64;
+        }
+        let row = self.ggml_type.row_bytes(*self.dims.first().unwrap_or(&1));
+        row.and_then(|r| self.dims.iter().skip(1).try_fold(r, |a, &d| a.checked_mul(d)))
+            .unwrap_or(0)
+    }
+
     /// An f32 tensor from values.
     pub fn f32(name: &str, dims: &[u64], values: &[f32]) -> Self {
         Self {
@@ -119,7 +131,7 @@ impl Writer {
             out.extend_from_slice(&t.ggml_type.0.to_le_bytes());
             out.extend_from_slice(&data_at.to_le_bytes());
             offsets.push(data_at);
-            data_at = (data_at + t.data.len() as u64).div_ceil(align) * align;
+            data_at = (data_at + t.stored_len()).div_ceil(align) * align;
         }
         (out, offsets)
     }

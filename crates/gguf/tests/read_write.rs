@@ -210,3 +210,158 @@ fn mutated_headers_never_panic() {
         let _ = read_header(&b[..], limits);
     }
 }
+
+/// A file the way `std::fs` would see it: header read, then checked against its length.
+fn check(bytes: &[u8]) -> gguf::Result<gguf::Header> {
+    let h = parse(bytes)?;
+    h.check_layout(bytes.len() as u64)?;
+    Ok(h)
+}
+
+fn tensor(name: &str, dims: &[u64], ty: GgmlType, offset: u64) -> gguf::TensorInfo {
+    gguf::TensorInfo { name: name.into(), dims: dims.to_vec(), ggml_type: ty, offset }
+}
+
+fn header_with(tensors: Vec<gguf::TensorInfo>) -> gguf::Header {
+    gguf::Header {
+        version: 3,
+        metadata: vec![],
+        tensors,
+        alignment: 32,
+        data_offset: 64,
+        header_bytes: 50,
+    }
+}
+
+/// Cut at every 4 KiB, in the header and in the weights: never loadable, and the error says
+/// where the file ends and where it should.
+#[test]
+fn a_cut_model_is_refused_at_every_4k_and_the_whole_one_passes() {
+    let bytes = tiny_llama(TinyLlama::default()).to_bytes();
+    let h = check(&bytes).expect("the intact model");
+    let mut in_header = 0;
+    for cut in (0..bytes.len()).step_by(4096).skip(1) {
+        match check(&bytes[..cut]) {
+            Err(Error::Truncated(_)) => in_header += 1,
+            Err(e @ Error::TooShort { .. }) => {
+                let text = e.to_string();
+                assert!(cut as u64 >= h.header_bytes, "cut {cut}: {text}");
+                assert!(text.contains(&format!("is {cut} bytes")), "{text}");
+                assert!(text.contains(&format!("end at byte {}", bytes.len())), "{text}");
+            }
+            other => panic!("cut at {cut} of {}: {other:?}", bytes.len()),
+        }
+    }
+    assert!(in_header > 0 && bytes.len() / 4096 > in_header + 50, "both parts were cut");
+}
+
+#[test]
+fn layout_table() {
+    let f32s = |n: u64| 4 * n;
+    let good = tiny_llama(TinyLlama { n_layer: 1, ..Default::default() });
+    let bytes = good.to_bytes();
+    let h = parse(&bytes).unwrap();
+    let last = h.tensors.last().unwrap();
+    let unpadded_end = h.data_offset + last.offset + last.byte_size().unwrap();
+
+    let unknown = Writer::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .tensor(TensorData::f32("ok.weight", &[8], &[0.0; 8]))
+        .tensor(TensorData {
+            name: "strange.weight".into(),
+            dims: vec![8],
+            ggml_type: GgmlType(9999),
+            data: vec![0; 32],
+        })
+        .to_bytes();
+
+    type Case = (&'static str, gguf::Result<gguf::Header>, &'static str);
+    let cases: Vec<Case> = vec![
+        ("whole file", check(&bytes), ""),
+        (
+            "last tensor's padding left off",
+            {
+                let h = parse(&bytes).unwrap();
+                h.check_layout(unpadded_end).map(|_| h)
+            },
+            "",
+        ),
+        (
+            "one byte past the padding",
+            {
+                let mut b = bytes.clone();
+                b.push(0);
+                check(&b)
+            },
+            "1 bytes follow that no tensor describes",
+        ),
+        ("one byte short", check(&bytes[..bytes.len() - 1]), "cut short"),
+        ("unknown ggml type", check(&unknown), "tensor strange.weight has ggml type 9999"),
+        (
+            "a removed type (Q4_0_4_4)",
+            header_with(vec![tensor("t", &[32], GgmlType(31), 0)])
+                .check_layout(1 << 20)
+                .map(|_| h.clone()),
+            "ggml type 31",
+        ),
+        (
+            "row not whole blocks",
+            header_with(vec![tensor("q", &[100], GgmlType::Q4_K, 0)])
+                .check_layout(1 << 20)
+                .map(|_| h.clone()),
+            "not a whole number of Q4_K blocks",
+        ),
+        (
+            "second tensor overlaps the first",
+            header_with(vec![
+                tensor("a", &[16], GgmlType::F32, 0),
+                tensor("b", &[16], GgmlType::F32, 32),
+            ])
+            .check_layout(64 + 128)
+            .map(|_| h.clone()),
+            "starts at offset 32 of the data section, where 64",
+        ),
+        (
+            "gap between tensors",
+            header_with(vec![
+                tensor("a", &[8], GgmlType::F32, 0),
+                tensor("b", &[8], GgmlType::F32, 64),
+            ])
+            .check_layout(64 + 96)
+            .map(|_| h.clone()),
+            "where 32 was expected",
+        ),
+        (
+            "size beyond any file",
+            header_with(vec![tensor("huge", &[1 << 40, 1 << 22], GgmlType::F32, 0)])
+                .check_layout(u64::MAX)
+                .map(|_| h.clone()),
+            "run past any file size",
+        ),
+        ("no tensors, header only", header_with(vec![]).check_layout(50).map(|_| h.clone()), ""),
+        ("no tensors, padded header", header_with(vec![]).check_layout(64).map(|_| h.clone()), ""),
+        ("no tensors, more", header_with(vec![]).check_layout(65).map(|_| h.clone()), "follow"),
+        (
+            "packed as llama.cpp packs",
+            header_with(vec![
+                tensor("a", &[8], GgmlType::F32, 0),
+                tensor("b", &[256], GgmlType::Q4_K, 32),
+                tensor("c", &[3], GgmlType::F32, 32 + 160),
+            ])
+            .check_layout(64 + 192 + f32s(3))
+            .map(|_| h.clone()),
+            "",
+        ),
+    ];
+    for (name, got, want) in cases {
+        match (got, want) {
+            (Ok(_), "") => {}
+            (Ok(_), want) => panic!("{name}: accepted, wanted an error with {want:?}"),
+            (Err(e), "") => panic!("{name}: refused: {e}"),
+            (Err(e), want) => {
+                assert!(e.is_invalid_file(), "{name}: {e}");
+                assert!(e.to_string().contains(want), "{name}: {e} (wanted {want:?})");
+            }
+        }
+    }
+}
