@@ -126,10 +126,17 @@ async fn download_registers_lists_verifies_and_deletes() {
     let v = home.store.verify(&model_id).await.unwrap();
     assert!(v.had_checksum);
     assert_eq!(v.sha256, sha(&model));
-    // Damage the file: verify says so.
-    std::fs::write(&m.path, b"GGUF broken").unwrap();
+    // Damage a weight: verify says the checksum differs.
+    let mut damaged = model.clone();
+    *damaged.last_mut().unwrap() ^= 1;
+    std::fs::write(&m.path, &damaged).unwrap();
     let e = home.store.verify(&model_id).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::ChecksumMismatch);
+    // Cut it: verify says so from the header and the length, with the byte counts.
+    std::fs::write(&m.path, &model[..model.len() - 1000]).unwrap();
+    let e = home.store.verify(&model_id).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::GgufInvalid, "{e}");
+    assert!(e.to_string().contains("cut short by 1000 bytes"), "{e}");
 
     home.store.delete(&model_id).await.unwrap();
     assert!(home.files("llm").is_empty());
@@ -242,10 +249,101 @@ async fn hostile_names_stay_inside_the_models_folder() {
     assert!(!home.root.join("escape.gguf").exists());
 }
 
+fn local_request(name: &str, path: &std::path::Path) -> DownloadRequest {
+    DownloadRequest {
+        name: name.into(),
+        kind: ModelKind::Llm,
+        source: ModelSource::Local { path: path.display().to_string() },
+        sha256: None,
+        components: vec![],
+        directory: None,
+    }
+}
+
+/// Cut at every 4 KiB, in its header or in its weights: refused at import with GGUF_INVALID (the
+/// byte counts once the header is whole), nothing registered or left in the models folder, the
+/// user's own file untouched. The whole file is registered.
+#[tokio::test]
+async fn a_cut_gguf_is_refused_at_every_4k_and_the_whole_one_registers() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let header_len = gguf::read_header(&model[..], gguf::Limits::default()).unwrap().header_bytes;
+    let mut home = Home::new("cuts");
+    let incoming = home.root.join("incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let mut cuts = 0;
+    for cut in (4096..model.len()).step_by(4096) {
+        let path = incoming.join(format!("cut-{cut}.gguf"));
+        std::fs::write(&path, &model[..cut]).unwrap();
+        let id = home.queue.enqueue(local_request(&format!("Cut {cut}"), &path)).unwrap();
+        let AppEvent::DownloadFailed { error, .. } = home.outcome(&id).await else {
+            panic!("the model cut at byte {cut} was registered")
+        };
+        assert_eq!(error.code, ErrorCode::GgufInvalid, "cut {cut}: {}", error.message);
+        if cut as u64 > header_len {
+            let counts = format!("is {cut} bytes, but its tensors end at byte {}", model.len());
+            assert!(error.message.contains(&counts), "cut {cut}: {}", error.message);
+        }
+        assert!(!error.remedy.is_empty());
+        assert_eq!(std::fs::read(&path).unwrap().len(), cut, "the user's file is left as it was");
+        cuts += 1;
+    }
+    assert!(cuts >= 100, "{cuts} cuts");
+    assert!(home.store.list().await.unwrap().models.is_empty());
+    assert!(home.files("llm").is_empty(), "{:?}", home.files("llm"));
+
+    let whole = incoming.join("whole.gguf");
+    std::fs::write(&whole, &model).unwrap();
+    let id = home.queue.enqueue(local_request("Whole", &whole)).unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else {
+        panic!("the whole model was refused")
+    };
+    assert_eq!(home.store.list().await.unwrap().models.len(), 1);
+    assert!(home.store.verify(&model_id).await.is_ok());
+}
+
+/// Shard `no` of `count` of a split model, the way llama.cpp's gguf-split writes them: the
+/// split keys and a share of the tensors, with `values` f32 weights.
+fn shard(no: u16, count: u16, values: usize) -> Vec<u8> {
+    gguf::Writer::new()
+        .kv("split.no", gguf::Value::U16(no))
+        .kv("split.count", gguf::Value::U16(count))
+        .kv("split.tensors.count", gguf::Value::I32(23))
+        .tensor(gguf::TensorData::f32(
+            &format!("blk.{no}.extra.weight"),
+            &[values as u64],
+            &vec![0.25; values],
+        ))
+        .to_bytes()
+}
+
+#[tokio::test]
+async fn split_gguf_with_a_cut_shard_is_refused_and_leaves_nothing() {
+    let shard1 = tiny_llama(TinyLlama::default()).to_bytes();
+    let shard2 = shard(1, 3, 1000);
+    let shard3 = shard(2, 3, 1000);
+    let server = FixtureServer::start().await;
+    server.add("/q/Cut-Model-00001-of-00003.gguf", Route::bytes(shard1));
+    server.add("/q/Cut-Model-00002-of-00003.gguf", Route::bytes(shard2));
+    server.add("/q/Cut-Model-00003-of-00003.gguf", Route::bytes(shard3[..3000].to_vec()));
+    let mut home = Home::new("cut-shard");
+    let id = home
+        .queue
+        .enqueue(url_request("Cut Model", server.url("/q/Cut-Model-00001-of-00003.gguf"), None))
+        .unwrap();
+    let AppEvent::DownloadFailed { error, .. } = home.outcome(&id).await else {
+        panic!("a split model with a cut shard was registered")
+    };
+    assert_eq!(error.code, ErrorCode::GgufInvalid);
+    assert!(error.message.contains("Cut-Model-00003-of-00003.gguf"), "{}", error.message);
+    assert!(error.message.contains("is 3000 bytes"), "{}", error.message);
+    assert!(home.store.list().await.unwrap().models.is_empty());
+    assert!(home.files("llm").is_empty(), "every shard removed: {:?}", home.files("llm"));
+}
+
 #[tokio::test]
 async fn split_gguf_downloads_every_shard_into_its_folder() {
     let shard1 = tiny_llama(TinyLlama::default()).to_bytes();
-    let (shard2, shard3) = (vec![2u8; 300_000], vec![3u8; 200_000]);
+    let (shard2, shard3) = (shard(1, 3, 75_000), shard(2, 3, 50_000));
     let server = FixtureServer::start().await;
     server.add("/q/Big-Model-00001-of-00003.gguf", Route::bytes(shard1.clone()));
     server.add("/q/Big-Model-00002-of-00003.gguf", Route::bytes(shard2.clone()));

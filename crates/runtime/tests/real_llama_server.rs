@@ -197,13 +197,24 @@ async fn port_in_use_and_corrupt_models_fail_fast_with_codes() {
     let e = llm.start(cfg(&junk)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::GgufInvalid);
 
-    // A whole header with the tensor data cut off: llama-server itself fails, and the start
-    // says so at once instead of waiting out the load timeout.
+    // A whole header with the tensor data cut off: refused from the header and the file's
+    // length, before anything is spawned, with the byte counts.
     let mut bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
     bytes.truncate(bytes.len() / 2);
     let cut = w.model("cut", &bytes).await;
-    let started = Instant::now();
     let e = llm.start(cfg(&cut)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::GgufInvalid, "{e}");
+    assert!(e.to_string().contains(&format!("is {} bytes", bytes.len())), "{e}");
+    assert_eq!(llm.status().state, ServerState::Stopped);
+
+    // A whole, well-formed file that llama.cpp still cannot load (a tensor the architecture
+    // needs is missing): llama-server itself fails, and the start says so at once instead of
+    // waiting out the load timeout.
+    let mut writer = gguf::fixtures::tiny_llama(Default::default());
+    writer.tensors.retain(|t| t.name != "output_norm.weight");
+    let missing = w.model("missing", &writer.to_bytes()).await;
+    let started = Instant::now();
+    let e = llm.start(cfg(&missing)).await.unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     assert_eq!(e.code(), ErrorCode::ModelUnsupported, "{e}");
     let st = llm.status();

@@ -28,7 +28,7 @@ use ipc::system::Backend;
 use ipc::{AppEvent, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -236,16 +236,12 @@ impl LlamaServer {
         let files: Vec<PathBuf> =
             model.all_files().iter().map(|f| PathBuf::from(&f.path)).collect();
         let first = files.first().cloned().unwrap_or_else(|| PathBuf::from(&model.path));
+        // Each shard whole and loadable, checked from its header and length before llama-server
+        // is asked to load it.
         let header = tokio::task::spawn_blocking(move || -> Result<gguf::Header> {
-            let read = |p: &Path| {
-                gguf::read_header_from_path(p).map_err(|e| RuntimeError::GgufInvalid {
-                    path: p.display().to_string(),
-                    detail: e.to_string(),
-                })
-            };
-            let mut h = read(&files[0])?;
+            let mut h = crate::models::read_gguf(&files[0])?;
             for shard in &files[1..] {
-                h.tensors.extend(read(shard)?.tensors);
+                h.tensors.extend(crate::models::read_gguf(shard)?.tensors);
             }
             Ok(h)
         })

@@ -145,8 +145,8 @@ impl ModelStore {
         Ok(())
     }
 
-    /// Hashes every file of the model and compares each with its stored SHA-256. The answer
-    /// carries the primary file's hash.
+    /// Checks each GGUF file's layout against its length, then hashes every file of the model
+    /// and compares each with its stored SHA-256. The answer carries the primary file's hash.
     pub async fn verify(&self, id: &str) -> Result<VerifyResult> {
         let info = self.get(id).await?;
         let mut first = None;
@@ -160,9 +160,15 @@ impl ModelStore {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "the file is missing"),
                 ));
             }
-            let actual = tokio::task::spawn_blocking(move || sha256_file(&path))
-                .await
-                .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+            // A cut or padded GGUF is found from its header before any hashing.
+            let actual = tokio::task::spawn_blocking(move || {
+                if is_gguf_path(&path) {
+                    read_gguf(&path)?;
+                }
+                sha256_file(&path)
+            })
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
             if let Some(expected) = &f.sha256 {
                 had_checksum = true;
                 if *expected != actual {
@@ -177,6 +183,21 @@ impl ModelStore {
         }
         Ok(VerifyResult { sha256: first.unwrap_or_default(), had_checksum })
     }
+}
+
+/// A `.gguf` file name (any case).
+pub fn is_gguf_path(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// Reads a GGUF file's header and checks it against the file's length: whole, not padded, and
+/// of tensor types llama.cpp loads ([`gguf::Header::check_layout`]). Header and length only: no
+/// weight is read, so this costs milliseconds for any model size.
+pub fn read_gguf(path: &Path) -> Result<gguf::Header> {
+    gguf::read_checked_from_path(path).map_err(|e| match e {
+        gguf::Error::Io(io) => RuntimeError::io("reading", path, io),
+        e => RuntimeError::GgufInvalid { path: path.display().to_string(), detail: e.to_string() },
+    })
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {

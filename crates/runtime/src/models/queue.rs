@@ -421,6 +421,14 @@ impl DownloadQueue {
                 if std::fs::hard_link(&from, &to).is_err() {
                     std::fs::copy(&from, &to).map_err(|e| RuntimeError::io("copying", &from, e))?;
                 }
+                // A cut or unloadable GGUF is refused from its header before gigabytes are hashed
+                // (`finish` checks again, as for downloads); the user's own file stays.
+                if super::is_gguf_path(&to) {
+                    if let Err(e) = super::read_gguf(&to) {
+                        let _ = std::fs::remove_file(&to);
+                        return Err(e);
+                    }
+                }
                 Ok(std::fs::metadata(&to).map_err(|e| RuntimeError::io("reading", &to, e))?.len())
             })
             .await
@@ -495,29 +503,33 @@ impl DownloadQueue {
         })
     }
 
-    /// Reads the GGUF header (an LLM must have one), then registers the model.
+    /// Checks every GGUF file of the model (the primary one, which an LLM must have, each shard
+    /// of a split model, each GGUF component) against its length, then registers the model.
     async fn finish(&self, id: &str) -> Result<String> {
         let (request, tasks, model_id) =
             self.with_job(id, |j| (j.request.clone(), j.tasks.clone(), j.model_id.clone()))?;
         let primary = &tasks[0];
         let dest = &primary.dest;
-        let is_gguf = dest.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-        let header = if is_gguf || request.kind == ModelKind::Llm {
-            let p = dest.to_path_buf();
-            match tokio::task::spawn_blocking(move || gguf::read_header_from_path(&p)).await {
-                Ok(Ok(h)) => Some(h),
-                Ok(Err(e)) => {
-                    // Not a model we can run: nothing is left registered or on disk.
-                    let _ = self.with_job(id, |j| remove_job_files(j));
-                    return Err(RuntimeError::GgufInvalid {
-                        path: dest.display().to_string(),
-                        detail: e.to_string(),
-                    });
-                }
-                Err(e) => return Err(RuntimeError::Internal(e.to_string())),
+        let primary_is_gguf = super::is_gguf_path(dest) || request.kind == ModelKind::Llm;
+        let ggufs: Vec<PathBuf> = tasks
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| (*i == 0 && primary_is_gguf) || super::is_gguf_path(&t.dest))
+            .map(|(_, t)| t.dest.clone())
+            .collect();
+        let checked = tokio::task::spawn_blocking(move || {
+            ggufs.iter().map(|p| super::read_gguf(p)).collect::<Result<Vec<_>>>()
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))?;
+        let header = match checked {
+            Ok(mut headers) if primary_is_gguf => Some(headers.swap_remove(0)),
+            Ok(_) => None,
+            Err(e) => {
+                // Not a model we can run: nothing is left registered or on disk.
+                let _ = self.with_job(id, |j| remove_job_files(j));
+                return Err(e);
             }
-        } else {
-            None
         };
         let files: Vec<ModelFile> = tasks
             .iter()
