@@ -343,6 +343,58 @@ async fn hostile_archives_are_refused() {
     assert!(!s.root.join("binaries/llama/b9860/llama-server").exists());
 }
 
+/// A build whose archive carries shared-library version links (a link to a link) installs
+/// through the mirror and passes both phases; one whose links chain out of the folder
+/// (`a -> .`, `a/b -> ..`, `a/b/escaped.txt`) is refused before anything is written outside,
+/// and the next variant is taken.
+#[tokio::test]
+async fn version_links_install_and_run_and_a_link_chain_falls_back() {
+    use archive::Item::{File, Link};
+    let mut s = Setup::new("links").await;
+    let script = s.script(Scenario::Cpu);
+    let chain = archive::tar_gz_items(&[
+        File("llama-b9860/llama-server", &script, 0o755),
+        Link("a", "."),
+        Link("a/b", ".."),
+        File("a/b/escaped.txt", b"outside", 0o644),
+    ]);
+    s.serve(Variant::Vulkan, "llama-b9860-bin-ubuntu-vulkan-x64.tar.gz".into(), chain, None);
+    let benign = archive::tar_gz_items(&[
+        File("llama-b9860/llama-server", &script, 0o755),
+        File("llama-b9860/libggml-base.so.0.9.4", b"base library", 0o644),
+        Link("llama-b9860/libggml-base.so.0", "libggml-base.so.0.9.4"),
+        Link("llama-b9860/libggml-base.so", "libggml-base.so.0"),
+    ]);
+    s.serve(Variant::Cpu, "llama-b9860-bin-ubuntu-x64.tar.gz".into(), benign, None);
+    let bins = s.binaries();
+    let around = |root: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(root.join("binaries/llama"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let amd = gpu(GpuVendor::Amd, Backend::Vulkan);
+    let got = bins.ensure(RuntimeKind::Llama, &[amd], false).await.unwrap();
+
+    assert_eq!(got.installed.variant, Variant::Cpu, "the chain's variant was refused");
+    assert!(got.installed.generation_checked, "phase 2 ran the linked build");
+    let dir = s.root.join("binaries/llama/b9860/cpu/llama-b9860");
+    assert_eq!(std::fs::read(dir.join("libggml-base.so")).unwrap(), b"base library");
+    assert!(std::fs::symlink_metadata(dir.join("libggml-base.so")).unwrap().is_symlink());
+    let log = bins.status(RuntimeKind::Llama).log;
+    assert!(
+        log.iter().any(|l| l.message.contains("entry a/b/escaped.txt lies under the link a")),
+        "{log:#?}"
+    );
+    for dir in [s.root.join("binaries/llama/b9860"), s.root.join("binaries/llama"), s.root.clone()]
+    {
+        assert!(!dir.join("escaped.txt").exists(), "escaped into {}", dir.display());
+    }
+    assert_eq!(s.installed_dirs(), ["cpu"], "no vulkan folder, no staging left");
+    assert!(!around(&s.root).iter().any(|n| n.contains("unpacking")));
+}
+
 #[tokio::test]
 async fn cache_hit_runs_and_hashes_nothing_and_a_changed_file_is_checked_again() {
     let mut s = Setup::new("cache").await;

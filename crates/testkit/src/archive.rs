@@ -5,14 +5,36 @@ use std::io::Write;
 
 /// A `.tar.gz` of `(path, bytes, mode)` entries.
 pub fn tar_gz(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let items: Vec<Item> = files.iter().map(|&(n, d, m)| Item::File(n, d, m)).collect();
+    tar_gz_items(&items)
+}
+
+/// One entry of [`tar_gz_items`].
+pub enum Item<'a> {
+    File(&'a str, &'a [u8], u32),
+    Link(&'a str, &'a str),
+}
+
+/// A `.tar.gz` of files and symbolic links, in the order given.
+pub fn tar_gz_items(items: &[Item]) -> Vec<u8> {
     let mut b =
         tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
-    for (name, data, mode) in files {
+    for item in items {
         let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(*mode);
-        h.set_cksum();
-        b.append_data(&mut h, name, *data).unwrap();
+        match *item {
+            Item::File(name, data, mode) => {
+                h.set_size(data.len() as u64);
+                h.set_mode(mode);
+                h.set_cksum();
+                b.append_data(&mut h, name, data).unwrap();
+            }
+            Item::Link(name, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, name, target).unwrap();
+            }
+        }
     }
     b.into_inner().unwrap().finish().unwrap()
 }

@@ -1,10 +1,12 @@
 //! Unpacking release archives (`.zip`, `.tar.gz`) so that no entry can land outside the target:
-//! absolute paths, `..`, and links pointing outside are refused, and a refused archive leaves
-//! nothing behind. Everything is unpacked into a fresh sibling folder first and renamed into
+//! absolute paths, `..`, hard links, and links that point outside (also through other links of the
+//! archive) are refused, no write ever goes through a link the archive made (links are created
+//! last, see [`Unpacker`]), and a refused archive leaves nothing behind. Everything is unpacked into a fresh sibling folder first and renamed into
 //! place at the end, so a crash never leaves a half-unpacked runtime where a whole one is expected.
 
 use crate::storage::relative_inside;
 use crate::{Result, RuntimeError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -16,27 +18,6 @@ const MAX_BYTES: u64 = 8 << 30;
 
 fn bad(archive: &Path, detail: impl Into<String>) -> RuntimeError {
     RuntimeError::BadArchive { archive: archive.display().to_string(), detail: detail.into() }
-}
-
-/// Where a link inside the archive points, resolved against the folder of the link itself;
-/// `None` when that leaves the archive's root.
-fn link_target_inside(link: &Path, target: &Path) -> Option<PathBuf> {
-    if target.is_absolute() {
-        return None;
-    }
-    let mut out: Vec<Component> =
-        link.parent().map(|p| p.components().collect()).unwrap_or_default();
-    for c in target.components() {
-        match c {
-            Component::Normal(_) => out.push(c),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                out.pop()?;
-            }
-            _ => return None,
-        }
-    }
-    Some(out.iter().collect())
 }
 
 /// Unpacks `archive` into `dest` (which must not exist yet) and lists the files it wrote,
@@ -103,50 +84,208 @@ fn entry_path(archive: &Path, raw: &str) -> Result<PathBuf> {
         .map_err(|_| bad(archive, format!("entry {raw:?} would land outside the folder")))
 }
 
-fn write_file(
-    archive: &Path,
-    root: &Path,
-    rel: &Path,
-    mut data: impl Read,
-    mode: Option<u32>,
-) -> Result<()> {
-    let path = root.join(rel);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| RuntimeError::io("creating folder", parent, e))?;
-    }
-    // A symlink unpacked earlier must not redirect this write outside the root.
-    if fs::symlink_metadata(&path).is_ok() {
-        return Err(bad(archive, format!("entry {} appears twice", rel.display())));
-    }
-    let mut out = fs::File::create(&path).map_err(|e| RuntimeError::io("writing", &path, e))?;
-    std::io::copy(&mut data, &mut out).map_err(|e| RuntimeError::io("writing", &path, e))?;
-    #[cfg(unix)]
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        // Keep the run bits; drop set-uid and the like.
-        let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777));
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    Ok(())
+/// Unpacks into a fresh staging folder so that no write can be steered by a link: files and
+/// folders are written first, while the folder holds no link at all, so every parent is a real
+/// folder this unpacking made; links are only recorded then. At the end, each link is checked
+/// against the whole archive (no entry lies under a link or at its path, no link lies under
+/// another, and its target, followed through every other link of the archive, stays inside) and
+/// only then created. Release archives' shared-library version links (`libggml.so ->
+/// libggml.so.0`) pass; a chain such as `a -> .`, `a/b -> ..`, `a/b/x` is refused.
+struct Unpacker<'a> {
+    archive: &'a Path,
+    root: &'a Path,
+    files: Vec<PathBuf>,
+    /// Files and folders written, to find entries that a link would sit on or above.
+    written: BTreeSet<PathBuf>,
+    links: Vec<(PathBuf, PathBuf)>,
+    budget: Budget,
 }
 
-fn make_symlink(archive: &Path, root: &Path, rel: &Path, target: &Path) -> Result<()> {
-    if link_target_inside(rel, target).is_none() {
-        return Err(bad(
+/// How many links one lookup may pass through, as the kernel's own limit (ELOOP).
+const MAX_LINK_HOPS: usize = 40;
+
+impl<'a> Unpacker<'a> {
+    fn new(archive: &'a Path, root: &'a Path) -> Self {
+        Self {
             archive,
-            format!("link {} points outside the folder ({})", rel.display(), target.display()),
-        ));
+            root,
+            files: Vec::new(),
+            written: BTreeSet::new(),
+            links: Vec::new(),
+            budget: Budget { entries: 0, bytes: 0 },
+        }
     }
-    let path = root.join(rel);
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent).map_err(|e| RuntimeError::io("creating folder", parent, e))?;
+
+    fn bad(&self, detail: String) -> RuntimeError {
+        bad(self.archive, detail)
     }
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(target, &path).map_err(|e| RuntimeError::io("linking", &path, e))?;
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+
+    /// A write inside the staging folder that fails because of another entry (a file where a
+    /// folder must be, or the reverse) is the archive's fault; anything else is the disk's.
+    fn write_error(
+        &self,
+        what: &'static str,
+        rel: &Path,
+        path: &Path,
+        e: std::io::Error,
+    ) -> RuntimeError {
+        use std::io::ErrorKind::{AlreadyExists, IsADirectory, NotADirectory};
+        match e.kind() {
+            AlreadyExists | NotADirectory | IsADirectory => {
+                self.bad(format!("entry {} clashes with another entry ({e})", rel.display()))
+            }
+            _ => RuntimeError::io(what, path, e),
+        }
+    }
+
+    fn dir(&mut self, raw: &str) -> Result<()> {
+        if Path::new(raw).components().all(|c| c == Component::CurDir) {
+            return Ok(()); // the archive's own top folder, "./"
+        }
+        let rel = entry_path(self.archive, raw)?;
+        let path = self.root.join(&rel);
+        fs::create_dir_all(&path)
+            .map_err(|e| self.write_error("creating folder", &rel, &path, e))?;
+        self.written.insert(rel);
+        Ok(())
+    }
+
+    fn file(&mut self, raw: &str, mut data: impl Read, mode: Option<u32>) -> Result<()> {
+        let rel = entry_path(self.archive, raw)?;
+        let path = self.root.join(&rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)
+                .map_err(|e| self.write_error("creating folder", &rel, parent, e))?;
+        }
+        // create_new: never through an existing entry of the same name (nor a link, if one were
+        // there: O_EXCL does not follow it).
+        let mut out = match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(self.bad(format!("entry {} appears twice", rel.display())));
+            }
+            Err(e) => return Err(self.write_error("writing", &rel, &path, e)),
+        };
+        std::io::copy(&mut data, &mut out).map_err(|e| RuntimeError::io("writing", &path, e))?;
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            use std::os::unix::fs::PermissionsExt;
+            // Keep the run bits; drop set-uid and the like.
+            let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode & 0o777));
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        self.written.insert(rel.clone());
+        self.files.push(rel);
+        Ok(())
+    }
+
+    fn link(&mut self, raw: &str, target: &Path) -> Result<()> {
+        let rel = entry_path(self.archive, raw)?;
+        if !target.is_relative() || target.as_os_str().is_empty() {
+            return Err(self.bad(format!(
+                "link {} points outside the folder ({})",
+                rel.display(),
+                target.display()
+            )));
+        }
+        self.links.push((rel, target.to_path_buf()));
+        Ok(())
+    }
+
+    /// Checks every link against the whole archive, then creates them.
+    fn finish(self) -> Result<Vec<PathBuf>> {
+        let mut by_path = BTreeMap::new();
+        for (rel, target) in &self.links {
+            if by_path.insert(rel.clone(), target.clone()).is_some() {
+                return Err(self.bad(format!("entry {} appears twice", rel.display())));
+            }
+        }
+        for (rel, target) in &self.links {
+            let under = |set: &mut dyn Iterator<Item = &PathBuf>| {
+                set.take_while(|p| p.starts_with(rel)).find(|p| *p != rel).cloned()
+            };
+            if self.written.contains(rel) {
+                return Err(
+                    self.bad(format!("link {} replaces an entry of the same name", rel.display()))
+                );
+            }
+            let below = under(&mut self.written.range(rel.clone()..))
+                .or_else(|| under(&mut by_path.range(rel.clone()..).map(|(p, _)| p)));
+            if let Some(entry) = below {
+                return Err(self.bad(format!(
+                    "entry {} lies under the link {} -> {}",
+                    entry.display(),
+                    rel.display(),
+                    target.display()
+                )));
+            }
+            resolve_inside(&by_path, rel).map_err(|why| {
+                self.bad(format!("link {} -> {} {why}", rel.display(), target.display()))
+            })?;
+        }
+        for (rel, target) in &self.links {
+            let path = self.root.join(rel);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(|e| self.write_error("creating folder", rel, parent, e))?;
+            }
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(target, &path)
+                .map_err(|e| self.write_error("linking", rel, &path, e))?;
+            #[cfg(not(unix))]
+            let _ = (path, target);
+        }
+        Ok(self.files)
+    }
+}
+
+/// Follows the link at `link` (relative to the root) through every link in `links`, as the
+/// kernel would once all of them exist, and says why not when that leaves the root or loops.
+/// The link's own folder holds no link (checked before), so its parents are real folders.
+fn resolve_inside(links: &BTreeMap<PathBuf, PathBuf>, link: &Path) -> Result<PathBuf, String> {
+    let mut at: Vec<&std::ffi::OsStr> = Vec::new();
+    if let Some(parent) = link.parent() {
+        for c in parent.components() {
+            if let Component::Normal(n) = c {
+                at.push(n);
+            }
+        }
+    }
+    let mut pending: Vec<Component> = links[link].components().rev().collect();
+    let mut hops = 1;
+    while let Some(c) = pending.pop() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                at.pop().ok_or_else(|| "points outside the folder".to_owned())?;
+            }
+            Component::Normal(n) => {
+                at.push(n);
+                let here: PathBuf = at.iter().collect();
+                if let Some(next) = links.get(&here) {
+                    hops += 1;
+                    if hops > MAX_LINK_HOPS {
+                        return Err(format!(
+                            "goes through more than {MAX_LINK_HOPS} links (a loop)"
+                        ));
+                    }
+                    at.pop();
+                    if !next.is_relative() {
+                        return Err(format!(
+                            "points outside the folder through {}",
+                            here.display()
+                        ));
+                    }
+                    pending.extend(next.components().rev());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("points outside the folder".to_owned())
+            }
+        }
+    }
+    Ok(at.iter().collect())
 }
 
 fn extract_tar_gz(
@@ -156,42 +295,39 @@ fn extract_tar_gz(
 ) -> Result<Vec<PathBuf>> {
     let file = fs::File::open(archive).map_err(|e| RuntimeError::io("opening", archive, e))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
-    let mut files = Vec::new();
-    let mut budget = Budget { entries: 0, bytes: 0 };
+    let mut u = Unpacker::new(archive, root);
     let entries = tar.entries().map_err(|e| bad(archive, e.to_string()))?;
     for entry in entries {
         let entry = entry.map_err(|e| bad(archive, e.to_string()))?;
-        on_entry(budget.entries as u64, None);
+        on_entry(u.budget.entries as u64, None);
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let header = entry.header();
-        budget.take(archive, header.size().unwrap_or(0))?;
+        u.budget.take(archive, header.size().unwrap_or(0))?;
         let kind = header.entry_type();
         if kind.is_pax_global_extensions()
             || kind.is_pax_local_extensions()
             || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
         {
             continue;
         }
-        let rel = entry_path(archive, &raw)?;
         if kind.is_dir() {
-            fs::create_dir_all(root.join(&rel))
-                .map_err(|e| RuntimeError::io("creating folder", root, e))?;
+            u.dir(&raw)?;
         } else if kind.is_symlink() {
             let target =
                 entry.link_name().map_err(|e| bad(archive, e.to_string()))?.unwrap_or_default();
-            make_symlink(archive, root, &rel, &target)?;
+            u.link(&raw, &target)?;
         } else if kind.is_hard_link() {
             // Hard links can alias any file the extracting user may write; builds do not need them.
             return Err(bad(archive, format!("hard link {raw:?} is not allowed")));
         } else if kind.is_file() || kind.is_contiguous() {
             let mode = header.mode().ok();
-            write_file(archive, root, &rel, entry, mode)?;
-            files.push(rel);
+            u.file(&raw, entry, mode)?;
         } else {
             return Err(bad(archive, format!("entry {raw:?} is a device or other special file")));
         }
     }
-    Ok(files)
+    u.finish()
 }
 
 fn extract_zip(
@@ -202,44 +338,61 @@ fn extract_zip(
     let file = fs::File::open(archive).map_err(|e| RuntimeError::io("opening", archive, e))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| bad(archive, e.to_string()))?;
-    let mut files = Vec::new();
-    let mut budget = Budget { entries: 0, bytes: 0 };
+    let mut u = Unpacker::new(archive, root);
     for i in 0..zip.len() {
         on_entry(i as u64, Some(zip.len() as u64));
         let mut entry = zip.by_index(i).map_err(|e| bad(archive, e.to_string()))?;
         let raw = entry.name().map_err(|e| bad(archive, e.to_string()))?.into_owned();
-        budget.take(archive, entry.size())?;
-        let rel = entry_path(archive, &raw)?;
+        u.budget.take(archive, entry.size())?;
         let mode = entry.unix_mode();
         let is_link = mode.is_some_and(|m| m & 0o170000 == 0o120000);
         if entry.is_dir() {
-            fs::create_dir_all(root.join(&rel))
-                .map_err(|e| RuntimeError::io("creating folder", root, e))?;
+            u.dir(&raw)?;
         } else if is_link {
             let mut target = String::new();
-            entry.read_to_string(&mut target).map_err(|e| bad(archive, e.to_string()))?;
-            make_symlink(archive, root, &rel, Path::new(&target))?;
+            // A link's target is a short path; more is not a link this archive needs.
+            (&mut entry)
+                .take(4096)
+                .read_to_string(&mut target)
+                .map_err(|e| bad(archive, e.to_string()))?;
+            u.link(&raw, Path::new(&target))?;
         } else {
-            write_file(archive, root, &rel, &mut entry, mode)?;
-            files.push(rel);
+            u.file(&raw, &mut entry, mode)?;
         }
     }
-    Ok(files)
+    u.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn links(pairs: &[(&str, &str)]) -> BTreeMap<PathBuf, PathBuf> {
+        pairs.iter().map(|(l, t)| (PathBuf::from(l), PathBuf::from(t))).collect()
+    }
+
     #[test]
-    fn link_targets() {
-        let l = Path::new("lib/libggml.dylib");
-        assert_eq!(
-            link_target_inside(l, Path::new("libggml.0.dylib")),
-            Some(PathBuf::from("lib/libggml.0.dylib"))
-        );
-        assert_eq!(link_target_inside(l, Path::new("../bin/x")), Some(PathBuf::from("bin/x")));
-        assert_eq!(link_target_inside(l, Path::new("../../etc/passwd")), None);
-        assert_eq!(link_target_inside(l, Path::new("/etc/passwd")), None);
+    fn links_resolve_through_each_other() {
+        let ok = |pairs: &[(&str, &str)], link: &str, want: &str| {
+            assert_eq!(
+                resolve_inside(&links(pairs), Path::new(link)).as_deref(),
+                Ok(Path::new(want)),
+                "{link} in {pairs:?}"
+            )
+        };
+        let refused = |pairs: &[(&str, &str)], link: &str, why: &str| {
+            let e = resolve_inside(&links(pairs), Path::new(link)).unwrap_err();
+            assert!(e.contains(why), "{link} in {pairs:?}: {e}");
+        };
+        ok(&[("lib/libggml.so", "libggml.so.0")], "lib/libggml.so", "lib/libggml.so.0");
+        ok(&[("lib/a", "libggml.so.0"), ("lib/b", "a")], "lib/b", "lib/libggml.so.0");
+        ok(&[("lib/x", "../bin/x")], "lib/x", "bin/x");
+        ok(&[("a", ".")], "a", "");
+        refused(&[("lib/x", "../../etc/passwd")], "lib/x", "outside");
+        // Through another link: `up -> ..` is fine where it stands, not when reached via `a`.
+        refused(&[("a", "sub"), ("sub", "."), ("b", "a/../..")], "b", "outside");
+        refused(&[("a", "."), ("b", "a/a/a/..")], "b", "outside");
+        refused(&[("a", "b"), ("b", "a")], "a", "loop");
+        refused(&[("a", "b"), ("b", "/etc")], "a", "outside");
     }
 }
