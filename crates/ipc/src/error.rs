@@ -136,7 +136,8 @@ impl ErrorCode {
             Self::InsufficientDisk => "Free some disk space or delete unused models, then retry.",
             Self::ModelNotFound => "Refresh the Models tab; the model may have been deleted.",
             Self::GgufInvalid => {
-                "The file is damaged or not a GGUF model. Delete it and download it again."
+                "The file is damaged, incomplete or not a GGUF model. Delete it and download it \
+                 again; a tensor type this app does not know needs a newer app."
             }
             Self::ModelUnsupported => {
                 "The runtime cannot load this model: verify or re-download it, or update the runtime."
