@@ -1,6 +1,20 @@
 //! Small real models for tests: a llama-architecture GGUF that llama-server can load.
 
-use crate::{TensorData, Value, Writer};
+use crate::{GgmlType, TensorData, Value, Writer};
+
+/// A well-formed GGUF whose second tensor, `strange.weight`, has ggml type 9999, which no
+/// llama.cpp build loads.
+pub fn unknown_tensor_type() -> Writer {
+    Writer::new()
+        .kv("general.architecture", Value::String("llama".into()))
+        .tensor(TensorData::f32("ok.weight", &[8], &[0.5; 8]))
+        .tensor(TensorData {
+            name: "strange.weight".into(),
+            dims: vec![8],
+            ggml_type: GgmlType(9999),
+            data: vec![0; 32],
+        })
+}
 
 /// Shape of [`tiny_llama`].
 #[derive(Debug, Clone, Copy)]

@@ -6,7 +6,7 @@
 //! tensor's data, of a known type, inside its length.
 
 use gguf::fixtures::{tiny_llama, TinyLlama};
-use gguf::{read_header, GgmlType, Limits, TensorData, Value, Writer};
+use gguf::{read_header, Limits};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -16,16 +16,7 @@ fn seeds() -> &'static [(Vec<u8>, usize)] {
     static SEEDS: OnceLock<Vec<(Vec<u8>, usize)>> = OnceLock::new();
     SEEDS.get_or_init(|| {
         let whole = tiny_llama(TinyLlama { n_layer: 1, ..Default::default() }).to_bytes();
-        let unknown = Writer::new()
-            .kv("general.architecture", Value::String("llama".into()))
-            .tensor(TensorData::f32("ok.weight", &[8], &[0.5; 8]))
-            .tensor(TensorData {
-                name: "strange.weight".into(),
-                dims: vec![8],
-                ggml_type: GgmlType(9999),
-                data: vec![0; 32],
-            })
-            .to_bytes();
+        let unknown = gguf::fixtures::unknown_tensor_type().to_bytes();
         let cut = whole[..whole.len() - 4096].to_vec();
         let mut padded = whole.clone();
         padded.extend([0u8; 40]);

@@ -264,16 +264,7 @@ fn layout_table() {
     let last = h.tensors.last().unwrap();
     let unpadded_end = h.data_offset + last.offset + last.byte_size().unwrap();
 
-    let unknown = Writer::new()
-        .kv("general.architecture", Value::String("llama".into()))
-        .tensor(TensorData::f32("ok.weight", &[8], &[0.0; 8]))
-        .tensor(TensorData {
-            name: "strange.weight".into(),
-            dims: vec![8],
-            ggml_type: GgmlType(9999),
-            data: vec![0; 32],
-        })
-        .to_bytes();
+    let unknown = gguf::fixtures::unknown_tensor_type().to_bytes();
 
     type Case = (&'static str, gguf::Result<gguf::Header>, &'static str);
     let cases: Vec<Case> = vec![
