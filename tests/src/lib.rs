@@ -279,9 +279,19 @@ impl Drop for App {
     }
 }
 
-/// Live (non-zombie) processes in process group `pgid`, as `(pid, command name)`.
+/// Live (non-zombie) processes in process group `pgid`, as `(pid, command name)`, once they have
+/// had up to 5 s to go: a SIGKILL is delivered at once but a big process (a WebKit renderer)
+/// takes a moment to exit on a busy machine. What is still there then is left behind.
 pub fn live_group_members(pgid: u32) -> Vec<(u32, String)> {
-    live_processes().filter(|p| p.pgrp == pgid).map(|p| (p.pid, p.comm)).collect()
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<(u32, String)> =
+            live_processes().filter(|p| p.pgrp == pgid).map(|p| (p.pid, p.comm)).collect();
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Live (not zombie) processes whose command line contains `needle`: for children that run in

@@ -137,5 +137,6 @@ async fn generate_an_image_and_cancel_another() {
     app.click("#sd-stop").await;
     app.wait_text("#sd-state", |t| t == "Stopped").await;
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

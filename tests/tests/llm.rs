@@ -51,5 +51,6 @@ async fn start_chat_and_stop_the_llm_server() {
     let left = live_processes_matching(&home.join("binaries").display().to_string());
     assert!(left.is_empty(), "llama-server left running: {left:?}");
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

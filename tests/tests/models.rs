@@ -78,5 +78,6 @@ async fn download_list_inspect_verify_delete() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

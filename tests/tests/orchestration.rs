@@ -143,5 +143,6 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
     let left = live_processes_matching(&llama.to_string_lossy());
     assert!(left.is_empty(), "llama-server left running: {left:?}");
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -43,5 +43,6 @@ async fn install_llama_server_from_a_mirror() {
     assert!(left.is_empty(), "a check process was left: {left:?}");
 
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }

@@ -122,6 +122,7 @@ async fn unusable_storage_folder_is_explained_with_a_remedy() {
     assert!(file.join("home/models/llm").is_dir());
 
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
     std::fs::remove_dir_all(&file).unwrap();
 }

@@ -71,5 +71,6 @@ async fn system_tab_shows_this_machine() {
     app.screenshot("system-info").await;
 
     let group = app.finish().await;
-    assert!(live_group_members(group).is_empty(), "processes left behind");
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }
