@@ -1,7 +1,8 @@
 //! The LLM Server journey in the real window: with a tiny model on disk and llama-server on a
 //! release mirror, choose the model, Start (the runtime installs itself), see Healthy and the
-//! auto-configured settings, chat and see the reply arrive, see the log, Stop, and no server
-//! process left.
+//! auto-configured settings, chat and see the reply arrive, see the log; the server hangs
+//! (SIGSTOP) and the health badge says Not responding, then Healthy again after the watchdog's
+//! restart; Stop, and no server process left.
 
 use e2e::{live_group_members, live_processes_matching, llama_release_mirror, App, LaunchOptions};
 use ipc::models::{ModelInfo, ModelKind};
@@ -31,6 +32,8 @@ async fn start_chat_and_stop_the_llm_server() {
     app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
     let preview = app.wait_text("#llm-preview", |t| t.contains("context")).await;
     assert!(preview.contains("512 context (trained for 512)"), "{preview}");
+    // Health checks every second, so that a hang shows within seconds.
+    app.wait_visible("#llm-health-interval").await.send_keys("1").await.unwrap();
     app.click("#llm-start").await;
     app.wait_text("#llm-state", |t| t == "Running").await;
     assert_eq!(app.wait_text("#llm-health", |t| !t.is_empty()).await, "Healthy");
@@ -45,6 +48,19 @@ async fn start_chat_and_stop_the_llm_server() {
     let log = app.wait_text("#llm-log", |t| t.contains("healthy after")).await;
     assert!(log.contains("spawning"), "{log}");
     app.screenshot("llm-2-chat").await;
+
+    // The server hangs: the badge says so, the watchdog kills and restarts it, and it is healthy.
+    let pid: i32 = app.wait_text("#llm-pid", |t| t.parse::<i32>().is_ok()).await.parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let badge = app.wait_text("#llm-health", |t| t.starts_with("Not responding")).await;
+    assert!(badge.contains("failed check"), "{badge}");
+    app.screenshot("llm-3-not-responding").await;
+    app.wait_text("#llm-pid", |t| t.parse::<i32>().is_ok_and(|p| p != pid)).await;
+    app.wait_text("#llm-state", |t| t == "Running").await;
+    app.wait_text("#llm-health", |t| t == "Healthy").await;
+    let crash = app.wait_text("#llm-crash", |t| !t.is_empty()).await;
+    assert!(crash.contains("stopped answering /health"), "{crash}");
+    assert!(!testkit::fake_runtime::alive(pid as u32), "the hung server was left behind");
 
     app.click("#llm-stop").await;
     app.wait_text("#llm-state", |t| t == "Stopped").await;

@@ -84,10 +84,13 @@ fn class_of(event: &AppEvent) -> &'static str {
         | AppEvent::ServerCrashed { .. }
         | AppEvent::ImageJobFailed { .. }
         | AppEvent::LlmReloadFailed { .. } => "error",
-        AppEvent::LlmOffloaded { .. } | AppEvent::ImageJobCancelled { .. } => "warn",
+        AppEvent::LlmOffloaded { .. }
+        | AppEvent::ImageJobCancelled { .. }
+        | AppEvent::LlmHealth { ok: false, .. } => "warn",
         AppEvent::DownloadFinished { .. }
         | AppEvent::ImageJobFinished { .. }
-        | AppEvent::LlmReloaded { .. } => "ok",
+        | AppEvent::LlmReloaded { .. }
+        | AppEvent::LlmHealth { ok: true, .. } => "ok",
         _ => "info",
     }
 }
@@ -179,9 +182,8 @@ impl LlmFeed {
     fn on_event(&self, event: &AppEvent) {
         match event {
             AppEvent::ServerState { server: ServerKind::Llm, .. }
-            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. } => {
-                self.ticks.update(|n| *n += 1)
-            }
+            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. }
+            | AppEvent::LlmHealth { .. } => self.ticks.update(|n| *n += 1),
             AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
                 l.push(line.clone());
                 let extra = l.len().saturating_sub(LLM_LOG_LEN);

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     ServerStartFailed,
     ServerCrashed,
     InsufficientMemory,
+    /// The GPU or its driver failed (a CUDA, Vulkan or Metal error that is not lack of memory).
+    GpuFailed,
     GenerationNotFound,
     Busy,
     Unsupported,
@@ -59,6 +61,7 @@ impl ErrorCode {
         Self::ServerStartFailed,
         Self::ServerCrashed,
         Self::InsufficientMemory,
+        Self::GpuFailed,
         Self::GenerationNotFound,
         Self::Busy,
         Self::Unsupported,
@@ -87,6 +90,7 @@ impl ErrorCode {
             Self::ServerStartFailed => "SERVER_START_FAILED",
             Self::ServerCrashed => "SERVER_CRASHED",
             Self::InsufficientMemory => "INSUFFICIENT_MEMORY",
+            Self::GpuFailed => "GPU_FAILED",
             Self::GenerationNotFound => "GENERATION_NOT_FOUND",
             Self::Busy => "BUSY",
             Self::Unsupported => "UNSUPPORTED",
@@ -116,6 +120,7 @@ impl ErrorCode {
             Self::ServerStartFailed => "Server failed to start",
             Self::ServerCrashed => "Server crashed",
             Self::InsufficientMemory => "Not enough memory",
+            Self::GpuFailed => "The GPU failed",
             Self::GenerationNotFound => "Image job not found",
             Self::Busy => "Busy",
             Self::Unsupported => "Not supported here",
@@ -159,6 +164,10 @@ impl ErrorCode {
             Self::ServerCrashed => "Open the server logs for the reason; restart when fixed.",
             Self::InsufficientMemory => {
                 "Choose a smaller model or context size, or stop the other server to free memory."
+            }
+            Self::GpuFailed => {
+                "Update the GPU driver, or lower the GPU layers; if it keeps failing, install the \
+                 CPU build from the server tab."
             }
             Self::GenerationNotFound => "The job finished or expired; start a new one.",
             Self::Busy => "Wait for the current job to finish, or cancel it.",

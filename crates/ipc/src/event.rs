@@ -157,6 +157,14 @@ pub enum AppEvent {
         signal: Option<i32>,
         stderr_tail: Vec<String>,
     },
+    /// A `/health` check of the running LLM server failed, or answered again after failing.
+    LlmHealth {
+        ok: bool,
+        /// Failures in a row (0 when `ok`).
+        failures: u32,
+        /// Since when it has not answered (`None` when `ok`).
+        since_ms: Option<u64>,
+    },
     /// A piece of a test-chat reply.
     ChatDelta {
         request_id: String,
@@ -241,6 +249,10 @@ impl AppEvent {
             Self::BinaryLog { runtime, line } => format!("{}: {}", runtime.program(), line.message),
             Self::ServerCrashed { server, code, signal, .. } => {
                 format!("{} server crashed (code {code:?}, signal {signal:?})", server.label())
+            }
+            Self::LlmHealth { ok: true, .. } => "LLM server answers /health again".to_owned(),
+            Self::LlmHealth { failures, .. } => {
+                format!("LLM server not responding ({failures} /health checks failed)")
             }
             Self::ChatDelta { content, done, .. } => {
                 if *done {

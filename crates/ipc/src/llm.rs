@@ -46,8 +46,18 @@ pub struct LlmConfig {
     pub mlock: Option<bool>,
     pub reasoning_format: Option<String>,
     pub alias: Option<String>,
-    /// Restart after a crash (1 s, 2 s, 4 s; at most 3 tries).
+    /// Restart after a crash or a hang (1 s, 2 s, 4 s, …).
     pub auto_restart: bool,
+    /// Most automatic restarts in a row (`None`: 3).
+    #[serde(default)]
+    pub max_restarts: Option<u32>,
+    /// Seconds a load may go without a new log line before the start fails (`None`: 60).
+    #[serde(default)]
+    pub startup_timeout_secs: Option<u32>,
+    /// Seconds between `/health` checks while running (`None`: 5; `0`: no checks). Three
+    /// failures in a row count as a crash.
+    #[serde(default)]
+    pub health_interval_secs: Option<u32>,
 }
 
 /// The settings a start uses, every field decided, with the reason in words.
@@ -102,6 +112,9 @@ pub struct CrashInfo {
     pub at_ms: u64,
     /// The last lines the server printed.
     pub stderr_tail: Vec<String>,
+    /// What happened, in words ("stopped answering /health for 15 s; killed").
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +138,91 @@ pub struct LlmStatus {
     pub crash: Option<CrashInfo>,
     /// Auto-restarts since the last manual start.
     pub restarts: u32,
+    /// The most auto-restarts this start allows.
+    #[serde(default)]
+    pub max_restarts: u32,
+    /// Since when `/health` has failed (the server may be hung), while it runs.
+    #[serde(default)]
+    pub not_responding_since_ms: Option<u64>,
+    /// `/health` failures in a row.
+    #[serde(default)]
+    pub health_failures: u32,
+}
+
+/// The health badge of the LLM tab: what it says and how it looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthBadge {
+    pub label: String,
+    /// `ok`, `warn`, `error` or `idle`.
+    pub class: &'static str,
+}
+
+impl LlmStatus {
+    /// No server: the status before any start and after a stop.
+    pub fn stopped() -> Self {
+        Self {
+            state: ServerState::Stopped,
+            model_id: None,
+            settings: None,
+            pid: None,
+            port: None,
+            healthy: false,
+            load_time_ms: None,
+            started_at_ms: None,
+            effective_context: None,
+            slots: None,
+            measured: Vec::new(),
+            last_error: None,
+            crash: None,
+            restarts: 0,
+            max_restarts: 0,
+            not_responding_since_ms: None,
+            health_failures: 0,
+        }
+    }
+
+    /// "Healthy", "Not responding (since 12:00:03, 2 failed checks)", "Restarting (try 1 of 3)",
+    /// …; `clock` renders a time (the window shows local time).
+    pub fn health_badge(&self, clock: impl Fn(u64) -> String) -> HealthBadge {
+        let badge = |label: String, class| HealthBadge { label, class };
+        match self.state {
+            ServerState::Running => match self.not_responding_since_ms {
+                Some(since) => badge(
+                    format!(
+                        "Not responding (since {}, {} failed check{})",
+                        clock(since),
+                        self.health_failures,
+                        if self.health_failures == 1 { "" } else { "s" }
+                    ),
+                    "error",
+                ),
+                None if self.healthy => badge("Healthy".into(), "ok"),
+                None => badge("Checking…".into(), "warn"),
+            },
+            ServerState::Starting if self.restarts > 0 => badge(
+                format!(
+                    "Restarting (try {} of {})",
+                    self.restarts,
+                    self.max_restarts.max(self.restarts)
+                ),
+                "warn",
+            ),
+            ServerState::Starting => badge("Loading…".into(), "warn"),
+            ServerState::Crashed
+                if self.restarts < self.max_restarts
+                    && self.last_error.is_none()
+                    && self.crash.is_some() =>
+            {
+                badge(
+                    format!("Restarting (try {} of {})", self.restarts + 1, self.max_restarts),
+                    "warn",
+                )
+            }
+            ServerState::Crashed => badge("Crashed".into(), "error"),
+            ServerState::Offloaded => badge("Paused for an image".into(), "idle"),
+            ServerState::Stopping | ServerState::Stopped => badge("—".into(), "idle"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,4 +251,46 @@ pub struct ChatReply {
     pub content: String,
     pub reasoning: String,
     pub tokens: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: ServerState) -> LlmStatus {
+        LlmStatus { state, max_restarts: 3, ..LlmStatus::stopped() }
+    }
+
+    #[test]
+    fn health_badge_table() {
+        let crash = CrashInfo {
+            code: None,
+            signal: Some(9),
+            at_ms: 1,
+            stderr_tail: vec![],
+            reason: "stopped answering /health".into(),
+        };
+        let error = IpcError::new(crate::ErrorCode::ServerStartFailed, "x");
+        #[rustfmt::skip]
+        let cases: Vec<(LlmStatus, &str, &str)> = vec![
+            (LlmStatus { healthy: true, ..status(ServerState::Running) }, "Healthy", "ok"),
+            (status(ServerState::Running), "Checking…", "warn"),
+            (LlmStatus { not_responding_since_ms: Some(42), health_failures: 1, ..status(ServerState::Running) }, "Not responding (since t42, 1 failed check)", "error"),
+            (LlmStatus { not_responding_since_ms: Some(42), health_failures: 2, ..status(ServerState::Running) }, "Not responding (since t42, 2 failed checks)", "error"),
+            // Killed for the hang, the restart is pending, then loading.
+            (LlmStatus { crash: Some(crash.clone()), ..status(ServerState::Crashed) }, "Restarting (try 1 of 3)", "warn"),
+            (LlmStatus { crash: Some(crash.clone()), restarts: 1, ..status(ServerState::Starting) }, "Restarting (try 1 of 3)", "warn"),
+            // Out of tries, or the restart itself failed, or restarts are off.
+            (LlmStatus { crash: Some(crash.clone()), restarts: 3, ..status(ServerState::Crashed) }, "Crashed", "error"),
+            (LlmStatus { crash: Some(crash.clone()), restarts: 1, last_error: Some(error), ..status(ServerState::Crashed) }, "Crashed", "error"),
+            (LlmStatus { crash: Some(crash), max_restarts: 0, ..status(ServerState::Crashed) }, "Crashed", "error"),
+            (status(ServerState::Starting), "Loading…", "warn"),
+            (status(ServerState::Stopped), "—", "idle"),
+            (status(ServerState::Offloaded), "Paused for an image", "idle"),
+        ];
+        for (s, label, class) in cases {
+            let b = s.health_badge(|ms| format!("t{ms}"));
+            assert_eq!((b.label.as_str(), b.class), (label, class), "{s:?}");
+        }
+    }
 }

@@ -26,3 +26,8 @@ pub fn local_client() -> Result<reqwest::Client> {
         .build()
         .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
 }
+
+/// Whether `url` (a server's `/health`) answers with a success status within `timeout`.
+pub async fn answers(client: &reqwest::Client, url: &str, timeout: std::time::Duration) -> bool {
+    client.get(url).timeout(timeout).send().await.is_ok_and(|r| r.status().is_success())
+}

@@ -1,6 +1,7 @@
 //! The LLM server on the real llama-server (`GENAI_TEST_LLAMA_SERVER`, built by
 //! `scripts/build-llama-server`) and the tiny llama model `crates/gguf` writes: auto-configured
-//! start, health, `/props`, a streamed chat, stop; a SIGKILL crash and the auto-restart; a port
+//! start, health, `/props`, a streamed chat, stop; a SIGKILL crash and the auto-restart; a hung
+//! (SIGSTOP) server found by the watchdog, killed and restarted; a port
 //! already taken; corrupt models; an orphan left by a crashed app. `scripts/test` runs these
 //! with `--ignored`.
 
@@ -177,6 +178,101 @@ async fn a_killed_server_is_a_crash_and_comes_back() {
     assert_eq!(st.crash.as_ref().unwrap().signal, Some(9));
     assert_eq!(st.port, first.port, "the restart reuses the resolved port");
     llm.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn a_hung_server_is_found_killed_restarted_and_healthy_again() {
+    let w = World::new("hang").await;
+    let id = w.tiny().await;
+    let interval = Duration::from_secs(1);
+    let llm = w.server(ServerConfig {
+        restart_backoff: Duration::from_millis(200),
+        health_interval: interval,
+        ..Default::default()
+    });
+    let mut rx = w.events.subscribe();
+    let first = llm.start(LlmConfig { auto_restart: true, ..cfg(&id) }).await.unwrap();
+    let pid = first.pid.unwrap();
+    assert_eq!(first.max_restarts, 3);
+
+    // While it answers, the checks stay quiet.
+    tokio::time::sleep(interval * 3).await;
+    while let Ok(e) = rx.try_recv() {
+        assert!(!matches!(e, AppEvent::LlmHealth { .. }), "a healthy server raised {e:?}");
+    }
+    assert!(llm.status().healthy);
+
+    // Hung: the process is there but answers nothing.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let hung_at = Instant::now();
+    let deadline = hung_at + Duration::from_secs(60);
+    let (mut failures, mut crashed_after, mut not_responding_seen) = (Vec::new(), None, false);
+    loop {
+        let e = tokio::time::timeout_at(deadline.into(), rx.recv()).await.expect("events").unwrap();
+        match e {
+            AppEvent::LlmHealth { ok: false, failures: n, since_ms } => {
+                assert!(since_ms.is_some());
+                failures.push(n);
+                let st = llm.status();
+                if st.state == ServerState::Running {
+                    assert!(!st.healthy && st.not_responding_since_ms.is_some(), "{st:?}");
+                    not_responding_seen = true;
+                }
+            }
+            AppEvent::ServerCrashed { signal, .. } => {
+                assert_eq!(signal, Some(9), "a hung server is killed outright");
+                crashed_after = Some(hung_at.elapsed());
+            }
+            AppEvent::ServerState { state: ServerState::Running, .. }
+                if crashed_after.is_some() =>
+            {
+                break
+            }
+            _ => {}
+        }
+    }
+    let crashed_after = crashed_after.unwrap();
+    println!(
+        "hang found and killed {} ms after SIGSTOP (interval {} ms)",
+        crashed_after.as_millis(),
+        interval.as_millis()
+    );
+    assert_eq!(failures, [1, 2, 3], "three failed checks in a row, each an event");
+    assert!(not_responding_seen, "the status said Not responding before the restart");
+    // Three checks, each due one interval after the last, and the last one's time-out.
+    assert!(
+        crashed_after < interval * 4 + Duration::from_secs(2),
+        "found after {crashed_after:?}; the checks run every {interval:?}"
+    );
+    let st = llm.status();
+    assert_eq!(st.state, ServerState::Running);
+    assert!(st.healthy && st.not_responding_since_ms.is_none(), "{st:?}");
+    assert_eq!(st.restarts, 1);
+    assert_ne!(st.pid, Some(pid));
+    let crash = st.crash.clone().unwrap();
+    assert!(crash.reason.contains("stopped answering /health"), "{crash:?}");
+    let mut gone = false;
+    for _ in 0..100 {
+        if !alive(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the stopped process was left behind");
+    let ok = local_health(st.port.unwrap()).await;
+    assert!(ok, "the restarted server answers");
+    llm.stop().await.unwrap();
+}
+
+async fn local_health(port: u16) -> bool {
+    runtime::net::local_client()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{port}/health"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

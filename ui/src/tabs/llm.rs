@@ -59,8 +59,12 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                             <dd><span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state.label()}</span></dd>
                             <dt>"Model"</dt><dd>{s.model_id.clone().unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Port"</dt><dd id="llm-port">{s.port.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
-                            <dt>"PID"</dt><dd>{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
-                            <dt>"Health"</dt><dd id="llm-health">{if s.healthy { "Healthy" } else { "—" }}</dd>
+                            <dt>"PID"</dt><dd id="llm-pid">{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Health"</dt>
+                            <dd>{
+                                let b = s.health_badge(local_date);
+                                view! { <span id="llm-health" class=format!("badge health-{}", b.class)>{b.label}</span> }
+                            }</dd>
                             <dt>"Load time"</dt><dd>{s.load_time_ms.map(|t| format!("{:.1} s", t as f64 / 1000.0)).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Context"</dt><dd id="llm-context">{s.effective_context.map(|c| format!("{c} tokens ({} slot(s))", s.slots.unwrap_or(1))).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Memory"</dt>
@@ -71,7 +75,7 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                         </dl>
                         {s.crash.clone().map(|c| view! {
                             <div class="error-box" id="llm-crash">
-                                <div class="error-title">{format!("Crashed at {} (code {:?}, signal {:?}); restarts: {}", local_date(c.at_ms), c.code, c.signal, s.restarts)}</div>
+                                <div class="error-title">{format!("Crashed at {}: {}; restarts: {} of {}", local_date(c.at_ms), c.reason, s.restarts, s.max_restarts)}</div>
                                 <pre class="mono small">{c.stderr_tail.join("\n")}</pre>
                             </div>
                         })}
@@ -108,6 +112,9 @@ fn ConfigCard(
     let fa = RwSignal::new("auto".to_owned());
     let kv = RwSignal::new(String::new());
     let restart = RwSignal::new(true);
+    let max_restarts = RwSignal::new(String::new());
+    let startup_timeout = RwSignal::new(String::new());
+    let health_every = RwSignal::new(String::new());
     let preview = RwSignal::new(None::<Result<LlmSettings, IpcError>>);
 
     spawn_local(async move {
@@ -143,6 +150,9 @@ fn ConfigCard(
             cache_type_k: (manual && !kv.is_empty()).then(|| kv.clone()),
             cache_type_v: (manual && !kv.is_empty()).then(|| kv.clone()),
             auto_restart: restart.get(),
+            max_restarts: num(&max_restarts.get()),
+            startup_timeout_secs: num(&startup_timeout.get()),
+            health_interval_secs: num(&health_every.get()),
             ..Default::default()
         }
     };
@@ -190,7 +200,12 @@ fn ConfigCard(
                 <input id="llm-port-input" type="text" placeholder="auto" prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
             </label>
             <label class="check"><input id="llm-auto" type="checkbox" prop:checked=auto on:change=move |ev| auto.set(event_target_checked(&ev)) />" Auto-configure"</label>
-            <label class="check"><input type="checkbox" prop:checked=restart on:change=move |ev| restart.set(event_target_checked(&ev)) />" Restart after a crash"</label>
+            <label class="check"><input type="checkbox" prop:checked=restart on:change=move |ev| restart.set(event_target_checked(&ev)) />" Restart after a crash or a hang"</label>
+            <div class="form-grid">
+                <label class="field"><span>"Max restarts"</span><input id="llm-max-restarts" type="text" placeholder="3" prop:value=max_restarts on:input=move |ev| max_restarts.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Start-up timeout (s, quiet log)"</span><input id="llm-startup-timeout" type="text" placeholder="60" prop:value=startup_timeout on:input=move |ev| startup_timeout.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Health check every (s, 0: off)"</span><input id="llm-health-interval" type="text" placeholder="5" prop:value=health_every on:input=move |ev| health_every.set(event_target_value(&ev)) /></label>
+            </div>
             <p class="small" id="llm-preview">
                 {move || match preview.get() {
                     Some(Ok(s)) => s.explanation,

@@ -79,7 +79,7 @@ pub async fn phase1(
             config.phase1_timeout.as_secs()
         ))),
         (RuntimeKind::Llama, Some(s)) if !s.success() => {
-            Err(CheckFailure::Broken(format!("{flag} exited with {s}: {tail}")))
+            Err(CheckFailure::Broken(format!("{flag} {}: {tail}", s.describe())))
         }
         (RuntimeKind::Llama, Some(_)) => match scan::version_line(&text) {
             Some(v) if v.to_ascii_lowercase().contains("version") => Ok(v),
@@ -114,18 +114,13 @@ fn tail(lines: &[String], n: usize) -> String {
     }
 }
 
-/// Feeds a load-log line to the report, passes the telling ones to the setup log, and keeps
-/// the last few for an error message.
-fn observe(line: String, report: &mut LoadReport, recent: &mut Vec<String>, log: Log<'_>) {
+/// Feeds a load-log line to the report and passes the telling ones to the setup log.
+fn observe(line: &str, report: &mut LoadReport, log: Log<'_>) {
     let before = report.clone();
-    report.feed(&line);
+    report.feed(line);
     let lower = line.to_ascii_lowercase();
     if *report != before || lower.contains("warning") || lower.contains("error") {
-        log(LogLevel::Debug, line.clone());
-    }
-    recent.push(line);
-    if recent.len() > 8 {
-        recent.remove(0);
+        log(LogLevel::Debug, line.to_owned());
     }
 }
 
@@ -158,62 +153,44 @@ pub async fn phase2(
         "4",
     ];
     log(LogLevel::Info, format!("Phase 2: one-token generation on the test model (-ngl {ngl})"));
-    let mut child = process::spawn(process::command(exe, args), exe)?;
-    let mut lines = process::lines(&mut child);
+    let mut child = process::Supervised::spawn(exe, args)?;
     let client = local_client()?;
     let base = format!("http://127.0.0.1:{port}");
+    let health = format!("{base}/health");
     let mut report = LoadReport::default();
-    let mut recent: Vec<String> = Vec::new();
-    let deadline = tokio::time::Instant::now() + config.phase2_timeout;
-    let mut poll = tokio::time::interval(Duration::from_millis(200));
-    let mut open = true;
-
-    let verdict: std::result::Result<(), CheckFailure> = 'wait: loop {
-        tokio::select! {
-            line = lines.recv(), if open => match line {
-                Some((_, l)) => {
-                    observe(l, &mut report, &mut recent, log);
-                    if let Some((label, line)) = report.error.clone() {
-                        break 'wait Err(CheckFailure::GpuError { label, line });
+    let ready = child
+        .wait_ready(
+            || crate::net::answers(&client, &health, Duration::from_secs(2)),
+            process::LoadDeadline::fixed(config.phase2_timeout),
+            |l| {
+                observe(l, &mut report, log);
+                match report.error.clone() {
+                    Some((label, line)) => {
+                        process::Flow::Stop(CheckFailure::GpuError { label, line })
                     }
+                    None => process::Flow::Continue,
                 }
-                None => open = false,
             },
-            status = child.wait() => {
-                // Collect what it printed on the way out before judging.
-                while let Ok(Some((_, l))) =
-                    tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
-                {
-                    observe(l, &mut report, &mut recent, log);
-                }
-                if let Some((label, line)) = report.error.clone() {
-                    break 'wait Err(CheckFailure::GpuError { label, line });
-                }
-                let code = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                break 'wait Err(CheckFailure::Broken(format!(
-                    "llama-server exited while loading the test model ({code}): {}",
-                    tail(&recent, 4)
-                )));
-            }
-            _ = poll.tick() => {
-                if tokio::time::Instant::now() > deadline {
-                    break 'wait Err(CheckFailure::Broken(format!(
-                        "not healthy within {} s: {}",
-                        config.phase2_timeout.as_secs(),
-                        tail(&recent, 4)
-                    )));
-                }
-                let healthy = client
-                    .get(format!("{base}/health"))
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if healthy {
-                    break 'wait Ok(());
-                }
-            }
-        }
+            std::future::pending(),
+        )
+        .await;
+    let verdict: std::result::Result<(), CheckFailure> = match ready {
+        process::Ready::Ready => Ok(()),
+        process::Ready::Stopped(failure) => Err(failure),
+        process::Ready::TimedOut => Err(CheckFailure::Broken(format!(
+            "not healthy within {} s: {}",
+            config.phase2_timeout.as_secs(),
+            child.tail().joined(4)
+        ))),
+        process::Ready::Exited(info) => match report.error.clone() {
+            // What it printed on the way out was read before the exit came; judge by it.
+            Some((label, line)) => Err(CheckFailure::GpuError { label, line }),
+            None => Err(CheckFailure::Broken(format!(
+                "llama-server {} while loading the test model: {}",
+                info.describe(),
+                child.tail().joined(4)
+            ))),
+        },
     };
     let verdict = match verdict {
         Err(e) => Err(e),
@@ -235,10 +212,10 @@ pub async fn phase2(
                 Err(e) => Err(e.to_string()),
             };
             // What it logged while generating counts too.
-            while let Ok(Some((_, l))) =
-                tokio::time::timeout(Duration::from_millis(100), lines.recv()).await
+            while let Ok(process::Event::Line(_, l)) =
+                tokio::time::timeout(Duration::from_millis(100), child.next()).await
             {
-                observe(l, &mut report, &mut recent, log);
+                observe(&l, &mut report, log);
             }
             match (body, report.error.clone()) {
                 (_, Some((label, line))) => Err(CheckFailure::GpuError { label, line }),
@@ -256,7 +233,7 @@ pub async fn phase2(
             }
         }
     };
-    process::terminate(&mut child, Duration::from_secs(5)).await?;
+    child.terminate(Duration::from_secs(5)).await?;
     Ok(match verdict {
         Ok(()) => {
             let where_ = match report.offloaded {

@@ -7,7 +7,6 @@ use super::progress::{Snapshot, Tracker};
 use crate::process;
 use crate::{Result, RuntimeError};
 use ipc::ErrorCode;
-use std::collections::VecDeque;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -59,61 +58,36 @@ pub async fn run(
             output: out.display().to_string(),
             ..base.clone()
         };
-        let mut child = process::spawn(process::command(exe, build_args(&image)), exe)?;
-        let mut lines = process::lines(&mut child);
-        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut child = process::Supervised::spawn(exe, build_args(&image))?;
         on_progress(tracker.snapshot());
-        let mut open = true;
-        let status = loop {
+        let info = loop {
             tokio::select! {
-                line = lines.recv(), if open => match line {
-                    Some((_, l)) => {
+                ev = child.next() => match ev {
+                    process::Event::Line(_, l) => {
                         on_line(&l);
                         if tracker.feed(&l) {
                             on_progress(tracker.snapshot());
                         }
-                        if tail.len() == 20 {
-                            tail.pop_front();
-                        }
-                        tail.push_back(l);
                     }
-                    None => open = false,
+                    process::Event::Exited(info) => break info,
                 },
                 changed = cancel.changed() => {
                     if changed.is_err() || *cancel.borrow() {
-                        process::terminate(&mut child, Duration::from_millis(200)).await?;
+                        child.kill().await?;
                         let _ = tokio::fs::remove_file(&out).await;
                         return Err(RuntimeError::Cancelled);
                     }
                 }
-                status = child.wait() => {
-                    break status.map_err(|e| RuntimeError::io("waiting for", exe, e))?;
-                }
             }
         };
-        while let Ok(Some((_, l))) =
-            tokio::time::timeout(Duration::from_millis(100), lines.recv()).await
-        {
-            on_line(&l);
-            tracker.feed(&l);
-            tail.push_back(l);
-        }
-        if !status.success() {
+        if !info.success() {
             let _ = tokio::fs::remove_file(&out).await;
-            let text = tail.iter().cloned().collect::<Vec<_>>().join("\n");
-            let code = if crate::binaries::scan::out_of_memory(&text) {
-                ErrorCode::InsufficientMemory
-            } else {
-                ErrorCode::ServerCrashed
-            };
-            let last: Vec<&String> = tail.iter().rev().take(3).collect();
+            let program = process::Program::SdCli;
+            let code = process::classify_failure(&child.tail().lines(), Some(info), program);
+            let during = format!("on image {} of {count}", i + 1);
             return Err(RuntimeError::ServerFailed {
                 code,
-                message: format!(
-                    "sd-cli {status} on image {} of {count}: {}",
-                    i + 1,
-                    last.into_iter().rev().map(String::as_str).collect::<Vec<_>>().join(" | ")
-                ),
+                message: process::failure_message(program, Some(info), &during, child.tail()),
             });
         }
         let png = tokio::fs::read(&out).await.map_err(|e| RuntimeError::io("reading", &out, e))?;

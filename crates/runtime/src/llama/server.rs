@@ -1,22 +1,25 @@
 //! [`LlamaServer`]: starts, watches, restarts and stops llama-server.
 //!
-//! A start resolves the settings (auto-configuration), spawns the server in its own process
-//! group, and polls `/health` while racing the process's exit, so a server that dies while
-//! loading fails at once with its last lines and a classified code. The load deadline moves
-//! while the log shows progress. A monitor task owns the child: it feeds the log (levels, a
-//! rotated file, a ring, window events), reads the memory each device took, and turns any exit
-//! nobody asked for into a crash, with optional restarts (1 s, 2 s, 4 s). A pidfile lets the next
-//! launch stop a server that a crashed app left behind.
+//! A start resolves the settings (auto-configuration) and runs the server on the supervised-child
+//! core ([`process::Supervised`]): `/health` is polled while racing the process's exit, so a
+//! server that dies while loading fails at once with its last lines and a code from
+//! [`process::classify_failure`]. The load deadline moves while the log shows progress. Once
+//! healthy, a monitor task owns the child: it feeds the log (levels, a rotated file, a ring,
+//! window events), reads the memory each device took, and turns any exit nobody asked for into a
+//! crash, with optional restarts (1 s, 2 s, 4 s, …). A watchdog task checks `/health` on an
+//! interval; three failures in a row (a hung server) count as a crash: the monitor kills it and
+//! the restart follows. A pidfile lets the next launch stop a server that a crashed app left.
 
 use super::args::build_args;
 use super::autoconfig::{self, MachineFacts, ModelFacts};
+use super::health::{HealthVerdict, Watchdog, HANG_AFTER};
 use super::log::{self as llog, MemoryLog};
 use crate::binaries::Binaries;
 use crate::events::EventBus;
 use crate::logfile::ServerLog;
 use crate::models::ModelStore;
 use crate::net::{free_port, local_client};
-use crate::process;
+use crate::process::{self, ExitInfo, Supervised};
 use crate::storage::StorageLayout;
 use crate::system::SystemProbe;
 use crate::{now_ms, Result, RuntimeError};
@@ -27,15 +30,11 @@ use ipc::runtimes::{RuntimeKind, Variant};
 use ipc::system::Backend;
 use ipc::{AppEvent, ErrorCode};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::process::Child;
-use tokio::sync::{mpsc, oneshot, watch};
-
-const TAIL_LINES: usize = 20;
+use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -48,6 +47,8 @@ pub struct ServerConfig {
     /// First auto-restart delay; doubles for each try.
     pub restart_backoff: Duration,
     pub max_restarts: u32,
+    /// Between `/health` checks while running (a start's `health_interval_secs` wins).
+    pub health_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,16 +59,17 @@ impl Default for ServerConfig {
             max_load: Duration::from_secs(15 * 60),
             restart_backoff: Duration::from_secs(1),
             max_restarts: 3,
+            health_interval: Duration::from_secs(5),
         }
     }
 }
 
-/// How a child ended.
-#[derive(Debug, Clone)]
-struct ExitInfo {
-    code: Option<i32>,
-    signal: Option<i32>,
-    requested: bool,
+/// What the monitor is asked to do with the child.
+enum Ctl {
+    /// Stop it (SIGTERM, then SIGKILL) and answer how it ended.
+    Stop(oneshot::Sender<Option<ExitInfo>>),
+    /// The watchdog found it hung: kill it at once and treat that as a crash.
+    Kill,
 }
 
 /// `run/llama-server.json`: what the next launch needs to find a server this one left.
@@ -82,10 +84,10 @@ struct Shared {
     status: LlmStatus,
     /// The request of the last start, port made concrete: what a restart reuses.
     config: Option<LlmConfig>,
-    stop_tx: Option<mpsc::Sender<oneshot::Sender<ExitInfo>>>,
+    ctl: Option<mpsc::Sender<Ctl>>,
     memory: MemoryLog,
-    tail: VecDeque<String>,
-    last_line: Instant,
+    /// Since when `/health` failed, when the watchdog killed the server for it.
+    hung_since_ms: Option<u64>,
 }
 
 struct Inner {
@@ -99,9 +101,6 @@ struct Inner {
     logs: ServerLog,
     /// One start or restart at a time.
     op: tokio::sync::Mutex<()>,
-    /// Rung when the log says the server listens: the health check goes at once instead of
-    /// waiting for its next poll (start-to-healthy then matches a bare start).
-    listening: tokio::sync::Notify,
     /// Bumped by every manual start and stop: a pending auto-restart of an older epoch is void.
     epoch: AtomicU64,
     /// Set while the orchestrator has paused the server for an image: starts are refused with
@@ -117,25 +116,6 @@ pub struct LlamaServer {
 impl std::fmt::Debug for LlamaServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlamaServer").finish_non_exhaustive()
-    }
-}
-
-fn stopped_status() -> LlmStatus {
-    LlmStatus {
-        state: ServerState::Stopped,
-        model_id: None,
-        settings: None,
-        pid: None,
-        port: None,
-        healthy: false,
-        load_time_ms: None,
-        started_at_ms: None,
-        effective_context: None,
-        slots: None,
-        measured: Vec::new(),
-        last_error: None,
-        crash: None,
-        restarts: 0,
     }
 }
 
@@ -163,16 +143,14 @@ impl LlamaServer {
                 system,
                 config,
                 shared: Mutex::new(Shared {
-                    status: stopped_status(),
+                    status: LlmStatus::stopped(),
                     config: None,
-                    stop_tx: None,
+                    ctl: None,
                     memory: MemoryLog::default(),
-                    tail: VecDeque::new(),
-                    last_line: Instant::now(),
+                    hung_since_ms: None,
                 }),
                 logs,
                 op: tokio::sync::Mutex::new(()),
-                listening: tokio::sync::Notify::new(),
                 epoch: AtomicU64::new(0),
                 hold: Mutex::new(None),
             }),
@@ -341,10 +319,11 @@ impl LlamaServer {
                 restarts,
                 crash,
                 model_id: Some(cfg.model_id.clone()),
-                ..stopped_status()
+                ..LlmStatus::stopped()
             };
+            sh.status.max_restarts = if cfg.auto_restart { self.max_restarts(&cfg) } else { 0 };
             sh.memory = MemoryLog::default();
-            sh.tail.clear();
+            sh.hung_since_ms = None;
         }
         self.set_state(ServerState::Starting);
         match self.launch(cfg, epoch).await {
@@ -390,10 +369,8 @@ impl LlamaServer {
         let exe = PathBuf::from(&runtime.path);
         self.log(LogLevel::Info, format!("settings: {}", settings.explanation));
         self.log(LogLevel::Info, format!("spawning {} {}", exe.display(), args.join(" ")));
-        let spawned_at = Instant::now();
-        let mut child = process::spawn(process::command(&exe, &args), &exe)?;
-        let pid = child.id().unwrap_or(0);
-        let lines = process::lines(&mut child);
+        let mut child = Supervised::spawn(&exe, &args)?;
+        let pid = child.pid();
         let pidfile = PidFile { pid, exe: runtime.path.clone(), started_at_ms: now_ms() };
         let pid_path = self.pidfile();
         if let Some(dir) = pid_path.parent() {
@@ -405,62 +382,73 @@ impl LlamaServer {
                 format!("no pidfile ({e}); a crash of the app would leave this server running"),
             );
         }
-        let (stop_tx, stop_rx) = mpsc::channel(1);
-        let (exit_tx, mut exit_rx) = watch::channel(None::<ExitInfo>);
+        let (ctl_tx, mut ctl_rx) = mpsc::channel(4);
         {
             let mut sh = self.inner.shared.lock().unwrap();
             sh.status.pid = Some(pid);
             sh.status.port = Some(port);
             sh.status.settings = Some(settings.clone());
             sh.config = Some(cfg.clone());
-            sh.stop_tx = Some(stop_tx);
-            sh.last_line = Instant::now();
+            sh.ctl = Some(ctl_tx);
         }
         self.set_state(ServerState::Starting);
-        tokio::spawn(self.clone().monitor(child, lines, stop_rx, exit_tx, epoch));
 
-        // Healthy, or dead, or silent for too long: whichever comes first.
+        // Healthy, or dead, or silent for too long, or stopped: whichever comes first.
         let client = local_client()?;
         let base = format!("http://127.0.0.1:{port}");
-        let mut delay = Duration::from_millis(100);
-        let healthy = loop {
-            tokio::select! {
-                _ = exit_rx.changed() => {
-                    let info = exit_rx.borrow().clone();
-                    break Err(self.classify_exit(info));
-                }
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.inner.listening.notified() => {}
-            }
-            delay = (delay * 3 / 2).min(Duration::from_secs(1));
-            let ok = client
-                .get(format!("{base}/health"))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ok {
-                break Ok(());
-            }
-            let last_line = self.inner.shared.lock().unwrap().last_line;
-            let deadline = (last_line.max(spawned_at) + self.inner.config.load_timeout)
-                .min(spawned_at + self.inner.config.max_load);
-            if Instant::now() > deadline {
-                break Err(RuntimeError::ServerFailed {
+        let health = format!("{base}/health");
+        let quiet = cfg
+            .startup_timeout_secs
+            .map(|s| Duration::from_secs(u64::from(s.max(1))))
+            .unwrap_or(self.inner.config.load_timeout);
+        let deadline = process::LoadDeadline { quiet, max: self.inner.config.max_load.max(quiet) };
+        let ready = child
+            .wait_ready(
+                || crate::net::answers(&client, &health, Duration::from_secs(2)),
+                deadline,
+                |l| {
+                    if self.on_line(l) {
+                        process::Flow::ProbeNow
+                    } else {
+                        process::Flow::Continue
+                    }
+                },
+                async { ctl_rx.recv().await },
+            )
+            .await;
+        let failed = match ready {
+            process::Ready::Ready => None,
+            process::Ready::Exited(info) => Some((self.load_failure(&child, Some(info)), None)),
+            process::Ready::TimedOut => Some((
+                RuntimeError::ServerFailed {
                     code: ErrorCode::ServerStartFailed,
                     message: format!(
                         "llama-server was not healthy after {} s and its log went quiet: {}",
-                        spawned_at.elapsed().as_secs(),
-                        self.tail(4).join(" | ")
+                        child.spawned_at().elapsed().as_secs(),
+                        child.tail().joined(4)
                     ),
-                });
-            }
+                },
+                None,
+            )),
+            process::Ready::Stopped(req) => Some((RuntimeError::Cancelled, req)),
         };
-        if let Err(e) = healthy {
-            self.stop_child().await;
-            return Err(e);
+        if let Some((err, req)) = failed {
+            let info = child.terminate(self.inner.config.stop_grace).await.ok();
+            child
+                .drain(|l| {
+                    self.on_line(l);
+                })
+                .await;
+            self.child_gone();
+            if let Some(Ctl::Stop(reply)) = req {
+                self.log(LogLevel::Info, "stopped while loading");
+                let _ = reply.send(info);
+            }
+            return Err(err);
         }
-        let load_time_ms = spawned_at.elapsed().as_millis() as u64;
+        let load_time_ms = child.spawned_at().elapsed().as_millis() as u64;
+        tokio::spawn(self.clone().monitor(child, ctl_rx, epoch));
+
         // The context and slots the server really has.
         let props: Option<serde_json::Value> = match client
             .get(format!("{base}/props"))
@@ -483,6 +471,17 @@ impl LlamaServer {
             .and_then(|p| p.get("total_slots"))
             .and_then(|v| v.as_u64())
             .map(|v| v as u32);
+        if let Some(got) = slots.filter(|&n| n != settings.parallel) {
+            self.stop_child().await;
+            return Err(RuntimeError::ServerFailed {
+                code: ErrorCode::ServerStartFailed,
+                message: format!(
+                    "llama-server runs {got} slot(s) but {} were asked for (-np {}); this build \
+                     does not honour the setting",
+                    settings.parallel, settings.parallel
+                ),
+            });
+        }
         {
             let mut sh = self.inner.shared.lock().unwrap();
             sh.status.healthy = true;
@@ -496,67 +495,44 @@ impl LlamaServer {
             format!("healthy after {load_time_ms} ms; context {n_ctx:?}, slots {slots:?}"),
         );
         self.set_state(ServerState::Running);
+        let interval = match cfg.health_interval_secs {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(u64::from(s))),
+            None => Some(self.inner.config.health_interval),
+        };
+        if let Some(interval) = interval.filter(|d| !d.is_zero()) {
+            tokio::spawn(self.clone().watch_health(epoch, pid, port, interval));
+        }
         self.inner.system.invalidate();
         self.inner.events.emit(AppEvent::SystemChanged);
         Ok(self.status())
     }
 
-    fn tail(&self, n: usize) -> Vec<String> {
-        let sh = self.inner.shared.lock().unwrap();
-        sh.tail.iter().rev().take(n).rev().cloned().collect()
+    fn max_restarts(&self, cfg: &LlmConfig) -> u32 {
+        cfg.max_restarts.unwrap_or(self.inner.config.max_restarts)
     }
 
-    /// Why a server died while loading, from its last lines.
-    fn classify_exit(&self, info: Option<ExitInfo>) -> RuntimeError {
-        let info = info.unwrap_or(ExitInfo { code: None, signal: None, requested: false });
-        if info.requested {
-            return RuntimeError::Cancelled;
-        }
-        let tail = self.tail(TAIL_LINES);
-        let text = tail.join("\n").to_ascii_lowercase();
-        let how = match (info.code, info.signal) {
-            (_, Some(s)) => format!("was killed by signal {s}"),
-            (Some(c), _) => format!("exited with code {c}"),
-            _ => "exited".to_owned(),
-        };
-        let code = if crate::binaries::scan::out_of_memory(&text) || info.signal == Some(9) {
-            ErrorCode::InsufficientMemory
-        } else if ["address already in use", "couldn't bind", "failed to bind", "bind failed"]
-            .iter()
-            .any(|p| text.contains(p))
-        {
-            ErrorCode::PortInUse
-        } else if [
-            "error loading model",
-            "failed to load model",
-            "unknown model architecture",
-            "gguf",
-            "tensor",
-        ]
-        .iter()
-        .any(|p| text.contains(p))
-        {
-            ErrorCode::ModelUnsupported
-        } else {
-            ErrorCode::ServerStartFailed
-        };
-        let last: Vec<&String> =
-            tail.iter().rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
+    /// Why a server died while loading: the code from its last lines and exit, and the message.
+    fn load_failure(&self, child: &Supervised, info: Option<ExitInfo>) -> RuntimeError {
+        let program = process::Program::LlamaServer;
         RuntimeError::ServerFailed {
-            code,
-            message: format!(
-                "llama-server {how} while loading: {}",
-                last.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" | ")
-            ),
+            code: process::classify_failure(&child.tail().lines(), info, program),
+            message: process::failure_message(program, info, "while loading", child.tail()),
         }
     }
 
-    /// Asks the monitor to stop the child and waits for it.
+    /// The child is gone: no pidfile, nothing to send a stop to.
+    fn child_gone(&self) {
+        let _ = std::fs::remove_file(self.pidfile());
+        self.inner.shared.lock().unwrap().ctl = None;
+    }
+
+    /// Asks the monitor (or the start that is loading) to stop the child and waits for it.
     async fn stop_child(&self) -> Option<ExitInfo> {
-        let tx = self.inner.shared.lock().unwrap().stop_tx.take()?;
+        let tx = self.inner.shared.lock().unwrap().ctl.take()?;
         let (reply_tx, reply_rx) = oneshot::channel();
-        tx.send(reply_tx).await.ok()?;
-        reply_rx.await.ok()
+        tx.send(Ctl::Stop(reply_tx)).await.ok()?;
+        reply_rx.await.ok().flatten()
     }
 
     /// Stops the server: SIGTERM to its process group, SIGKILL after the grace period. Also
@@ -574,7 +550,7 @@ impl LlamaServer {
     async fn stop_as(&self, final_state: ServerState) -> Result<()> {
         self.inner.epoch.fetch_add(1, Ordering::SeqCst);
         let state = self.state();
-        let has_child = self.inner.shared.lock().unwrap().stop_tx.is_some();
+        let has_child = self.inner.shared.lock().unwrap().ctl.is_some();
         if !has_child {
             if state == ServerState::Crashed {
                 self.set_state(ServerState::Stopped);
@@ -598,82 +574,189 @@ impl LlamaServer {
 
     /// Owns the child until it exits: its lines go to the log, and an exit nobody asked for is a
     /// crash.
-    async fn monitor(
-        self,
-        mut child: Child,
-        mut lines: mpsc::UnboundedReceiver<(process::Stream, String)>,
-        mut stop_rx: mpsc::Receiver<oneshot::Sender<ExitInfo>>,
-        exit_tx: watch::Sender<Option<ExitInfo>>,
-        epoch: u64,
-    ) {
-        let mut open = true;
-        let (info, reply) = loop {
+    async fn monitor(self, mut child: Supervised, mut ctl: mpsc::Receiver<Ctl>, epoch: u64) {
+        enum End {
+            Exited,
+            Stopped(Option<oneshot::Sender<Option<ExitInfo>>>),
+            Hung,
+        }
+        let (info, end) = loop {
             tokio::select! {
-                line = lines.recv(), if open => match line {
-                    Some((_, l)) => self.on_line(l),
-                    None => open = false,
+                ev = child.next() => match ev {
+                    process::Event::Line(_, l) => {
+                        self.on_line(&l);
+                    }
+                    process::Event::Exited(info) => break (Some(info), End::Exited),
                 },
-                req = stop_rx.recv() => {
-                    let status = process::terminate(&mut child, self.inner.config.stop_grace).await;
-                    break (exit_info(status.ok(), true), req);
-                }
-                status = child.wait() => {
-                    break (exit_info(status.ok(), false), None);
+                req = ctl.recv() => match req {
+                    Some(Ctl::Kill) => break (child.kill().await.ok(), End::Hung),
+                    Some(Ctl::Stop(reply)) => {
+                        break (child.terminate(self.inner.config.stop_grace).await.ok(), End::Stopped(Some(reply)));
+                    }
+                    // The server itself is gone: nothing may outlive it.
+                    None => break (child.terminate(self.inner.config.stop_grace).await.ok(), End::Stopped(None)),
                 }
             }
         };
         // What it printed on the way out belongs to the log and to the crash report.
-        while let Ok(Some((_, l))) =
-            tokio::time::timeout(Duration::from_millis(200), lines.recv()).await
-        {
-            self.on_line(l);
-        }
-        let _ = std::fs::remove_file(self.pidfile());
-        self.inner.shared.lock().unwrap().stop_tx = None;
-        let _ = exit_tx.send(Some(info.clone()));
-        if let Some(reply) = reply {
-            self.log(LogLevel::Info, "stopped");
-            let _ = reply.send(info);
-            return;
-        }
-        self.on_unexpected_exit(info, epoch);
-    }
-
-    fn on_line(&self, line: String) {
-        let level = llog::level(&line);
-        if line.contains("listening on") || line.contains("server is listening") {
-            self.inner.listening.notify_one();
-        }
-        {
-            let mut sh = self.inner.shared.lock().unwrap();
-            sh.memory.feed(&line);
-            sh.last_line = Instant::now();
-            if sh.tail.len() == TAIL_LINES {
-                sh.tail.pop_front();
+        child
+            .drain(|l| {
+                self.on_line(l);
+            })
+            .await;
+        self.child_gone();
+        match end {
+            End::Stopped(reply) => {
+                self.log(LogLevel::Info, "stopped");
+                if let Some(reply) = reply {
+                    let _ = reply.send(info);
+                }
             }
-            sh.tail.push_back(line.clone());
+            End::Exited => self.on_unexpected_exit(info.unwrap_or_default(), false, &child, epoch),
+            End::Hung => self.on_unexpected_exit(info.unwrap_or_default(), true, &child, epoch),
         }
-        self.log(level, line);
     }
 
-    fn on_unexpected_exit(&self, info: ExitInfo, epoch: u64) {
+    /// Feeds a line to the log and the memory figures; true when it says the server listens.
+    fn on_line(&self, line: &str) -> bool {
+        let level = llog::level(line);
+        self.inner.shared.lock().unwrap().memory.feed(line);
+        self.log(level, line.to_owned());
+        line.contains("listening on") || line.contains("server is listening")
+    }
+
+    /// Checks `/health` every `interval` while this start's server runs; after
+    /// [`HANG_AFTER`] failures in a row it asks the monitor to kill it, which counts as a crash.
+    async fn watch_health(self, epoch: u64, pid: u32, port: u16, interval: Duration) {
+        let Ok(client) = local_client() else { return };
+        let url = format!("http://127.0.0.1:{port}/health");
+        // Each check ends before the next is due, so a hang is found within HANG_AFTER ticks.
+        let timeout = (interval * 9 / 10).max(Duration::from_millis(100));
+        let mut dog = Watchdog::new(HANG_AFTER);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let current = |me: &Self| {
+            let sh = me.inner.shared.lock().unwrap();
+            me.inner.epoch.load(Ordering::SeqCst) == epoch
+                && sh.status.state == ServerState::Running
+                && sh.status.pid == Some(pid)
+        };
+        loop {
+            tick.tick().await;
+            if !current(&self) {
+                return;
+            }
+            let ok = crate::net::answers(&client, &url, timeout).await;
+            if !current(&self) {
+                return;
+            }
+            match dog.record(ok, now_ms()) {
+                HealthVerdict::Steady => {}
+                HealthVerdict::Recovered => {
+                    {
+                        let mut sh = self.inner.shared.lock().unwrap();
+                        sh.status.healthy = true;
+                        sh.status.not_responding_since_ms = None;
+                        sh.status.health_failures = 0;
+                    }
+                    self.log(LogLevel::Info, "answers /health again");
+                    self.inner.events.emit(AppEvent::LlmHealth {
+                        ok: true,
+                        failures: 0,
+                        since_ms: None,
+                    });
+                }
+                HealthVerdict::Failing { failures, since_ms } => {
+                    {
+                        let mut sh = self.inner.shared.lock().unwrap();
+                        sh.status.healthy = false;
+                        sh.status.not_responding_since_ms = Some(since_ms);
+                        sh.status.health_failures = failures;
+                    }
+                    self.log(
+                        LogLevel::Warn,
+                        format!("not responding: /health check {failures} of {HANG_AFTER} failed"),
+                    );
+                    self.inner.events.emit(AppEvent::LlmHealth {
+                        ok: false,
+                        failures,
+                        since_ms: Some(since_ms),
+                    });
+                }
+                HealthVerdict::Hung { failures, since_ms } => {
+                    let ctl = {
+                        let mut sh = self.inner.shared.lock().unwrap();
+                        sh.status.healthy = false;
+                        sh.status.not_responding_since_ms = Some(since_ms);
+                        sh.status.health_failures = failures;
+                        sh.hung_since_ms = Some(since_ms);
+                        sh.ctl.clone()
+                    };
+                    self.inner.events.emit(AppEvent::LlmHealth {
+                        ok: false,
+                        failures,
+                        since_ms: Some(since_ms),
+                    });
+                    self.log(
+                        LogLevel::Error,
+                        format!(
+                            "hung: {failures} /health checks in a row failed over {} s; killing it",
+                            now_ms().saturating_sub(since_ms) / 1000
+                        ),
+                    );
+                    if let Some(ctl) = ctl {
+                        let _ = ctl.send(Ctl::Kill).await;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_unexpected_exit(&self, info: ExitInfo, hung: bool, child: &Supervised, epoch: u64) {
         let was = self.state();
         if was != ServerState::Running {
             // Dying while starting is the start's error; the start reports it.
             return;
         }
-        let crashed = info.signal.is_some() || info.code.is_some_and(|c| c != 0);
-        let tail = self.tail(TAIL_LINES);
+        let crashed = hung || !info.success();
+        let tail = child.tail().lines();
+        let reason = {
+            let sh = self.inner.shared.lock().unwrap();
+            match sh.hung_since_ms {
+                Some(since) if hung => format!(
+                    "stopped answering /health for {} s ({HANG_AFTER} checks in a row); killed",
+                    now_ms().saturating_sub(since) / 1000
+                ),
+                _ => {
+                    let program = process::Program::LlamaServer;
+                    let code = process::classify_failure(&tail, Some(info), program);
+                    format!(
+                        "{} ({})",
+                        process::failure_message(
+                            program,
+                            Some(info),
+                            "while running",
+                            child.tail()
+                        ),
+                        code.title()
+                    )
+                }
+            }
+        };
         {
             let mut sh = self.inner.shared.lock().unwrap();
             sh.status.pid = None;
             sh.status.healthy = false;
+            sh.status.not_responding_since_ms = None;
+            sh.status.health_failures = 0;
             if crashed {
                 sh.status.crash = Some(CrashInfo {
                     code: info.code,
                     signal: info.signal,
                     at_ms: now_ms(),
                     stderr_tail: tail.clone(),
+                    reason: reason.clone(),
                 });
             }
         }
@@ -683,10 +766,7 @@ impl LlamaServer {
             self.set_state(ServerState::Stopped);
             return;
         }
-        self.log(
-            LogLevel::Error,
-            format!("llama-server crashed (code {:?}, signal {:?})", info.code, info.signal),
-        );
+        self.log(LogLevel::Error, format!("llama-server crashed: {reason}"));
         self.set_state(ServerState::Crashed);
         self.inner.events.emit(AppEvent::ServerCrashed {
             server: ServerKind::Llm,
@@ -695,23 +775,24 @@ impl LlamaServer {
             stderr_tail: tail,
         });
         self.inner.events.emit(AppEvent::SystemChanged);
-        let (auto, restarts, cfg) = {
+        let (auto, restarts, max_restarts, cfg) = {
             let sh = self.inner.shared.lock().unwrap();
             (
                 sh.config.as_ref().is_some_and(|c| c.auto_restart),
                 sh.status.restarts,
+                sh.status.max_restarts,
                 sh.config.clone(),
             )
         };
-        if let (true, Some(cfg)) = (auto && restarts < self.inner.config.max_restarts, cfg) {
-            let delay = self.inner.config.restart_backoff * 2u32.pow(restarts);
+        if let (true, Some(cfg)) = (auto && restarts < max_restarts, cfg) {
+            let delay = self.inner.config.restart_backoff * 2u32.saturating_pow(restarts.min(16));
             self.log(
                 LogLevel::Info,
                 format!(
                     "restarting in {} ms (try {} of {})",
                     delay.as_millis(),
                     restarts + 1,
-                    self.inner.config.max_restarts
+                    max_restarts
                 ),
             );
             let me = self.clone();
@@ -831,15 +912,4 @@ impl LlamaServer {
         });
         Ok(reply)
     }
-}
-
-fn exit_info(status: Option<std::process::ExitStatus>, requested: bool) -> ExitInfo {
-    #[cfg(unix)]
-    let signal = {
-        use std::os::unix::process::ExitStatusExt;
-        status.and_then(|s| s.signal())
-    };
-    #[cfg(not(unix))]
-    let signal = None;
-    ExitInfo { code: status.and_then(|s| s.code()), signal, requested }
 }

@@ -119,7 +119,10 @@ impl LlmControl for LlamaServer {
             mlock: Some(s.mlock),
             reasoning_format: s.reasoning_format.clone(),
             alias: s.alias.clone(),
-            auto_restart: last.is_some_and(|c| c.auto_restart),
+            auto_restart: last.as_ref().is_some_and(|c| c.auto_restart),
+            max_restarts: last.as_ref().and_then(|c| c.max_restarts),
+            startup_timeout_secs: last.as_ref().and_then(|c| c.startup_timeout_secs),
+            health_interval_secs: last.and_then(|c| c.health_interval_secs),
         };
         Some(RunningLlm { config, port: s.port, context_size: s.context_size, usage })
     }
