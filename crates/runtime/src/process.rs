@@ -47,8 +47,28 @@ pub fn command(program: &Path, args: impl IntoIterator<Item = impl AsRef<OsStr>>
     cmd
 }
 
+/// Starts `cmd`. A program written a moment ago can be "busy" (ETXTBSY) while a child that
+/// another thread is forking still holds a copy of the writing descriptor, until that child's own
+/// exec closes it; the start is then tried again for up to about half a second rather than the
+/// fresh runtime build being called broken.
 pub fn spawn(mut cmd: Command, program: &Path) -> Result<Child> {
-    cmd.spawn().map_err(|e| RuntimeError::io("starting", program, e))
+    let mut tries = 0u64;
+    loop {
+        match cmd.spawn() {
+            Err(e) if is_text_busy(&e) && tries < 10 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10 * tries));
+            }
+            r => return r.map_err(|e| RuntimeError::io("starting", program, e)),
+        }
+    }
+}
+
+fn is_text_busy(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return e.raw_os_error() == Some(libc::ETXTBSY);
+    #[cfg(not(unix))]
+    return false;
 }
 
 /// Which stream a line came from.
@@ -605,6 +625,28 @@ mod tests {
         assert!(out.status.is_none(), "stopped, not finished");
         assert_eq!(out.lines, ["before"]);
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_program_still_open_for_writing_starts_once_it_is_closed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("genai-busy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("fresh.sh");
+        std::fs::write(&path, "#!/bin/sh\necho started\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // What a fork in another thread does: a writing descriptor still open for a moment.
+        let held = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let err = std::process::Command::new(&path).output().unwrap_err();
+        assert!(is_text_busy(&err), "the race this guards against: {err}");
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(60));
+            drop(held);
+        });
+        let out = run(&path, &[], Duration::from_secs(5), |_| {}).await.unwrap();
+        assert_eq!(out.lines, ["started"]);
+        closer.join().unwrap();
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[tokio::test]
