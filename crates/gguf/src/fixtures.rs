@@ -52,23 +52,41 @@ impl Rng {
     }
 }
 
-/// A llama model with a byte-level vocabulary (`<unk>`, `<s>`, `</s>` and the 256 `<0xNN>`
-/// tokens) and f32 weights drawn from N(0, 0.02). About 470 KB at the default shape; it
-/// generates gibberish, which is all a test of the plumbing needs.
-pub fn tiny_llama(shape: TinyLlama) -> Writer {
-    let TinyLlama { n_embd, n_layer, n_head, n_ff, n_ctx, seed } = shape;
+/// `<unk>`, `<s>`, `</s>` and the 256 byte tokens `<0xNN>`.
+const BYTE_TOKENS: u64 = 259;
+
+/// The tokenizer keys of a byte-level vocabulary of `n_vocab` tokens: the byte tokens, then plain
+/// ones (`tok259`, …) up to `n_vocab`.
+fn byte_vocab(w: Writer, n_vocab: u64) -> Writer {
+    let n_vocab = n_vocab.max(BYTE_TOKENS);
     let mut tokens = vec!["<unk>".to_owned(), "<s>".to_owned(), "</s>".to_owned()];
     tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
-    let n_vocab = tokens.len() as u64;
+    tokens.extend((BYTE_TOKENS..n_vocab).map(|i| format!("tok{i}")));
     let token_type: Vec<Value> = (0..n_vocab)
         .map(|i| {
             Value::I32(match i {
                 0 => 2,
                 1 | 2 => 3,
-                _ => 6,
+                i if i < BYTE_TOKENS => 6,
+                _ => 1,
             })
         })
         .collect();
+    w.kv("tokenizer.ggml.model", Value::String("llama".into()))
+        .kv("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect()))
+        .kv("tokenizer.ggml.scores", Value::Array((0..n_vocab).map(|_| Value::F32(0.0)).collect()))
+        .kv("tokenizer.ggml.token_type", Value::Array(token_type))
+        .kv("tokenizer.ggml.bos_token_id", Value::U32(1))
+        .kv("tokenizer.ggml.eos_token_id", Value::U32(2))
+        .kv("tokenizer.ggml.unknown_token_id", Value::U32(0))
+}
+
+/// A llama model with a byte-level vocabulary (`<unk>`, `<s>`, `</s>` and the 256 `<0xNN>`
+/// tokens) and f32 weights drawn from N(0, 0.02). About 470 KB at the default shape; it
+/// generates gibberish, which is all a test of the plumbing needs.
+pub fn tiny_llama(shape: TinyLlama) -> Writer {
+    let TinyLlama { n_embd, n_layer, n_head, n_ff, n_ctx, seed } = shape;
+    let n_vocab = BYTE_TOKENS;
 
     let mut rng = Rng(seed.max(1));
     let mut weights = |name: String, dims: &[u64]| {
@@ -89,14 +107,8 @@ pub fn tiny_llama(shape: TinyLlama) -> Writer {
         .kv("llama.attention.head_count", Value::U32(n_head as u32))
         .kv("llama.attention.head_count_kv", Value::U32(n_head as u32))
         .kv("llama.rope.dimension_count", Value::U32((n_embd / n_head) as u32))
-        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5))
-        .kv("tokenizer.ggml.model", Value::String("llama".into()))
-        .kv("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect()))
-        .kv("tokenizer.ggml.scores", Value::Array((0..n_vocab).map(|_| Value::F32(0.0)).collect()))
-        .kv("tokenizer.ggml.token_type", Value::Array(token_type))
-        .kv("tokenizer.ggml.bos_token_id", Value::U32(1))
-        .kv("tokenizer.ggml.eos_token_id", Value::U32(2))
-        .kv("tokenizer.ggml.unknown_token_id", Value::U32(0));
+        .kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+    w = byte_vocab(w, n_vocab);
 
     // Weight matrices are stored [in, out] in GGUF's innermost-first order.
     w = w.tensor(weights("token_embd.weight".into(), &[n_embd, n_vocab]));
@@ -235,3 +247,140 @@ const FLUX2_DIT: &[(&str, &[u64])] = &[
     ("final_layer.adaLN_modulation.1.weight", &[128, 256]),
     ("final_layer.linear.weight", &[128, 128]),
 ];
+
+/// The architecture of a [`zero_model`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroArch {
+    Llama,
+    /// Qwen3's mixture of experts: `experts` FFNs of width `ff_exp`, `used` per token.
+    Qwen3Moe {
+        experts: u64,
+        used: u64,
+        ff_exp: u64,
+    },
+    /// Gemma 2: every other layer attends a sliding window of `window` tokens.
+    Gemma2 {
+        window: u64,
+    },
+    /// Gemma 3: five of every six layers attend a sliding window.
+    Gemma3 {
+        window: u64,
+    },
+}
+
+/// The shape of a [`zero_model`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZeroModel {
+    pub arch: ZeroArch,
+    pub n_vocab: u64,
+    pub n_embd: u64,
+    pub n_layer: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub head_dim: u64,
+    pub n_ff: u64,
+    pub n_ctx: u64,
+}
+
+/// A model of a real llama.cpp architecture with all-zero weights (f16 matrices, f32 norms) and a
+/// byte-level vocabulary padded to `n_vocab`: llama-server loads and runs it, so its buffers can be
+/// measured at any size without generating gigabytes. Every tensor is header-only; write it with
+/// [`Writer::write_sparse`].
+pub fn zero_model(m: ZeroModel) -> Writer {
+    let ZeroModel {
+        arch,
+        n_vocab,
+        n_embd: e,
+        n_layer,
+        n_head: h,
+        n_head_kv: hkv,
+        head_dim: d,
+        n_ff: f,
+        n_ctx,
+    } = m;
+    let name = match arch {
+        ZeroArch::Llama => "llama",
+        ZeroArch::Qwen3Moe { .. } => "qwen3moe",
+        ZeroArch::Gemma2 { .. } => "gemma2",
+        ZeroArch::Gemma3 { .. } => "gemma3",
+    };
+    let n_vocab = n_vocab.max(BYTE_TOKENS);
+    let u = |v: u64| Value::U32(v as u32);
+    let key = |k: &str| format!("{name}.{k}");
+    let mut w = Writer::new()
+        .kv("general.architecture", Value::String(name.into()))
+        .kv("general.name", Value::String(format!("zero-{name}-test")))
+        .kv("general.file_type", Value::U32(1))
+        .kv(&key("context_length"), u(n_ctx))
+        .kv(&key("embedding_length"), u(e))
+        .kv(&key("block_count"), u(n_layer))
+        .kv(&key("attention.head_count"), u(h))
+        .kv(&key("attention.head_count_kv"), u(hkv))
+        .kv(&key("attention.key_length"), u(d))
+        .kv(&key("attention.value_length"), u(d))
+        .kv(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
+    w = match arch {
+        ZeroArch::Qwen3Moe { experts, used, ff_exp } => w
+            .kv(&key("feed_forward_length"), u(ff_exp * 4))
+            .kv(&key("expert_feed_forward_length"), u(ff_exp))
+            .kv(&key("expert_count"), u(experts))
+            .kv(&key("expert_used_count"), u(used))
+            .kv(&key("rope.freq_base"), Value::F32(1e6)),
+        ZeroArch::Gemma2 { window } => w
+            .kv(&key("feed_forward_length"), u(f))
+            .kv(&key("attention.sliding_window"), u(window))
+            .kv(&key("attn_logit_softcapping"), Value::F32(50.0))
+            .kv(&key("final_logit_softcapping"), Value::F32(30.0)),
+        ZeroArch::Gemma3 { window } => w
+            .kv(&key("feed_forward_length"), u(f))
+            .kv(&key("attention.sliding_window"), u(window))
+            .kv(&key("rope.freq_base"), Value::F32(1e6)),
+        ZeroArch::Llama => {
+            w.kv(&key("feed_forward_length"), u(f)).kv(&key("rope.dimension_count"), u(d))
+        }
+    };
+    w = byte_vocab(w, n_vocab);
+
+    let m16 = |name: String, dims: &[u64]| TensorData::header_only(&name, dims, GgmlType::F16);
+    let v32 = |name: String, n: u64| TensorData::header_only(&name, &[n], GgmlType::F32);
+    w = w.tensor(m16("token_embd.weight".into(), &[e, n_vocab]));
+    w = w.tensor(v32("output_norm.weight".into(), e));
+    if matches!(arch, ZeroArch::Llama | ZeroArch::Qwen3Moe { .. }) {
+        w = w.tensor(m16("output.weight".into(), &[e, n_vocab]));
+    }
+    for i in 0..n_layer {
+        let b = |t: &str| format!("blk.{i}.{t}");
+        w = w
+            .tensor(v32(b("attn_norm.weight"), e))
+            .tensor(m16(b("attn_q.weight"), &[e, h * d]))
+            .tensor(m16(b("attn_k.weight"), &[e, hkv * d]))
+            .tensor(m16(b("attn_v.weight"), &[e, hkv * d]))
+            .tensor(m16(b("attn_output.weight"), &[h * d, e]));
+        if matches!(arch, ZeroArch::Qwen3Moe { .. } | ZeroArch::Gemma3 { .. }) {
+            w = w.tensor(v32(b("attn_q_norm.weight"), d)).tensor(v32(b("attn_k_norm.weight"), d));
+        }
+        if matches!(arch, ZeroArch::Gemma2 { .. } | ZeroArch::Gemma3 { .. }) {
+            w = w.tensor(v32(b("post_attention_norm.weight"), e));
+        }
+        w = w.tensor(v32(b("ffn_norm.weight"), e));
+        w = match arch {
+            ZeroArch::Qwen3Moe { experts, ff_exp, .. } => w
+                .tensor(TensorData::header_only(
+                    &b("ffn_gate_inp.weight"),
+                    &[e, experts],
+                    GgmlType::F32,
+                ))
+                .tensor(m16(b("ffn_gate_exps.weight"), &[e, ff_exp, experts]))
+                .tensor(m16(b("ffn_up_exps.weight"), &[e, ff_exp, experts]))
+                .tensor(m16(b("ffn_down_exps.weight"), &[ff_exp, e, experts])),
+            _ => w
+                .tensor(m16(b("ffn_gate.weight"), &[e, f]))
+                .tensor(m16(b("ffn_up.weight"), &[e, f]))
+                .tensor(m16(b("ffn_down.weight"), &[f, e])),
+        };
+        if matches!(arch, ZeroArch::Gemma2 { .. } | ZeroArch::Gemma3 { .. }) {
+            w = w.tensor(v32(b("post_ffw_norm.weight"), e));
+        }
+    }
+    w
+}

@@ -26,6 +26,11 @@ impl TensorData {
             .unwrap_or(0)
     }
 
+    /// A tensor given by shape and type alone (see [`Writer::write_sparse`]).
+    pub fn header_only(name: &str, dims: &[u64], ggml_type: GgmlType) -> Self {
+        Self { name: name.to_owned(), dims: dims.to_vec(), ggml_type, data: Vec::new() }
+    }
+
     /// An f32 tensor from values.
     pub fn f32(name: &str, dims: &[u64], values: &[f32]) -> Self {
         Self {
@@ -147,6 +152,28 @@ impl Writer {
             w.write_all(&vec![0u8; t.data.len().next_multiple_of(align) - t.data.len()])?;
         }
         Ok(())
+    }
+
+    /// The length of the whole file: the padded header and every tensor's stored bytes.
+    pub fn file_len(&self) -> u64 {
+        let align = self.alignment();
+        let (header, offsets) = self.header_bytes();
+        let data = match (offsets.last(), self.tensors.last()) {
+            (Some(at), Some(t)) => at + t.stored_len(),
+            _ => 0,
+        };
+        (header.len() as u64).div_ceil(align) * align + data
+    }
+
+    /// Writes a model whose tensors were all given without data as a sparse file: the header,
+    /// then a hole of zeros as long as the tensors need (zero weights, for memory measurements).
+    pub fn write_sparse(&self, path: &std::path::Path) -> io::Result<()> {
+        if self.tensors.iter().any(|t| !t.data.is_empty()) {
+            return Err(io::Error::other("write_sparse takes header-only tensors"));
+        }
+        let mut f = std::fs::File::create(path)?;
+        self.write_to(&mut f)?;
+        f.set_len(self.file_len())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {

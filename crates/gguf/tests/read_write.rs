@@ -356,3 +356,48 @@ fn layout_table() {
         }
     }
 }
+
+/// The zero-weight models of each architecture: a sparse file exactly as long as its tensors,
+/// whole by the loader's layout rules, with the keys the estimate reads.
+#[test]
+fn zero_models_are_whole_sparse_files() {
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    let dir = std::env::temp_dir().join(format!("gguf-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 1000,
+        n_embd: 64,
+        n_layer: 3,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 16,
+        n_ff: 128,
+        n_ctx: 2048,
+    };
+    for arch in [
+        ZeroArch::Llama,
+        ZeroArch::Qwen3Moe { experts: 8, used: 2, ff_exp: 32 },
+        ZeroArch::Gemma2 { window: 256 },
+        ZeroArch::Gemma3 { window: 256 },
+    ] {
+        let w = zero_model(ZeroModel { arch, ..base });
+        let path = dir.join("m.gguf");
+        w.write_sparse(&path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), w.file_len(), "{arch:?}");
+        let h = gguf::read_checked_from_path(&path).unwrap();
+        assert_eq!(h.block_count(), Some(3), "{arch:?}");
+        assert_eq!(h.get("tokenizer.ggml.tokens").and_then(|v| v.array_len()), Some(1000));
+        match arch {
+            ZeroArch::Qwen3Moe { .. } => assert_eq!(h.expert_used_count(), Some(2)),
+            ZeroArch::Gemma2 { .. } | ZeroArch::Gemma3 { .. } => {
+                assert_eq!(h.sliding_window(), Some(256))
+            }
+            ZeroArch::Llama => assert!(h.tensors.iter().any(|t| t.name == "output.weight")),
+        }
+    }
+    // A writer with data cannot be written sparse.
+    let tiny = gguf::fixtures::tiny_llama(Default::default());
+    assert!(tiny.write_sparse(&dir.join("t.gguf")).is_err());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -42,6 +42,12 @@ pub struct LlmConfig {
     pub cache_type_k: Option<String>,
     pub cache_type_v: Option<String>,
     pub batch: Option<u32>,
+    /// `-ub`: tokens per compute step (`None`: 512); the compute buffer grows with it.
+    #[serde(default)]
+    pub ubatch: Option<u32>,
+    /// `--swa-full`: sliding-window layers keep the whole context (more memory).
+    #[serde(default)]
+    pub swa_full: Option<bool>,
     pub mmap: Option<bool>,
     pub mlock: Option<bool>,
     pub reasoning_format: Option<String>,
@@ -77,13 +83,21 @@ pub struct LlmSettings {
     pub cache_type_k: String,
     pub cache_type_v: String,
     pub batch: Option<u32>,
+    #[serde(default)]
+    pub ubatch: Option<u32>,
+    #[serde(default)]
+    pub swa_full: bool,
     pub mmap: Option<bool>,
     pub mlock: bool,
     pub reasoning_format: Option<String>,
     pub alias: Option<String>,
-    /// Weights + KV cache expected on the GPU, and in RAM.
+    /// Weights + KV cache + compute and output buffers expected on the GPU, and in RAM.
     pub expected_vram_bytes: u64,
     pub expected_ram_bytes: u64,
+    /// The same, part by part: `GPU` (when layers are offloaded) and `CPU`; `compute_bytes`
+    /// includes the output (logits) buffer.
+    #[serde(default)]
+    pub estimate: Vec<DeviceMemory>,
     /// e.g. "28/28 layers on GPU, 16384 context, 9.1 GB VRAM expected".
     pub explanation: String,
 }

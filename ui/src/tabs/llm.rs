@@ -10,12 +10,30 @@ use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use ipc::event::ServerState;
 use ipc::format::bytes;
-use ipc::llm::{ChatArgs, ChatMessage, LlmConfig, LlmSettings, LlmStatus, Toggle};
+use ipc::llm::{ChatArgs, ChatMessage, DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+
+/// Each device's weights, KV cache and compute buffers: "CPU: weights 4.1 GB, KV 1.0 GB, compute
+/// 300 MB".
+fn parts(devices: &[DeviceMemory]) -> String {
+    devices
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: weights {}, KV {}, compute {}",
+                d.device,
+                bytes(d.model_bytes),
+                bytes(d.kv_bytes),
+                bytes(d.compute_bytes)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// A number field: empty means "auto".
 fn num(s: &str) -> Option<u32> {
@@ -68,9 +86,14 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                             <dt>"Load time"</dt><dd>{s.load_time_ms.map(|t| format!("{:.1} s", t as f64 / 1000.0)).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Context"</dt><dd id="llm-context">{s.effective_context.map(|c| format!("{c} tokens ({} slot(s))", s.slots.unwrap_or(1))).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Memory"</dt>
-                            <dd>{if s.measured.is_empty() { "—".to_owned() } else {
-                                format!("{} measured ({})", bytes(measured), s.measured.iter().map(|d| format!("{} {}", d.device, bytes(d.total()))).collect::<Vec<_>>().join(", "))
+                            <dd id="llm-measured">{if s.measured.is_empty() { "—".to_owned() } else {
+                                format!("{} measured: {}", bytes(measured), parts(&s.measured))
                             }}</dd>
+                            <dt>"Estimate"</dt>
+                            <dd id="llm-estimate">{s.settings.as_ref().filter(|x| !x.estimate.is_empty()).map(|x| {
+                                let total: u64 = x.estimate.iter().map(|d| d.total()).sum();
+                                format!("{} expected: {}", bytes(total), parts(&x.estimate))
+                            }).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Settings"</dt><dd class="small">{s.settings.as_ref().map(|x| x.explanation.clone()).unwrap_or_else(|| "—".into())}</dd>
                         </dl>
                         {s.crash.clone().map(|c| view! {
@@ -208,7 +231,7 @@ fn ConfigCard(
             </div>
             <p class="small" id="llm-preview">
                 {move || match preview.get() {
-                    Some(Ok(s)) => s.explanation,
+                    Some(Ok(s)) => format!("{} — {}", s.explanation, parts(&s.estimate)),
                     Some(Err(e)) => format!("{}: {}", e.title, e.message),
                     None => String::new(),
                 }}

@@ -26,6 +26,12 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     if let Some(b) = s.batch {
         push(&["-b", &b.to_string()]);
     }
+    if let Some(ub) = s.ubatch {
+        push(&["-ub", &ub.to_string()]);
+    }
+    if s.swa_full {
+        push(&["--swa-full"]);
+    }
     if s.mmap == Some(false) {
         push(&["--no-mmap"]);
     }
@@ -56,12 +62,15 @@ mod tests {
             cache_type_k: "f16".into(),
             cache_type_v: "f16".into(),
             batch: None,
+            ubatch: None,
+            swa_full: false,
             mmap: None,
             mlock: false,
             reasoning_format: None,
             alias: None,
             expected_vram_bytes: 0,
             expected_ram_bytes: 0,
+            estimate: vec![],
             explanation: String::new(),
         }
     }
@@ -97,6 +106,11 @@ mod tests {
                 "-m /m/qwen.gguf --jinja --host 0.0.0.0 --port 8080 --threads 8 -c 4096 -n -1 \
                  -ngl 28 -np 1 -fa auto --reasoning-format deepseek --alias chat -b 512 \
                  --no-mmap --mlock -lv 4",
+            ),
+            (
+                LlmSettings { ubatch: Some(256), swa_full: true, ..base() },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
+                 -ngl 28 -np 1 -fa auto -ub 256 --swa-full -lv 4",
             ),
             // mmap explicitly on is llama-server's default: no flag.
             (LlmSettings { mmap: Some(true), ..base() }, plain),

@@ -1,14 +1,16 @@
 //! Settings fitted to the model and the machine (a pure function, table-tested).
 //!
 //! GPU layers come from the real per-layer tensor sizes (not file size ÷ layers) against the
-//! GPU's *free* memory with a margin; the context from the KV bytes one token costs (GQA-aware,
-//! cache-type-aware) against what is left, bounded by the model's trained context; q8_0 KV with
-//! flash attention is chosen when f16 would not leave a useful context. Every field the user set
-//! wins.
+//! GPU's *free* memory with a margin; the context is the largest (a multiple of 256, as llama.cpp
+//! pads it) whose whole footprint fits what is left: weights, KV cache (GQA-, cache-type- and
+//! sliding-window-aware) and the compute and output buffers ([`super::estimate`]), bounded by the
+//! model's trained context; q8_0 KV with flash attention is chosen when f16 would not leave a
+//! useful context. Every field the user set wins.
 
+use super::estimate::{self, Shape, Start, CTX_PAD, DEFAULT_BATCH, DEFAULT_UBATCH};
 use crate::{Result, RuntimeError};
 use ipc::format::bytes;
-use ipc::llm::{LlmConfig, LlmSettings, Toggle};
+use ipc::llm::{DeviceMemory, LlmConfig, LlmSettings, Toggle};
 
 /// Below this the server is not worth starting.
 pub const MIN_CONTEXT: u32 = 256;
@@ -30,9 +32,8 @@ pub struct ModelFacts {
     /// Weights outside the blocks (embeddings, output head).
     pub other: u64,
     pub native_context: u32,
-    /// K and V elements one token adds in each layer (KV heads × key / value length).
-    pub k_per_layer: Vec<u64>,
-    pub v_per_layer: Vec<u64>,
+    /// What the KV cache and the compute buffers depend on.
+    pub shape: Shape,
 }
 
 impl ModelFacts {
@@ -44,14 +45,14 @@ impl ModelFacts {
         let (per_layer, other) = h
             .bytes_per_block()
             .ok_or_else(|| invalid("no block count or an unknown tensor type"))?;
-        let kv_heads = h.head_count_kv_per_layer().ok_or_else(|| invalid("no attention heads"))?;
-        let (kl, vl) = (h.key_length().unwrap_or(0), h.value_length().unwrap_or(0));
-        let n = per_layer.len();
-        let head = |i: usize| kv_heads.get(i).or(kv_heads.last()).copied().unwrap_or(0);
+        let shape = Shape::from_header(h)
+            .ok_or_else(|| invalid("no embedding length or attention heads"))?;
+        if shape.layers() != per_layer.len() {
+            return Err(invalid("the block count does not match the tensors"));
+        }
         Ok(Self {
             path: path.to_owned(),
-            k_per_layer: (0..n).map(|i| head(i) * kl).collect(),
-            v_per_layer: (0..n).map(|i| head(i) * vl).collect(),
+            shape,
             per_layer,
             other,
             native_context: h.context_length().unwrap_or(4096).min(u32::MAX as u64) as u32,
@@ -94,14 +95,21 @@ struct Plan {
     flash: Toggle,
     vram: u64,
     ram: u64,
+    estimate: Vec<DeviceMemory>,
 }
 
-fn floor_ctx(t: u64) -> u64 {
-    if t >= 1024 {
-        t / 256 * 256
-    } else {
-        t / 64 * 64
+/// The largest multiple of 256 in `1..=max` for which `fits` holds (it is monotone), or 0.
+fn largest_context(max: u64, fits: impl Fn(u64) -> bool) -> u64 {
+    let (mut lo, mut hi) = (0u64, max / CTX_PAD);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if fits(mid * CTX_PAD) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
     }
+    lo * CTX_PAD
 }
 
 /// Decides every setting. `port` is already resolved (fixed or free).
@@ -144,24 +152,26 @@ pub fn resolve(
 
     let ram_budget = mach.ram_available.saturating_sub(RAM_RESERVE);
     let vram_budget = mach.gpu.as_ref().map(|(_, free)| free.saturating_sub(vram_margin(*free)));
-    let kv_per_token = |range: std::ops::Range<usize>, k: &str, v: &str| -> u64 {
-        let (kn, kd) = kv_type_size(k).unwrap_or((2, 1));
-        let (vn, vd) = kv_type_size(v).unwrap_or((2, 1));
-        range.map(|i| m.k_per_layer[i] * kn / kd + m.v_per_layer[i] * vn / vd).sum::<u64>().max(1)
+    let parallel = cfg.parallel.unwrap_or(1).max(1);
+    let start_of = |context: u64, k: &str, v: &str, flash: Toggle| Start {
+        context,
+        batch: cfg.batch.map(u64::from).unwrap_or(DEFAULT_BATCH),
+        ubatch: cfg.ubatch.map(u64::from).unwrap_or(DEFAULT_UBATCH),
+        slots: u64::from(parallel),
+        // `auto` resolves to on wherever the backend supports it (always on the CPU).
+        flash: flash != Toggle::Off,
+        swa_full: cfg.swa_full.unwrap_or(false),
+        k_type: kv_type_size(k).unwrap_or((2, 1)),
+        v_type: kv_type_size(v).unwrap_or((2, 1)),
     };
-    // llama.cpp offloads the last `n` blocks; n = layers + 1 also takes the output layer.
-    let split = |n: usize| -> (u64, u64, std::ops::Range<usize>, std::ops::Range<usize>) {
-        let blocks = n.min(layers);
-        let gpu_range = layers - blocks..layers;
-        let cpu_range = 0..layers - blocks;
-        let mut gpu: u64 = m.per_layer[gpu_range.clone()].iter().sum();
-        let mut cpu: u64 = m.per_layer[cpu_range.clone()].iter().sum();
-        if n > layers {
-            gpu += m.other;
-        } else {
-            cpu += m.other;
-        }
-        (gpu, cpu, gpu_range, cpu_range)
+    // (GPU, CPU) parts with `n` layers offloaded; llama.cpp offloads the last `n` blocks, and
+    // n = layers + 1 also takes the output layer.
+    let parts = |n: usize, context: u64, k: &str, v: &str, flash: Toggle| {
+        estimate::estimate(&m.shape, (&m.per_layer, m.other), n, &start_of(context, k, v, flash))
+    };
+    let fits = |n: usize, context: u64, k: &str, v: &str, flash: Toggle| {
+        let (gpu, cpu) = parts(n, context, k, v, flash);
+        (n == 0 || vram_budget.is_some_and(|b| gpu.total() <= b)) && cpu.total() <= ram_budget
     };
 
     let plan_for = |k: &str, v: &str, flash: Toggle| -> Plan {
@@ -171,32 +181,43 @@ pub fn resolve(
             (None, None) => 0,
             (None, Some(budget)) => (0..=layers + 1)
                 .rev()
-                .find(|&n| {
-                    let (gpu, _, gr, _) = split(n);
-                    n == 0 || gpu + want_ctx.min(4096) * kv_per_token(gr, k, v) <= budget
-                })
+                .find(|&n| n == 0 || parts(n, want_ctx.min(4096), k, v, flash).0.total() <= budget)
                 .unwrap_or(0),
         };
-        let (gpu_w, cpu_w, gr, cr) = split(n);
         let context = match cfg.context_size {
             Some(c) => c,
             None => {
-                let mut cap = native as u64;
-                if !gr.is_empty() {
-                    let left = vram_budget.unwrap_or(0).saturating_sub(gpu_w);
-                    cap = cap.min(left / kv_per_token(gr.clone(), k, v));
-                }
-                if !cr.is_empty() {
-                    let left = ram_budget.saturating_sub(cpu_w);
-                    cap = cap.min(left / kv_per_token(cr.clone(), k, v));
-                }
-                floor_ctx(cap) as u32
+                let max = (native as u64 / CTX_PAD * CTX_PAD).max(CTX_PAD);
+                largest_context(max, |c| fits(n, c, k, v, flash)) as u32
             }
         };
-        let ctx = context as u64;
-        let vram = if gr.is_empty() { 0 } else { gpu_w + ctx * kv_per_token(gr, k, v) };
-        let ram = cpu_w + if cr.is_empty() { 0 } else { ctx * kv_per_token(cr, k, v) };
-        Plan { gpu_layers: n as u32, context, k: k.into(), v: v.into(), flash, vram, ram }
+        let (gpu, cpu) = parts(n, context as u64, k, v, flash);
+        let vram = if n == 0 { 0 } else { gpu.total() };
+        let mut estimate = Vec::new();
+        if n > 0 {
+            estimate.push(DeviceMemory {
+                device: "GPU".into(),
+                model_bytes: gpu.weights,
+                kv_bytes: gpu.kv,
+                compute_bytes: gpu.compute,
+            });
+        }
+        estimate.push(DeviceMemory {
+            device: "CPU".into(),
+            model_bytes: cpu.weights,
+            kv_bytes: cpu.kv,
+            compute_bytes: cpu.compute,
+        });
+        Plan {
+            gpu_layers: n as u32,
+            context,
+            k: k.into(),
+            v: v.into(),
+            flash,
+            vram,
+            ram: cpu.total(),
+            estimate,
+        }
     };
 
     let mut plans: Vec<Plan> = options.iter().map(|(k, v, f)| plan_for(k, v, *f)).collect();
@@ -269,17 +290,20 @@ pub fn resolve(
         native_context: native,
         gpu_layers: chosen.gpu_layers,
         total_layers,
-        parallel: cfg.parallel.unwrap_or(1).max(1),
+        parallel,
         flash_attention: chosen.flash,
         cache_type_k: chosen.k,
         cache_type_v: chosen.v,
         batch: cfg.batch,
+        ubatch: cfg.ubatch,
+        swa_full: cfg.swa_full.unwrap_or(false),
         mmap: cfg.mmap,
         mlock: cfg.mlock.unwrap_or(false),
         reasoning_format: cfg.reasoning_format.clone(),
         alias: cfg.alias.clone(),
         expected_vram_bytes: chosen.vram,
         expected_ram_bytes: chosen.ram,
+        estimate: chosen.estimate,
         explanation: why.join(", "),
     })
 }
@@ -299,8 +323,17 @@ mod tests {
             per_layer: vec![140 * MIB; 32],
             other: 500 * MIB,
             native_context: 32768,
-            k_per_layer: vec![8 * 128; 32],
-            v_per_layer: vec![8 * 128; 32],
+            shape: Shape {
+                n_embd: 4096,
+                n_head: 32,
+                head_k: 128,
+                head_v: 128,
+                n_head_kv: vec![8; 32],
+                n_ff: 14336,
+                n_vocab: 128256,
+                moe: None,
+                swa: None,
+            },
         }
     }
 
@@ -329,14 +362,38 @@ mod tests {
             "{}",
             s.explanation
         );
-        // Weights 4.98 GiB + 32768 × 128 KiB = 4 GiB of KV.
-        assert_eq!(s.expected_vram_bytes, 32 * 140 * MIB + 500 * MIB + 32768 * 131072);
+        // Weights 4.98 GiB + 32768 × 128 KiB = 4 GiB of KV + the compute buffer; the logits
+        // and the inputs stay in RAM.
+        let start = Start {
+            context: 32768,
+            batch: DEFAULT_BATCH,
+            ubatch: DEFAULT_UBATCH,
+            slots: 1,
+            flash: true,
+            swa_full: false,
+            k_type: (2, 1),
+            v_type: (2, 1),
+        };
+        let compute = estimate::compute_bytes(&m.shape, &start);
+        assert_eq!(s.expected_vram_bytes, 32 * 140 * MIB + 500 * MIB + 32768 * 131072 + compute);
+        assert!(compute > 32 * MIB, "the KQ mask alone is 32 MiB at 32k: {compute}");
+        let gpu = &s.estimate[0];
+        assert_eq!(
+            (gpu.device.as_str(), gpu.kv_bytes, gpu.compute_bytes),
+            ("GPU", 4 << 30, compute)
+        );
+        assert!(s.estimate[1].compute_bytes >= 128256 * 4, "the logits row in RAM");
 
-        // 6 GB free: all layers fit, f16 leaves under 8k of context, so q8_0 + flash attention.
-        let s = run(LlmConfig::default(), &m, &machine(Some(6 * GIB), 32 * GIB));
+        // 6.5 GB free: all layers fit, f16 leaves under 8k of context, so q8_0 + flash attention.
+        let free = 6 * GIB + GIB / 2;
+        let s = run(LlmConfig::default(), &m, &machine(Some(free), 32 * GIB));
         assert_eq!(s.gpu_layers, 33);
         assert_eq!((s.cache_type_k.as_str(), s.flash_attention), ("q8_0", Toggle::On));
         assert!(s.context_size >= 2048 && s.context_size < 32768, "{}", s.context_size);
+        assert!(s.expected_vram_bytes <= free - vram_margin(free));
+        // 6 GB: the compute buffer no longer fits beside every layer; one block stays in RAM.
+        let s = run(LlmConfig::default(), &m, &machine(Some(6 * GIB), 32 * GIB));
+        assert_eq!(s.gpu_layers, 32);
         assert!(s.expected_vram_bytes <= 6 * GIB - vram_margin(6 * GIB));
 
         // 3 GB free: a partial offload, counted from the real layer sizes.
@@ -400,7 +457,7 @@ mod tests {
         assert_eq!(m.per_layer.len(), 2);
         assert_eq!(m.native_context, 512);
         // 4 heads (no separate KV count) × 16 dims.
-        assert_eq!(m.k_per_layer, [64, 64]);
+        assert_eq!((m.shape.n_head_kv.as_slice(), m.shape.head_k), (&[4u64, 4][..], 16));
         let s = run(LlmConfig::default(), &m, &machine(None, 8 * GIB));
         assert_eq!((s.context_size, s.gpu_layers, s.total_layers), (512, 0, 3));
     }

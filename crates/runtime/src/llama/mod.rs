@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod autoconfig;
+pub mod estimate;
 pub mod health;
 pub mod log;
 pub mod server;

@@ -115,6 +115,8 @@ impl LlmControl for LlamaServer {
             cache_type_k: Some(s.cache_type_k.clone()),
             cache_type_v: Some(s.cache_type_v.clone()),
             batch: s.batch,
+            ubatch: s.ubatch,
+            swa_full: Some(s.swa_full),
             mmap: s.mmap,
             mlock: Some(s.mlock),
             reasoning_format: s.reasoning_format.clone(),
