@@ -86,7 +86,8 @@ fn class_of(event: &AppEvent) -> &'static str {
         | AppEvent::LlmReloadFailed { .. } => "error",
         AppEvent::LlmOffloaded { .. }
         | AppEvent::ImageJobCancelled { .. }
-        | AppEvent::LlmHealth { ok: false, .. } => "warn",
+        | AppEvent::LlmHealth { ok: false, .. }
+        | AppEvent::LlmCpuFallback { .. } => "warn",
         AppEvent::DownloadFinished { .. }
         | AppEvent::ImageJobFinished { .. }
         | AppEvent::LlmReloaded { .. }
@@ -183,7 +184,8 @@ impl LlmFeed {
         match event {
             AppEvent::ServerState { server: ServerKind::Llm, .. }
             | AppEvent::ServerCrashed { server: ServerKind::Llm, .. }
-            | AppEvent::LlmHealth { .. } => self.ticks.update(|n| *n += 1),
+            | AppEvent::LlmHealth { .. }
+            | AppEvent::LlmCpuFallback { .. } => self.ticks.update(|n| *n += 1),
             AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
                 l.push(line.clone());
                 let extra = l.len().saturating_sub(LLM_LOG_LEN);

@@ -165,6 +165,10 @@ pub enum AppEvent {
         /// Since when it has not answered (`None` when `ok`).
         since_ms: Option<u64>,
     },
+    /// The LLM server runs on the CPU (in whole or in part) although GPU layers were asked for.
+    LlmCpuFallback {
+        message: String,
+    },
     /// A piece of a test-chat reply.
     ChatDelta {
         request_id: String,
@@ -254,6 +258,7 @@ impl AppEvent {
             Self::LlmHealth { failures, .. } => {
                 format!("LLM server not responding ({failures} /health checks failed)")
             }
+            Self::LlmCpuFallback { message } => format!("LLM server: {message}"),
             Self::ChatDelta { content, done, .. } => {
                 if *done {
                     "chat reply done".to_owned()

@@ -51,7 +51,19 @@ pub struct LlmConfig {
     pub mmap: Option<bool>,
     pub mlock: Option<bool>,
     pub reasoning_format: Option<String>,
+    /// The model's name in the server's OpenAI API (`None`: the model's id).
     pub alias: Option<String>,
+    /// Let llama.cpp fit the context and GPU layers itself (`--fit on`, no `-c` / `-ngl`) instead
+    /// of the app's decision (`-fit off`, the default).
+    #[serde(default)]
+    pub llama_fit: Option<bool>,
+    /// `--cache-ram` in MiB: the prompt cache of idle slots (`None`: llama.cpp's 8192; 0: off).
+    #[serde(default)]
+    pub cache_ram_mib: Option<u32>,
+    /// The model's chat template (`--jinja`, the default) or llama.cpp's built-in one
+    /// (`--no-jinja`).
+    #[serde(default)]
+    pub jinja: Option<bool>,
     /// Restart after a crash or a hang (1 s, 2 s, 4 s, …).
     pub auto_restart: bool,
     /// Most automatic restarts in a row (`None`: 3).
@@ -64,6 +76,10 @@ pub struct LlmConfig {
     /// failures in a row count as a crash.
     #[serde(default)]
     pub health_interval_secs: Option<u32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The settings a start uses, every field decided, with the reason in words.
@@ -91,6 +107,14 @@ pub struct LlmSettings {
     pub mlock: bool,
     pub reasoning_format: Option<String>,
     pub alias: Option<String>,
+    /// `--fit on` without `-c` / `-ngl`; else `-fit off` (the app decided).
+    #[serde(default)]
+    pub llama_fit: bool,
+    #[serde(default)]
+    pub cache_ram_mib: Option<u32>,
+    /// `--jinja`, else `--no-jinja`.
+    #[serde(default = "yes")]
+    pub jinja: bool,
     /// Weights + KV cache + compute and output buffers expected on the GPU, and in RAM.
     pub expected_vram_bytes: u64,
     pub expected_ram_bytes: u64,
@@ -161,6 +185,9 @@ pub struct LlmStatus {
     /// `/health` failures in a row.
     #[serde(default)]
     pub health_failures: u32,
+    /// Set when GPU layers were asked for and the load log shows fewer (a silent CPU fallback).
+    #[serde(default)]
+    pub cpu_fallback: Option<String>,
 }
 
 /// The health badge of the LLM tab: what it says and how it looks.
@@ -192,6 +219,7 @@ impl LlmStatus {
             max_restarts: 0,
             not_responding_since_ms: None,
             health_failures: 0,
+            cpu_fallback: None,
         }
     }
 

@@ -97,7 +97,20 @@ async fn start_auto_configured_chat_and_stop() {
     assert_eq!(s.native_context, 512);
     assert_eq!(st.effective_context, Some(s.context_size), "/props agrees with -c");
     assert_eq!(st.slots, Some(1));
+    assert_eq!(st.cpu_fallback, None, "no GPU layers were asked for");
     assert!(s.explanation.contains("512 context"), "{}", s.explanation);
+    // An OpenAI client sees the model by its id, not by its storage path.
+    let body = runtime::net::local_client()
+        .unwrap()
+        .get(format!("http://127.0.0.1:{}/v1/models", st.port.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let models: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(models.pointer("/data/0/id").and_then(|v| v.as_str()), Some("tiny"), "{models}");
     let pid = st.pid.unwrap();
     assert!(alive(pid));
     assert!(w.storage.root().join("run/llama-server.json").exists(), "pidfile while running");
@@ -273,6 +286,28 @@ async fn local_health(port: u16) -> bool {
         .send()
         .await
         .is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn gpu_layers_asked_of_a_build_that_finds_no_gpu_are_a_visible_cpu_fallback() {
+    let w = World::new("fallback").await;
+    let id = w.tiny().await;
+    let llm = w.server(ServerConfig::default());
+    let mut rx = w.events.subscribe();
+    let st = llm.start(LlmConfig { gpu_layers: Some(2), ..cfg(&id) }).await.unwrap();
+    assert_eq!(st.state, ServerState::Running, "it still runs");
+    let why = st.cpu_fallback.clone().expect("a CPU fallback is reported");
+    assert!(why.contains("2 GPU layers were asked for") && why.contains("CPU"), "{why}");
+    let mut event = None;
+    while let Ok(e) = rx.try_recv() {
+        if let AppEvent::LlmCpuFallback { message } = e {
+            event = Some(message);
+        }
+    }
+    assert_eq!(event.as_deref(), Some(why.as_str()));
+    assert!(llm.logs().iter().any(|l| l.message == why));
+    llm.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

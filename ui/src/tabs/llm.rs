@@ -74,7 +74,10 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                     view! {
                         <dl class="stats" id="llm-status">
                             <dt>"State"</dt>
-                            <dd><span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state.label()}</span></dd>
+                            <dd>
+                                <span id="llm-state" class=format!("badge state-{}", format!("{state:?}").to_lowercase())>{state.label()}</span>
+                                {s.cpu_fallback.clone().map(|why| view! { " " <span id="llm-cpu-fallback" class="badge health-warn" title=why.clone()>"CPU fallback"</span> })}
+                            </dd>
                             <dt>"Model"</dt><dd>{s.model_id.clone().unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Port"</dt><dd id="llm-port">{s.port.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"PID"</dt><dd id="llm-pid">{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
@@ -135,6 +138,9 @@ fn ConfigCard(
     let fa = RwSignal::new("auto".to_owned());
     let kv = RwSignal::new(String::new());
     let restart = RwSignal::new(true);
+    let llama_fit = RwSignal::new(false);
+    let cache_ram = RwSignal::new(String::new());
+    let jinja = RwSignal::new(true);
     let max_restarts = RwSignal::new(String::new());
     let startup_timeout = RwSignal::new(String::new());
     let health_every = RwSignal::new(String::new());
@@ -172,6 +178,9 @@ fn ConfigCard(
             }),
             cache_type_k: (manual && !kv.is_empty()).then(|| kv.clone()),
             cache_type_v: (manual && !kv.is_empty()).then(|| kv.clone()),
+            llama_fit: (manual && llama_fit.get()).then_some(true),
+            cache_ram_mib: num(&cache_ram.get()).filter(|_| manual),
+            jinja: (manual && !jinja.get()).then_some(false),
             auto_restart: restart.get(),
             max_restarts: num(&max_restarts.get()),
             startup_timeout_secs: num(&startup_timeout.get()),
@@ -247,6 +256,9 @@ fn ConfigCard(
                             <option value="auto">"auto"</option><option value="on">"on"</option><option value="off">"off"</option>
                         </select>
                     </label>
+                    <label class="field"><span>"Prompt cache (MiB, 0: off)"</span><input type="text" placeholder="8192" prop:value=cache_ram on:input=move |ev| cache_ram.set(event_target_value(&ev)) /></label>
+                    <label class="check"><input type="checkbox" prop:checked=llama_fit on:change=move |ev| llama_fit.set(event_target_checked(&ev)) />" Let llama.cpp fit context and GPU layers"</label>
+                    <label class="check"><input type="checkbox" prop:checked=jinja on:change=move |ev| jinja.set(event_target_checked(&ev)) />" The model's own chat template (--jinja)"</label>
                     <label class="field"><span>"KV cache type"</span>
                         <select on:change=move |ev| kv.set(event_target_value(&ev)) prop:value=kv>
                             <option value="">"auto"</option><option value="f16">"f16"</option><option value="q8_0">"q8_0"</option><option value="q4_0">"q4_0"</option>

@@ -131,6 +131,29 @@ impl LoadReport {
     pub fn used_gpu(&self) -> bool {
         !self.no_gpu && (!self.gpus.is_empty() || self.offloaded.is_some_and(|(a, _)| a > 0))
     }
+
+    /// Why a start that asked for `asked` GPU layers runs (wholly or partly) on the CPU, from its
+    /// load log: fewer layers offloaded than asked, or no GPU found. `None` when it got them.
+    pub fn cpu_fallback(&self, asked: u32) -> Option<String> {
+        if asked == 0 {
+            return None;
+        }
+        match self.offloaded {
+            Some((0, all)) => Some(format!(
+                "{asked} GPU layers were asked for, but llama-server offloaded 0/{all}: it runs on \
+                 the CPU"
+            )),
+            Some((got, all)) if got < asked.min(all) => Some(format!(
+                "{asked} GPU layers were asked for, but llama-server offloaded {got}/{all}"
+            )),
+            Some(_) => None,
+            None if self.no_gpu || self.gpus.is_empty() => Some(format!(
+                "{asked} GPU layers were asked for, but llama-server found no GPU: it runs on the \
+                 CPU"
+            )),
+            None => None,
+        }
+    }
 }
 
 /// A GPU device named on this line, in any of the forms llama.cpp builds use.
@@ -261,6 +284,32 @@ mod tests {
         assert!(r.gpus.is_empty() && r.no_gpu && !r.used_gpu());
         assert!(!LoadReport::scan("ggml_vulkan: No devices found.").used_gpu());
         assert!(!LoadReport::scan("load_tensors: offloaded 0/3 layers to GPU").used_gpu());
+    }
+
+    #[test]
+    fn cpu_fallback_table() {
+        let report = |gpus: &[&str], offloaded, no_gpu| LoadReport {
+            gpus: gpus.iter().map(|s| s.to_string()).collect(),
+            offloaded,
+            no_gpu,
+            error: None,
+        };
+        let cases: &[(LoadReport, u32, Option<&str>)] = &[
+            (report(&[], Some((0, 3)), false), 0, None),
+            (report(&[], Some((0, 3)), false), 2, Some("offloaded 0/3: it runs on the CPU")),
+            (report(&["CUDA0: H200"], Some((33, 33)), false), 999, None),
+            (report(&["CUDA0: H200"], Some((20, 33)), false), 999, Some("offloaded 20/33")),
+            (report(&["CUDA0: H200"], Some((20, 33)), false), 20, None),
+            (report(&[], None, true), 10, Some("found no GPU")),
+            (report(&["Vulkan0: RX"], None, false), 10, None),
+        ];
+        for (r, asked, want) in cases {
+            let got = r.cpu_fallback(*asked);
+            match want {
+                None => assert_eq!(got, None, "{r:?} asked {asked}"),
+                Some(w) => assert!(got.as_deref().is_some_and(|g| g.contains(w)), "{got:?} vs {w}"),
+            }
+        }
     }
 
     #[test]

@@ -4,12 +4,24 @@ use ipc::llm::LlmSettings;
 
 /// argv after the program name, in upstream's order (§4.2) so logs compare line by line.
 /// `-lv 4` is added so the load log names the buffers each device holds (the measured memory).
+/// `-fit off` keeps llama.cpp's own fitting (on by default in current builds) from changing what
+/// the app decided, and saves its dry-run load; with `llama_fit` it decides instead.
 pub fn build_args(s: &LlmSettings) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|p| (*p).to_owned()));
-    push(&["-m", &s.model_path, "--jinja", "--host", &s.host, "--port", &s.port.to_string()]);
-    push(&["--threads", &s.threads.to_string(), "-c", &s.context_size.to_string(), "-n", "-1"]);
-    push(&["-ngl", &s.gpu_layers.to_string(), "-np", &s.parallel.to_string()]);
+    let jinja = if s.jinja { "--jinja" } else { "--no-jinja" };
+    push(&["-m", &s.model_path, jinja, "--host", &s.host, "--port", &s.port.to_string()]);
+    push(&["--threads", &s.threads.to_string()]);
+    if !s.llama_fit {
+        push(&["-c", &s.context_size.to_string()]);
+    }
+    push(&["-n", "-1"]);
+    if s.llama_fit {
+        push(&["--fit", "on"]);
+    } else {
+        push(&["-ngl", &s.gpu_layers.to_string(), "-fit", "off"]);
+    }
+    push(&["-np", &s.parallel.to_string()]);
     push(&["-fa", s.flash_attention.flag()]);
     if s.cache_type_k != "f16" {
         push(&["--cache-type-k", &s.cache_type_k]);
@@ -37,6 +49,9 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     }
     if s.mlock {
         push(&["--mlock"]);
+    }
+    if let Some(mib) = s.cache_ram_mib {
+        push(&["--cache-ram", &mib.to_string()]);
     }
     push(&["-lv", "4"]);
     a
@@ -68,6 +83,9 @@ mod tests {
             mlock: false,
             reasoning_format: None,
             alias: None,
+            llama_fit: false,
+            cache_ram_mib: None,
+            jinja: true,
             expected_vram_bytes: 0,
             expected_ram_bytes: 0,
             estimate: vec![],
@@ -79,7 +97,7 @@ mod tests {
     fn argv_table() {
         let plain =
             "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
-                     -ngl 28 -np 1 -fa auto -lv 4";
+                     -ngl 28 -fit off -np 1 -fa auto -lv 4";
         let cases: Vec<(LlmSettings, &str)> = vec![
             (base(), plain),
             (
@@ -91,7 +109,7 @@ mod tests {
                     ..base()
                 },
                 "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
-                 -ngl 0 -np 1 -fa on --cache-type-k q8_0 --cache-type-v q8_0 -lv 4",
+                 -ngl 0 -fit off -np 1 -fa on --cache-type-k q8_0 --cache-type-v q8_0 -lv 4",
             ),
             (
                 LlmSettings {
@@ -104,13 +122,18 @@ mod tests {
                     ..base()
                 },
                 "-m /m/qwen.gguf --jinja --host 0.0.0.0 --port 8080 --threads 8 -c 4096 -n -1 \
-                 -ngl 28 -np 1 -fa auto --reasoning-format deepseek --alias chat -b 512 \
+                 -ngl 28 -fit off -np 1 -fa auto --reasoning-format deepseek --alias chat -b 512 \
                  --no-mmap --mlock -lv 4",
             ),
             (
                 LlmSettings { ubatch: Some(256), swa_full: true, ..base() },
                 "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
-                 -ngl 28 -np 1 -fa auto -ub 256 --swa-full -lv 4",
+                 -ngl 28 -fit off -np 1 -fa auto -ub 256 --swa-full -lv 4",
+            ),
+            (
+                LlmSettings { llama_fit: true, jinja: false, cache_ram_mib: Some(0), ..base() },
+                "-m /m/qwen.gguf --no-jinja --host 127.0.0.1 --port 8080 --threads 8 -n -1 \
+                 --fit on -np 1 -fa auto --cache-ram 0 -lv 4",
             ),
             // mmap explicitly on is llama-server's default: no flag.
             (LlmSettings { mmap: Some(true), ..base() }, plain),

@@ -184,17 +184,19 @@ pub fn resolve(
                 .find(|&n| n == 0 || parts(n, want_ctx.min(4096), k, v, flash).0.total() <= budget)
                 .unwrap_or(0),
         };
+        // Layers asked for without a usable GPU run on the CPU: size them in RAM.
+        let placed = if vram_budget.is_some() { n } else { 0 };
         let context = match cfg.context_size {
             Some(c) => c,
             None => {
                 let max = (native as u64 / CTX_PAD * CTX_PAD).max(CTX_PAD);
-                largest_context(max, |c| fits(n, c, k, v, flash)) as u32
+                largest_context(max, |c| fits(placed, c, k, v, flash)) as u32
             }
         };
-        let (gpu, cpu) = parts(n, context as u64, k, v, flash);
-        let vram = if n == 0 { 0 } else { gpu.total() };
+        let (gpu, cpu) = parts(placed, context as u64, k, v, flash);
+        let vram = if placed == 0 { 0 } else { gpu.total() };
         let mut estimate = Vec::new();
-        if n > 0 {
+        if placed > 0 {
             estimate.push(DeviceMemory {
                 device: "GPU".into(),
                 model_bytes: gpu.weights,
@@ -251,7 +253,8 @@ pub fn resolve(
             why.push(format!("{n}/{total_layers} layers on GPU ({name})"))
         }
         (Some(_), _) => why.push("CPU only (the model does not fit the GPU's free memory)".into()),
-        (None, _) => why.push("CPU only (no usable GPU)".into()),
+        (None, 0) => why.push("CPU only (no usable GPU)".into()),
+        (None, n) => why.push(format!("{n} GPU layers asked for, but no usable GPU: CPU only")),
     }
     why.push(format!("{} context (trained for {native})", chosen.context));
     if chosen.k == "q8_0" && pin_k.is_none() {
@@ -275,6 +278,9 @@ pub fn resolve(
     .collect();
     if !set.is_empty() {
         why.push(format!("yours: {}", set.join(", ")));
+    }
+    if cfg.llama_fit == Some(true) {
+        why.push("llama.cpp fits the context and GPU layers itself (--fit on)".into());
     }
 
     Ok(LlmSettings {
@@ -300,7 +306,15 @@ pub fn resolve(
         mmap: cfg.mmap,
         mlock: cfg.mlock.unwrap_or(false),
         reasoning_format: cfg.reasoning_format.clone(),
-        alias: cfg.alias.clone(),
+        // Named by its id in the server's OpenAI API (`/v1/models`), not by its storage path.
+        alias: cfg
+            .alias
+            .clone()
+            .filter(|a| !a.trim().is_empty())
+            .or_else(|| (!cfg.model_id.is_empty()).then(|| cfg.model_id.clone())),
+        llama_fit: cfg.llama_fit.unwrap_or(false),
+        cache_ram_mib: cfg.cache_ram_mib,
+        jinja: cfg.jinja.unwrap_or(true),
         expected_vram_bytes: chosen.vram,
         expected_ram_bytes: chosen.ram,
         estimate: chosen.estimate,
@@ -442,6 +456,12 @@ mod tests {
             ..Default::default()
         };
         assert!(resolve(&bad, &m, &machine(None, 32 * GIB), 1).is_err());
+        // Layers asked of a machine without a usable GPU run, and are sized, in RAM.
+        let cfg = LlmConfig { gpu_layers: Some(10), ..Default::default() };
+        let s = run(cfg, &m, &machine(None, 32 * GIB));
+        assert_eq!((s.gpu_layers, s.expected_vram_bytes), (10, 0));
+        assert!(s.expected_ram_bytes > 32 * 140 * MIB, "{}", s.expected_ram_bytes);
+        assert!(s.explanation.starts_with("10 GPU layers asked for, but no usable GPU"));
         let bad = LlmConfig { cache_type_k: Some("q3".into()), ..Default::default() };
         assert_eq!(
             resolve(&bad, &m, &machine(None, 32 * GIB), 1).unwrap_err().code(),

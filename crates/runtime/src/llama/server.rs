@@ -86,6 +86,8 @@ struct Shared {
     config: Option<LlmConfig>,
     ctl: Option<mpsc::Sender<Ctl>>,
     memory: MemoryLog,
+    /// Devices and offloaded layers, from this start's load log.
+    load: crate::binaries::scan::LoadReport,
     /// Since when `/health` failed, when the watchdog killed the server for it.
     hung_since_ms: Option<u64>,
 }
@@ -147,6 +149,7 @@ impl LlamaServer {
                     config: None,
                     ctl: None,
                     memory: MemoryLog::default(),
+                    load: Default::default(),
                     hung_since_ms: None,
                 }),
                 logs,
@@ -323,6 +326,7 @@ impl LlamaServer {
             };
             sh.status.max_restarts = if cfg.auto_restart { self.max_restarts(&cfg) } else { 0 };
             sh.memory = MemoryLog::default();
+            sh.load = Default::default();
             sh.hung_since_ms = None;
         }
         self.set_state(ServerState::Starting);
@@ -482,8 +486,15 @@ impl LlamaServer {
                 ),
             });
         }
+        // A silent CPU fallback, checked at every start (a driver update can cause one).
+        let fallback = self.inner.shared.lock().unwrap().load.cpu_fallback(settings.gpu_layers);
+        if let Some(message) = &fallback {
+            self.log(LogLevel::Warn, message.clone());
+            self.inner.events.emit(AppEvent::LlmCpuFallback { message: message.clone() });
+        }
         {
             let mut sh = self.inner.shared.lock().unwrap();
+            sh.status.cpu_fallback = fallback;
             sh.status.healthy = true;
             sh.status.load_time_ms = Some(load_time_ms);
             sh.status.started_at_ms = Some(now_ms());
@@ -620,7 +631,11 @@ impl LlamaServer {
     /// Feeds a line to the log and the memory figures; true when it says the server listens.
     fn on_line(&self, line: &str) -> bool {
         let level = llog::level(line);
-        self.inner.shared.lock().unwrap().memory.feed(line);
+        {
+            let mut sh = self.inner.shared.lock().unwrap();
+            sh.memory.feed(line);
+            sh.load.feed(line);
+        }
         self.log(level, line.to_owned());
         line.contains("listening on") || line.contains("server is listening")
     }
