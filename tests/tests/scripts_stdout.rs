@@ -163,7 +163,17 @@ fi
         self.script("store/ninja", "echo 'ninja: no work to do (stand-in)'\n");
         self.script("store/g++", "echo 'g++ (stand-in)'\n");
         self.script("store/built-llama-server", "echo 'version: 1 (llama-server stand-in)'\n");
-        self.script("store/built-sd-cli", "echo 'usage: sd-cli [options] (stand-in)'\n");
+        // Like the real one, a long help text after the usage line: more than a pipe holds, so a
+        // cache check that stops reading early (`grep -q` under pipefail) sees it end as the real
+        // one does, killed by SIGPIPE (status 141; the test harness ignores SIGPIPE, and so
+        // would its children, so the stand-in exits with that status itself).
+        self.script(
+            "store/built-sd-cli",
+            "echo 'usage: sd-cli [options] (stand-in)'\n\
+             i=0; while [ $i -lt 3000 ]; do\n\
+             echo \"  --option-$i    what option $i does\" 2>/dev/null || exit 141; i=$((i+1))\n\
+             done\n",
+        );
         // rustup-init puts rustup and cargo into ~/.cargo/bin; cargo install makes tool stand-ins.
         self.script(
             "web/rustup-init",
@@ -300,6 +310,11 @@ fn build_script_prints_only_the_binary(script: &str, name: &str, tree: &str, env
 
     let again = w.run(script, &[], &env);
     assert_eq!(again.one_executable_path("second run: from the cache"), bin);
+    assert!(
+        !again.stderr.contains("building (CPU"),
+        "the cached build was built again:\n{}",
+        again.stderr
+    );
 
     // Only one of the pair: a clear error, not a build of a half-pinned release.
     let half = w.run(script, &[], &env[..1]);
