@@ -58,14 +58,6 @@ pub fn timestamped(line: &str) -> Option<(char, &str)> {
     }
 }
 
-/// Text (a log tail) that says memory ran out, on the GPU or in RAM.
-pub fn out_of_memory(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    ["out of memory", "failed to allocate", "cudamalloc failed", "unable to allocate"]
-        .iter()
-        .any(|p| lower.contains(p))
-}
-
 /// Whether `--help` output holds the usage text (sd-cli prints an error line first and may
 /// exit 0 either way, so the text decides).
 pub fn has_usage_text(output: &str) -> bool {

@@ -506,12 +506,11 @@ impl LlamaServer {
             format!("healthy after {load_time_ms} ms; context {n_ctx:?}, slots {slots:?}"),
         );
         self.set_state(ServerState::Running);
-        let interval = match cfg.health_interval_secs {
-            Some(0) => None,
-            Some(s) => Some(Duration::from_secs(u64::from(s))),
-            None => Some(self.inner.config.health_interval),
-        };
-        if let Some(interval) = interval.filter(|d| !d.is_zero()) {
+        // A zero interval (the setting's 0) means no checks.
+        let interval = cfg
+            .health_interval_secs
+            .map_or(self.inner.config.health_interval, |s| Duration::from_secs(u64::from(s)));
+        if !interval.is_zero() {
             tokio::spawn(self.clone().watch_health(epoch, pid, port, interval));
         }
         self.inner.system.invalidate();
