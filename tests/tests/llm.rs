@@ -1,6 +1,7 @@
 //! The LLM Server journey in the real window: with a tiny model on disk and llama-server on a
 //! release mirror, choose the model, Start (the runtime installs itself), see Healthy and the
-//! auto-configured settings, chat and see the reply arrive, see the log; the server hangs
+//! auto-configured settings and the estimate's parts, the port it took when 8080 is held by
+//! another program and why, the measured parts, chat and see the reply arrive, see the log; the server hangs
 //! (SIGSTOP) and the health badge says Not responding, then Healthy again after the watchdog's
 //! restart; Stop, and no server process left.
 
@@ -32,12 +33,25 @@ async fn start_chat_and_stop_the_llm_server() {
     app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
     let preview = app.wait_text("#llm-preview", |t| t.contains("context")).await;
     assert!(preview.contains("512 context (trained for 512)"), "{preview}");
+    // The estimate's parts before Start.
+    assert!(preview.contains("CPU: weights") && preview.contains("KV"), "{preview}");
+    // 8080, the default, is held by another program: the server takes the next free port and
+    // the tab says which and why.
+    let _held = std::net::TcpListener::bind("127.0.0.1:8080");
     // Health checks every second, so that a hang shows within seconds.
     app.wait_visible("#llm-health-interval").await.send_keys("1").await.unwrap();
     app.click("#llm-start").await;
     app.wait_text("#llm-state", |t| t == "Running").await;
     assert_eq!(app.wait_text("#llm-health", |t| !t.is_empty()).await, "Healthy");
     assert_eq!(app.wait_text("#llm-context", |t| !t.is_empty()).await, "512 tokens (1 slot(s))");
+    let port = app.wait_text("#llm-port", |t| t.parse::<u16>().is_ok()).await;
+    assert_ne!(port, "8080");
+    let note = app.wait_text("#llm-port-note", |t| !t.is_empty()).await;
+    assert!(note.contains("Port 8080 is in use") && note.contains(&port), "{note}");
+    // The measured parts beside the estimate after load.
+    let measured = app.wait_text("#llm-measured", |t| t.contains("measured")).await;
+    assert!(measured.contains("CPU") && measured.contains("KV"), "{measured}");
+    assert!(app.wait_text("#llm-estimate", |t| t.contains("expected")).await.contains("KV"));
     app.screenshot("llm-1-running").await;
 
     app.wait_visible("#chat-input").await.send_keys("Hello").await.unwrap();

@@ -81,6 +81,20 @@ impl TensorInfo {
     pub fn block_index(&self) -> Option<u32> {
         self.name.strip_prefix("blk.")?.split('.').next()?.parse().ok()
     }
+
+    /// A mixture-of-experts expert tensor (`blk.N.ffn_{up,down,gate,gate_up}_{,ch}exps…`): what
+    /// llama.cpp's `--n-cpu-moe` keeps in RAM (its `LLM_FFN_EXPS_REGEX`). The router
+    /// (`ffn_gate_inp`) and shared experts (`*_shexp`) are not.
+    pub fn is_expert(&self) -> bool {
+        let Some(rest) = self.name.strip_prefix("blk.") else { return false };
+        let Some((_, t)) = rest.split_once('.') else { return false };
+        ["ffn_up_", "ffn_down_", "ffn_gate_", "ffn_gate_up_"].iter().any(|p| {
+            t.strip_prefix(p).is_some_and(|s| {
+                let s = s.strip_prefix("ch").unwrap_or(s);
+                s == "exps" || s.starts_with("exps.")
+            })
+        })
+    }
 }
 
 /// A GGUF header: version, metadata in file order, tensor infos and where the data begins.
@@ -258,5 +272,19 @@ impl Header {
             }
         }
         Some((per, other))
+    }
+
+    /// Bytes of the expert tensors ([`TensorInfo::is_expert`]) of each block (0 for a dense
+    /// block); `None` as for [`Self::bytes_per_block`].
+    pub fn expert_bytes_per_block(&self) -> Option<Vec<u64>> {
+        let blocks = usize::try_from(self.block_count()?).ok().filter(|&b| b <= 1 << 20)?;
+        let mut per = vec![0u64; blocks];
+        for t in self.tensors.iter().filter(|t| t.is_expert()) {
+            let size = t.byte_size()?;
+            if let Some(b) = t.block_index().map(|b| b as usize).filter(|&b| b < blocks) {
+                per[b] = per[b].saturating_add(size);
+            }
+        }
+        Some(per)
     }
 }

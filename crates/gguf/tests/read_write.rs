@@ -401,3 +401,53 @@ fn zero_models_are_whole_sparse_files() {
     assert!(tiny.write_sparse(&dir.join("t.gguf")).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn expert_tensors_are_told_from_dense_ones_as_llama_cpp_does() {
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    let info = |name: &str| gguf::TensorInfo {
+        name: name.into(),
+        dims: vec![1],
+        ggml_type: GgmlType::F32,
+        offset: 0,
+    };
+    #[rustfmt::skip]
+    let table = [
+        ("blk.0.ffn_up_exps.weight", true),
+        ("blk.12.ffn_down_exps.weight", true),
+        ("blk.3.ffn_gate_exps.weight", true),
+        ("blk.3.ffn_gate_up_exps.weight", true),
+        ("blk.3.ffn_up_chexps.weight", true),
+        ("blk.3.ffn_down_exps.bias", true),
+        ("blk.3.ffn_gate_inp.weight", false), // the router stays with the layer
+        ("blk.3.ffn_up_shexp.weight", false), // shared experts too
+        ("blk.3.ffn_up.weight", false),
+        ("blk.3.attn_q.weight", false),
+        ("token_embd.weight", false),
+        ("ffn_up_exps.weight", false),
+    ];
+    for (name, expert) in table {
+        assert_eq!(info(name).is_expert(), expert, "{name}");
+    }
+    let model = |arch| ZeroModel {
+        arch,
+        n_vocab: 300,
+        n_embd: 64,
+        n_layer: 3,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 16,
+        n_ff: 128,
+        n_ctx: 512,
+    };
+    let header = |arch| {
+        let (bytes, _) = zero_model(model(arch)).header_bytes();
+        parse(&bytes).unwrap()
+    };
+    // Three f16 expert matrices of 64 × 32 × 8 per block.
+    let moe = header(ZeroArch::Qwen3Moe { experts: 8, used: 2, ff_exp: 32 });
+    assert_eq!(moe.expert_bytes_per_block().unwrap(), vec![3 * 64 * 32 * 8 * 2; 3]);
+    let (per, _) = moe.bytes_per_block().unwrap();
+    assert!(per[0] > 3 * 64 * 32 * 8 * 2, "the block holds attention and the router too");
+    assert_eq!(header(ZeroArch::Llama).expert_bytes_per_block().unwrap(), vec![0; 3]);
+}

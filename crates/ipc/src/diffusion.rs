@@ -108,7 +108,7 @@ pub fn preset_for(model_name: &str) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct DiffusionConfig {
     pub model_id: String,
-    /// `None`: 8081. `Some(0)`: any free port.
+    /// `None`: 8081, or the next free port when it is taken. `Some(0)`: any free port.
     pub port: Option<u16>,
     /// `None`: 127.0.0.1. Any other address exposes the job API and needs `token`.
     pub host: Option<String>,
@@ -139,6 +139,9 @@ pub struct DiffusionStatus {
     pub sd_cli: Option<String>,
     pub started_at_ms: Option<u64>,
     pub last_error: Option<IpcError>,
+    /// Why the API is not on the default port ("Port 8081 is in use by …").
+    #[serde(default)]
+    pub port_note: Option<String>,
 }
 
 impl DiffusionStatus {
@@ -156,6 +159,7 @@ impl DiffusionStatus {
             sd_cli: None,
             started_at_ms: None,
             last_error: None,
+            port_note: None,
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     ServerStartFailed,
     ServerCrashed,
     InsufficientMemory,
+    /// The minimum context asked for does not fit this machine's free memory now.
+    ContextTooLarge,
     /// The GPU or its driver failed (a CUDA, Vulkan or Metal error that is not lack of memory).
     GpuFailed,
     GenerationNotFound,
@@ -61,6 +63,7 @@ impl ErrorCode {
         Self::ServerStartFailed,
         Self::ServerCrashed,
         Self::InsufficientMemory,
+        Self::ContextTooLarge,
         Self::GpuFailed,
         Self::GenerationNotFound,
         Self::Busy,
@@ -90,6 +93,7 @@ impl ErrorCode {
             Self::ServerStartFailed => "SERVER_START_FAILED",
             Self::ServerCrashed => "SERVER_CRASHED",
             Self::InsufficientMemory => "INSUFFICIENT_MEMORY",
+            Self::ContextTooLarge => "CONTEXT_TOO_LARGE",
             Self::GpuFailed => "GPU_FAILED",
             Self::GenerationNotFound => "GENERATION_NOT_FOUND",
             Self::Busy => "BUSY",
@@ -120,6 +124,7 @@ impl ErrorCode {
             Self::ServerStartFailed => "Server failed to start",
             Self::ServerCrashed => "Server crashed",
             Self::InsufficientMemory => "Not enough memory",
+            Self::ContextTooLarge => "Context does not fit",
             Self::GpuFailed => "The GPU failed",
             Self::GenerationNotFound => "Image job not found",
             Self::Busy => "Busy",
@@ -164,6 +169,10 @@ impl ErrorCode {
             Self::ServerCrashed => "Open the server logs for the reason; restart when fixed.",
             Self::InsufficientMemory => {
                 "Choose a smaller model or context size, or stop the other server to free memory."
+            }
+            Self::ContextTooLarge => {
+                "Lower the minimum context, choose a q8_0 KV cache, or stop the other server to \
+                 free memory."
             }
             Self::GpuFailed => {
                 "Update the GPU driver, or lower the GPU layers; if it keeps failing, install the \

@@ -25,15 +25,37 @@ impl Toggle {
     }
 }
 
+/// The LLM's port when none is given (what genai-lite and most OpenAI clients of llama-server
+/// expect); when it is taken the next free one is used and the status says why.
+pub const DEFAULT_PORT: u16 = 8080;
+/// Where other llama-servers are looked for before a start (they hold memory the app cannot count).
+pub const PROBE_PORTS: std::ops::RangeInclusive<u16> = 8080..=8083;
+
 /// What the user asks for. Every `None` is filled by auto-configuration; every `Some` wins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct LlmConfig {
     pub model_id: String,
-    /// `None`: a free port.
+    /// `None`: [`DEFAULT_PORT`], or the next free port when it is taken.
     pub port: Option<u16>,
     /// `None`: 127.0.0.1. Anything else exposes the server to the network.
     pub host: Option<String>,
+    /// The preferred context: used when it fits, else the largest that does (never below
+    /// `min_context`). `None`: the largest that fits, up to `max_context`.
     pub context_size: Option<u32>,
+    /// Below this the start fails before launching (`CONTEXT_TOO_LARGE`, naming the largest
+    /// context that fits now). `None`: 256.
+    #[serde(default)]
+    pub min_context: Option<u32>,
+    /// At most this much context (`None`, or more than the model was trained for: the trained one).
+    #[serde(default)]
+    pub max_context: Option<u32>,
+    /// `--n-cpu-moe N`: the expert weights of the first N blocks stay in RAM (`None`: chosen when
+    /// the dense part fits the GPU and the experts do not).
+    #[serde(default)]
+    pub n_cpu_moe: Option<u32>,
+    /// Refuse to start while another llama-server answers on 8080–8083 (else a warning).
+    #[serde(default)]
+    pub strict: Option<bool>,
     pub gpu_layers: Option<u32>,
     pub threads: Option<u32>,
     pub parallel: Option<u32>,
@@ -94,6 +116,9 @@ pub struct LlmSettings {
     pub native_context: u32,
     pub gpu_layers: u32,
     pub total_layers: u32,
+    /// `--n-cpu-moe`: blocks whose expert weights stay in RAM (0: none).
+    #[serde(default)]
+    pub n_cpu_moe: u32,
     pub parallel: u32,
     pub flash_attention: Toggle,
     pub cache_type_k: String,
@@ -188,6 +213,12 @@ pub struct LlmStatus {
     /// Set when GPU layers were asked for and the load log shows fewer (a silent CPU fallback).
     #[serde(default)]
     pub cpu_fallback: Option<String>,
+    /// Why the server is not on the port asked for or the default one ("8080 is in use by …").
+    #[serde(default)]
+    pub port_note: Option<String>,
+    /// Other llama-servers found on 8080–8083 at the last start ("8081: llama-server with qwen…").
+    #[serde(default)]
+    pub neighbours: Vec<String>,
 }
 
 /// The health badge of the LLM tab: what it says and how it looks.
@@ -220,6 +251,8 @@ impl LlmStatus {
             not_responding_since_ms: None,
             health_failures: 0,
             cpu_fallback: None,
+            port_note: None,
+            neighbours: Vec::new(),
         }
     }
 

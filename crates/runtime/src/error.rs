@@ -71,6 +71,9 @@ pub enum RuntimeError {
     #[error("the server is already running")]
     ServerAlreadyRunning,
 
+    #[error("another llama-server is running ({0}) and strict mode refuses to start beside it")]
+    AnotherServer(String),
+
     #[error("the server is not running")]
     ServerNotRunning,
 
@@ -85,6 +88,12 @@ pub enum RuntimeError {
 
     #[error("not enough memory: {0}")]
     InsufficientMemory(String),
+
+    #[error(
+        "a context of {min} tokens does not fit: the largest that fits on this machine now is \
+         {largest} ({detail})"
+    )]
+    ContextTooLarge { min: u32, largest: u32, detail: String },
 
     /// A server failed in a way its log classifies.
     #[error("{message}")]
@@ -116,9 +125,10 @@ impl RuntimeError {
             Self::NoWorkingBuild { .. } | Self::BinaryRejected { .. } => ErrorCode::BinaryInvalid,
             Self::BinaryNotFound(_) => ErrorCode::BinaryNotFound,
             Self::PortInUse(_) => ErrorCode::PortInUse,
-            Self::ServerAlreadyRunning => ErrorCode::ServerAlreadyRunning,
+            Self::ServerAlreadyRunning | Self::AnotherServer(_) => ErrorCode::ServerAlreadyRunning,
             Self::ServerNotRunning => ErrorCode::ServerNotRunning,
             Self::InsufficientMemory(_) => ErrorCode::InsufficientMemory,
+            Self::ContextTooLarge { .. } => ErrorCode::ContextTooLarge,
             Self::Busy(_) => ErrorCode::Busy,
             Self::GenerationNotFound(_) => ErrorCode::GenerationNotFound,
             Self::AlreadyFinished { .. } => ErrorCode::InvalidInput,
@@ -156,6 +166,14 @@ impl RuntimeError {
             ),
             Self::BinaryNotFound(_) => e.with_remedy(
                 "Press Install on the server tab to download the runtime, or choose an existing binary.",
+            ),
+            Self::ContextTooLarge { largest, .. } => e.with_remedy(format!(
+                "Set the minimum context to {largest} or less, choose a q8_0 KV cache or fewer \
+                 parallel slots, or stop the other server to free memory."
+            )),
+            Self::AnotherServer(_) => e.with_remedy(
+                "Stop the other llama-server (it holds memory this app cannot count), or turn off \
+                 strict mode to start beside it.",
             ),
             Self::PortInUse(port) => e.with_remedy(format!(
                 "Choose another port (or Auto), or stop the program using port {port}."

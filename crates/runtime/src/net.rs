@@ -31,3 +31,107 @@ pub fn local_client() -> Result<reqwest::Client> {
 pub async fn answers(client: &reqwest::Client, url: &str, timeout: std::time::Duration) -> bool {
     client.get(url).timeout(timeout).send().await.is_ok_and(|r| r.status().is_success())
 }
+
+/// Whether nothing listens on `host:port` now (a bind there succeeds).
+pub fn port_free(host: &str, port: u16) -> bool {
+    std::net::TcpListener::bind((host, port)).is_ok()
+}
+
+/// How far past its default port a server looks for a free one.
+pub const PORT_SEARCH: u16 = 20;
+
+/// The port a server gets: the one asked for (taken: `PORT_IN_USE`; 0: any free port), else
+/// `default` when free, else the first free one after it, skipping `avoid` (the other server's
+/// default), else any free port. The second value is the default that was taken, if it was;
+/// `default` 0 means any free port.
+pub fn choose_port(
+    asked: Option<u16>,
+    default: u16,
+    avoid: u16,
+    free: impl Fn(u16) -> bool,
+    any: impl FnOnce() -> Result<u16>,
+) -> Result<(u16, Option<u16>)> {
+    match asked {
+        Some(0) => return Ok((any()?, None)),
+        Some(p) if free(p) => return Ok((p, None)),
+        Some(p) => return Err(RuntimeError::PortInUse(p)),
+        None if default == 0 => return Ok((any()?, None)),
+        None if free(default) => return Ok((default, None)),
+        None => {}
+    }
+    let next =
+        (1..=PORT_SEARCH).filter_map(|i| default.checked_add(i)).find(|&p| p != avoid && free(p));
+    Ok((next.map_or_else(any, Ok)?, Some(default)))
+}
+
+/// What a llama-server answering `/props` on `127.0.0.1:port` serves ("llama-server with
+/// qwen3-8b"); `None` when nothing there answers like one.
+pub async fn llama_server_on(client: &reqwest::Client, port: u16) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}/props");
+    let r = client.get(url).timeout(std::time::Duration::from_secs(1)).send().await.ok()?;
+    let body = r.bytes().await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    describe_llama_props(&v)
+}
+
+/// A llama-server's `/props` in words, or `None` when it is not one.
+pub fn describe_llama_props(v: &serde_json::Value) -> Option<String> {
+    if v.get("default_generation_settings").is_none() && v.get("total_slots").is_none() {
+        return None;
+    }
+    let name = |k: &str| v.get(k).and_then(|s| s.as_str()).filter(|s| !s.is_empty());
+    let model = name("model_alias")
+        .or_else(|| name("model_path").map(|p| p.rsplit(['/', '\\']).next().unwrap_or(p)));
+    Some(match model {
+        Some(m) => format!("llama-server with {m}"),
+        None => "llama-server".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn port_choice_table() {
+        let taken = [8080u16, 8082, 9000];
+        let free = |p: u16| !taken.contains(&p);
+        let any = || Ok(40000);
+        let pick = |asked, default, avoid| {
+            choose_port(asked, default, avoid, free, any).map_err(|e| e.code())
+        };
+        #[rustfmt::skip]
+        let table = [
+            (None, 8081, 8080, Ok((8081, None))),             // the default, free
+            (None, 8080, 8081, Ok((8083, Some(8080)))),       // taken: the next free, not 8081
+            (None, 8080, 0, Ok((8081, Some(8080)))),
+            (Some(8082), 8080, 8081, Err(ipc::ErrorCode::PortInUse)), // asked for: no other
+            (Some(8085), 8080, 8081, Ok((8085, None))),
+            (Some(0), 8080, 8081, Ok((40000, None))),         // any free port
+            (None, 0, 8081, Ok((40000, None))),
+            (None, 65535, 0, Ok((65535, None))),
+        ];
+        for (asked, default, avoid, want) in table {
+            assert_eq!(pick(asked, default, avoid), want, "{asked:?} {default} {avoid}");
+        }
+        // Nothing free near the default: any free port, still saying which default was taken.
+        let none = |_| false;
+        assert_eq!(choose_port(None, 8080, 0, none, any).unwrap(), (40000, Some(8080)));
+    }
+
+    #[test]
+    fn a_llama_server_is_told_from_other_programs_by_its_props() {
+        let props = json!({
+            "default_generation_settings": {"n_ctx": 4096},
+            "total_slots": 1,
+            "model_path": "/home/me/models/qwen3-8b-q4.gguf",
+        });
+        assert_eq!(describe_llama_props(&props).unwrap(), "llama-server with qwen3-8b-q4.gguf");
+        let aliased = json!({"total_slots": 2, "model_alias": "chat", "model_path": "/x.gguf"});
+        assert_eq!(describe_llama_props(&aliased).unwrap(), "llama-server with chat");
+        assert_eq!(describe_llama_props(&json!({"total_slots": 1})).unwrap(), "llama-server");
+        assert_eq!(describe_llama_props(&json!({"status": "ok"})), None);
+        assert_eq!(describe_llama_props(&json!([1, 2])), None);
+    }
+}

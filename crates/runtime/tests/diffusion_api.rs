@@ -440,3 +440,24 @@ async fn a_failing_sd_cli_fails_the_job_with_its_reason() {
 async fn json_of(r: reqwest::Response) -> Value {
     serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_default_port_moves_the_api_and_the_tab_says_why() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let default = taken.local_addr().unwrap().port();
+    let config = DiffusionServerConfig { default_port: default, ..Default::default() };
+    let w = World::stopped("default-port", 1, false, config).await;
+    let w = w.start(DiffusionConfig { port: None, ..cfg("sd-tiny") }).await;
+    let st = w.server.status();
+    let port = st.port.unwrap();
+    assert_ne!(port, default);
+    let note = st.port_note.expect("the tab says why");
+    assert!(
+        note.contains(&format!("Port {default} is in use")) && note.contains(&port.to_string()),
+        "{note}"
+    );
+    let (code, _) = w.get("/health").await;
+    assert_eq!(code, 200);
+    w.server.stop().await.unwrap();
+    drop(taken);
+}

@@ -2,7 +2,8 @@
 //! `scripts/build-llama-server`) and the tiny llama model `crates/gguf` writes: auto-configured
 //! start, health, `/props`, a streamed chat, stop; a SIGKILL crash and the auto-restart; a hung
 //! (SIGSTOP) server found by the watchdog, killed and restarted; a port
-//! already taken; corrupt models; an orphan left by a crashed app. `scripts/test` runs these
+//! already taken; the default port taken and another llama-server beside it; a minimum context
+//! that cannot fit; corrupt models; an orphan left by a crashed app. `scripts/test` runs these
 //! with `--ignored`.
 
 use ipc::event::ServerState;
@@ -78,6 +79,12 @@ impl World {
     }
 }
 
+/// Tests run side by side: each server on a free port, and no look at 8080–8083 (where another
+/// test's server may be); the port tests set these themselves.
+fn quiet() -> ServerConfig {
+    ServerConfig { default_port: 0, probe_ports: Vec::new(), ..Default::default() }
+}
+
 fn cfg(model_id: &str) -> LlmConfig {
     LlmConfig { model_id: model_id.into(), ..Default::default() }
 }
@@ -87,7 +94,7 @@ fn cfg(model_id: &str) -> LlmConfig {
 async fn start_auto_configured_chat_and_stop() {
     let w = World::new("happy").await;
     let id = w.tiny().await;
-    let llm = w.server(ServerConfig::default());
+    let llm = w.server(quiet());
     let mut rx = w.events.subscribe();
     let st = llm.start(cfg(&id)).await.unwrap();
     assert_eq!(st.state, ServerState::Running);
@@ -163,8 +170,7 @@ async fn start_auto_configured_chat_and_stop() {
 async fn a_killed_server_is_a_crash_and_comes_back() {
     let w = World::new("crash").await;
     let id = w.tiny().await;
-    let llm = w
-        .server(ServerConfig { restart_backoff: Duration::from_millis(200), ..Default::default() });
+    let llm = w.server(ServerConfig { restart_backoff: Duration::from_millis(200), ..quiet() });
     let mut rx = w.events.subscribe();
     let first = llm.start(LlmConfig { auto_restart: true, ..cfg(&id) }).await.unwrap();
     let pid = first.pid.unwrap();
@@ -202,7 +208,7 @@ async fn a_hung_server_is_found_killed_restarted_and_healthy_again() {
     let llm = w.server(ServerConfig {
         restart_backoff: Duration::from_millis(200),
         health_interval: interval,
-        ..Default::default()
+        ..quiet()
     });
     let mut rx = w.events.subscribe();
     let first = llm.start(LlmConfig { auto_restart: true, ..cfg(&id) }).await.unwrap();
@@ -293,7 +299,7 @@ async fn local_health(port: u16) -> bool {
 async fn gpu_layers_asked_of_a_build_that_finds_no_gpu_are_a_visible_cpu_fallback() {
     let w = World::new("fallback").await;
     let id = w.tiny().await;
-    let llm = w.server(ServerConfig::default());
+    let llm = w.server(quiet());
     let mut rx = w.events.subscribe();
     let st = llm.start(LlmConfig { gpu_layers: Some(2), ..cfg(&id) }).await.unwrap();
     assert_eq!(st.state, ServerState::Running, "it still runs");
@@ -315,7 +321,7 @@ async fn gpu_layers_asked_of_a_build_that_finds_no_gpu_are_a_visible_cpu_fallbac
 async fn port_in_use_and_corrupt_models_fail_fast_with_codes() {
     let w = World::new("faults").await;
     let id = w.tiny().await;
-    let llm = w.server(ServerConfig::default());
+    let llm = w.server(quiet());
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let e = llm.start(LlmConfig { port: Some(port), ..cfg(&id) }).await.unwrap_err();
@@ -367,14 +373,8 @@ async fn app_stand_in_entry() {
         Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
             .unwrap();
     let models = ModelStore::new(storage.clone());
-    let llm = LlamaServer::new(
-        storage,
-        events,
-        binaries,
-        models,
-        Arc::new(SystemProbe::real()),
-        ServerConfig::default(),
-    );
+    let llm =
+        LlamaServer::new(storage, events, binaries, models, Arc::new(SystemProbe::real()), quiet());
     let st = llm.start(cfg("tiny")).await.unwrap();
     println!("server pid {}", st.pid.unwrap());
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -406,7 +406,7 @@ async fn the_next_launch_stops_a_server_a_crashed_app_left() {
     assert!(alive(pid), "the server outlived its app (own process group)");
 
     // The next launch finds it through the pidfile and stops it.
-    let llm = w.server(ServerConfig::default());
+    let llm = w.server(quiet());
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(pid) {
         assert!(Instant::now() < deadline, "the orphan was not stopped");
@@ -414,4 +414,115 @@ async fn the_next_launch_stops_a_server_a_crashed_app_left() {
     }
     assert!(llm.logs().iter().any(|l| l.message.contains("left running by an earlier session")));
     assert!(!w.storage.root().join("run/llama-server.json").exists());
+}
+
+/// Answers `/props` as a llama-server serving `other-model` does.
+async fn fake_llama_server() -> (u16, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route(
+        "/props",
+        axum::routing::get(|| async {
+            axum::Json(serde_json::json!({
+                "default_generation_settings": {"n_ctx": 4096},
+                "total_slots": 1,
+                "model_path": "/elsewhere/other-model.gguf",
+            }))
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    (port, tokio::spawn(async move { axum::serve(l, app).await.unwrap() }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn a_taken_default_port_moves_the_server_and_another_llama_server_is_named() {
+    let w = World::new("ports").await;
+    let id = w.tiny().await;
+    // The default port held by a plain listener; another llama-server on a probed port.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let default = plain.local_addr().unwrap().port();
+    let (other, fake) = fake_llama_server().await;
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap().port();
+    drop(free);
+    let llm = w.server(ServerConfig {
+        default_port: default,
+        probe_ports: vec![default, other, nobody],
+        ..quiet()
+    });
+
+    let st = llm.start(cfg(&id)).await.unwrap();
+    let port = st.port.unwrap();
+    assert_ne!(port, default);
+    let note = st.port_note.clone().expect("the tab says why");
+    assert!(
+        note.contains(&format!("Port {default} is in use by another program"))
+            && note.contains(&format!("listens on {port}")),
+        "{note}"
+    );
+    assert_eq!(st.neighbours, [format!("port {other}: llama-server with other-model.gguf")]);
+    assert!(local_health(port).await);
+    assert!(llm.logs().iter().any(|l| l.message.contains("another server is running")));
+    // A restart keeps the port and the note.
+    let again = llm.restart().await.unwrap();
+    assert_eq!((again.port, again.port_note.as_deref()), (Some(port), Some(note.as_str())));
+    llm.stop().await.unwrap();
+
+    // Strict mode refuses to start beside the other llama-server, before spawning anything.
+    let e = llm.start(LlmConfig { strict: Some(true), ..cfg(&id) }).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ServerAlreadyRunning);
+    assert!(e.to_string().contains("other-model.gguf"), "{e}");
+    assert!(e.to_ipc().remedy.contains("strict mode"));
+    let st = llm.status();
+    assert_eq!((st.state, st.pid), (ServerState::Stopped, None));
+    fake.abort();
+    drop(plain);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn a_minimum_context_larger_than_memory_fails_before_launch_naming_what_fits() {
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    let w = World::new("contract").await;
+    // Trained for 2^27 tokens: its full f16 KV cache (512 bytes a token) is 64 GiB.
+    let writer = zero_model(ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 300,
+        n_embd: 64,
+        n_layer: 2,
+        n_head: 4,
+        n_head_kv: 4,
+        head_dim: 16,
+        n_ff: 128,
+        n_ctx: 1 << 27,
+    });
+    let path = w.storage.llm_models().join("long.gguf");
+    writer.write_sparse(&path).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let info =
+        ModelInfo::local_file("long", "long", ModelKind::Llm, &path.display().to_string(), size);
+    w.models.register(&info).await.unwrap();
+    let llm = w.server(quiet());
+    let mut rx = w.events.subscribe();
+
+    let e = llm.start(LlmConfig { min_context: Some(1 << 27), ..cfg("long") }).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ContextTooLarge);
+    let msg = e.to_string();
+    let largest: u32 = msg
+        .split("largest that fits on this machine now is ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no largest context in {msg:?}"));
+    assert!((8192..1 << 27).contains(&largest), "{msg}");
+    let st = llm.status();
+    assert_eq!((st.state, st.pid), (ServerState::Stopped, None), "nothing was launched");
+    while let Ok(ev) = rx.try_recv() {
+        assert!(!matches!(ev, AppEvent::ServerState { state: ServerState::Running, .. }), "{ev:?}");
+    }
+    // As a preference it is met with the most that fits (not started here: that much KV cache
+    // would take most of this machine's memory).
+    let s = llm.preview(&LlmConfig { context_size: Some(1 << 27), ..cfg("long") }).await.unwrap();
+    assert!(s.context_size < 1 << 27 && s.context_size >= 8192, "{}", s.context_size);
+    assert!(s.explanation.contains("you preferred"), "{}", s.explanation);
 }

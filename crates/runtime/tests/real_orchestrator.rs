@@ -2,7 +2,8 @@
 //! it) running the tiny model, and the fake sd-cli, wired as the app wires them (`Runtime`):
 //! with the margin set so that an image does not fit beside the LLM, the real server is stopped
 //! during the job (its process gone, manual starts refused), and is healthy again afterwards on
-//! the same port with the same context.
+//! the same port with the same context. And a client with genai-lite's default settings finds
+//! the LLM on 8080 and the image API on 8081.
 
 use ipc::diffusion::{DiffusionConfig, ImageRequest, JobStatus};
 use ipc::event::ServerState;
@@ -65,7 +66,8 @@ pub async fn world(dir: &TempDir, step_ms: u64) -> Runtime {
 async fn the_real_llm_is_paused_for_an_image_and_comes_back_the_same() {
     let dir = TempDir::new("real-orch");
     let rt = world(&dir, 100).await;
-    let cfg = LlmConfig { model_id: "tiny".into(), ..Default::default() };
+    // Any free port: the default ports belong to the test below.
+    let cfg = LlmConfig { model_id: "tiny".into(), port: Some(0), ..Default::default() };
     let before = rt.llm().start(cfg.clone()).await.unwrap();
     let (port, ctx, pid) = (before.port.unwrap(), before.effective_context, before.pid.unwrap());
     // 10 % of (free RAM + the LLM): a 1024² image (over 6 GiB by the estimate) cannot fit.
@@ -129,6 +131,38 @@ async fn the_real_llm_is_paused_for_an_image_and_comes_back_the_same() {
     assert_eq!(rt.diffusion().job(&id).unwrap().status, JobStatus::Complete);
     // Manual control is back.
     rt.llm().restart().await.unwrap();
+    rt.diffusion().stop().await.unwrap();
+    rt.llm().stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn a_client_with_default_settings_finds_the_llm_on_8080_and_the_image_api_on_8081() {
+    for p in [8080, 8081] {
+        assert!(
+            runtime::net::port_free("127.0.0.1", p),
+            "port {p} is in use on this machine; this test needs it free (stop what holds it)"
+        );
+    }
+    let dir = TempDir::new("default-ports");
+    let rt = world(&dir, 5).await;
+    let llm = rt.llm().start(LlmConfig { model_id: "tiny".into(), ..Default::default() }).await;
+    let llm = llm.unwrap();
+    assert_eq!((llm.port, llm.port_note.as_deref()), (Some(8080), None));
+    let sd = rt.diffusion().start(DiffusionConfig { model_id: "sd".into(), ..Default::default() });
+    let sd = sd.await.unwrap();
+    assert_eq!((sd.port, sd.port_note.as_deref()), (Some(8081), None));
+
+    // genai-lite's defaults: llama.cpp at http://localhost:8080, images at http://localhost:8081.
+    let client = runtime::net::local_client().unwrap();
+    let models = client.get("http://localhost:8080/v1/models").send().await.unwrap();
+    assert!(models.status().is_success());
+    let body = models.text().await.unwrap();
+    assert!(body.contains("\"tiny\""), "the model by its id: {body}");
+    let health = client.get("http://localhost:8081/health").send().await.unwrap();
+    assert!(health.status().is_success());
+    assert!(health.text().await.unwrap().contains("ok"));
+
     rt.diffusion().stop().await.unwrap();
     rt.llm().stop().await.unwrap();
 }

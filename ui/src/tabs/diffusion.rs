@@ -66,6 +66,7 @@ fn StatusCard(status: RwSignal<Option<DiffusionStatus>>) -> impl IntoView {
                             <dt>"Model"</dt>
                             <dd id="sd-model-name">{s.model_name.clone().map(|n| format!("{n} ({})", bytes(s.model_bytes.unwrap_or(0)))).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Job API"</dt><dd id="sd-url" class="mono">{s.url.clone().unwrap_or_else(|| "—".into())}</dd>
+                            {s.port_note.clone().map(|n| view! { <dt></dt><dd id="sd-port-note" class="small warn-text">{n}</dd> })}
                             <dt>"Busy"</dt>
                             <dd id="sd-busy">{if s.busy { format!("yes ({})", s.active_job.clone().unwrap_or_default()) } else { "no".into() }}</dd>
                             <dt>"sd-cli"</dt><dd class="small">{s.sd_cli.clone().unwrap_or_else(|| "—".into())}</dd>
@@ -131,7 +132,7 @@ fn ConfigCard(
 ) -> impl IntoView {
     let models = RwSignal::new(Vec::<(String, String, u64)>::new());
     let model = RwSignal::new(String::new());
-    let port = RwSignal::new(DEFAULT_PORT.to_string());
+    let port = RwSignal::new(String::new());
     let preset = RwSignal::new(0usize);
     let working = RwSignal::new(false);
     spawn_local(async move {
@@ -201,8 +202,8 @@ fn ConfigCard(
             </label>
             {move || models.with(Vec::is_empty).then(|| view! { <p class="muted">"No diffusion model downloaded yet: get one in the Models tab."</p> })}
             <label class="field">
-                <span>"Port (or auto)"</span>
-                <input id="sd-port-input" type="text" prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
+                <span>{format!("Port (empty: {DEFAULT_PORT}, or the next free one; auto: any)")}</span>
+                <input id="sd-port-input" type="text" placeholder=DEFAULT_PORT.to_string() prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
             </label>
             <div class="toolbar">
                 <label class="field inline"><span>"Preset"</span>

@@ -80,6 +80,11 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                             </dd>
                             <dt>"Model"</dt><dd>{s.model_id.clone().unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Port"</dt><dd id="llm-port">{s.port.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+                            {s.port_note.clone().map(|n| view! { <dt></dt><dd id="llm-port-note" class="small warn-text">{n}</dd> })}
+                            {(!s.neighbours.is_empty()).then(|| view! {
+                                <dt>"Also running"</dt>
+                                <dd id="llm-neighbours" class="small warn-text">{format!("{} (its memory is not in the estimates)", s.neighbours.join("; "))}</dd>
+                            })}
                             <dt>"PID"</dt><dd id="llm-pid">{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Health"</dt>
                             <dd>{
@@ -144,6 +149,10 @@ fn ConfigCard(
     let max_restarts = RwSignal::new(String::new());
     let startup_timeout = RwSignal::new(String::new());
     let health_every = RwSignal::new(String::new());
+    let min_ctx = RwSignal::new(String::new());
+    let max_ctx = RwSignal::new(String::new());
+    let cpu_moe = RwSignal::new(String::new());
+    let strict = RwSignal::new(false);
     let preview = RwSignal::new(None::<Result<LlmSettings, IpcError>>);
 
     spawn_local(async move {
@@ -185,6 +194,10 @@ fn ConfigCard(
             max_restarts: num(&max_restarts.get()),
             startup_timeout_secs: num(&startup_timeout.get()),
             health_interval_secs: num(&health_every.get()),
+            min_context: num(&min_ctx.get()),
+            max_context: num(&max_ctx.get()),
+            n_cpu_moe: num(&cpu_moe.get()).filter(|_| manual),
+            strict: strict.get().then_some(true),
             ..Default::default()
         }
     };
@@ -228,15 +241,18 @@ fn ConfigCard(
             </label>
             {move || models.with(Vec::is_empty).then(|| view! { <p class="muted">"No LLM downloaded yet: get one in the Models tab."</p> })}
             <label class="field">
-                <span>"Port (empty: a free one)"</span>
+                <span>"Port (empty: 8080, or the next free one)"</span>
                 <input id="llm-port-input" type="text" placeholder="auto" prop:value=port on:input=move |ev| port.set(event_target_value(&ev)) />
             </label>
             <label class="check"><input id="llm-auto" type="checkbox" prop:checked=auto on:change=move |ev| auto.set(event_target_checked(&ev)) />" Auto-configure"</label>
             <label class="check"><input type="checkbox" prop:checked=restart on:change=move |ev| restart.set(event_target_checked(&ev)) />" Restart after a crash or a hang"</label>
+            <label class="check"><input id="llm-strict" type="checkbox" prop:checked=strict on:change=move |ev| strict.set(event_target_checked(&ev)) />" Strict: refuse to start beside another llama-server (ports 8080–8083)"</label>
             <div class="form-grid">
                 <label class="field"><span>"Max restarts"</span><input id="llm-max-restarts" type="text" placeholder="3" prop:value=max_restarts on:input=move |ev| max_restarts.set(event_target_value(&ev)) /></label>
                 <label class="field"><span>"Start-up timeout (s, quiet log)"</span><input id="llm-startup-timeout" type="text" placeholder="60" prop:value=startup_timeout on:input=move |ev| startup_timeout.set(event_target_value(&ev)) /></label>
                 <label class="field"><span>"Health check every (s, 0: off)"</span><input id="llm-health-interval" type="text" placeholder="5" prop:value=health_every on:input=move |ev| health_every.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Minimum context (else refuse)"</span><input id="llm-min-context" type="text" placeholder="256" prop:value=min_ctx on:input=move |ev| min_ctx.set(event_target_value(&ev)) /></label>
+                <label class="field"><span>"Maximum context"</span><input id="llm-max-context" type="text" placeholder="as trained" prop:value=max_ctx on:input=move |ev| max_ctx.set(event_target_value(&ev)) /></label>
             </div>
             <p class="small" id="llm-preview">
                 {move || match preview.get() {
@@ -247,8 +263,9 @@ fn ConfigCard(
             </p>
             {move || (!auto.get()).then(|| view! {
                 <div class="form-grid">
-                    <label class="field"><span>"Context"</span><input type="text" placeholder="auto" prop:value=ctx on:input=move |ev| ctx.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"Preferred context"</span><input id="llm-context-input" type="text" placeholder="auto" prop:value=ctx on:input=move |ev| ctx.set(event_target_value(&ev)) /></label>
                     <label class="field"><span>"GPU layers"</span><input type="text" placeholder="auto" prop:value=ngl on:input=move |ev| ngl.set(event_target_value(&ev)) /></label>
+                    <label class="field"><span>"MoE: expert blocks in RAM"</span><input type="text" placeholder="auto" prop:value=cpu_moe on:input=move |ev| cpu_moe.set(event_target_value(&ev)) /></label>
                     <label class="field"><span>"Threads"</span><input type="text" placeholder="auto" prop:value=threads on:input=move |ev| threads.set(event_target_value(&ev)) /></label>
                     <label class="field"><span>"Parallel slots"</span><input type="text" placeholder="1" prop:value=slots on:input=move |ev| slots.set(event_target_value(&ev)) /></label>
                     <label class="field"><span>"Flash attention"</span>

@@ -43,11 +43,17 @@ pub struct DiffusionServerConfig {
     pub result_ttl: Duration,
     /// Largest request body the job API reads.
     pub body_limit: usize,
+    /// The API's port when a start names none (0: any free port).
+    pub default_port: u16,
 }
 
 impl Default for DiffusionServerConfig {
     fn default() -> Self {
-        Self { result_ttl: Duration::from_secs(5 * 60), body_limit: 64 * 1024 }
+        Self {
+            result_ttl: Duration::from_secs(5 * 60),
+            body_limit: 64 * 1024,
+            default_port: DEFAULT_PORT,
+        }
     }
 }
 
@@ -263,7 +269,19 @@ impl DiffusionServer {
         let gpus = self.inner.system.system_info().map(|s| s.gpus).unwrap_or_default();
         let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
         let exe = PathBuf::from(&ensured.installed.path);
-        let want = cfg.port.unwrap_or(DEFAULT_PORT);
+        let (want, taken) = crate::net::choose_port(
+            cfg.port,
+            self.inner.config.default_port,
+            ipc::llm::DEFAULT_PORT,
+            |p| crate::net::port_free(&host, p),
+            crate::net::free_port,
+        )?;
+        let port_note = taken.map(|d| {
+            format!(
+                "Port {d} is in use by another program, so the image API listens on {want}; \
+                 clients with default settings look for {d}."
+            )
+        });
         let listener = tokio::net::TcpListener::bind((host.as_str(), want)).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 RuntimeError::PortInUse(want)
@@ -308,6 +326,7 @@ impl DiffusionServer {
                 }),
                 started_at_ms: Some(now_ms()),
                 last_error: None,
+                port_note,
             };
             let tasks = tokio::runtime::Handle::current();
             let gpu = ensured.installed.variant != ipc::runtimes::Variant::Cpu

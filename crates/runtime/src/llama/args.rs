@@ -20,6 +20,9 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
         push(&["--fit", "on"]);
     } else {
         push(&["-ngl", &s.gpu_layers.to_string(), "-fit", "off"]);
+        if s.n_cpu_moe > 0 {
+            push(&["--n-cpu-moe", &s.n_cpu_moe.to_string()]);
+        }
     }
     push(&["-np", &s.parallel.to_string()]);
     push(&["-fa", s.flash_attention.flag()]);
@@ -72,6 +75,7 @@ mod tests {
             native_context: 32768,
             gpu_layers: 28,
             total_layers: 28,
+            n_cpu_moe: 0,
             parallel: 1,
             flash_attention: Toggle::Auto,
             cache_type_k: "f16".into(),
@@ -129,6 +133,17 @@ mod tests {
                 LlmSettings { ubatch: Some(256), swa_full: true, ..base() },
                 "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
                  -ngl 28 -fit off -np 1 -fa auto -ub 256 --swa-full -lv 4",
+            ),
+            (
+                LlmSettings { n_cpu_moe: 12, ..base() },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
+                 -ngl 28 -fit off --n-cpu-moe 12 -np 1 -fa auto -lv 4",
+            ),
+            // llama.cpp's own fitting decides the layers: no expert split of the app's.
+            (
+                LlmSettings { llama_fit: true, n_cpu_moe: 12, ..base() },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -n -1 \
+                 --fit on -np 1 -fa auto -lv 4",
             ),
             (
                 LlmSettings { llama_fit: true, jinja: false, cache_ram_mib: Some(0), ..base() },

@@ -5,9 +5,13 @@
 //! pads it) whose whole footprint fits what is left: weights, KV cache (GQA-, cache-type- and
 //! sliding-window-aware) and the compute and output buffers ([`super::estimate`]), bounded by the
 //! model's trained context; q8_0 KV with flash attention is chosen when f16 would not leave a
-//! useful context. Every field the user set wins.
+//! useful context. A mixture of experts whose dense part fits the GPU keeps every layer there and
+//! the experts of its first blocks in RAM (`--n-cpu-moe`, [`place_layers`]). The context contract:
+//! the preferred context when it fits, else the most that does, never above the maximum or the
+//! trained context; a minimum that cannot fit fails before launch (`CONTEXT_TOO_LARGE`, naming
+//! the largest that fits now). Every field the user set wins.
 
-use super::estimate::{self, Shape, Start, CTX_PAD, DEFAULT_BATCH, DEFAULT_UBATCH};
+use super::estimate::{self, Shape, Start, Weights, CTX_PAD, DEFAULT_BATCH, DEFAULT_UBATCH};
 use crate::{Result, RuntimeError};
 use ipc::format::bytes;
 use ipc::llm::{DeviceMemory, LlmConfig, LlmSettings, Toggle};
@@ -29,6 +33,8 @@ pub struct ModelFacts {
     pub path: String,
     /// Weight bytes of each block, in block order.
     pub per_layer: Vec<u64>,
+    /// Of those, the expert tensors' bytes of each block (zeros for a dense model).
+    pub experts: Vec<u64>,
     /// Weights outside the blocks (embeddings, output head).
     pub other: u64,
     pub native_context: u32,
@@ -45,6 +51,7 @@ impl ModelFacts {
         let (per_layer, other) = h
             .bytes_per_block()
             .ok_or_else(|| invalid("no block count or an unknown tensor type"))?;
+        let experts = h.expert_bytes_per_block().unwrap_or_else(|| vec![0; per_layer.len()]);
         let shape = Shape::from_header(h)
             .ok_or_else(|| invalid("no embedding length or attention heads"))?;
         if shape.layers() != per_layer.len() {
@@ -54,6 +61,7 @@ impl ModelFacts {
             path: path.to_owned(),
             shape,
             per_layer,
+            experts,
             other,
             native_context: h.context_length().unwrap_or(4096).min(u32::MAX as u64) as u32,
         })
@@ -61,6 +69,14 @@ impl ModelFacts {
 
     fn layers(&self) -> usize {
         self.per_layer.len()
+    }
+
+    fn weights(&self) -> Weights<'_> {
+        Weights { per_layer: &self.per_layer, experts: &self.experts, other: self.other }
+    }
+
+    fn is_moe(&self) -> bool {
+        self.experts.iter().any(|&e| e > 0)
     }
 }
 
@@ -89,7 +105,10 @@ pub fn kv_type_size(t: &str) -> Option<(u64, u64)> {
 
 struct Plan {
     gpu_layers: u32,
+    cpu_moe: u32,
     context: u32,
+    /// The largest context that fits with this plan's KV type and layers.
+    largest: u32,
     k: String,
     v: String,
     flash: Toggle,
@@ -110,6 +129,34 @@ fn largest_context(max: u64, fits: impl Fn(u64) -> bool) -> u64 {
         }
     }
     lo * CTX_PAD
+}
+
+/// GPU layers and `--n-cpu-moe` blocks for a GPU with `budget` bytes: every layer when the whole
+/// model fits; for a mixture of experts whose dense part fits, every layer with the experts of
+/// the fewest first blocks kept in RAM (faster than leaving whole layers on the CPU, as
+/// llama.cpp's own advice goes); else the most layers that fit. `gpu_bytes(n, m)` is the GPU
+/// part with `n` layers and `m` expert blocks in RAM.
+pub fn place_layers(
+    layers: usize,
+    moe: bool,
+    pinned_moe: Option<usize>,
+    budget: u64,
+    gpu_bytes: impl Fn(usize, usize) -> u64,
+) -> (usize, usize) {
+    let all = layers + 1;
+    let fits = |n: usize, m: usize| gpu_bytes(n, m) <= budget;
+    if let Some(m) = pinned_moe {
+        return ((0..=all).rev().find(|&n| n == 0 || fits(n, m)).unwrap_or(0), m);
+    }
+    if fits(all, 0) {
+        return (all, 0);
+    }
+    if moe {
+        if let Some(m) = (1..=layers).find(|&m| fits(all, m)) {
+            return (all, m);
+        }
+    }
+    ((0..=all).rev().find(|&n| n == 0 || fits(n, 0)).unwrap_or(0), 0)
 }
 
 /// Decides every setting. `port` is already resolved (fixed or free).
@@ -164,36 +211,56 @@ pub fn resolve(
         k_type: kv_type_size(k).unwrap_or((2, 1)),
         v_type: kv_type_size(v).unwrap_or((2, 1)),
     };
-    // (GPU, CPU) parts with `n` layers offloaded; llama.cpp offloads the last `n` blocks, and
-    // n = layers + 1 also takes the output layer.
-    let parts = |n: usize, context: u64, k: &str, v: &str, flash: Toggle| {
-        estimate::estimate(&m.shape, (&m.per_layer, m.other), n, &start_of(context, k, v, flash))
+    // (GPU, CPU) parts with `n` layers offloaded and the experts of the first `moe` blocks in
+    // RAM; llama.cpp offloads the last `n` blocks, and n = layers + 1 also takes the output layer.
+    let parts = |n: usize, moe: usize, context: u64, k: &str, v: &str, flash: Toggle| {
+        estimate::estimate(&m.shape, m.weights(), n, moe, &start_of(context, k, v, flash))
     };
-    let fits = |n: usize, context: u64, k: &str, v: &str, flash: Toggle| {
-        let (gpu, cpu) = parts(n, context, k, v, flash);
+    let fits = |n: usize, moe: usize, context: u64, k: &str, v: &str, flash: Toggle| {
+        let (gpu, cpu) = parts(n, moe, context, k, v, flash);
         (n == 0 || vram_budget.is_some_and(|b| gpu.total() <= b)) && cpu.total() <= ram_budget
     };
+    // The context contract: never more than the model was trained for, nor than the maximum.
+    let max_ctx = cfg.max_context.map_or(native, |c| c.min(native)).max(MIN_CONTEXT.min(native));
+    let min_ctx = cfg.min_context.unwrap_or(MIN_CONTEXT.min(native));
+    if min_ctx > max_ctx {
+        return Err(if min_ctx > native {
+            RuntimeError::ContextTooLarge {
+                min: min_ctx,
+                largest: native,
+                detail: format!("the model was trained for {native} tokens and cannot use more"),
+            }
+        } else {
+            RuntimeError::InvalidInput(format!(
+                "the minimum context ({min_ctx}) is above the maximum ({max_ctx})"
+            ))
+        });
+    }
+    let preferred = cfg.context_size.map(|c| c.min(max_ctx));
 
     let plan_for = |k: &str, v: &str, flash: Toggle| -> Plan {
-        let want_ctx = cfg.context_size.map(u64::from).unwrap_or(GOOD_CONTEXT.min(native) as u64);
-        let n = match (cfg.gpu_layers, vram_budget) {
-            (Some(n), _) => (n as usize).min(layers + 1),
-            (None, None) => 0,
-            (None, Some(budget)) => (0..=layers + 1)
-                .rev()
-                .find(|&n| n == 0 || parts(n, want_ctx.min(4096), k, v, flash).0.total() <= budget)
-                .unwrap_or(0),
-        };
-        // Layers asked for without a usable GPU run on the CPU: size them in RAM.
-        let placed = if vram_budget.is_some() { n } else { 0 };
-        let context = match cfg.context_size {
-            Some(c) => c,
-            None => {
-                let max = (native as u64 / CTX_PAD * CTX_PAD).max(CTX_PAD);
-                largest_context(max, |c| fits(placed, c, k, v, flash)) as u32
+        let want_ctx = u64::from(preferred.unwrap_or(GOOD_CONTEXT.min(max_ctx)));
+        let pinned_moe = cfg.n_cpu_moe.map(|n| n as usize);
+        let (n, moe) = match (cfg.gpu_layers, vram_budget) {
+            (Some(n), _) => ((n as usize).min(layers + 1), pinned_moe.unwrap_or(0)),
+            (None, None) => (0, 0),
+            (None, Some(budget)) => {
+                place_layers(layers, m.is_moe(), pinned_moe, budget, |n, moe| {
+                    parts(n, moe, want_ctx.min(4096), k, v, flash).0.total()
+                })
             }
         };
-        let (gpu, cpu) = parts(placed, context as u64, k, v, flash);
+        // Layers asked for without a usable GPU run on the CPU: size them in RAM.
+        let (placed, moe) = if vram_budget.is_some() { (n, moe) } else { (0, 0) };
+        // The maximum itself when it fits (padded or not), else the largest multiple of 256.
+        let top = u64::from(max_ctx);
+        let largest = if fits(placed, moe, top, k, v, flash) {
+            top
+        } else {
+            largest_context(top, |c| fits(placed, moe, c, k, v, flash))
+        } as u32;
+        let context = preferred.map_or(largest, |p| p.min(largest));
+        let (gpu, cpu) = parts(placed, moe, context as u64, k, v, flash);
         let vram = if placed == 0 { 0 } else { gpu.total() };
         let mut estimate = Vec::new();
         if placed > 0 {
@@ -212,7 +279,9 @@ pub fn resolve(
         });
         Plan {
             gpu_layers: n as u32,
+            cpu_moe: moe as u32,
             context,
+            largest,
             k: k.into(),
             v: v.into(),
             flash,
@@ -223,18 +292,20 @@ pub fn resolve(
     };
 
     let mut plans: Vec<Plan> = options.iter().map(|(k, v, f)| plan_for(k, v, *f)).collect();
-    let good = GOOD_CONTEXT.min(native);
-    // The first option (f16, or what the user pinned) unless it leaves too little context and
-    // the smaller cache does better.
+    // Enough context: what the user prefers, else 8k.
+    let good = preferred.unwrap_or(GOOD_CONTEXT).min(max_ctx);
+    let largest = plans.iter().map(|p| p.largest).max().unwrap_or(0);
+    // The first option (f16, or what the user pinned) unless it leaves too little context (or
+    // less than the minimum) and the smaller cache does better.
     let chosen = if plans.len() > 1
-        && plans[0].context < good
+        && (plans[0].context < good || plans[0].context < min_ctx)
         && (plans[1].context > plans[0].context || plans[1].gpu_layers > plans[0].gpu_layers)
     {
         plans.swap_remove(1)
     } else {
         plans.swap_remove(0)
     };
-    if chosen.context < MIN_CONTEXT.min(native) {
+    if largest < MIN_CONTEXT.min(native) {
         return Err(RuntimeError::InsufficientMemory(format!(
             "the model's weights ({}) leave no room for even {MIN_CONTEXT} tokens of context \
              ({} RAM available{})",
@@ -246,9 +317,28 @@ pub fn resolve(
                 .unwrap_or_default(),
         )));
     }
+    if chosen.context < min_ctx {
+        return Err(RuntimeError::ContextTooLarge {
+            min: min_ctx,
+            largest,
+            detail: format!(
+                "{} RAM available{}",
+                bytes(mach.ram_available),
+                mach.gpu
+                    .as_ref()
+                    .map(|(n, f)| format!(", {} free on {n}", bytes(*f)))
+                    .unwrap_or_default()
+            ),
+        });
+    }
 
     let mut why = Vec::new();
     match (&mach.gpu, chosen.gpu_layers) {
+        (Some((name, _)), n) if n > 0 && chosen.cpu_moe > 0 => why.push(format!(
+            "{n}/{total_layers} layers on GPU ({name}) with the experts of the first {} blocks \
+             in RAM (--n-cpu-moe)",
+            chosen.cpu_moe
+        )),
         (Some((name, _)), n) if n > 0 => {
             why.push(format!("{n}/{total_layers} layers on GPU ({name})"))
         }
@@ -256,7 +346,16 @@ pub fn resolve(
         (None, 0) => why.push("CPU only (no usable GPU)".into()),
         (None, n) => why.push(format!("{n} GPU layers asked for, but no usable GPU: CPU only")),
     }
-    why.push(format!("{} context (trained for {native})", chosen.context));
+    match preferred {
+        Some(p) if chosen.context < p => why.push(format!(
+            "{} context (you preferred {p}; this is the most that fits now)",
+            chosen.context
+        )),
+        _ if cfg.max_context.is_some_and(|c| c < native) => {
+            why.push(format!("{} context (your maximum; trained for {native})", chosen.context))
+        }
+        _ => why.push(format!("{} context (trained for {native})", chosen.context)),
+    }
     if chosen.k == "q8_0" && pin_k.is_none() {
         why.push("q8_0 KV cache with flash attention to fit more context".into());
     }
@@ -268,6 +367,8 @@ pub fn resolve(
     let set: Vec<&str> = [
         (cfg.context_size.is_some(), "context"),
         (cfg.gpu_layers.is_some(), "GPU layers"),
+        (cfg.n_cpu_moe.is_some(), "expert blocks in RAM"),
+        (cfg.min_context.is_some() || cfg.max_context.is_some(), "context limits"),
         (cfg.threads.is_some(), "threads"),
         (cfg.parallel.is_some(), "parallel slots"),
         (cfg.flash_attention.is_some(), "flash attention"),
@@ -296,6 +397,7 @@ pub fn resolve(
         native_context: native,
         gpu_layers: chosen.gpu_layers,
         total_layers,
+        n_cpu_moe: chosen.cpu_moe,
         parallel,
         flash_attention: chosen.flash,
         cache_type_k: chosen.k,
@@ -325,6 +427,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llama::args::build_args;
 
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;
@@ -335,6 +438,7 @@ mod tests {
         ModelFacts {
             path: "/m/8b.gguf".into(),
             per_layer: vec![140 * MIB; 32],
+            experts: vec![0; 32],
             other: 500 * MIB,
             native_context: 32768,
             shape: Shape {
@@ -467,6 +571,148 @@ mod tests {
             resolve(&bad, &m, &machine(None, 32 * GIB), 1).unwrap_err().code(),
             ipc::ErrorCode::InvalidInput
         );
+    }
+
+    /// A 30B-A3B-like mixture of experts: 48 blocks of 360 MiB, 340 of them experts.
+    fn moe30b() -> ModelFacts {
+        let mut m = llama8b();
+        m.per_layer = vec![360 * MIB; 48];
+        m.experts = vec![340 * MIB; 48];
+        m.other = 300 * MIB;
+        m.shape.n_head_kv = vec![4; 48];
+        m.shape.moe = Some(estimate::Moe { experts: 128, used: 8, ff_exp: 768 });
+        m
+    }
+
+    #[test]
+    fn layer_placement_table() {
+        // 10 blocks of 10 units (6 of them experts) + 5 outside; the budget in units.
+        let gpu = |n: usize, m: usize| -> u64 {
+            let blocks = n.min(10);
+            let moved = (10 - blocks..10).filter(|&il| il < m).count() as u64;
+            blocks as u64 * 10 - moved * 6 + if n > 10 { 5 } else { 0 }
+        };
+        #[rustfmt::skip]
+        let table = [
+            // (moe, pinned, budget) → (layers, expert blocks in RAM)
+            (true, None, 105, (11, 0)),   // all fits
+            (true, None, 100, (11, 1)),   // one block's experts out is enough
+            (true, None, 60, (11, 8)),    // 105 - 8×6 = 57
+            (true, None, 45, (11, 10)),   // the dense part alone: 45
+            (true, None, 44, (4, 0)),     // not even that: whole layers
+            (false, None, 100, (10, 0)),  // a dense model never splits experts
+            (true, Some(3), 100, (11, 3)),// the user's count wins
+            (true, Some(0), 100, (10, 0)),
+            (true, None, 0, (0, 0)),
+        ];
+        for (moe, pinned, budget, want) in table {
+            assert_eq!(
+                place_layers(10, moe, pinned, budget, gpu),
+                want,
+                "{moe} {pinned:?} {budget}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_moe_whose_dense_part_fits_keeps_every_layer_on_the_gpu_and_experts_in_ram() {
+        let m = moe30b();
+        let mach = machine(Some(8 * GIB), 64 * GIB);
+        let s = run(LlmConfig::default(), &m, &mach);
+        assert_eq!(s.gpu_layers, 49);
+        assert!(s.n_cpu_moe > 20 && s.n_cpu_moe < 48, "{}", s.n_cpu_moe);
+        assert!(s.expected_vram_bytes <= 8 * GIB - vram_margin(8 * GIB));
+        assert!(s.explanation.contains("experts of the first"), "{}", s.explanation);
+        assert!(build_args(&s).join(" ").contains(&format!("--n-cpu-moe {}", s.n_cpu_moe)));
+        // The RAM side holds the moved experts.
+        assert!(s.expected_ram_bytes >= u64::from(s.n_cpu_moe) * 340 * MIB);
+        // One block fewer in RAM would not fit the GPU at the context sized for.
+        let start = Start {
+            context: 4096,
+            batch: DEFAULT_BATCH,
+            ubatch: DEFAULT_UBATCH,
+            slots: 1,
+            flash: s.flash_attention != Toggle::Off,
+            swa_full: false,
+            k_type: kv_type_size(&s.cache_type_k).unwrap(),
+            v_type: kv_type_size(&s.cache_type_v).unwrap(),
+        };
+        let fewer = s.n_cpu_moe as usize - 1;
+        let (gpu, _) = estimate::estimate(&m.shape, m.weights(), 49, fewer, &start);
+        assert!(gpu.total() > 8 * GIB - vram_margin(8 * GIB));
+        // The same bytes as a dense model: whole layers stay on the CPU instead.
+        let mut dense = m.clone();
+        dense.experts = vec![0; 48];
+        dense.shape.moe = None;
+        let d = run(LlmConfig::default(), &dense, &mach);
+        assert!(d.gpu_layers < 49 && d.n_cpu_moe == 0, "{} {}", d.gpu_layers, d.n_cpu_moe);
+        // A GPU that holds it all: nothing moves; no GPU: no expert split either.
+        let s = run(LlmConfig::default(), &m, &machine(Some(40 * GIB), 64 * GIB));
+        assert_eq!((s.gpu_layers, s.n_cpu_moe), (49, 0));
+        let s = run(LlmConfig::default(), &m, &machine(None, 64 * GIB));
+        assert_eq!((s.gpu_layers, s.n_cpu_moe), (0, 0));
+        // The user's count wins.
+        let cfg = LlmConfig { n_cpu_moe: Some(47), ..Default::default() };
+        let s = run(cfg, &m, &mach);
+        assert_eq!((s.gpu_layers, s.n_cpu_moe), (49, 47));
+    }
+
+    #[test]
+    fn the_context_contract() {
+        let m = llama8b();
+        let small = machine(None, 7 * GIB);
+        let auto = run(LlmConfig::default(), &m, &small);
+        assert!(auto.context_size < 32768);
+        // A minimum above what fits: refused before launch, naming the largest that fits.
+        let cfg = LlmConfig { min_context: Some(32768), ..Default::default() };
+        let e = resolve(&cfg, &m, &small, 1).unwrap_err();
+        assert_eq!(e.code(), ipc::ErrorCode::ContextTooLarge);
+        let RuntimeError::ContextTooLarge { min, largest, .. } = &e else { panic!("{e}") };
+        // f16 holds 8k here (enough, so the automatic choice); a q8_0 cache holds more.
+        assert_eq!((*min, auto.context_size, auto.cache_type_k.as_str()), (32768, 8192, "f16"));
+        assert!(*largest > 8192 && *largest < 32768, "{largest}");
+        let largest = *largest;
+        assert!(e
+            .to_string()
+            .contains(&format!("largest that fits on this machine now is {largest}")));
+        // That largest is real: as a minimum it starts, with the smaller cache; one step more does
+        // not.
+        let cfg = LlmConfig { min_context: Some(largest), ..Default::default() };
+        let s = run(cfg, &m, &small);
+        assert_eq!((s.context_size, s.cache_type_k.as_str()), (largest, "q8_0"));
+        let cfg = LlmConfig { min_context: Some(largest + 256), ..Default::default() };
+        assert_eq!(
+            resolve(&cfg, &m, &small, 1).unwrap_err().code(),
+            ipc::ErrorCode::ContextTooLarge
+        );
+        assert!(e.to_ipc().remedy.contains(&largest.to_string()));
+        // A preferred context that does not fit: the most that does, said so.
+        let cfg =
+            LlmConfig { context_size: Some(32768), min_context: Some(1024), ..Default::default() };
+        let s = run(cfg, &m, &small);
+        assert_eq!(s.context_size, largest);
+        assert!(s.explanation.contains("you preferred 32768"), "{}", s.explanation);
+        // One that fits is taken as it is.
+        let cfg = LlmConfig { context_size: Some(3000), ..Default::default() };
+        assert_eq!(run(cfg, &m, &small).context_size, 3000);
+        // A maximum bounds the automatic choice.
+        let big = machine(None, 64 * GIB);
+        let cfg = LlmConfig { max_context: Some(4096), ..Default::default() };
+        let s = run(cfg, &m, &big);
+        assert_eq!(s.context_size, 4096);
+        assert!(s.explanation.contains("your maximum"), "{}", s.explanation);
+        // Never more than the model was trained for.
+        let cfg = LlmConfig { context_size: Some(100_000), ..Default::default() };
+        assert_eq!(run(cfg, &m, &big).context_size, 32768);
+        let cfg = LlmConfig { min_context: Some(65536), ..Default::default() };
+        let e = resolve(&cfg, &m, &big, 1).unwrap_err();
+        assert!(
+            matches!(e, RuntimeError::ContextTooLarge { largest: 32768, .. }),
+            "{e}: the trained context is the most there is"
+        );
+        let cfg =
+            LlmConfig { min_context: Some(8192), max_context: Some(4096), ..Default::default() };
+        assert_eq!(resolve(&cfg, &m, &big, 1).unwrap_err().code(), ipc::ErrorCode::InvalidInput);
     }
 
     #[test]

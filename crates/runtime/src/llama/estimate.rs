@@ -275,44 +275,66 @@ pub fn output_bytes(shape: &Shape, start: &Start) -> u64 {
     shape.n_vocab * start.slots.max(1) * 4
 }
 
+/// A model's weights as the estimate places them.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    /// Bytes of each block, in block order.
+    pub per_layer: &'a [u64],
+    /// Of those, the mixture-of-experts expert tensors' bytes (empty, or zeros, when dense).
+    pub experts: &'a [u64],
+    /// Bytes outside the blocks (embeddings, output head).
+    pub other: u64,
+}
+
+impl Weights<'_> {
+    fn experts_of(&self, il: usize) -> u64 {
+        self.experts.get(il).copied().unwrap_or(0)
+    }
+}
+
 /// Where each part lands with `gpu_layers` of the blocks on the GPU (the last ones, as
-/// llama.cpp offloads) and the output layer too when `gpu_layers > blocks`. `weights` is
-/// (bytes per block, bytes outside the blocks).
+/// llama.cpp offloads) and the output layer too when `gpu_layers > blocks`, and with the expert
+/// tensors of the first `cpu_moe` blocks kept in RAM (`--n-cpu-moe`).
 pub fn estimate(
     shape: &Shape,
-    weights: (&[u64], u64),
+    w: Weights<'_>,
     gpu_layers: usize,
+    cpu_moe: usize,
     start: &Start,
 ) -> (Parts, Parts) {
-    let (per_layer, other) = weights;
-    let n = shape.layers().min(per_layer.len());
+    let n = shape.layers().min(w.per_layer.len());
     let blocks = gpu_layers.min(n);
     let (cpu_r, gpu_r) = (0..n - blocks, n - blocks..n);
+    // Expert tensors of GPU blocks that `--n-cpu-moe` keeps in RAM.
+    let moved: Vec<u64> =
+        gpu_r.clone().filter(|&il| il < cpu_moe).map(|il| w.experts_of(il)).collect();
+    let moved_sum: u64 = moved.iter().sum();
     let mut gpu = Parts {
-        weights: per_layer[gpu_r.clone()].iter().sum(),
+        weights: w.per_layer[gpu_r.clone()].iter().sum::<u64>() - moved_sum,
         kv: kv_bytes(shape, start, gpu_r.clone()),
         compute: 0,
     };
     let mut cpu = Parts {
-        weights: per_layer[cpu_r.clone()].iter().sum(),
+        weights: w.per_layer[cpu_r.clone()].iter().sum::<u64>() + moved_sum,
         kv: kv_bytes(shape, start, cpu_r.clone()),
         compute: output_bytes(shape, start),
     };
     if gpu_layers > n {
-        gpu.weights += other;
+        gpu.weights += w.other;
     } else {
-        cpu.weights += other;
+        cpu.weights += w.other;
     }
     let compute = compute_bytes(shape, start);
+    // Matmuls of weights held in RAM are run on the GPU for a prompt batch, so its buffer also
+    // holds a copy of the widest such weights (a CPU block, or one block's experts).
+    let widest = w.per_layer[cpu_r.clone()].iter().chain(&moved).copied().max().unwrap_or(0);
     if gpu_r.is_empty() {
         cpu.compute += compute;
-    } else if cpu_r.is_empty() {
+    } else if widest == 0 {
         gpu.compute += compute;
         cpu.compute += host_inputs_bytes(shape, start);
     } else {
-        // Both run layers; matmuls of CPU weights are run on the GPU, whose buffer then also
-        // holds a copy of one CPU layer's weights.
-        let widest = per_layer[cpu_r].iter().copied().max().unwrap_or(0);
+        // Both devices run part of every step.
         gpu.compute += compute + widest;
         cpu.compute += compute;
     }
@@ -431,21 +453,36 @@ mod tests {
         let per_layer = vec![10u64 << 20; 8];
         let other = 30u64 << 20;
         let s = start(4096, true);
-        let (gpu, cpu) = estimate(&ex, (&per_layer, other), 0, &s);
+        let w = Weights { per_layer: &per_layer, experts: &[], other };
+        let (gpu, cpu) = estimate(&ex, w, 0, 0, &s);
         assert_eq!(gpu, Parts::default());
         assert_eq!(cpu.weights, 110 << 20);
         assert_eq!(cpu.kv, kv_bytes(&ex, &s, 0..8));
         assert_eq!(cpu.compute, compute_bytes(&ex, &s) + output_bytes(&ex, &s));
         // Everything on the GPU: the output layer too, the logits stay in RAM.
-        let (gpu, cpu) = estimate(&ex, (&per_layer, other), 9, &s);
+        let (gpu, cpu) = estimate(&ex, w, 9, 0, &s);
         assert_eq!((gpu.weights, cpu.weights), (110 << 20, 0));
         assert_eq!((gpu.kv, cpu.kv), (kv_bytes(&ex, &s, 0..8), 0));
         assert!(cpu.compute > output_bytes(&ex, &s));
         // Half: the last four blocks on the GPU.
-        let (gpu, cpu) = estimate(&ex, (&per_layer, other), 4, &s);
+        let (gpu, cpu) = estimate(&ex, w, 4, 0, &s);
         assert_eq!((gpu.weights, cpu.weights), (40 << 20, 70 << 20));
         assert_eq!(gpu.kv, cpu.kv);
         assert_eq!(gpu.compute, compute_bytes(&ex, &s) + (10 << 20));
+        // A dense model: `--n-cpu-moe` moves nothing.
+        assert_eq!(estimate(&ex, w, 9, 8, &s), estimate(&ex, w, 9, 0, &s));
+        // MoE, 6 of each block's 10 MiB are experts: every layer on the GPU, the experts of the
+        // first three blocks in RAM, and a copy of one block's experts in the GPU's buffer.
+        let experts = vec![6u64 << 20; 8];
+        let moe = Weights { experts: &experts, ..w };
+        let (gpu, cpu) = estimate(&ex, moe, 9, 3, &s);
+        assert_eq!((gpu.weights, cpu.weights), ((110 - 18) << 20, 18 << 20));
+        assert_eq!((gpu.kv, cpu.kv), (kv_bytes(&ex, &s, 0..8), 0));
+        assert_eq!(gpu.compute, compute_bytes(&ex, &s) + (6 << 20));
+        assert_eq!(cpu.compute, compute_bytes(&ex, &s) + output_bytes(&ex, &s));
+        // The experts of CPU blocks are in RAM anyway.
+        let (gpu, cpu) = estimate(&ex, moe, 4, 8, &s);
+        assert_eq!((gpu.weights, cpu.weights), ((40 - 24) << 20, (70 + 24) << 20));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::binaries::Binaries;
 use crate::events::EventBus;
 use crate::logfile::ServerLog;
 use crate::models::ModelStore;
-use crate::net::{free_port, local_client};
+use crate::net::{choose_port, free_port, local_client, port_free};
 use crate::process::{self, ExitInfo, Supervised};
 use crate::storage::StorageLayout;
 use crate::system::SystemProbe;
@@ -49,6 +49,10 @@ pub struct ServerConfig {
     pub max_restarts: u32,
     /// Between `/health` checks while running (a start's `health_interval_secs` wins).
     pub health_interval: Duration,
+    /// The port of a start that names none (0: any free port).
+    pub default_port: u16,
+    /// Where another llama-server is looked for before each start.
+    pub probe_ports: Vec<u16>,
 }
 
 impl Default for ServerConfig {
@@ -60,6 +64,8 @@ impl Default for ServerConfig {
             restart_backoff: Duration::from_secs(1),
             max_restarts: 3,
             health_interval: Duration::from_secs(5),
+            default_port: ipc::llm::DEFAULT_PORT,
+            probe_ports: ipc::llm::PROBE_PORTS.collect(),
         }
     }
 }
@@ -201,7 +207,7 @@ impl LlamaServer {
 
     /// The settings a start with `cfg` would use now (nothing is started).
     pub async fn preview(&self, cfg: &LlmConfig) -> Result<LlmSettings> {
-        let port = cfg.port.unwrap_or(0);
+        let port = cfg.port.unwrap_or(self.inner.config.default_port);
         let (settings, _) = self.resolve(cfg, port).await?;
         Ok(settings)
     }
@@ -232,6 +238,22 @@ impl LlamaServer {
         let machine = self.machine_facts()?;
         let settings = autoconfig::resolve(cfg, &facts, &machine, port)?;
         Ok((settings, first))
+    }
+
+    /// Other llama-servers on the probe ports ("port 8080: llama-server with qwen3-8b"); a port
+    /// nothing listens on is not asked.
+    async fn neighbours(&self) -> Vec<String> {
+        let Ok(client) = local_client() else { return Vec::new() };
+        let mut found = Vec::new();
+        for &p in &self.inner.config.probe_ports {
+            if port_free("127.0.0.1", p) {
+                continue;
+            }
+            if let Some(who) = crate::net::llama_server_on(&client, p).await {
+                found.push(format!("port {p}: {who}"));
+            }
+        }
+        found
     }
 
     /// Free memory now, and the GPU the installed build can use.
@@ -310,7 +332,10 @@ impl LlamaServer {
         if matches!(self.state(), ServerState::Running | ServerState::Starting) {
             self.stop().await?;
         }
-        self.start(cfg).await
+        let note = self.inner.shared.lock().unwrap().status.port_note.clone();
+        self.start(cfg).await?;
+        self.inner.shared.lock().unwrap().status.port_note = note;
+        Ok(self.status())
     }
 
     async fn start_locked(&self, cfg: LlmConfig, epoch: u64, auto: bool) -> Result<LlmStatus> {
@@ -318,9 +343,12 @@ impl LlamaServer {
             let mut sh = self.inner.shared.lock().unwrap();
             let restarts = sh.status.restarts;
             let crash = if auto { sh.status.crash.clone() } else { None };
+            // A restart keeps the port, and so why it is not the default.
+            let port_note = if auto { sh.status.port_note.clone() } else { None };
             sh.status = LlmStatus {
                 restarts,
                 crash,
+                port_note,
                 model_id: Some(cfg.model_id.clone()),
                 ..LlmStatus::stopped()
             };
@@ -360,12 +388,42 @@ impl LlamaServer {
         let runtime = self.inner.binaries.ensure(RuntimeKind::Llama, &gpus, false).await?.installed;
         let host =
             cfg.host.clone().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "127.0.0.1".into());
-        let port = match cfg.port {
-            Some(p) => p,
-            None => free_port()?,
-        };
-        if std::net::TcpListener::bind((host.as_str(), port)).is_err() {
-            return Err(RuntimeError::PortInUse(port));
+        // Other llama-servers hold memory this app cannot count: named, or refused in strict mode.
+        let neighbours = self.neighbours().await;
+        if cfg.strict == Some(true) && !neighbours.is_empty() {
+            return Err(RuntimeError::AnotherServer(neighbours.join("; ")));
+        }
+        for n in &neighbours {
+            self.log(LogLevel::Warn, format!("another server is running: {n}"));
+        }
+        let (port, taken) = choose_port(
+            cfg.port,
+            self.inner.config.default_port,
+            ipc::diffusion::DEFAULT_PORT,
+            |p| port_free(&host, p),
+            free_port,
+        )?;
+        let note = taken.map(|d| {
+            let by = neighbours
+                .iter()
+                .find(|n| n.starts_with(&format!("port {d}:")))
+                .map_or("another program".to_owned(), |n| {
+                    n.split_once(": ").map_or(n.clone(), |(_, who)| who.to_owned())
+                });
+            format!(
+                "Port {d} is in use by {by}, so this server listens on {port}; clients with \
+                 default settings look for {d}."
+            )
+        });
+        if let Some(n) = &note {
+            self.log(LogLevel::Warn, n.clone());
+        }
+        {
+            let mut sh = self.inner.shared.lock().unwrap();
+            sh.status.neighbours = neighbours;
+            if cfg.port.is_none() {
+                sh.status.port_note = note;
+            }
         }
         cfg.port = Some(port);
         let (settings, _) = self.resolve(&cfg, port).await?;

@@ -127,7 +127,11 @@ impl LlmControl for LlamaServer {
             auto_restart: last.as_ref().is_some_and(|c| c.auto_restart),
             max_restarts: last.as_ref().and_then(|c| c.max_restarts),
             startup_timeout_secs: last.as_ref().and_then(|c| c.startup_timeout_secs),
-            health_interval_secs: last.and_then(|c| c.health_interval_secs),
+            health_interval_secs: last.as_ref().and_then(|c| c.health_interval_secs),
+            min_context: last.as_ref().and_then(|c| c.min_context),
+            max_context: last.as_ref().and_then(|c| c.max_context),
+            n_cpu_moe: Some(s.n_cpu_moe),
+            strict: last.and_then(|c| c.strict),
         };
         Some(RunningLlm { config, port: s.port, context_size: s.context_size, usage })
     }
