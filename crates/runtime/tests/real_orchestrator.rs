@@ -70,7 +70,7 @@ async fn the_real_llm_is_paused_for_an_image_and_comes_back_the_same() {
     let cfg = LlmConfig { model_id: "tiny".into(), port: Some(0), ..Default::default() };
     let before = rt.llm().start(cfg.clone()).await.unwrap();
     let (port, ctx, pid) = (before.port.unwrap(), before.effective_context, before.pid.unwrap());
-    // 10 % of (free RAM + the LLM): a 1024² image (over 6 GiB by the estimate) cannot fit.
+    // 10 % of (free RAM + the LLM): a 1024² image (over 4 GiB by the first-run estimate) cannot fit.
     rt.orchestrator()
         .set_settings(OrchestratorSettings { mode: OffloadMode::Auto, margin: 0.1 })
         .await

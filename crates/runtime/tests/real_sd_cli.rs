@@ -187,6 +187,23 @@ async fn a_tiny_model_makes_a_real_image_and_its_output_parses() {
     assert!(snaps.iter().any(|s| s.stage == Stage::Decoding), "{snaps:?}");
     assert!(snaps.windows(2).all(|w| w[0].percent <= w[1].percent), "{snaps:?}");
     assert!(snaps.last().unwrap().percent >= 99.0, "{snaps:?}");
+
+    // `-v` makes it name what it allocated: the weights of its three runners and their compute
+    // buffers, all in RAM on this CPU build.
+    let mut buffers = runtime::diffusion::ledger::BufferLines::default();
+    let mut split = runtime::process::LineSplitter::default();
+    let mut feed = |line: String| {
+        buffers.feed(&line);
+    };
+    split.push(&stdout, &mut feed);
+    split.finish(&mut feed);
+    let a = buffers.allocation(64, 64).expect("buffer lines");
+    let runners: Vec<&str> = a.params.iter().map(|b| b.runner.as_str()).collect();
+    assert_eq!(runners, ["qwen3", "flux", "taesd"], "{a:?}");
+    assert_eq!(a.compute.len(), 3, "{a:?}");
+    let f = a.footprint();
+    let files: u64 = files.iter().map(|(_, _, n)| n).sum();
+    assert!(f.vram_bytes == 0 && f.ram_bytes > files * 9 / 10, "{f:?} for {files} bytes of files");
 }
 
 /// The whole path with the real sd-cli: the diffusion server, a job for the tiny model, progress
@@ -251,7 +268,8 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
         sampler: Some("euler".into()),
         ..Default::default()
     };
-    let id = rt.diffusion().generate(req).unwrap().id;
+    let first_run = rt.diffusion().footprint_for(&req).unwrap();
+    let id = rt.diffusion().generate(req.clone()).unwrap().id;
     let mut stages = Vec::new();
     loop {
         match tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.unwrap().unwrap() {
@@ -272,5 +290,18 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     assert_eq!((img.seed, img.width, img.height), (5, 64, 128));
     let png = base64::engine::general_purpose::STANDARD.decode(&img.image).unwrap();
     assert_eq!(decode_png(&png), (64, 128));
+
+    // What sd-cli allocated is kept and sizes the next job of this model: the same size as
+    // measured, a larger one scaled from it, and both survive the app (a file in config/).
+    let logs = rt.diffusion().logs();
+    let line = logs.iter().find(|l| l.message.starts_with("sd-cli allocated")).expect("logged");
+    assert!(line.message.contains("taesd") || line.message.contains("qwen3"), "{}", line.message);
+    let measured = rt.diffusion().footprint_for(&req).unwrap();
+    assert_ne!(measured, first_run, "the measured figure replaces the first-run estimate");
+    assert_eq!(measured.vram_bytes, 0);
+    let larger = ImageRequest { width: Some(256), height: Some(256), ..req.clone() };
+    assert!(rt.diffusion().footprint_for(&larger).unwrap().ram_bytes > measured.ram_bytes);
+    let kept = std::fs::read_to_string(rt.storage().config().join("image-memory.json")).unwrap();
+    assert!(kept.contains("tiny-flux2") && kept.contains("taesd"), "{kept}");
     rt.diffusion().stop().await.unwrap();
 }

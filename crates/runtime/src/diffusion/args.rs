@@ -120,6 +120,9 @@ pub fn build_args(i: &SdImage) -> Vec<String> {
         }
     }
     push(&["-o", &i.output]);
+    // The buffer lines (weights and compute buffers per runner) are debug output: the measured
+    // side of the image memory ledger.
+    push(&["-v"]);
     a
 }
 
@@ -173,7 +176,7 @@ mod tests {
     #[test]
     fn argv_table() {
         let cases: Vec<(SdImage, &str)> = vec![
-            (image(), "-m /m/sd15.gguf -p PROMPT -W 512 -H 512 --steps 20 --cfg-scale 7 -s 42 -o /tmp/o.png"),
+            (image(), "-m /m/sd15.gguf -p PROMPT -W 512 -H 512 --steps 20 --cfg-scale 7 -s 42 -o /tmp/o.png -v"),
             (
                 SdImage {
                     model: SdModel::Components(vec![
@@ -194,10 +197,10 @@ mod tests {
                 },
                 "--diffusion-model /m/flux2.gguf --llm /m/qwen.gguf --vae /m/ae.gguf -p PROMPT -n blurry \
                  -W 1024 -H 768 --steps 4 --cfg-scale 1.5 -s -1 --sampling-method euler -t 8 \
-                 --clip-on-cpu --vae-on-cpu --offload-to-cpu --diffusion-fa -o /tmp/o.png",
+                 --clip-on-cpu --vae-on-cpu --offload-to-cpu --diffusion-fa -o /tmp/o.png -v",
             ),
             (SdImage { negative_prompt: Some(String::new()), cfg_scale: 3.25, ..image() },
-             "-m /m/sd15.gguf -p PROMPT -W 512 -H 512 --steps 20 --cfg-scale 3.25 -s 42 -o /tmp/o.png"),
+             "-m /m/sd15.gguf -p PROMPT -W 512 -H 512 --steps 20 --cfg-scale 3.25 -s 42 -o /tmp/o.png -v"),
         ];
         for (img, want) in cases {
             // PROMPT stands for the prompt, which holds spaces and stays one argument.

@@ -7,8 +7,9 @@
 //! their result for a while (5 minutes by default) and are then forgotten.
 
 use super::args::{offload_for, validate, Offload, SdImage, SdModel};
-use super::estimate::{image_footprint, Weights};
+use super::estimate::{image_footprint, Weights, PROCESS_BASE};
 use super::job::{self, JobOut};
+use super::ledger::{Allocation, BufferLines, Ledger};
 use super::progress::{Snapshot, Stage};
 use crate::binaries::Binaries;
 use crate::events::EventBus;
@@ -24,6 +25,7 @@ use ipc::diffusion::{
     JobStatus, JobView, DEFAULT_CFG, DEFAULT_PORT, DEFAULT_SIZE, DEFAULT_STEPS, MAX_COUNT,
 };
 use ipc::event::{ImageStage, LogLevel, LogLine, ServerKind, ServerState};
+use ipc::format::bytes;
 use ipc::models::{ModelInfo, ModelKind};
 use ipc::orchestrator::{Footprint, OffloadDecision};
 use ipc::runtimes::RuntimeKind;
@@ -118,6 +120,8 @@ struct Inner {
     op: tokio::sync::Mutex<()>,
     counter: AtomicU64,
     gate: Mutex<Option<Arc<dyn JobGate>>>,
+    /// What sd-cli allocated for each model and size so far (`config/image-memory.json`).
+    ledger: Mutex<Ledger>,
 }
 
 #[derive(Clone)]
@@ -150,6 +154,11 @@ impl DiffusionServer {
             storage.logs().join("diffusion-server.log"),
             events.clone(),
         );
+        // A missing or unreadable ledger only means first-run estimates until the next job.
+        let ledger = std::fs::read(ledger_path(&storage))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Ledger>(&b).ok())
+            .unwrap_or_default();
         Self {
             inner: Arc::new(Inner {
                 storage,
@@ -169,6 +178,7 @@ impl DiffusionServer {
                 op: tokio::sync::Mutex::new(()),
                 counter: AtomicU64::new(0),
                 gate: Mutex::new(None),
+                ledger: Mutex::new(ledger),
             }),
         }
     }
@@ -422,7 +432,7 @@ impl DiffusionServer {
             output: String::new(),
         };
         validate(&image)?;
-        let need = need_of(run, image.offload, image.width, image.height);
+        let need = self.need_of(run, image.offload, image.width, image.height);
         Ok((image, count, need))
     }
 
@@ -441,12 +451,56 @@ impl DiffusionServer {
         }
     }
 
+    /// What a job of `width` × `height` takes: what sd-cli allocated for this model, flags and
+    /// size before (or scaled from the nearest size measured), plus the process itself; the
+    /// first-run estimate when nothing was measured yet.
+    fn need_of(&self, run: &Running, offload: Offload, width: u32, height: u32) -> Footprint {
+        let ledger = self.inner.ledger.lock().unwrap();
+        match ledger.predict(&run.model.id, offload, run.gpu, width, height) {
+            Some((a, _)) => {
+                let f = a.footprint();
+                Footprint { ram_bytes: f.ram_bytes + PROCESS_BASE, vram_bytes: f.vram_bytes }
+            }
+            None => estimate_of(run, offload, width, height),
+        }
+    }
+
+    /// Keeps what a finished job allocated for the next decision about this model.
+    async fn record_allocation(&self, run: &Running, offload: Offload, a: Allocation) {
+        let before = self.need_of(run, offload, a.width, a.height);
+        let f = a.footprint();
+        let biggest = a.compute.iter().max_by_key(|b| b.bytes).map(|b| b.runner.clone());
+        self.log(
+            LogLevel::Info,
+            format!(
+                "sd-cli allocated {} RAM + {} VRAM at {}×{} (weights and the {} compute buffer); \
+                 sized beforehand at {} RAM + {} VRAM",
+                bytes(f.ram_bytes + PROCESS_BASE),
+                bytes(f.vram_bytes),
+                a.width,
+                a.height,
+                biggest.as_deref().unwrap_or("largest"),
+                bytes(before.ram_bytes),
+                bytes(before.vram_bytes),
+            ),
+        );
+        let snapshot = {
+            let mut l = self.inner.ledger.lock().unwrap();
+            l.record(&run.model.id, offload, run.gpu, a);
+            l.clone()
+        };
+        let path = ledger_path(&self.inner.storage);
+        if let Err(e) = crate::storage::write_json_atomic(&path, &snapshot).await {
+            self.log(LogLevel::Warn, format!("image memory not saved: {e}"));
+        }
+    }
+
     /// The memory a job for `req` would take (the server must run: the model is its).
     pub fn footprint_for(&self, req: &ImageRequest) -> Result<Footprint> {
         let run = self.inner.shared.lock().unwrap().running.clone();
         let run = run.ok_or(RuntimeError::ServerNotRunning)?;
         let (w, h) = (req.width.unwrap_or(DEFAULT_SIZE), req.height.unwrap_or(DEFAULT_SIZE));
-        Ok(need_of(&run, self.offload(&run), w, h))
+        Ok(self.need_of(&run, self.offload(&run), w, h))
     }
 
     /// Whether a job for `req` would pause the LLM now (no gate: never).
@@ -669,7 +723,11 @@ impl DiffusionServer {
     ) -> Result<JobOut> {
         let mut last_event = Instant::now() - Duration::from_secs(1);
         let mut last_stage = None;
-        job::run(
+        let mut buffers = BufferLines::default();
+        // sd-cli runs with `-v` for its buffer lines; the rest of its debug output (which
+        // spans lines) stays out of the log.
+        let mut in_debug = false;
+        let out = job::run(
             exe,
             image,
             count,
@@ -696,14 +754,30 @@ impl DiffusionServer {
                 }
             },
             |line: &str| {
-                // Every line but the step bars (the progress shows those).
+                // Every line but the step bars (the progress shows those) and debug output.
                 let clean = super::progress::strip_ansi(line);
-                if !clean.trim().is_empty() && !clean.trim_start().starts_with('|') {
+                let t = clean.trim_start();
+                if buffers.feed(&clean) {
+                    let what = t.split_once(" - ").map_or(t, |(_, w)| w).trim();
+                    self.log(LogLevel::Info, what.to_owned());
+                    return;
+                }
+                if t.starts_with('[') {
+                    in_debug = t.starts_with("[DEBUG");
+                }
+                if !in_debug && !t.trim().is_empty() && !t.starts_with('|') {
                     self.log(LogLevel::Info, clean);
                 }
             },
         )
-        .await
+        .await;
+        if out.is_ok() {
+            let run = self.inner.shared.lock().unwrap().running.clone();
+            if let (Some(run), Some(a)) = (run, buffers.allocation(image.width, image.height)) {
+                self.record_allocation(&run, image.offload, a).await;
+            }
+        }
+        out
     }
 
     fn finish(&self, id: &str, out: Result<JobOut>) {
@@ -792,8 +866,13 @@ impl DiffusionServer {
     }
 }
 
-/// The estimate of a job of `width` × `height` with `offload` on the running model.
-fn need_of(run: &Running, offload: Offload, width: u32, height: u32) -> Footprint {
+/// `config/image-memory.json`: the image ledger.
+fn ledger_path(storage: &StorageLayout) -> PathBuf {
+    storage.config().join("image-memory.json")
+}
+
+/// The first-run estimate of a job of `width` × `height` with `offload` on the running model.
+fn estimate_of(run: &Running, offload: Offload, width: u32, height: u32) -> Footprint {
     let files = run.model.all_files();
     let weights = Weights::from_files(files.iter().map(|f| (f.role.as_str(), f.size_bytes)));
     image_footprint(weights, offload, width, height, run.gpu)
