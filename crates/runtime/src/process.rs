@@ -330,7 +330,18 @@ impl Supervised {
         program: &Path,
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
     ) -> Result<Self> {
-        let mut child = spawn(command(program, args), program)?;
+        Self::spawn_with_env(program, args, &[])
+    }
+
+    /// [`Self::spawn`] with these variables added to the child's environment.
+    pub fn spawn_with_env(
+        program: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(String, String)],
+    ) -> Result<Self> {
+        let mut cmd = command(program, args);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let mut child = spawn(cmd, program)?;
         let lines = lines(&mut child);
         let now = Instant::now();
         Ok(Self {

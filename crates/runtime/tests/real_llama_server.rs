@@ -526,3 +526,88 @@ async fn a_minimum_context_larger_than_memory_fails_before_launch_naming_what_fi
     assert!(s.context_size < 1 << 27 && s.context_size >= 8192, "{}", s.context_size);
     assert!(s.explanation.contains("you preferred"), "{}", s.explanation);
 }
+
+/// Every flag the app can put on llama-server's command line, `--n-cpu-moe` (which no start on
+/// this GPU-less machine chooses) included, is one the real server takes: it loads a generated
+/// mixture-of-experts model with all of them and answers `/health`. (Build 11434 refuses the
+/// `--no-mmap` the app used to pass: a start with mmap off failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test runs it"]
+async fn the_real_server_takes_every_flag_the_app_emits() {
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    use ipc::llm::{LlmSettings, Toggle};
+    let dir = TempDir::new("llm-flags");
+    let path = dir.join("moe.gguf");
+    zero_model(ZeroModel {
+        arch: ZeroArch::Qwen3Moe { experts: 8, used: 2, ff_exp: 32 },
+        n_vocab: 300,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 32, // q8_0 cache blocks are 32 values
+        n_ff: 128,
+        n_ctx: 2048,
+    })
+    .write_sparse(&path)
+    .unwrap();
+    let port = runtime::net::free_port().unwrap();
+    let settings = LlmSettings {
+        model_path: path.display().to_string(),
+        host: "127.0.0.1".into(),
+        port,
+        threads: 2,
+        context_size: 1024,
+        native_context: 2048,
+        gpu_layers: 5,
+        total_layers: 5,
+        n_cpu_moe: 2,
+        parallel: 2,
+        flash_attention: Toggle::On,
+        cache_type_k: "q8_0".into(),
+        cache_type_v: "q8_0".into(),
+        batch: Some(512),
+        ubatch: Some(256),
+        swa_full: true,
+        mmap: Some(false),
+        mlock: false,
+        reasoning_format: Some("none".into()),
+        alias: Some("moe".into()),
+        llama_fit: false,
+        cache_ram_mib: Some(0),
+        jinja: false,
+        expected_vram_bytes: 0,
+        expected_ram_bytes: 0,
+        estimate: Vec::new(),
+        explanation: String::new(),
+    };
+    let args = runtime::llama::args::build_args(&settings);
+    for flag in ["--n-cpu-moe", "-fit", "--cache-ram", "--no-jinja", "--swa-full", "-ub", "--alias"]
+    {
+        assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
+    }
+    use runtime::process::{Flow, LoadDeadline, Ready, Supervised};
+    // Loading without mmap: a variable each build generation reads (the flags changed).
+    let env = runtime::llama::args::build_env(&settings);
+    assert!(!env.is_empty());
+    let mut child = Supervised::spawn_with_env(&real_llama_server(), &args, &env).unwrap();
+    let mut said = Vec::new();
+    let ready = child
+        .wait_ready(
+            || local_health(port),
+            LoadDeadline::fixed(Duration::from_secs(60)),
+            |l| {
+                said.push(l.to_owned());
+                Flow::<()>::Continue
+            },
+            std::future::pending(),
+        )
+        .await;
+    let said: Vec<&String> = said
+        .iter()
+        .filter(|l| !l.contains(" I print_info") && !l.contains("llama_model_loader"))
+        .collect();
+    let said = said.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n");
+    assert!(matches!(ready, Ready::Ready), "llama-server refused the flags ({ready:?}):\n{said}");
+    child.kill().await.unwrap();
+}

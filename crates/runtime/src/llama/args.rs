@@ -47,17 +47,33 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     if s.swa_full {
         push(&["--swa-full"]);
     }
-    if s.mmap == Some(false) {
-        push(&["--no-mmap"]);
-    }
-    if s.mlock {
-        push(&["--mlock"]);
-    }
     if let Some(mib) = s.cache_ram_mib {
         push(&["--cache-ram", &mib.to_string()]);
     }
     push(&["-lv", "4"]);
     a
+}
+
+/// Variables for what has no flag common to every llama-server build: how the model is loaded.
+/// Build 11434 replaced `--no-mmap` and `--mlock` (which it refuses) by `--load-mode`, which older
+/// builds (the pinned b9860, custom ones) refuse; each build reads its own variable and ignores
+/// the other's.
+pub fn build_env(s: &LlmSettings) -> Vec<(String, String)> {
+    let no_mmap = s.mmap == Some(false);
+    let mode = match (no_mmap, s.mlock) {
+        (false, false) => return Vec::new(),
+        (true, false) => "none",
+        (true, true) => "mlock",
+        (false, true) => "mmap+mlock",
+    };
+    let mut env = vec![("LLAMA_ARG_LOAD_MODE".to_owned(), mode.to_owned())];
+    if no_mmap {
+        env.push(("LLAMA_ARG_NO_MMAP".into(), "1".into()));
+    }
+    if s.mlock {
+        env.push(("LLAMA_ARG_MLOCK".into(), "1".into()));
+    }
+    env
 }
 
 #[cfg(test)]
@@ -127,7 +143,7 @@ mod tests {
                 },
                 "-m /m/qwen.gguf --jinja --host 0.0.0.0 --port 8080 --threads 8 -c 4096 -n -1 \
                  -ngl 28 -fit off -np 1 -fa auto --reasoning-format deepseek --alias chat -b 512 \
-                 --no-mmap --mlock -lv 4",
+                 -lv 4",
             ),
             (
                 LlmSettings { ubatch: Some(256), swa_full: true, ..base() },
@@ -157,6 +173,25 @@ mod tests {
             let want: Vec<&str> = want.split_whitespace().collect();
             assert_eq!(build_args(&s), want);
         }
+    }
+
+    #[test]
+    fn the_load_mode_goes_in_both_generations_variables() {
+        let env = |mmap, mlock| {
+            let e = build_env(&LlmSettings { mmap, mlock, ..base() });
+            e.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(env(None, false), "");
+        assert_eq!(env(Some(true), false), "");
+        assert_eq!(env(Some(false), false), "LLAMA_ARG_LOAD_MODE=none LLAMA_ARG_NO_MMAP=1");
+        assert_eq!(
+            env(Some(false), true),
+            "LLAMA_ARG_LOAD_MODE=mlock LLAMA_ARG_NO_MMAP=1 LLAMA_ARG_MLOCK=1"
+        );
+        assert_eq!(env(None, true), "LLAMA_ARG_LOAD_MODE=mmap+mlock LLAMA_ARG_MLOCK=1");
+        // Neither flag is on the command line any more.
+        let argv = build_args(&LlmSettings { mmap: Some(false), mlock: true, ..base() });
+        assert!(!argv.iter().any(|a| a == "--no-mmap" || a == "--mlock"), "{argv:?}");
     }
 
     #[test]

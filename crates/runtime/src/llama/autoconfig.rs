@@ -179,6 +179,17 @@ pub fn resolve(
         }
     };
     let (pin_k, pin_v) = (parse_type(&cfg.cache_type_k)?, parse_type(&cfg.cache_type_v)?);
+    // A quantized cache stores each head's row in blocks of 32: llama.cpp refuses the context
+    // when a head is not a whole number of blocks.
+    let blocks_fit = |t: &str, head: u64| kv_type_size(t).is_some_and(|(_, d)| head.is_multiple_of(d));
+    for (t, head, which) in [(&pin_k, m.shape.head_k, "K"), (&pin_v, m.shape.head_v, "V")] {
+        if let Some(t) = t.as_deref().filter(|t| !blocks_fit(t, head)) {
+            return Err(RuntimeError::InvalidInput(format!(
+                "a {t} {which} cache needs attention heads of a multiple of 32 values; this \
+                 model's are {head}: use f16"
+            )));
+        }
+    }
     let quant_v = pin_v.as_deref().is_some_and(|v| v != "f16" && v != "bf16");
     if quant_v && cfg.flash_attention == Some(Toggle::Off) {
         return Err(RuntimeError::InvalidInput(
@@ -193,7 +204,12 @@ pub fn resolve(
         pin_v.clone().unwrap_or_else(|| "f16".into()),
         user_flash,
     )];
-    if pin_k.is_none() && pin_v.is_none() && cfg.flash_attention != Some(Toggle::Off) {
+    if pin_k.is_none()
+        && pin_v.is_none()
+        && cfg.flash_attention != Some(Toggle::Off)
+        && blocks_fit("q8_0", m.shape.head_k)
+        && blocks_fit("q8_0", m.shape.head_v)
+    {
         options.push(("q8_0".into(), "q8_0".into(), Toggle::On));
     }
 
@@ -713,6 +729,24 @@ mod tests {
         let cfg =
             LlmConfig { min_context: Some(8192), max_context: Some(4096), ..Default::default() };
         assert_eq!(resolve(&cfg, &m, &big, 1).unwrap_err().code(), ipc::ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn a_quantized_cache_only_for_heads_of_whole_blocks() {
+        // Heads of 16 values: llama.cpp refuses a q8_0 cache, so it is never chosen, and asked
+        // for it is a clear error before launch.
+        let mut m = llama8b();
+        m.shape.head_k = 16;
+        m.shape.head_v = 16;
+        let s = run(LlmConfig::default(), &m, &machine(Some(6 * GIB), 32 * GIB));
+        assert_eq!(s.cache_type_k, "f16", "{}", s.explanation);
+        let cfg = LlmConfig { cache_type_k: Some("q8_0".into()), ..Default::default() };
+        let e = resolve(&cfg, &m, &machine(None, 32 * GIB), 1).unwrap_err();
+        assert_eq!(e.code(), ipc::ErrorCode::InvalidInput);
+        assert!(e.to_string().contains("multiple of 32"), "{e}");
+        // The 8B's 128 are four blocks.
+        let s = run(LlmConfig::default(), &llama8b(), &machine(Some(6 * GIB), 32 * GIB));
+        assert_eq!(s.cache_type_k, "q8_0");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! interval; three failures in a row (a hung server) count as a crash: the monitor kills it and
 //! the restart follows. A pidfile lets the next launch stop a server that a crashed app left.
 
-use super::args::build_args;
+use super::args::{build_args, build_env};
 use super::autoconfig::{self, MachineFacts, ModelFacts};
 use super::health::{HealthVerdict, Watchdog, HANG_AFTER};
 use super::log::{self as llog, MemoryLog};
@@ -428,10 +428,12 @@ impl LlamaServer {
         cfg.port = Some(port);
         let (settings, _) = self.resolve(&cfg, port).await?;
         let args = build_args(&settings);
+        let env = build_env(&settings);
         let exe = PathBuf::from(&runtime.path);
         self.log(LogLevel::Info, format!("settings: {}", settings.explanation));
-        self.log(LogLevel::Info, format!("spawning {} {}", exe.display(), args.join(" ")));
-        let mut child = Supervised::spawn(&exe, &args)?;
+        let vars: String = env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
+        self.log(LogLevel::Info, format!("spawning {vars}{} {}", exe.display(), args.join(" ")));
+        let mut child = Supervised::spawn_with_env(&exe, &args, &env)?;
         let pid = child.pid();
         let pidfile = PidFile { pid, exe: runtime.path.clone(), started_at_ms: now_ms() };
         let pid_path = self.pidfile();
