@@ -76,7 +76,11 @@ async fn models_list(state: State<'_, AppState>) -> Result<ModelList, IpcError> 
 
 #[tauri::command]
 async fn model_delete(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
-    Ok(state.runtime()?.models().delete(&args.id).await?)
+    let rt = state.runtime()?;
+    rt.models().delete(&args.id).await?;
+    // What sd-cli allocated for it must not size a later model of the same id.
+    rt.diffusion().forget_model(&args.id).await;
+    Ok(())
 }
 
 #[tauri::command]

@@ -495,6 +495,21 @@ impl DiffusionServer {
         }
     }
 
+    /// Drops what was measured for a model (deleted, or replaced under the same id).
+    pub async fn forget_model(&self, model_id: &str) {
+        let snapshot = {
+            let mut l = self.inner.ledger.lock().unwrap();
+            l.forget(model_id);
+            l.clone()
+        };
+        let path = ledger_path(&self.inner.storage);
+        if path.exists() {
+            if let Err(e) = crate::storage::write_json_atomic(&path, &snapshot).await {
+                self.log(LogLevel::Warn, format!("image memory not saved: {e}"));
+            }
+        }
+    }
+
     /// The memory a job for `req` would take (the server must run: the model is its).
     pub fn footprint_for(&self, req: &ImageRequest) -> Result<Footprint> {
         let run = self.inner.shared.lock().unwrap().running.clone();

@@ -181,7 +181,8 @@ pub fn resolve(
     let (pin_k, pin_v) = (parse_type(&cfg.cache_type_k)?, parse_type(&cfg.cache_type_v)?);
     // A quantized cache stores each head's row in blocks of 32: llama.cpp refuses the context
     // when a head is not a whole number of blocks.
-    let blocks_fit = |t: &str, head: u64| kv_type_size(t).is_some_and(|(_, d)| head.is_multiple_of(d));
+    let blocks_fit =
+        |t: &str, head: u64| kv_type_size(t).is_some_and(|(_, d)| head.is_multiple_of(d));
     for (t, head, which) in [(&pin_k, m.shape.head_k, "K"), (&pin_v, m.shape.head_v, "V")] {
         if let Some(t) = t.as_deref().filter(|t| !blocks_fit(t, head)) {
             return Err(RuntimeError::InvalidInput(format!(
