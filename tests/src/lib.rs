@@ -273,6 +273,14 @@ impl App {
 
 impl Drop for App {
     fn drop(&mut self) {
+        // A test that failed half-way leaves the app's children that run in their own process
+        // groups (llama-server, sd-cli) behind when the app is killed: end them, so that one
+        // failure does not leave servers running on 8080–8083 for the tests after it. (A passing
+        // journey asserts they are gone before this runs.)
+        let home = self.genai_home.display().to_string();
+        for p in live_processes().filter(|p| p.cmdline.contains(&home)) {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+        }
         if let Some(h) = &self.temp_home {
             let _ = std::fs::remove_dir_all(h);
         }

@@ -243,12 +243,16 @@ impl LlamaServer {
     /// Other llama-servers on the probe ports ("port 8080: llama-server with qwen3-8b"); a port
     /// nothing listens on is not asked.
     async fn neighbours(&self) -> Vec<String> {
+        let listening: Vec<u16> = (self.inner.config.probe_ports.iter().copied())
+            .filter(|&p| !port_free("127.0.0.1", p))
+            .collect();
+        // No client (a few ms to build) when nothing listens: the usual start.
+        if listening.is_empty() {
+            return Vec::new();
+        }
         let Ok(client) = local_client() else { return Vec::new() };
         let mut found = Vec::new();
-        for &p in &self.inner.config.probe_ports {
-            if port_free("127.0.0.1", p) {
-                continue;
-            }
+        for p in listening {
             if let Some(who) = crate::net::llama_server_on(&client, p).await {
                 found.push(format!("port {p}: {who}"));
             }
