@@ -64,6 +64,15 @@ pub fn choose_port(
     Ok((next.map_or_else(any, Ok)?, Some(default)))
 }
 
+/// What a server's tab says when its default port was taken: `server` is "this server" or
+/// "the image API", `by` who holds the port ("another program", or another llama-server).
+pub fn port_note(default: u16, port: u16, by: &str, server: &str) -> String {
+    format!(
+        "Port {default} is in use by {by}, so {server} listens on {port}; clients with default \
+         settings look for {default}."
+    )
+}
+
 /// What a llama-server answering `/props` on `127.0.0.1:port` serves ("llama-server with
 /// qwen3-8b"); `None` when nothing there answers like one.
 pub async fn llama_server_on(client: &reqwest::Client, port: u16) -> Option<String> {

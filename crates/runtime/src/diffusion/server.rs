@@ -279,19 +279,14 @@ impl DiffusionServer {
         let gpus = self.inner.system.system_info().map(|s| s.gpus).unwrap_or_default();
         let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
         let exe = PathBuf::from(&ensured.installed.path);
+        // "Any free port" is port 0 given to the bind itself: no probe-then-bind race.
         let (want, taken) = crate::net::choose_port(
             cfg.port,
             self.inner.config.default_port,
             ipc::llm::DEFAULT_PORT,
             |p| crate::net::port_free(&host, p),
-            crate::net::free_port,
+            || Ok(0),
         )?;
-        let port_note = taken.map(|d| {
-            format!(
-                "Port {d} is in use by another program, so the image API listens on {want}; \
-                 clients with default settings look for {d}."
-            )
-        });
         let listener = tokio::net::TcpListener::bind((host.as_str(), want)).await.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AddrInUse {
                 RuntimeError::PortInUse(want)
@@ -303,6 +298,8 @@ impl DiffusionServer {
             .local_addr()
             .map_err(|e| RuntimeError::Internal(format!("listener address: {e}")))?
             .port();
+        let port_note =
+            taken.map(|d| crate::net::port_note(d, port, "another program", "the image API"));
         let (tx, rx) = oneshot::channel();
         let app = super::api::router(self.clone());
         let serve = tokio::spawn(async move {
@@ -484,29 +481,24 @@ impl DiffusionServer {
                 bytes(before.vram_bytes),
             ),
         );
+        self.change_ledger(|l| l.record(&run.model.id, offload, run.gpu, a)).await;
+    }
+
+    /// Drops what was measured for a model (deleted, or replaced under the same id).
+    pub async fn forget_model(&self, model_id: &str) {
+        self.change_ledger(|l| l.forget(model_id)).await;
+    }
+
+    /// Changes the ledger and writes it to `config/image-memory.json`.
+    async fn change_ledger(&self, change: impl FnOnce(&mut Ledger)) {
         let snapshot = {
             let mut l = self.inner.ledger.lock().unwrap();
-            l.record(&run.model.id, offload, run.gpu, a);
+            change(&mut l);
             l.clone()
         };
         let path = ledger_path(&self.inner.storage);
         if let Err(e) = crate::storage::write_json_atomic(&path, &snapshot).await {
             self.log(LogLevel::Warn, format!("image memory not saved: {e}"));
-        }
-    }
-
-    /// Drops what was measured for a model (deleted, or replaced under the same id).
-    pub async fn forget_model(&self, model_id: &str) {
-        let snapshot = {
-            let mut l = self.inner.ledger.lock().unwrap();
-            l.forget(model_id);
-            l.clone()
-        };
-        let path = ledger_path(&self.inner.storage);
-        if path.exists() {
-            if let Err(e) = crate::storage::write_json_atomic(&path, &snapshot).await {
-                self.log(LogLevel::Warn, format!("image memory not saved: {e}"));
-            }
         }
     }
 

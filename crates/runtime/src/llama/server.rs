@@ -414,10 +414,7 @@ impl LlamaServer {
                 .map_or("another program".to_owned(), |n| {
                     n.split_once(": ").map_or(n.clone(), |(_, who)| who.to_owned())
                 });
-            format!(
-                "Port {d} is in use by {by}, so this server listens on {port}; clients with \
-                 default settings look for {d}."
-            )
+            crate::net::port_note(d, port, &by, "this server")
         });
         if let Some(n) = &note {
             self.log(LogLevel::Warn, n.clone());
