@@ -6,9 +6,14 @@ use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
-use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::models::{
+    DeleteModelArgs, DownloadRequest, DownloadStatus, HfSettingsArgs, HfSettingsView, IdArgs,
+    ModelList, VerifyResult,
+};
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
-use ipc::runtimes::{InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs};
+use ipc::runtimes::{
+    CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs,
+};
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{AppInfo, IpcError, OpenLinkArgs};
 use tauri::{AppHandle, State};
@@ -28,10 +33,13 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         download_pause,
         download_resume,
         download_cancel,
+        hf_settings,
+        hf_settings_set,
         runtime_status,
         runtime_install,
         runtime_set_custom,
         runtime_set_mirror,
+        runtime_cancel,
         llm_status,
         llm_preview,
         llm_start,
@@ -50,7 +58,8 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         orchestrator_status,
         orchestrator_set,
         orchestrator_check,
-        orchestrator_reload
+        orchestrator_reload,
+        orchestrator_keep_stopped
     ]
 }
 
@@ -75,12 +84,8 @@ async fn models_list(state: State<'_, AppState>) -> Result<ModelList, IpcError> 
 }
 
 #[tauri::command]
-async fn model_delete(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
-    let rt = state.runtime()?;
-    rt.models().delete(&args.id).await?;
-    // What sd-cli allocated for it must not size a later model of the same id.
-    rt.diffusion().forget_model(&args.id).await;
-    Ok(())
+async fn model_delete(state: State<'_, AppState>, args: DeleteModelArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.delete_model(&args.id, args.stop).await?)
 }
 
 #[tauri::command]
@@ -115,6 +120,19 @@ async fn download_resume(state: State<'_, AppState>, args: IdArgs) -> Result<(),
 #[tauri::command]
 async fn download_cancel(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
     Ok(state.runtime()?.downloads().cancel(&args.id)?)
+}
+
+#[tauri::command]
+fn hf_settings(state: State<'_, AppState>) -> Result<HfSettingsView, IpcError> {
+    Ok(state.runtime()?.hf().view())
+}
+
+#[tauri::command]
+async fn hf_settings_set(
+    state: State<'_, AppState>,
+    args: HfSettingsArgs,
+) -> Result<HfSettingsView, IpcError> {
+    Ok(state.runtime()?.hf().set(args).await?)
 }
 
 /// Shows the storage folder in the system's file manager. It takes no path from the window,
@@ -196,6 +214,11 @@ async fn runtime_set_custom(
 #[tauri::command]
 async fn runtime_set_mirror(state: State<'_, AppState>, args: MirrorArgs) -> Result<(), IpcError> {
     Ok(state.runtime()?.binaries().set_mirror(args.mirror).await?)
+}
+
+#[tauri::command]
+fn runtime_cancel(state: State<'_, AppState>, args: CancelSetupArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.binaries().cancel(args.runtime, args.discard)?)
 }
 
 #[tauri::command]
@@ -314,4 +337,9 @@ fn orchestrator_check(
 #[tauri::command]
 async fn orchestrator_reload(state: State<'_, AppState>) -> Result<(), IpcError> {
     Ok(state.runtime()?.orchestrator().reload_now().await?)
+}
+
+#[tauri::command]
+fn orchestrator_keep_stopped(state: State<'_, AppState>) -> Result<(), IpcError> {
+    Ok(state.runtime()?.orchestrator().keep_stopped()?)
 }

@@ -1,6 +1,7 @@
 //! The Models journey in the real window: download a small GGUF from a fixture server through
-//! the form, watch the progress (paused half-way, then resumed), see it listed with its badge,
-//! open its GGUF details, verify it, delete it.
+//! the form, watch the progress (paused half-way, then resumed), see it listed with its badge
+//! and offered in the LLM tab without a restart, open its GGUF details, verify it, delete it
+//! (and it is gone from the LLM tab); save a Hugging Face token and see it masked.
 
 use e2e::{live_group_members, App};
 use fantoccini::Locator;
@@ -54,6 +55,13 @@ async fn download_list_inspect_verify_delete() {
     let total = app.wait_text("#models-total", |t| t.contains("1 model")).await;
     assert!(total.contains(&ipc::format::bytes(model.len() as u64)), "{total}");
     app.screenshot("models-2-listed").await;
+    // The LLM tab (mounted since launch, when there was no model) offers it without a restart.
+    assert_eq!(llm_choices(&app, |c| c.contains(&"tiny-llama".to_owned())).await, ["tiny-llama"]);
+    app.click("#tab-btn-llm").await;
+    let shown = app.wait_text("#llm-model", |t| t.contains("Tiny Llama")).await;
+    assert_eq!(shown.trim(), "Tiny Llama");
+    app.screenshot("models-2b-offered-in-llm-tab").await;
+    app.click("#tab-btn-models").await;
     let file = app.genai_home().join("models/llm/tiny-llama.gguf");
     assert_eq!(std::fs::read(&file).unwrap(), model, "the file on disk is the served file");
 
@@ -75,9 +83,38 @@ async fn download_list_inspect_verify_delete() {
     app.click("tr.model-row .m-delete-confirm").await;
     app.wait_visible("#models-empty").await;
     assert!(!file.exists());
+    assert!(llm_choices(&app, |c| c.is_empty()).await.is_empty(), "gone from the LLM tab too");
+
+    // Hugging Face access: a token saved in the window is shown masked, never whole.
+    app.wait_visible("#hf-token").await.send_keys("hf_abcdefghijklmnopWXYZ").await.unwrap();
+    app.click("#hf-save").await;
+    let current = app.wait_text("#hf-current", |t| t.contains("saved here")).await;
+    assert!(current.contains("hf_…WXYZ") && !current.contains("abcdefghijklmnop"), "{current}");
+    let stored = app.genai_home().join("config/huggingface.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&stored).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    app.screenshot("models-4-hf-access").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
 
     let group = app.finish().await;
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// The model ids the LLM tab's select offers, once `ok` holds for them (read from the page, so
+/// the tab need not be shown).
+async fn llm_choices(app: &App, ok: impl Fn(&Vec<String>) -> bool) -> Vec<String> {
+    let js = "return [...document.querySelectorAll('#llm-model option')].map(o => o.value)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v: Vec<String> = serde_json::from_value(app.script(js).await).unwrap_or_default();
+        if ok(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "the LLM tab offers {v:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -5,10 +5,14 @@ use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
-use ipc::models::{DownloadRequest, DownloadStatus, IdArgs, ModelList, VerifyResult};
+use ipc::models::{
+    DeleteModelArgs, DownloadRequest, DownloadStatus, HfSettingsArgs, HfSettingsView, IdArgs,
+    ModelList, VerifyResult,
+};
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{
-    InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus, SetCustomArgs,
+    CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus,
+    SetCustomArgs,
 };
 use ipc::system::{MemoryNow, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
@@ -89,8 +93,9 @@ pub async fn models_list() -> Result<ModelList, IpcError> {
     invoke(cmd::MODELS_LIST).await
 }
 
-pub async fn model_delete(id: String) -> Result<(), IpcError> {
-    invoke_with(cmd::MODEL_DELETE, &IdArgs { id }).await
+/// Deletes a model; `stop`: stop the server that uses it first.
+pub async fn model_delete(id: String, stop: bool) -> Result<(), IpcError> {
+    invoke_with(cmd::MODEL_DELETE, &DeleteModelArgs { id, stop }).await
 }
 
 pub async fn model_verify(id: String) -> Result<VerifyResult, IpcError> {
@@ -108,6 +113,14 @@ pub async fn downloads() -> Result<Vec<DownloadStatus>, IpcError> {
 /// Pause, resume or cancel a download by id.
 pub async fn download_control(command: &'static str, id: String) -> Result<(), IpcError> {
     invoke_with(command, &IdArgs { id }).await
+}
+
+pub async fn hf_settings() -> Result<HfSettingsView, IpcError> {
+    invoke(cmd::HF_SETTINGS).await
+}
+
+pub async fn hf_settings_set(args: HfSettingsArgs) -> Result<HfSettingsView, IpcError> {
+    invoke_with(cmd::HF_SETTINGS_SET, &args).await
 }
 
 pub async fn open_storage_folder() -> Result<(), IpcError> {
@@ -133,6 +146,10 @@ pub async fn runtime_set_custom(
     path: Option<String>,
 ) -> Result<RuntimeStatus, IpcError> {
     invoke_with(cmd::RUNTIME_SET_CUSTOM, &SetCustomArgs { runtime, path }).await
+}
+
+pub async fn runtime_cancel(runtime: RuntimeKind, discard: bool) -> Result<(), IpcError> {
+    invoke_with(cmd::RUNTIME_CANCEL, &CancelSetupArgs { runtime, discard }).await
 }
 
 pub async fn runtime_set_mirror(mirror: Option<String>) -> Result<(), IpcError> {
@@ -213,6 +230,10 @@ pub async fn orchestrator_check(
     request: ImageRequest,
 ) -> Result<Option<OffloadDecision>, IpcError> {
     invoke_with(cmd::ORCHESTRATOR_CHECK, &request).await
+}
+
+pub async fn orchestrator_keep_stopped() -> Result<(), IpcError> {
+    invoke(cmd::ORCHESTRATOR_KEEP_STOPPED).await
 }
 
 pub async fn orchestrator_reload() -> Result<(), IpcError> {

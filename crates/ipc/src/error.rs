@@ -17,10 +17,14 @@ pub enum ErrorCode {
     FileSystem,
     InsufficientDisk,
     ModelNotFound,
+    /// A server or a paused LLM uses the model (it cannot be deleted under it).
+    ModelInUse,
     GgufInvalid,
     /// llama-server could not load the model (an unknown architecture, damaged tensors).
     ModelUnsupported,
     DownloadFailed,
+    /// The server wants a token, or a licence accepted (a gated Hugging Face repository).
+    AuthRequired,
     Network,
     ChecksumMismatch,
     Cancelled,
@@ -49,9 +53,11 @@ impl ErrorCode {
         Self::FileSystem,
         Self::InsufficientDisk,
         Self::ModelNotFound,
+        Self::ModelInUse,
         Self::GgufInvalid,
         Self::ModelUnsupported,
         Self::DownloadFailed,
+        Self::AuthRequired,
         Self::Network,
         Self::ChecksumMismatch,
         Self::Cancelled,
@@ -79,9 +85,11 @@ impl ErrorCode {
             Self::FileSystem => "FILE_SYSTEM",
             Self::InsufficientDisk => "INSUFFICIENT_DISK",
             Self::ModelNotFound => "MODEL_NOT_FOUND",
+            Self::ModelInUse => "MODEL_IN_USE",
             Self::GgufInvalid => "GGUF_INVALID",
             Self::ModelUnsupported => "MODEL_UNSUPPORTED",
             Self::DownloadFailed => "DOWNLOAD_FAILED",
+            Self::AuthRequired => "AUTH_REQUIRED",
             Self::Network => "NETWORK",
             Self::ChecksumMismatch => "CHECKSUM_MISMATCH",
             Self::Cancelled => "CANCELLED",
@@ -110,9 +118,11 @@ impl ErrorCode {
             Self::FileSystem => "File system error",
             Self::InsufficientDisk => "Not enough disk space",
             Self::ModelNotFound => "Model not found",
+            Self::ModelInUse => "Model in use",
             Self::GgufInvalid => "Not a valid GGUF file",
             Self::ModelUnsupported => "Model cannot be loaded",
             Self::DownloadFailed => "Download failed",
+            Self::AuthRequired => "Access needed",
             Self::Network => "Network error",
             Self::ChecksumMismatch => "Checksum mismatch",
             Self::Cancelled => "Cancelled",
@@ -145,6 +155,9 @@ impl ErrorCode {
             }
             Self::InsufficientDisk => "Free some disk space or delete unused models, then retry.",
             Self::ModelNotFound => "Refresh the Models tab; the model may have been deleted.",
+            Self::ModelInUse => {
+                "Stop the server that uses it first, or choose Stop and delete."
+            }
             Self::GgufInvalid => {
                 "The file is damaged, incomplete or not a GGUF model. Delete it and download it \
                  again; a tensor type this app does not know needs a newer app."
@@ -153,6 +166,10 @@ impl ErrorCode {
                 "The runtime cannot load this model: verify or re-download it, or update the runtime."
             }
             Self::DownloadFailed => "Retry the download; it resumes where it stopped.",
+            Self::AuthRequired => {
+                "Accept the model's licence on its Hugging Face page, then save a token with read \
+                 access under Models → Hugging Face access and retry."
+            }
             Self::Network => "Check your connection and retry; downloads resume where they stopped.",
             Self::ChecksumMismatch => {
                 "The file was removed. Retry the download; if it fails again, check the expected checksum."

@@ -231,6 +231,12 @@ pub enum AppEvent {
     OffloadNotNeeded {
         decision: Box<OffloadDecision>,
     },
+    /// The user chose to leave the paused LLM stopped: it will not be brought back.
+    LlmKeptStopped,
+    /// A model was deleted (lists that offer models refresh).
+    ModelDeleted {
+        model_id: String,
+    },
 }
 
 impl AppEvent {
@@ -289,6 +295,8 @@ impl AppEvent {
                 error.message
             ),
             Self::OffloadNotNeeded { decision } => format!("LLM kept running: {}", decision.reason),
+            Self::LlmKeptStopped => "LLM left stopped after the image, as asked".to_owned(),
+            Self::ModelDeleted { model_id } => format!("deleted {model_id}"),
         }
     }
 }

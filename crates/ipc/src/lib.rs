@@ -31,7 +31,8 @@ pub mod cmd {
 
     /// Installed models and their total disk use ([`crate::models::ModelList`]).
     pub const MODELS_LIST: &str = "models_list";
-    /// Deletes a model ([`crate::models::IdArgs`]).
+    /// Deletes a model ([`crate::models::DeleteModelArgs`]); one in use is refused unless the
+    /// arguments say to stop its server first.
     pub const MODEL_DELETE: &str = "model_delete";
     /// Recomputes a model's SHA-256 and compares it ([`crate::models::VerifyResult`]).
     pub const MODEL_VERIFY: &str = "model_verify";
@@ -42,6 +43,10 @@ pub mod cmd {
     pub const DOWNLOAD_PAUSE: &str = "download_pause";
     pub const DOWNLOAD_RESUME: &str = "download_resume";
     pub const DOWNLOAD_CANCEL: &str = "download_cancel";
+    /// How Hugging Face is reached ([`crate::models::HfSettingsView`]).
+    pub const HF_SETTINGS: &str = "hf_settings";
+    /// Saves the Hugging Face endpoint and token ([`crate::models::HfSettingsArgs`]).
+    pub const HF_SETTINGS_SET: &str = "hf_settings_set";
 
     /// Where a runtime stands ([`crate::runtimes::RuntimeArgs`] → [`crate::runtimes::RuntimeStatus`]).
     pub const RUNTIME_STATUS: &str = "runtime_status";
@@ -51,6 +56,8 @@ pub mod cmd {
     pub const RUNTIME_SET_CUSTOM: &str = "runtime_set_custom";
     /// Saves the release mirror ([`crate::runtimes::MirrorArgs`]).
     pub const RUNTIME_SET_MIRROR: &str = "runtime_set_mirror";
+    /// Stops a runtime's setup ([`crate::runtimes::CancelSetupArgs`]).
+    pub const RUNTIME_CANCEL: &str = "runtime_cancel";
 
     /// Where the LLM server stands ([`crate::llm::LlmStatus`]).
     pub const LLM_STATUS: &str = "llm_status";
@@ -92,6 +99,8 @@ pub mod cmd {
     pub const ORCHESTRATOR_CHECK: &str = "orchestrator_check";
     /// Brings a paused LLM back now (after a reload that failed).
     pub const ORCHESTRATOR_RELOAD: &str = "orchestrator_reload";
+    /// Leaves the paused LLM stopped: no reload after the image ("Keep it stopped").
+    pub const ORCHESTRATOR_KEEP_STOPPED: &str = "orchestrator_keep_stopped";
 
     /// Every command name, for the registration check.
     pub const ALL: &[&str] = &[
@@ -108,10 +117,13 @@ pub mod cmd {
         DOWNLOAD_PAUSE,
         DOWNLOAD_RESUME,
         DOWNLOAD_CANCEL,
+        HF_SETTINGS,
+        HF_SETTINGS_SET,
         RUNTIME_STATUS,
         RUNTIME_INSTALL,
         RUNTIME_SET_CUSTOM,
         RUNTIME_SET_MIRROR,
+        RUNTIME_CANCEL,
         LLM_STATUS,
         LLM_PREVIEW,
         LLM_START,
@@ -131,6 +143,7 @@ pub mod cmd {
         ORCHESTRATOR_SET,
         ORCHESTRATOR_CHECK,
         ORCHESTRATOR_RELOAD,
+        ORCHESTRATOR_KEEP_STOPPED,
     ];
 }
 

@@ -210,6 +210,16 @@ pub struct DownloadStatus {
     pub model_id: Option<String>,
 }
 
+/// `model_delete`'s argument.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteModelArgs {
+    pub id: String,
+    /// Stop the server that uses the model first ("Stop and delete"); without it a model in use
+    /// is refused with `MODEL_IN_USE`.
+    #[serde(default)]
+    pub stop: bool,
+}
+
 /// Arguments naming one model or one download.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdArgs {
@@ -228,4 +238,37 @@ pub struct ModelList {
     pub models: Vec<ModelInfo>,
     /// Bytes on disk, each file counted once even when models share it.
     pub total_bytes: u64,
+}
+
+/// Where a setting's value in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SettingOrigin {
+    /// Saved in the window.
+    Setting,
+    /// From the environment the app was started in (`HF_ENDPOINT`, `HF_TOKEN`).
+    Environment,
+    Default,
+}
+
+/// How the app reaches Hugging Face (`hf_settings`, `hf_settings_set`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfSettingsView {
+    /// The host every Hugging Face request goes to, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    pub endpoint_origin: SettingOrigin,
+    /// The token in force, never whole (`hf_…wxyz`); `None` when there is none.
+    pub token_masked: Option<String>,
+    pub token_origin: Option<SettingOrigin>,
+    /// Why the saved settings could not be used (a file from a newer version), if so.
+    pub problem: Option<String>,
+}
+
+/// `hf_settings_set`'s argument.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfSettingsArgs {
+    /// Blank: `HF_ENDPOINT` if set, else huggingface.co.
+    pub endpoint: String,
+    /// `None`: keep the saved token; blank: remove it.
+    pub token: Option<String>,
 }

@@ -119,6 +119,14 @@ pub struct InstallArgs {
     pub force: bool,
 }
 
+/// Stop a runtime's setup. `discard`: delete the partial download too (else the next Install
+/// continues it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelSetupArgs {
+    pub runtime: RuntimeKind,
+    pub discard: bool,
+}
+
 /// Point a runtime at a binary on disk; `None` goes back to the managed build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetCustomArgs {

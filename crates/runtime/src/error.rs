@@ -32,6 +32,10 @@ pub enum RuntimeError {
     #[error("the server answered HTTP {status} for {url}")]
     HttpStatus { url: String, status: u16 },
 
+    /// A 401/403 from Hugging Face: a gated repository or a missing or wrong token.
+    #[error("Hugging Face answered HTTP {status} for {url}: {}", if *token_sent { "the token was refused or has no access to this repository" } else { "this repository needs a token" })]
+    AuthRequired { url: String, status: u16, page: String, token_sent: bool },
+
     #[error("{file} has SHA-256 {actual}, expected {expected}; the file was deleted")]
     ChecksumMismatch { file: String, expected: String, actual: String },
 
@@ -46,6 +50,9 @@ pub enum RuntimeError {
 
     #[error("no model with id {0:?}")]
     ModelNotFound(String),
+
+    #[error("{model} is in use by {}", users.join(" and "))]
+    ModelInUse { model: String, users: Vec<String> },
 
     #[error("{path} is not a usable GGUF file: {detail}")]
     GgufInvalid { path: String, detail: String },
@@ -113,12 +120,16 @@ impl RuntimeError {
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::Unsupported(_) => ErrorCode::Unsupported,
             Self::Network { .. } => ErrorCode::Network,
+            Self::HttpStatus { status: 401 | 403, .. } | Self::AuthRequired { .. } => {
+                ErrorCode::AuthRequired
+            }
             Self::HttpStatus { .. } => ErrorCode::DownloadFailed,
             Self::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
             Self::Cancelled => ErrorCode::Cancelled,
             Self::InsufficientDisk { .. } => ErrorCode::InsufficientDisk,
             Self::Internal(_) => ErrorCode::Internal,
             Self::ModelNotFound(_) => ErrorCode::ModelNotFound,
+            Self::ModelInUse { .. } => ErrorCode::ModelInUse,
             Self::GgufInvalid { .. } => ErrorCode::GgufInvalid,
             Self::AlreadyExists(_) => ErrorCode::InvalidInput,
             Self::BadArchive { .. } => ErrorCode::BinaryInvalid,
@@ -147,8 +158,20 @@ impl RuntimeError {
                     "Give your user write access to the storage folder, or set GENAI_HOME to another folder.",
                 ),
             Self::HttpStatus { status: 401 | 403, .. } => e.with_remedy(
-                "The file needs access: accept the model's terms on Hugging Face and set HF_TOKEN to a token with read access.",
+                "The server wants credentials for this URL. For a Hugging Face model, download it \
+                 from the Hugging Face source so the token in Models → Hugging Face access is sent.",
             ),
+            Self::AuthRequired { page, token_sent, .. } => e.with_remedy(if *token_sent {
+                format!(
+                    "Open {page} and accept the licence with the account the token belongs to, or \
+                     save a token with read access under Models → Hugging Face access; then retry."
+                )
+            } else {
+                format!(
+                    "Accept the licence at {page}, create a read token in your Hugging Face \
+                     settings, save it under Models → Hugging Face access (or set HF_TOKEN), then retry."
+                )
+            }),
             Self::HttpStatus { status: 404, .. } => {
                 e.with_remedy("Check the repository, file name and revision (or the URL).")
             }

@@ -47,6 +47,7 @@ pub struct Runtime {
     system: Arc<SystemProbe>,
     models: ModelStore,
     downloads: DownloadQueue,
+    hf: models::hf::HfSettings,
     binaries: binaries::Binaries,
     llm: llama::LlamaServer,
     diffusion: diffusion::DiffusionServer,
@@ -59,11 +60,13 @@ impl Runtime {
     pub fn open(root: StorageRoot, events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
         let storage = StorageLayout::create(root)?;
         let models = ModelStore::new(storage.clone());
+        let hf = models::hf::HfSettings::open(&storage.config(), models::hf::HfEnv::from_env());
         let downloads = DownloadQueue::new(
             models.clone(),
             events.clone(),
             DEFAULT_CONCURRENCY,
             download::DownloadConfig::default(),
+            hf.clone(),
         )?;
         let binaries = binaries::Binaries::new(
             storage.clone(),
@@ -100,6 +103,7 @@ impl Runtime {
             system,
             models,
             downloads,
+            hf,
             binaries,
             llm,
             diffusion,
@@ -120,6 +124,11 @@ impl Runtime {
         &self.downloads
     }
 
+    /// How Hugging Face is reached: the endpoint and token in force.
+    pub fn hf(&self) -> &models::hf::HfSettings {
+        &self.hf
+    }
+
     pub fn llm(&self) -> &llama::LlamaServer {
         &self.llm
     }
@@ -130,6 +139,41 @@ impl Runtime {
 
     pub fn orchestrator(&self) -> &orchestrator::Orchestrator {
         &self.orchestrator
+    }
+
+    /// Deletes model `id`. One that a server uses (the LLM running or paused for an image, the
+    /// image server) is refused with `MODEL_IN_USE` naming it, unless `stop` is set: then those
+    /// servers are stopped first ("Stop and delete"). Lists that offer models are told.
+    pub async fn delete_model(&self, id: &str, stop: bool) -> Result<()> {
+        use models::in_use::{users_of, ModelUser};
+        let paused = self.orchestrator.status().saved;
+        let users = users_of(id, &self.llm.status(), &self.diffusion.status(), paused.as_ref());
+        if !users.is_empty() {
+            if !stop {
+                return Err(RuntimeError::ModelInUse {
+                    model: self
+                        .models
+                        .get(id)
+                        .await
+                        .map(|m| m.name)
+                        .unwrap_or_else(|_| id.to_owned()),
+                    users: users.iter().map(|u| u.label().to_owned()).collect(),
+                });
+            }
+            for user in users {
+                match user {
+                    ModelUser::LlmServer => self.llm.stop().await?,
+                    ModelUser::PausedLlm => self.orchestrator.keep_stopped()?,
+                    ModelUser::ImageServer => self.diffusion.stop().await?,
+                }
+            }
+            self.system_changed();
+        }
+        self.models.delete(id).await?;
+        // What sd-cli allocated for it must not size a later model of the same id.
+        self.diffusion.forget_model(id).await;
+        self.events.emit(AppEvent::ModelDeleted { model_id: id.to_owned() });
+        Ok(())
     }
 
     /// At launch: brings back an LLM that was paused for an image when the app last ended.

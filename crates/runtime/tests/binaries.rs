@@ -521,3 +521,82 @@ async fn sd_cli_installs_from_a_zip() {
     assert_eq!(got.installed.variant, Variant::Cpu);
     assert_eq!(s.calls(), ["--help"]);
 }
+
+/// Bytes gzip cannot shrink, so an archive is as large as asked.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A runtime download that stalls half-way is cancelled from the card: Cancel keeps the
+/// `.part` and the next Install continues it with `Range`; Cancel with discard deletes it.
+#[tokio::test]
+async fn a_runtime_download_can_be_cancelled_and_resumed_or_discarded() {
+    for discard in [false, true] {
+        let mut s = Setup::new(if discard { "cancel-discard" } else { "cancel-keep" }).await;
+        let body = tar_gz(&[
+            (&format!("llama-{VERSION}/llama-server"), &s.script(Scenario::Cpu)),
+            (&format!("llama-{VERSION}/libggml.so"), &noise(256 * 1024)),
+        ]);
+        let file = format!("llama-{VERSION}-bin-CPU.tar.gz");
+        let route = format!("/rel/{file}");
+        s.serve(Variant::Cpu, file.clone(), body.clone(), None);
+        s.server.add_fault(&route, testkit::http::Fault::StallAfter(100_000));
+        let bins = s.binaries();
+        let e = bins.cancel(RuntimeKind::Llama, discard).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::InvalidInput, "nothing to cancel yet: {e}");
+        let mut rx = s.events.subscribe();
+        let task = {
+            let bins = bins.clone();
+            tokio::spawn(async move { bins.ensure(RuntimeKind::Llama, &[], false).await })
+        };
+        // The card shows the download moving, then the bytes stop coming.
+        loop {
+            let ev = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap();
+            if let Ok(AppEvent::BinaryProgress(p)) = ev {
+                if p.stage == ipc::runtimes::SetupStage::Downloading && p.done > 0 {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(bins.status(RuntimeKind::Llama).busy);
+        let t = std::time::Instant::now();
+        bins.cancel(RuntimeKind::Llama, discard).unwrap();
+        let err = task.await.unwrap().unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Cancelled, "{err}");
+        assert!(t.elapsed() < Duration::from_secs(3), "not only at the stall timeout");
+        let status = bins.status(RuntimeKind::Llama);
+        assert!(!status.busy && status.installed.is_none());
+        assert_eq!(status.last_error.map(|e| e.code), Some(ErrorCode::Cancelled));
+        let part = s.root.join(format!("binaries/llama/downloads/{file}.part"));
+        let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let log: Vec<String> = status.log.iter().map(|l| l.message.clone()).collect();
+        if discard {
+            assert!(!part.exists(), "the partial archive is deleted");
+            assert!(log.iter().any(|l| l.contains("partial download was deleted")), "{log:?}");
+        } else {
+            assert_eq!(kept, 100_000, "the bytes fetched are kept");
+            assert!(log.iter().any(|l| l.contains("is kept")), "{log:?}");
+        }
+        assert!(s.calls().is_empty(), "nothing half-downloaded ran");
+
+        // Install again: it continues (or starts over) and installs.
+        let got = bins.ensure(RuntimeKind::Llama, &[], false).await.unwrap();
+        assert_eq!(got.installed.variant, Variant::Cpu);
+        let gets = s.server.gets(&route);
+        let range = gets.last().unwrap().header("range").map(str::to_owned);
+        if discard {
+            assert_eq!(range, None, "started over");
+        } else {
+            assert_eq!(range.as_deref(), Some("bytes=100000-"), "continued where it stopped");
+        }
+    }
+}

@@ -344,7 +344,46 @@ async fn bad_requests_get_a_400_with_the_reason() {
     let r = w.http.get(w.url("/health")).header("origin", "http://evil.example").send().await;
     assert_eq!(r.unwrap().status().as_u16(), 403);
     let r = w.http.get(w.url("/health")).header("origin", "http://localhost:3000").send().await;
-    assert_eq!(r.unwrap().status().as_u16(), 200, "a local page may ask");
+    let r = r.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a local page may ask");
+    assert_eq!(header(&r, "access-control-allow-origin"), "http://localhost:3000", "and read");
+
+    // A browser page on this computer: its preflight is answered for that origin only.
+    let preflight = |origin: &'static str, path: &str| {
+        w.http
+            .request(reqwest::Method::OPTIONS, w.url(path))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let r = preflight("http://127.0.0.1:5173", "/v1/images/generations").await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(header(&r, "access-control-allow-origin"), "http://127.0.0.1:5173");
+    assert!(header(&r, "access-control-allow-methods").contains("POST"));
+    assert!(header(&r, "access-control-allow-headers").contains("content-type"));
+    for evil in ["http://evil.example", "https://localhost:3000", "null"] {
+        let r = preflight(evil, "/v1/images/generations").await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{evil}");
+        assert_eq!(header(&r, "access-control-allow-origin"), "", "{evil}");
+    }
+    let r = preflight("http://localhost:3000", "/v1/models").await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // A wrong method on a known route: JSON like every other error, with what it answers.
+    for (method, path, allow) in [
+        (reqwest::Method::PUT, "/v1/images/generations", "POST, OPTIONS"),
+        (reqwest::Method::GET, "/v1/images/generations", "POST, OPTIONS"),
+        (reqwest::Method::DELETE, "/health", "GET, HEAD, OPTIONS"),
+        (reqwest::Method::POST, "/v1/images/generations/img-1", "GET, HEAD, DELETE, OPTIONS"),
+    ] {
+        let r = w.http.request(method.clone(), w.url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(header(&r, "allow"), allow, "{method} {path}");
+        let v = json_of(r).await;
+        assert_eq!(v["error"]["code"], "METHOD_NOT_ALLOWED", "{method} {path}: {v}");
+        assert!(v["error"]["message"].as_str().unwrap().contains(allow), "{v}");
+    }
     let port = w.base.rsplit(':').next().unwrap();
     let mut s = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
@@ -435,6 +474,10 @@ async fn a_failing_sd_cli_fails_the_job_with_its_reason() {
     let log: Vec<String> = w.server.logs().into_iter().map(|l| l.message).collect();
     assert!(log.iter().any(|l| l.contains("image job failed")), "{log:?}");
     w.server.stop().await.unwrap();
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
 }
 
 async fn json_of(r: reqwest::Response) -> Value {

@@ -6,6 +6,7 @@ use ipc::models::{
 };
 use ipc::{AppEvent, ErrorCode, StorageRootSource};
 use runtime::download::DownloadConfig;
+use runtime::models::hf::{HfEnv, HfSettings};
 use runtime::models::queue::DownloadQueue;
 use runtime::models::ModelStore;
 use runtime::{EventBus, StorageLayout, StorageRoot};
@@ -24,6 +25,11 @@ struct Home {
 
 impl Home {
     fn new(name: &str) -> Self {
+        Self::with_hf(name, HfEnv::default())
+    }
+
+    /// With Hugging Face reached as `hf` says (an endpoint on a fixture server, a token).
+    fn with_hf(name: &str, hf: HfEnv) -> Self {
         let root = std::env::temp_dir().join(format!("genai-models-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let layout =
@@ -36,7 +42,8 @@ impl Home {
             max_retries: 2,
             backoff: Duration::from_millis(20),
         };
-        let queue = DownloadQueue::new(store.clone(), bus, 2, config).unwrap();
+        let hf = HfSettings::open(&root.join("config"), hf);
+        let queue = DownloadQueue::new(store.clone(), bus, 2, config, hf).unwrap();
         Self { root, store, queue, events }
     }
 
@@ -430,4 +437,73 @@ async fn diffusion_variants_share_components_and_delete_keeps_what_is_shared() {
     assert!(std::path::Path::new(&m.files[1].path).exists(), "VAE still used by the Q4 variant");
     home.store.delete(&q4_id).await.unwrap();
     assert_eq!(home.files("diffusion"), Vec::<String>::new(), "folder gone with the last variant");
+}
+
+/// Hugging Face's layout on two loopback servers: `resolve` answers 302 with `x-linked-etag` to
+/// a storage host on another port. The token goes to the first host only; a gated repository's
+/// 401 says AUTH_REQUIRED with the page where the licence is accepted.
+#[tokio::test]
+async fn the_hugging_face_token_reaches_its_own_host_only_and_a_gated_repo_says_what_to_do() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let cdn = FixtureServer::start().await;
+    cdn.add("/repos/ab/cd/blob", Route::bytes(model.clone()));
+    let hub = FixtureServer::start().await;
+    let resolve = "/org/tiny-GGUF/resolve/main/tiny-Q8_0.gguf";
+    hub.add(
+        resolve,
+        Route::redirect(&cdn.url("/repos/ab/cd/blob"))
+            .header("x-linked-etag", &format!("\"{}\"", sha(&model))),
+    );
+    let endpoint = hub.url("");
+    let mut home = Home::with_hf(
+        "hf-token",
+        HfEnv { endpoint: Some(format!("{endpoint}/")), token: Some("hf_secret_token".into()) },
+    );
+    let request = |repo: &str, file: &str| DownloadRequest {
+        name: format!("{repo} tiny"),
+        kind: ModelKind::Llm,
+        source: ModelSource::HuggingFace {
+            repo: repo.into(),
+            file: file.into(),
+            revision: "main".into(),
+        },
+        sha256: None,
+        components: vec![],
+        directory: None,
+    };
+    let id = home.queue.enqueue(request("org/tiny-GGUF", "tiny-Q8_0.gguf")).unwrap();
+    let AppEvent::DownloadFinished { model_id, .. } = home.outcome(&id).await else {
+        panic!("the download through the endpoint failed")
+    };
+    let m = home.store.get(&model_id).await.unwrap();
+    assert_eq!(m.sha256.as_deref(), Some(sha(&model).as_str()), "verified against x-linked-etag");
+    let to_hub = hub.seen(resolve);
+    assert!(!to_hub.is_empty());
+    for s in &to_hub {
+        assert_eq!(s.header("authorization"), Some("Bearer hf_secret_token"), "{s:?}");
+    }
+    let to_cdn = cdn.seen("/repos/ab/cd/blob");
+    assert!(!to_cdn.is_empty());
+    for s in &to_cdn {
+        assert_eq!(s.header("authorization"), None, "the token leaked to the storage host: {s:?}");
+    }
+
+    // A gated repository: 401 without the licence accepted.
+    let gated = "/org/gated-GGUF/resolve/main/gated-Q8_0.gguf";
+    let mut route = Route::bytes(model.clone());
+    for _ in 0..3 {
+        route = route.fault(Fault::Status(401)); // the HEAD for x-linked-etag, the GET, spare
+    }
+    hub.add(gated, route);
+    let id = home.queue.enqueue(request("org/gated-GGUF", "gated-Q8_0.gguf")).unwrap();
+    let AppEvent::DownloadFailed { error, .. } = home.outcome(&id).await else {
+        panic!("a 401 registered a model")
+    };
+    assert_eq!(error.code, ErrorCode::AuthRequired, "{error:?}");
+    assert!(error.remedy.contains(&format!("{endpoint}/org/gated-GGUF")), "{error:?}");
+    assert!(error.remedy.contains("Hugging Face access"), "{error:?}");
+    assert!(
+        !error.message.contains("hf_secret_token") && !error.remedy.contains("hf_secret_token")
+    );
+    assert_eq!(home.files("llm"), [format!("{model_id}.json"), "tiny-Q8_0.gguf".to_owned()]);
 }

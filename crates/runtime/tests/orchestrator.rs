@@ -455,15 +455,15 @@ fn fake_sd_cli_entry() {
     testkit::fake_runtime::sd_cli_if_asked();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
+/// A started image server (a fake sd-cli that writes real PNGs, a one-byte model) whose jobs
+/// pass through `w`'s orchestrator, set to pause the LLM for every job.
+async fn image_server(w: &World) -> runtime::diffusion::DiffusionServer {
     use runtime::binaries::{Binaries, BinariesConfig};
     use runtime::diffusion::{DiffusionServer, DiffusionServerConfig};
     use runtime::models::ModelStore;
     use runtime::system::SystemProbe;
     use runtime::{StorageLayout, StorageRoot};
 
-    let w = World::new("batch", 8 * GIB);
     // Always: the fake sd-cli's model is tiny, but the rule says pause.
     w.orch
         .set_settings(OrchestratorSettings { mode: OffloadMode::Always, margin: 0.75 })
@@ -494,6 +494,13 @@ async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
     sd.start(DiffusionConfig { model_id: "sd".into(), port: Some(0), ..Default::default() })
         .await
         .unwrap();
+    sd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_through_the_diffusion_server_pauses_the_llm_once() {
+    let w = World::new("batch", 8 * GIB);
+    let sd = image_server(&w).await;
     let decision = sd.would_need_offload(&Default::default()).unwrap().unwrap();
     assert!(decision.offload, "{}", decision.reason);
     let mut rx = w.events.subscribe();
@@ -573,4 +580,94 @@ async fn closing_the_app_mid_job_leaves_the_llm_stopped_and_nothing_to_restore()
     assert!(!w.llm.is_running());
     assert!(!w.saved_file().exists() && w.orch.status().saved.is_none());
     assert!(!drain(&mut rx).iter().any(|e| matches!(e, AppEvent::LlmReloaded { .. })));
+}
+
+/// The offload flags are decided after the pause: with 4 GiB free CLIP would go to the CPU (under
+/// 6 GiB of headroom); the 6 GiB the paused LLM gives back keep it on the GPU. Without a pause
+/// the same request on the same 4 GiB keeps CLIP on the CPU.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offload_flags_follow_the_memory_the_pause_freed() {
+    for mode in [OffloadMode::Always, OffloadMode::Never] {
+        let w = World::new(&format!("refit-{mode:?}"), 4 * GIB);
+        let sd = image_server(&w).await;
+        sd.set_memory(w.memory.clone());
+        w.orch.set_settings(OrchestratorSettings { mode, margin: 0.75 }).await.unwrap();
+        let req = ipc::diffusion::ImageRequest {
+            prompt: "x".into(),
+            width: Some(64),
+            height: Some(64),
+            steps: Some(2),
+            ..Default::default()
+        };
+        let id = sd.generate(req).unwrap().id;
+        // Done once the job has ended and the gate has let go (the LLM back, or never paused).
+        for _ in 0..500 {
+            let idle = w.orch.status().phase == OrchestratorPhase::Idle;
+            if sd.job(&id).unwrap().status.is_finished() && idle {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sd.job(&id).unwrap().status, ipc::diffusion::JobStatus::Complete);
+        let calls = std::fs::read_to_string(w.dir.join("calls.log")).unwrap();
+        let run = calls.lines().find(|l| l.contains(" -o ")).expect("sd-cli ran");
+        let logs: Vec<String> = sd.logs().into_iter().map(|l| l.message).collect();
+        let refit = "offload flags now all on the GPU (were CLIP on CPU)";
+        if mode == OffloadMode::Always {
+            assert!(w.llm.is_running(), "the LLM came back");
+            assert!(!run.contains("--clip-on-cpu"), "CLIP kept on the CPU after the pause: {run}");
+            assert!(logs.iter().any(|l| l.contains(refit)), "{logs:?}");
+        } else {
+            assert!(run.contains("--clip-on-cpu"), "{run}");
+            assert!(!logs.iter().any(|l| l.contains(refit)), "{logs:?}");
+        }
+        sd.stop().await.unwrap();
+    }
+}
+
+/// "Keep it stopped" during the pause: the job finishes, the LLM is not brought back, manual
+/// starts are allowed again and nothing is left to restore; with nothing paused it says so.
+#[tokio::test]
+async fn keep_it_stopped_cancels_the_reload() {
+    let w = World::new("keep", 8 * GIB);
+    let e = w.orch.keep_stopped().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidInput, "{e}");
+    let mut rx = w.events.subscribe();
+    let orch = w.orch.clone();
+    w.orch
+        .run("job-1", need(5 * GIB), || {}, async move {
+            orch.keep_stopped().unwrap();
+            Ok::<_, RuntimeError>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(w.ops(), ["hold", "pause", "unhold"], "no resume");
+    assert!(!w.llm.is_running());
+    assert!(!w.saved_file().exists(), "nothing for the next launch to restore");
+    let st = w.orch.status();
+    assert!(st.saved.is_none() && st.phase == OrchestratorPhase::Idle, "{st:?}");
+    let events = drain(&mut rx);
+    assert!(matches!(events.last(), Some(AppEvent::LlmKeptStopped)), "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, AppEvent::LlmReloaded { .. })));
+    assert!(w.llm.log.lock().unwrap().iter().any(|l| l.contains("Keep it stopped")));
+
+    // The next pause brings the LLM back again as usual.
+    *w.llm.running.lock().unwrap() = Some(config());
+    w.memory.free_vram.store(8 * GIB, Ordering::SeqCst);
+    w.orch.run("job-2", need(5 * GIB), || {}, async { Ok::<_, RuntimeError>(()) }).await.unwrap();
+    assert!(w.llm.is_running(), "a new pause is not kept stopped");
+}
+
+/// After a reload that failed for good, "Keep it stopped" lets go at once.
+#[tokio::test]
+async fn keep_it_stopped_after_a_failed_reload_forgets_the_saved_llm() {
+    let w = World::new("keep-failed", 8 * GIB);
+    w.llm.fail_resumes.store(100, Ordering::SeqCst);
+    w.orch.run("job-1", need(5 * GIB), || {}, async { Ok::<_, RuntimeError>(()) }).await.unwrap();
+    assert!(w.orch.status().reload_error.is_some() && w.saved_file().exists());
+    w.orch.keep_stopped().unwrap();
+    let st = w.orch.status();
+    assert!(st.saved.is_none() && st.reload_error.is_none(), "{st:?}");
+    assert!(!w.saved_file().exists());
+    assert_eq!(w.ops().last().map(String::as_str), Some("unhold"));
 }

@@ -3,11 +3,11 @@
 //! progress bar while a build downloads.
 
 use crate::api;
-use crate::app::RuntimeFeed;
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
+use crate::feeds::RuntimeFeed;
 use ipc::event::LogLevel;
 use ipc::format::bytes;
 use ipc::runtimes::{BinaryProgress, InstalledRuntime, RuntimeKind, RuntimeStatus, SetupStage};
@@ -182,11 +182,24 @@ pub fn RuntimeCard(kind: RuntimeKind) -> impl IntoView {
                     {move || {
                         let installed = status.with(|s| s.as_ref().is_some_and(|s| s.installed.is_some()));
                         let (label, force) = if installed { ("Re-check", true) } else { ("Install", false) };
+                        let cancel = move |discard: bool| {
+                            spawn_local(async move {
+                                if let Err(e) = api::runtime_cancel(kind, discard).await {
+                                    error.set(Some(e));
+                                }
+                            })
+                        };
                         view! {
                             <button class="btn btn-primary runtime-install" disabled=busy
                                 on:click=move |_| act(Action::Install(force))>
                                 {move || if busy() { "Working…" } else { label }}
                             </button>
+                            <Show when=busy>
+                                <button class="btn runtime-cancel" title="Stop; Install continues the download later"
+                                    on:click=move |_| cancel(false)>"Cancel"</button>
+                                <button class="btn runtime-cancel-discard" title="Stop and delete the partial download"
+                                    on:click=move |_| cancel(true)>"Cancel and delete download"</button>
+                            </Show>
                         }
                     }}
                 </div>

@@ -3,12 +3,12 @@
 //! with Cancel, the finished images with Save, and the log.
 
 use crate::api;
-use crate::app::{DiffusionFeed, LlmFeed};
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
+use crate::feeds::{DiffusionFeed, LlmFeed, ModelsChanged};
 use ipc::diffusion::{
     preset_for, DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView,
     Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
@@ -135,21 +135,33 @@ fn ConfigCard(
     let port = RwSignal::new(String::new());
     let preset = RwSignal::new(0usize);
     let working = RwSignal::new(false);
-    spawn_local(async move {
-        if let Ok(list) = api::models_list().await {
-            let sd: Vec<(String, String, u64)> = list
-                .models
-                .into_iter()
-                .filter(|m| m.kind == ModelKind::Diffusion)
-                .map(|m| (m.id, m.name, m.size_bytes))
-                .collect();
-            if let Some((id, name, _)) = sd.first() {
-                model.set(id.clone());
-                preset.set(preset_for(name));
-                form.apply(&PRESETS[preset_for(name)]);
+    // Read again whenever a download finishes or a model is deleted: the choice stays while
+    // its model exists, else the first one is chosen (with its preset).
+    let models_changed = expect_context::<ModelsChanged>().0;
+    Effect::new(move |_| {
+        models_changed.track();
+        spawn_local(async move {
+            if let Ok(list) = api::models_list().await {
+                let sd: Vec<(String, String, u64)> = list
+                    .models
+                    .into_iter()
+                    .filter(|m| m.kind == ModelKind::Diffusion)
+                    .map(|m| (m.id, m.name, m.size_bytes))
+                    .collect();
+                let current = model.get_untracked();
+                if !sd.iter().any(|(id, _, _)| *id == current) {
+                    match sd.first() {
+                        Some((id, name, _)) => {
+                            model.set(id.clone());
+                            preset.set(preset_for(name));
+                            form.apply(&PRESETS[preset_for(name)]);
+                        }
+                        None => model.set(String::new()),
+                    }
+                }
+                models.set(sd);
             }
-            models.set(sd);
-        }
+        });
     });
     let state =
         move || status.with(|s| s.as_ref().map(|s| s.state).unwrap_or(ServerState::Stopped));
@@ -195,8 +207,9 @@ fn ConfigCard(
                     }
                     model.set(id);
                 }>
-                    {move || models.get().into_iter().map(|(id, name, size)| view! {
-                        <option value=id.clone()>{format!("{name} ({})", bytes(size))}</option>
+                    {move || models.get().into_iter().map(|(id, name, size)| {
+                        let selected = id == model.get_untracked();
+                        view! { <option value=id.clone() selected=selected>{format!("{name} ({})", bytes(size))}</option> }
                     }).collect_view()}
                 </select>
             </label>

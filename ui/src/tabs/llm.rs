@@ -2,12 +2,12 @@
 //! default, every field overridable), Start / Stop / Restart, a streaming test chat, and the log.
 
 use crate::api;
-use crate::app::LlmFeed;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::local_date;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
+use crate::feeds::{LlmFeed, ModelsChanged};
 use ipc::event::ServerState;
 use ipc::format::bytes;
 use ipc::llm::{ChatArgs, ChatMessage, DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
@@ -155,19 +155,26 @@ fn ConfigCard(
     let strict = RwSignal::new(false);
     let preview = RwSignal::new(None::<Result<LlmSettings, IpcError>>);
 
-    spawn_local(async move {
-        if let Ok(list) = api::models_list().await {
-            let llms: Vec<(String, String)> = list
-                .models
-                .into_iter()
-                .filter(|m| m.kind == ModelKind::Llm)
-                .map(|m| (m.id, m.name))
-                .collect();
-            if let Some((id, _)) = llms.first() {
-                model.set(id.clone());
+    // Read again whenever a download finishes or a model is deleted: the choice stays while
+    // its model exists, else the first one is chosen.
+    let models_changed = expect_context::<ModelsChanged>().0;
+    Effect::new(move |_| {
+        models_changed.track();
+        spawn_local(async move {
+            if let Ok(list) = api::models_list().await {
+                let llms: Vec<(String, String)> = list
+                    .models
+                    .into_iter()
+                    .filter(|m| m.kind == ModelKind::Llm)
+                    .map(|m| (m.id, m.name))
+                    .collect();
+                let current = model.get_untracked();
+                if !llms.iter().any(|(id, _)| *id == current) {
+                    model.set(llms.first().map(|(id, _)| id.clone()).unwrap_or_default());
+                }
+                models.set(llms);
             }
-            models.set(llms);
-        }
+        });
     });
 
     let config = move || {
@@ -236,7 +243,10 @@ fn ConfigCard(
             <label class="field">
                 <span>"Model"</span>
                 <select id="llm-model" on:change=move |ev| model.set(event_target_value(&ev)) prop:value=model>
-                    {move || models.get().into_iter().map(|(id, name)| view! { <option value=id.clone()>{name}</option> }).collect_view()}
+                    {move || models.get().into_iter().map(|(id, name)| {
+                        let selected = id == model.get_untracked();
+                        view! { <option value=id.clone() selected=selected>{name}</option> }
+                    }).collect_view()}
                 </select>
             </label>
             {move || models.with(Vec::is_empty).then(|| view! { <p class="muted">"No LLM downloaded yet: get one in the Models tab."</p> })}

@@ -4,11 +4,11 @@
 //! state while paused), and the event log.
 
 use crate::api;
-use crate::app::{DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline, HISTORY_MS};
 use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
+use crate::feeds::{DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline, HISTORY_MS};
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
 use ipc::llm::LlmStatus;
@@ -341,6 +341,14 @@ fn OrchestrationCard() -> impl IntoView {
             refresh(false);
         })
     };
+    let keep_stopped = move |_| {
+        spawn_local(async move {
+            if let Err(e) = api::orchestrator_keep_stopped().await {
+                error.set(Some(e));
+            }
+            refresh(false);
+        })
+    };
     view! {
         <Card title="Orchestration">
             <div class="toolbar">
@@ -379,7 +387,11 @@ fn OrchestrationCard() -> impl IntoView {
                         })}
                         {s.saved.clone().map(|saved| view! {
                             <dt>"Saved LLM"</dt>
-                            <dd id="orch-saved">{format!("{} on port {}, {} context (saved {})", saved.config.model_id, saved.port, saved.context_size, local_time(saved.saved_at_ms))}</dd>
+                            <dd id="orch-saved">
+                                {format!("{} on port {}, {} context (saved {}) ", saved.config.model_id, saved.port, saved.context_size, local_time(saved.saved_at_ms))}
+                                <button id="orch-keep-stopped" class="btn btn-small" title="Do not bring the LLM back after this image"
+                                    on:click=keep_stopped>"Keep it stopped"</button>
+                            </dd>
                         })}
                     </dl>
                     {s.reload_error.clone().map(|e| view! {

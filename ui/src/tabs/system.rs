@@ -1,10 +1,10 @@
 //! System Info: CPU, memory, every GPU and what this machine can run, live.
 
 use crate::api;
-use crate::app::SystemChanged;
 use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
+use crate::feeds::SystemChanged;
 use ipc::format::bytes;
 use ipc::system::{GpuInfo, MemoryInfo, Recommendations, SystemInfo};
 use ipc::IpcError;

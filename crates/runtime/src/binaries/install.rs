@@ -15,7 +15,9 @@ use super::check::{self, CheckConfig, CheckFailure};
 use super::manifest::{
     candidates, platform_key, Asset, ReleaseManifest, RuntimeRelease, ENV_MIRROR,
 };
-use crate::download::{Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
+use crate::download::{
+    Command as DlCommand, Control, DownloadConfig, DownloadSpec, Downloader, Outcome,
+};
 use crate::events::EventBus;
 use crate::storage::StorageLayout;
 use crate::{now_ms, Result, RuntimeError};
@@ -240,7 +242,22 @@ impl Binaries {
             st.busy = true;
             st.last_error = None;
         }
+        // A cancel meant for an earlier setup does not stop this one.
+        self.inner.control[idx(kind)].resume();
         let out = job.await;
+        if matches!(out, Err(RuntimeError::Cancelled)) {
+            let kept = self.inner.control[idx(kind)].current() == DlCommand::Pause;
+            self.log(
+                kind,
+                LogLevel::Warn,
+                if kept {
+                    "setup cancelled; what was downloaded is kept, and Install continues from there"
+                } else {
+                    "setup cancelled; the partial download was deleted"
+                }
+                .to_owned(),
+            );
+        }
         {
             let mut st = self.inner.state[idx(kind)].lock().unwrap();
             st.busy = false;
@@ -249,6 +266,25 @@ impl Binaries {
         let stage = if out.is_ok() { SetupStage::Done } else { SetupStage::Failed };
         self.progress(kind, stage, None, 0, None);
         out
+    }
+
+    /// Stops the running setup of `kind` at its download (or before the next build variant).
+    /// `discard`: the partial archive is deleted; otherwise it stays and the next Install resumes
+    /// it with `Range`. The setup ends with `CANCELLED`.
+    pub fn cancel(&self, kind: RuntimeKind, discard: bool) -> Result<()> {
+        if !self.inner.state[idx(kind)].lock().unwrap().busy {
+            return Err(RuntimeError::InvalidInput(format!(
+                "no setup of {} is running",
+                kind.program()
+            )));
+        }
+        let control = &self.inner.control[idx(kind)];
+        if discard {
+            control.cancel();
+        } else {
+            control.pause();
+        }
+        Ok(())
     }
 
     /// Makes sure a checked build of `kind` is installed and answers it. `gpus` decides which
@@ -470,6 +506,9 @@ impl Binaries {
         let mut tried = Vec::new();
         for asset in assets {
             let label = asset.variant.label();
+            if self.inner.control[idx(kind)].current() != DlCommand::Run {
+                return Err(RuntimeError::Cancelled);
+            }
             match self.try_variant(kind, release, asset).await {
                 Ok(Ok(installed)) => {
                     self.prune_versions(kind, &release.version);
@@ -522,7 +561,6 @@ impl Binaries {
             bearer_token: None,
         };
         let control = self.inner.control[idx(kind)].clone();
-        control.resume();
         let mut last_pct = None;
         let outcome = self
             .inner

@@ -8,16 +8,19 @@
 //! - `DELETE /v1/images/generations/{id}` → cancel (idempotent; 409 `ALREADY_TERMINAL` once
 //!   complete or failed)
 //!
-//! Unlike the original it answers no cross-origin requests (no CORS headers), refuses a request
-//! whose `Host` or `Origin` names another computer while it listens on loopback (DNS rebinding,
-//! drive-by pages), and, when it listens on another address, wants `Authorization: Bearer`.
+//! Unlike the original (CORS open to every origin) it answers cross-origin requests only from
+//! pages on this computer (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`: the
+//! preflight and `Access-Control-Allow-Origin` naming that origin), refuses a request whose `Host`
+//! or `Origin` names another computer while it listens on loopback (DNS rebinding, drive-by
+//! pages), and, when it listens on another address, wants `Authorization: Bearer`. A wrong method
+//! on a known route is a JSON 405 with `Allow`, like every other error.
 
 use super::server::DiffusionServer;
 use crate::RuntimeError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -69,11 +72,90 @@ fn host_of(value: &str) -> &str {
     v.rsplit_once(':').map_or(v, |(h, _)| h)
 }
 
+/// The methods a route answers (for `Allow` and the preflight); `None` for an unknown path.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/health" => Some("GET, HEAD, OPTIONS"),
+        "/v1/images/generations" => Some("POST, OPTIONS"),
+        p => p
+            .strip_prefix("/v1/images/generations/")
+            .filter(|id| !id.is_empty() && !id.contains('/'))
+            .map(|_| "GET, HEAD, DELETE, OPTIONS"),
+    }
+}
+
+/// A page on this computer: `http://` with host localhost, 127.0.0.1 or [::1], any port, no
+/// path. Everything else (another host, https elsewhere, `null`) is not.
+fn local_page_origin(origin: &str) -> bool {
+    let Some(host_port) = origin.strip_prefix("http://") else { return false };
+    if host_port.contains(['/', '@', '?', '#']) {
+        return false;
+    }
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h, p),
+            None => return false,
+        },
+        // The port keeps its `:`, as after `[::1]`.
+        None => host_port.find(':').map_or((host_port, ""), |i| host_port.split_at(i)),
+    };
+    let port_ok = match port.strip_prefix(':') {
+        Some(p) => !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+        None => port.is_empty(),
+    };
+    port_ok && matches!(host, "localhost" | "127.0.0.1" | "::1")
+}
+
+fn with_cors(mut resp: Response, origin: Option<&HeaderValue>) -> Response {
+    if let Some(o) = origin {
+        let h = resp.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// The answer to `OPTIONS`: a preflight from a local page, or a plain `Allow` list.
+fn options(path: &str, origin: Option<&HeaderValue>) -> Response {
+    let Some(methods) = allowed(path) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route");
+    };
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(methods));
+    if origin.is_some() {
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(methods));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, authorization"),
+        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    with_cors(resp, origin)
+}
+
 async fn guard(State(server): State<DiffusionServer>, req: Request, next: Next) -> Response {
     let headers: &HeaderMap = req.headers();
     let text = |name: header::HeaderName| {
         headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
     };
+    let origin = headers.get(header::ORIGIN);
+    let local_origin = origin.filter(|o| o.to_str().is_ok_and(local_page_origin)).cloned();
+    if let (Some(o), None) = (origin, &local_origin) {
+        let o = o.to_str().unwrap_or("(not text)");
+        return error(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!(
+                "Origin {o:?} is not a page on this computer; the job API answers local pages only"
+            ),
+        );
+    }
+    let path = req.uri().path().to_owned();
+    // A preflight carries no credentials, so it is answered before the token is asked for.
+    if req.method() == Method::OPTIONS {
+        return options(&path, local_origin.as_ref());
+    }
     if let Some(token) = server.required_token() {
         let given = text(header::AUTHORIZATION);
         let ok = given.as_deref().and_then(|g| g.strip_prefix("Bearer ")) == Some(token.as_str());
@@ -85,7 +167,7 @@ async fn guard(State(server): State<DiffusionServer>, req: Request, next: Next) 
             );
         }
     } else {
-        for (name, value) in [("Host", text(header::HOST)), ("Origin", text(header::ORIGIN))] {
+        for (name, value) in [("Host", text(header::HOST))] {
             if let Some(v) = value {
                 if !super::server::is_loopback(host_of(&v)) {
                     return error(
@@ -97,7 +179,20 @@ async fn guard(State(server): State<DiffusionServer>, req: Request, next: Next) 
             }
         }
     }
-    next.run(req).await
+    let resp = next.run(req).await;
+    let resp = match (resp.status(), allowed(&path)) {
+        (StatusCode::METHOD_NOT_ALLOWED, Some(methods)) => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                format!("{path} answers {methods}"),
+            );
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(methods));
+            r
+        }
+        _ => resp,
+    };
+    with_cors(resp, local_origin.as_ref())
 }
 
 async fn health(State(server): State<DiffusionServer>) -> Response {
@@ -158,7 +253,40 @@ async fn not_found() -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::host_of;
+    use super::{allowed, host_of, local_page_origin};
+
+    #[test]
+    fn only_pages_on_this_computer_are_local_origins() {
+        for (o, local) in [
+            ("http://localhost:3000", true),
+            ("http://127.0.0.1:5173", true),
+            ("http://[::1]:8080", true),
+            ("http://localhost", true),
+            ("https://localhost:3000", false),
+            ("http://localhost.evil.example", false),
+            ("http://127.0.0.1.evil.example:80", false),
+            ("http://evil.example", false),
+            ("http://localhost:3000/path", false),
+            ("http://user@localhost:3000", false),
+            ("http://localhost:", false),
+            ("http://localhost:99999x", false),
+            ("http://[::1", false),
+            ("null", false),
+            ("file://", false),
+        ] {
+            assert_eq!(local_page_origin(o), local, "{o}");
+        }
+    }
+
+    #[test]
+    fn every_route_names_its_methods() {
+        assert_eq!(allowed("/health"), Some("GET, HEAD, OPTIONS"));
+        assert_eq!(allowed("/v1/images/generations"), Some("POST, OPTIONS"));
+        assert_eq!(allowed("/v1/images/generations/img-1"), Some("GET, HEAD, DELETE, OPTIONS"));
+        for p in ["/", "/v1/models", "/v1/images/generations/", "/v1/images/generations/a/b"] {
+            assert_eq!(allowed(p), None, "{p}");
+        }
+    }
 
     #[test]
     fn host_of_headers_and_origins() {

@@ -16,7 +16,7 @@ use crate::events::EventBus;
 use crate::logfile::ServerLog;
 use crate::models::ModelStore;
 use crate::storage::StorageLayout;
-use crate::system::SystemProbe;
+use crate::system::{MemorySource, SystemProbe};
 use crate::{now_ms, Result, RuntimeError};
 use base64::Engine as _;
 use futures_util::future::BoxFuture;
@@ -113,6 +113,8 @@ struct Inner {
     binaries: Binaries,
     models: ModelStore,
     system: Arc<SystemProbe>,
+    /// Live memory for the offload flags (the probe; tests script it).
+    memory: Mutex<Arc<dyn MemorySource>>,
     config: DiffusionServerConfig,
     shared: Mutex<Shared>,
     logs: ServerLog,
@@ -165,6 +167,7 @@ impl DiffusionServer {
                 events,
                 binaries,
                 models,
+                memory: Mutex::new(system.clone() as Arc<dyn MemorySource>),
                 system,
                 config,
                 shared: Mutex::new(Shared {
@@ -181,6 +184,11 @@ impl DiffusionServer {
                 ledger: Mutex::new(ledger),
             }),
         }
+    }
+
+    /// Reads live memory (for the offload flags) from `memory` instead of the probe.
+    pub fn set_memory(&self, memory: Arc<dyn MemorySource>) {
+        *self.inner.memory.lock().unwrap() = memory;
     }
 
     /// Every job from now on passes through `gate`.
@@ -519,7 +527,8 @@ impl DiffusionServer {
 
     /// (total, free) VRAM of the GPU with the most free memory, if any.
     fn best_gpu(&self) -> Option<(u64, u64)> {
-        let now = self.inner.system.memory_now().ok()?;
+        let memory = self.inner.memory.lock().unwrap().clone();
+        let now = memory.memory_now().ok()?;
         now.gpus.iter().map(|g| (g.vram.total_bytes, g.vram.free_bytes)).max_by_key(|g| g.1)
     }
 
@@ -672,6 +681,7 @@ impl DiffusionServer {
         // The job records its result as soon as sd-cli is done: the image shows while the gate
         // still brings the LLM back.
         let job = async {
+            let image = self.refit_offload(&id, image);
             let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
             self.finish(&id, out);
         };
@@ -688,6 +698,28 @@ impl DiffusionServer {
             }
             None => job.await,
         }
+    }
+
+    /// The offload flags decided again just before sd-cli starts, from the memory free then: the
+    /// request chose them before the gate paused the LLM, and VRAM it gave back keeps CLIP and
+    /// the VAE on the GPU. The user's overrides still win.
+    fn refit_offload(&self, id: &str, mut image: SdImage) -> SdImage {
+        let run = self.inner.shared.lock().unwrap().running.clone();
+        if let Some(run) = run {
+            let now = self.offload(&run);
+            if now != image.offload {
+                self.log(
+                    LogLevel::Info,
+                    format!(
+                        "image job {id}: offload flags now {} (were {}), from the memory free after making room",
+                        describe_offload(now),
+                        describe_offload(image.offload)
+                    ),
+                );
+                image.offload = now;
+            }
+        }
+        image
     }
 
     /// The job waits while the LLM is paused and its memory comes back.
@@ -876,6 +908,23 @@ impl DiffusionServer {
 /// `config/image-memory.json`: the image ledger.
 fn ledger_path(storage: &StorageLayout) -> PathBuf {
     storage.config().join("image-memory.json")
+}
+
+fn describe_offload(o: Offload) -> String {
+    let parts: Vec<&str> = [
+        (o.clip_on_cpu, "CLIP on CPU"),
+        (o.vae_on_cpu, "VAE on CPU"),
+        (o.offload_to_cpu, "weights offloaded"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, w)| *w)
+    .collect();
+    if parts.is_empty() {
+        "all on the GPU".to_owned()
+    } else {
+        parts.join(", ")
+    }
 }
 
 /// The first-run estimate of a job of `width` × `height` with `offload` on the running model.

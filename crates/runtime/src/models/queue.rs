@@ -1,6 +1,7 @@
 //! The download queue: at most `concurrency` downloads at once, each with a handle to pause,
 //! resume or cancel it, progress on the event bus, and a model registered only at the end.
 
+use super::hf::{HfAccess, HfSettings};
 use super::{source, summarize, ModelStore};
 use crate::download::{self, Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
 use crate::now_ms;
@@ -15,6 +16,23 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
 pub const DEFAULT_CONCURRENCY: usize = 2;
+
+/// A 401/403 from the Hugging Face host is a gated repository or a token problem: said so, with
+/// the page where the licence is accepted.
+fn gated(e: RuntimeError, task: &FileTask, hf: &HfAccess) -> RuntimeError {
+    match (e, &task.source) {
+        (
+            RuntimeError::HttpStatus { url, status: status @ (401 | 403) },
+            ModelSource::HuggingFace { repo, .. },
+        ) => RuntimeError::AuthRequired {
+            token_sent: hf.token_for(&url).is_some(),
+            page: hf.repo_page(repo),
+            url,
+            status,
+        },
+        (e, _) => e,
+    }
+}
 
 /// One file of a download: the model itself, a shard, or a component.
 #[derive(Clone)]
@@ -50,6 +68,7 @@ impl Job {
 struct Inner {
     downloader: Downloader,
     store: ModelStore,
+    hf: HfSettings,
     events: EventBus,
     slots: Semaphore,
     jobs: Mutex<Vec<Job>>,
@@ -73,11 +92,13 @@ impl DownloadQueue {
         events: EventBus,
         concurrency: usize,
         config: DownloadConfig,
+        hf: HfSettings,
     ) -> Result<Self> {
         Ok(Self {
             inner: Arc::new(Inner {
                 downloader: Downloader::new(config)?,
                 store,
+                hf,
                 events,
                 slots: Semaphore::new(concurrency.max(1)),
                 jobs: Mutex::new(Vec::new()),
@@ -180,8 +201,9 @@ impl DownloadQueue {
         }
         let sources =
             std::iter::once(&request.source).chain(request.components.iter().map(|c| &c.source));
+        let endpoint = self.inner.hf.access().endpoint;
         for src in sources {
-            source::url_of(src)?;
+            source::url_of(src, &endpoint)?;
             if let ModelSource::Local { path } = src {
                 if !std::path::Path::new(path).is_file() {
                     return Err(RuntimeError::InvalidInput(format!("{path} is not a file")));
@@ -342,22 +364,16 @@ impl DownloadQueue {
     /// Fetches every file not fetched yet. `Ok(false)` when paused.
     async fn fetch_all(&self, id: &str, control: &Control) -> Result<bool> {
         let tasks = self.with_job(id, |j| j.tasks.clone())?;
-        let token = |src: &ModelSource| match src {
-            ModelSource::HuggingFace { .. } => {
-                std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty())
-            }
-            _ => None,
-        };
+        // Read once per run: a token saved while it runs applies from the next resume.
+        let hf = self.inner.hf.access();
         // Sizes first, so progress covers the whole model (best effort: HEAD may be refused).
         if tasks.len() > 1 {
             for (i, t) in tasks.iter().enumerate() {
                 if t.size.is_some() || t.done.is_some() {
                     continue;
                 }
-                let size = match source::url_of(&t.source)? {
-                    Some(url) => {
-                        self.inner.downloader.remote_size(&url, token(&t.source).as_deref()).await
-                    }
+                let size = match source::url_of(&t.source, &hf.endpoint)? {
+                    Some(url) => self.inner.downloader.remote_size(&url, hf.token_for(&url)).await,
                     None => std::fs::metadata(local_path(&t.source)).ok().map(|m| m.len()),
                 };
                 self.with_job(id, |j| j.tasks[i].size = size)?;
@@ -371,7 +387,7 @@ impl DownloadQueue {
             let fetched = if task.preexisting && task.dest.exists() {
                 Some(self.check_existing(&task).await?)
             } else {
-                self.fetch_one(id, &task, control, token(&task.source)).await?
+                self.fetch_one(id, &task, control, &hf).await.map_err(|e| gated(e, &task, &hf))?
             };
             let Some(done) = fetched else { return Ok(false) };
             self.with_job(id, |j| j.tasks[i].done = Some(done))?;
@@ -406,7 +422,7 @@ impl DownloadQueue {
         id: &str,
         task: &FileTask,
         control: &Control,
-        token: Option<String>,
+        hf: &HfAccess,
     ) -> Result<Option<(Option<String>, u64)>> {
         let dest = &task.dest;
         if let Some(dir) = dest.parent() {
@@ -449,12 +465,12 @@ impl DownloadQueue {
             }
             return Ok(Some((Some(sha), bytes)));
         }
-        let url = source::url_of(&task.source)?.expect("not local");
+        let url = source::url_of(&task.source, &hf.endpoint)?.expect("not local");
         let spec = DownloadSpec {
+            bearer_token: hf.token_for(&url).map(str::to_owned),
             url,
             dest: dest.to_path_buf(),
             expected_sha256: task.sha256.clone().filter(|s| !s.trim().is_empty()),
-            bearer_token: token,
         };
         let file_name = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
         // Progress over the whole model: files done, plus this one, of all known sizes.

@@ -3,8 +3,9 @@
 use crate::{Result, RuntimeError};
 use ipc::models::ModelSource;
 
-/// Hugging Face's download URL for a file: each path segment percent-encoded, `/` kept.
-pub fn hf_url(repo: &str, file: &str, revision: &str) -> Result<String> {
+/// Hugging Face's download URL for a file on `endpoint` (no trailing `/`, e.g.
+/// `https://huggingface.co`): each path segment percent-encoded, `/` kept.
+pub fn hf_url(endpoint: &str, repo: &str, file: &str, revision: &str) -> Result<String> {
     let repo = repo.trim().trim_matches('/');
     if repo.split('/').count() != 2 || repo.split('/').any(|p| p.is_empty() || p == "..") {
         return Err(RuntimeError::InvalidInput(format!(
@@ -19,7 +20,7 @@ pub fn hf_url(repo: &str, file: &str, revision: &str) -> Result<String> {
         )));
     }
     let enc = |s: &str| s.split('/').map(percent_encode).collect::<Vec<_>>().join("/");
-    Ok(format!("https://huggingface.co/{repo}/resolve/{}/{}", percent_encode(revision), enc(file)))
+    Ok(format!("{endpoint}/{repo}/resolve/{}/{}", percent_encode(revision), enc(file)))
 }
 
 /// Percent-encodes everything but unreserved characters (RFC 3986).
@@ -34,10 +35,12 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// The URL to fetch, or `None` for a local import.
-pub fn url_of(source: &ModelSource) -> Result<Option<String>> {
+/// The URL to fetch (Hugging Face files on `hf_endpoint`), or `None` for a local import.
+pub fn url_of(source: &ModelSource, hf_endpoint: &str) -> Result<Option<String>> {
     match source {
-        ModelSource::HuggingFace { repo, file, revision } => hf_url(repo, file, revision).map(Some),
+        ModelSource::HuggingFace { repo, file, revision } => {
+            hf_url(hf_endpoint, repo, file, revision).map(Some)
+        }
         ModelSource::Url { url } => {
             let u = url.trim();
             if !(u.starts_with("https://") || u.starts_with("http://")) {
@@ -186,12 +189,13 @@ mod tests {
     #[test]
     fn hugging_face_urls() {
         assert_eq!(
-            hf_url("unsloth/Qwen3-4B-GGUF", "Qwen3-4B-Q4_0.gguf", "").unwrap(),
+            hf_url("https://huggingface.co", "unsloth/Qwen3-4B-GGUF", "Qwen3-4B-Q4_0.gguf", "")
+                .unwrap(),
             "https://huggingface.co/unsloth/Qwen3-4B-GGUF/resolve/main/Qwen3-4B-Q4_0.gguf"
         );
         assert_eq!(
-            hf_url("a/b", "split files/x y.gguf", "refs/pr/1").unwrap(),
-            "https://huggingface.co/a/b/resolve/refs%2Fpr%2F1/split%20files/x%20y.gguf"
+            hf_url("https://hf-mirror.com", "a/b", "split files/x y.gguf", "refs/pr/1").unwrap(),
+            "https://hf-mirror.com/a/b/resolve/refs%2Fpr%2F1/split%20files/x%20y.gguf"
         );
         for (repo, file) in [
             ("a", "x"),
@@ -201,7 +205,7 @@ mod tests {
             ("a/b", "../x"),
             ("a/b", "d//x"),
         ] {
-            assert!(hf_url(repo, file, "main").is_err(), "{repo} {file}");
+            assert!(hf_url("https://huggingface.co", repo, file, "main").is_err(), "{repo} {file}");
         }
     }
 

@@ -18,7 +18,6 @@ pub mod decision;
 use crate::diffusion::server::{JobGate, JobTicket};
 use crate::events::EventBus;
 use crate::llama::LlamaServer;
-use crate::system::SystemProbe;
 use crate::{now_ms, Result, RuntimeError};
 use decision::{decide, DecisionInput, LlmUse};
 use futures_util::future::BoxFuture;
@@ -28,30 +27,12 @@ use ipc::orchestrator::{
     CycleTimes, Footprint, OffloadDecision, OrchestratorPhase, OrchestratorSettings,
     OrchestratorStatus, SavedLlmState,
 };
-use ipc::system::MemoryNow;
 use ipc::AppEvent;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Live memory figures, and the names of the GPUs they are about.
-pub trait MemorySource: Send + Sync {
-    fn memory_now(&self) -> Result<MemoryNow>;
-    /// (id, name) of each GPU.
-    fn gpu_names(&self) -> Vec<(String, String)>;
-}
-
-impl MemorySource for SystemProbe {
-    fn memory_now(&self) -> Result<MemoryNow> {
-        SystemProbe::memory_now(self)
-    }
-
-    fn gpu_names(&self) -> Vec<(String, String)> {
-        self.system_info()
-            .map(|s| s.gpus.into_iter().map(|g| (g.id, g.name)).collect())
-            .unwrap_or_default()
-    }
-}
+pub use crate::system::MemorySource;
 
 /// The LLM as the orchestrator sees it while it runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -205,6 +186,8 @@ struct Inner {
     state: Mutex<State>,
     /// The app is closing: a paused LLM stays stopped.
     closing: std::sync::atomic::AtomicBool,
+    /// The user said "Keep it stopped" during this pause: no reload after the job.
+    keep_stopped: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -261,6 +244,7 @@ impl Orchestrator {
                     paused_last: false,
                 }),
                 closing: std::sync::atomic::AtomicBool::new(false),
+                keep_stopped: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -368,6 +352,7 @@ impl Orchestrator {
 
         // Make room: save, hold manual starts, stop, wait for the memory.
         making_room();
+        self.inner.keep_stopped.store(false, std::sync::atomic::Ordering::SeqCst);
         self.set_phase(OrchestratorPhase::MakingRoom);
         let saved = SavedLlmState {
             config: llm.config.clone(),
@@ -415,6 +400,11 @@ impl Orchestrator {
             // the next launch to restore (a normal close never restarts the LLM either).
             self.inner.llm.hold(None);
             self.forget_saved();
+            self.set_phase(OrchestratorPhase::Idle);
+            return out;
+        }
+        if self.inner.keep_stopped.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.let_go();
             self.set_phase(OrchestratorPhase::Idle);
             return out;
         }
@@ -519,6 +509,35 @@ impl Orchestrator {
         self.inner.events.emit(AppEvent::LlmReloaded { port, attempts, times });
         self.set_phase(OrchestratorPhase::Idle);
         Ok(())
+    }
+
+    /// "Keep it stopped": the paused LLM is not brought back (after the running job, or now
+    /// when a reload already failed). Manual starts are allowed again once the job ends.
+    pub fn keep_stopped(&self) -> Result<()> {
+        if self.inner.state.lock().unwrap().saved.is_none() {
+            return Err(RuntimeError::InvalidInput(
+                "the LLM is not paused for an image, so there is nothing to keep stopped".into(),
+            ));
+        }
+        self.inner.keep_stopped.store(true, std::sync::atomic::Ordering::SeqCst);
+        // No cycle running (its reload failed earlier): let go at once.
+        if let Ok(_idle) = self.inner.lock.try_lock() {
+            self.inner.keep_stopped.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.let_go();
+        }
+        Ok(())
+    }
+
+    /// Forgets the paused LLM: nothing to restore, manual starts allowed, the window told.
+    fn let_go(&self) {
+        self.inner.llm.hold(None);
+        self.forget_saved();
+        self.inner.state.lock().unwrap().reload_error = None;
+        self.inner.llm.log(
+            ipc::event::LogLevel::Info,
+            "left stopped after the image, as asked (Keep it stopped)".to_owned(),
+        );
+        self.inner.events.emit(AppEvent::LlmKeptStopped);
     }
 
     /// The app is closing: a job that ends from now on does not bring the LLM back.

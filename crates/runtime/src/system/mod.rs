@@ -276,3 +276,23 @@ pub(crate) fn test_gpu(vendor: GpuVendor, backend: Backend, total_gib: Option<u6
         pci_address: None,
     }
 }
+
+/// Live memory figures, and the names of the GPUs they are about: the seam through which the
+/// orchestrator and the image server read memory (tests script it).
+pub trait MemorySource: Send + Sync {
+    fn memory_now(&self) -> Result<MemoryNow>;
+    /// (id, name) of each GPU.
+    fn gpu_names(&self) -> Vec<(String, String)>;
+}
+
+impl MemorySource for SystemProbe {
+    fn memory_now(&self) -> Result<MemoryNow> {
+        SystemProbe::memory_now(self)
+    }
+
+    fn gpu_names(&self) -> Vec<(String, String)> {
+        self.system_info()
+            .map(|s| s.gpus.into_iter().map(|g| (g.id, g.name)).collect())
+            .unwrap_or_default()
+    }
+}

@@ -174,7 +174,7 @@ pub fn DownloadForm() -> impl IntoView {
                         }).collect_view()}
                     </select>
                 </label>
-                <p class="muted small">"From Hugging Face. Set HF_TOKEN before starting the app for gated models."</p>
+                <p class="muted small">"From Hugging Face. Gated models need a token: see Hugging Face access below."</p>
             </Show>
             <Show when=move || custom.get()>
                 <div class="form-grid">

@@ -2,11 +2,12 @@
 
 mod form;
 mod gguf_modal;
+mod hf_access;
 mod queue;
 mod table;
 
 use crate::api;
-use crate::app::ModelsChanged;
+use crate::feeds::ModelsChanged;
 use ipc::models::{DownloadStatus, ModelInfo, ModelList};
 use ipc::IpcError;
 use leptos::prelude::*;
@@ -57,6 +58,7 @@ pub fn ModelsTab() -> impl IntoView {
     view! {
         <table::InstalledModels />
         <form::DownloadForm />
+        <hf_access::HfAccess />
         <queue::DownloadQueue />
         <gguf_modal::GgufModal />
     }

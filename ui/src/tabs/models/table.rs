@@ -5,7 +5,7 @@ use crate::components::error_box::ErrorBox;
 use crate::components::local_date;
 use ipc::format::bytes;
 use ipc::models::ModelInfo;
-use ipc::IpcError;
+use ipc::{ErrorCode, IpcError};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -64,14 +64,18 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
             });
         }
     };
+    // `stop`: "Stop and delete", offered when a server uses the model.
     let delete = {
         let id = id.clone();
-        move |_| {
+        move |stop: bool| {
             let id = id.clone();
             busy.set(true);
             spawn_local(async move {
-                match api::model_delete(id).await {
-                    Ok(()) => state.refresh_list(),
+                match api::model_delete(id, stop).await {
+                    Ok(()) => {
+                        outcome.set(None);
+                        state.refresh_list();
+                    }
                     Err(e) => outcome.set(Some(Err(e))),
                 }
                 busy.set(false);
@@ -79,6 +83,7 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
             });
         }
     };
+    let stop_and_delete = delete.clone();
     let info_model = model.clone();
     view! {
         <tr class="model-row" data-id=id.clone()>
@@ -103,7 +108,10 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
                     view! {
                         <span class="confirm">
                             "Delete this model's file? "
-                            <button class="btn btn-small btn-danger m-delete-confirm" disabled=move || busy.get() on:click=delete.clone()>"Delete"</button>
+                            <button class="btn btn-small btn-danger m-delete-confirm" disabled=move || busy.get() on:click={
+                                let delete = delete.clone();
+                                move |_| delete(false)
+                            }>"Delete"</button>
                             <button class="btn btn-small m-delete-cancel" on:click=move |_| confirming.set(false)>"Keep"</button>
                         </span>
                     }.into_any()
@@ -116,6 +124,14 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
             <tr class="model-outcome"><td colspan="5">
                 {match r {
                     Ok(msg) => view! { <span class="ok m-verified">{msg}</span> }.into_any(),
+                    Err(e) if e.code == ErrorCode::ModelInUse => {
+                        let stop_and_delete = stop_and_delete.clone();
+                        view! {
+                            <ErrorBox error=e />
+                            <button class="btn btn-small btn-danger m-stop-delete" disabled=move || busy.get()
+                                on:click=move |_| stop_and_delete(true)>"Stop and delete"</button>
+                        }.into_any()
+                    }
                     Err(e) => view! { <ErrorBox error=e /> }.into_any(),
                 }}
             </td></tr>

@@ -1,0 +1,291 @@
+//! The window's feeds: what the app's events fill, for the tabs to read. `provide()` creates
+//! each feed, puts it in the context and subscribes to the app's events once; a tab takes the
+//! feeds it shows with `expect_context` and never imports the shell.
+
+use ipc::diffusion::JobProgress;
+use ipc::event::{ImageStage, LogLine, ServerKind};
+use ipc::runtimes::{BinaryProgress, RuntimeKind, SetupStage};
+use ipc::AppEvent;
+use leptos::prelude::*;
+
+/// One line of the event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventEntry {
+    pub at_ms: u64,
+    /// `error`, `warn`, `ok` or `info`: the line's colour.
+    pub class: &'static str,
+    pub text: String,
+}
+
+/// Recent app events, newest last, shared by the tabs that show them.
+#[derive(Clone, Copy)]
+pub struct EventLog(pub RwSignal<Vec<EventEntry>>);
+
+/// What the Resource Monitor's charts mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MarkerKind {
+    LlmPaused,
+    LlmBack,
+    LlmReloadFailed,
+    JobStart,
+    JobEnd,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Marker {
+    pub at_ms: u64,
+    pub kind: MarkerKind,
+}
+
+/// Marks on the memory charts, newest last (the last 10 minutes' worth are kept).
+#[derive(Clone, Copy)]
+pub struct Timeline(pub RwSignal<Vec<Marker>>);
+
+/// How long the charts look back.
+pub const HISTORY_MS: u64 = 10 * 60 * 1000;
+
+fn class_of(event: &AppEvent) -> &'static str {
+    match event {
+        AppEvent::DownloadFailed { .. }
+        | AppEvent::ServerCrashed { .. }
+        | AppEvent::ImageJobFailed { .. }
+        | AppEvent::LlmReloadFailed { .. } => "error",
+        AppEvent::LlmOffloaded { .. }
+        | AppEvent::ImageJobCancelled { .. }
+        | AppEvent::LlmHealth { ok: false, .. }
+        | AppEvent::LlmKeptStopped
+        | AppEvent::LlmCpuFallback { .. } => "warn",
+        AppEvent::DownloadFinished { .. }
+        | AppEvent::ImageJobFinished { .. }
+        | AppEvent::LlmReloaded { .. }
+        | AppEvent::LlmHealth { ok: true, .. } => "ok",
+        _ => "info",
+    }
+}
+
+fn marker_of(event: &AppEvent) -> Option<MarkerKind> {
+    Some(match event {
+        AppEvent::LlmOffloaded { .. } => MarkerKind::LlmPaused,
+        AppEvent::LlmReloaded { .. } => MarkerKind::LlmBack,
+        AppEvent::LlmReloadFailed { .. } => MarkerKind::LlmReloadFailed,
+        AppEvent::ImageJobStarted { .. } => MarkerKind::JobStart,
+        AppEvent::ImageJobFinished { .. }
+        | AppEvent::ImageJobFailed { .. }
+        | AppEvent::ImageJobCancelled { .. } => MarkerKind::JobEnd,
+        _ => return None,
+    })
+}
+
+/// Bumped when a download finishes or fails or a model is deleted: every list of models (the
+/// Models, LLM and Diffusion tabs) refreshes at once.
+#[derive(Clone, Copy)]
+pub struct ModelsChanged(pub RwSignal<u64>);
+
+/// Bumped whenever the machine's situation changed (a server started or stopped): tabs showing
+/// hardware refresh at once instead of waiting for their next poll.
+#[derive(Clone, Copy)]
+pub struct SystemChanged(pub RwSignal<u64>);
+
+/// What runtime setups report, per runtime: the newest progress event, and a counter bumped by
+/// each log line and by the end of a setup (the Runtime card reads its status again then).
+#[derive(Clone, Copy)]
+pub struct RuntimeFeed {
+    progress: [RwSignal<Option<BinaryProgress>>; 2],
+    ticks: [RwSignal<u64>; 2],
+}
+
+impl RuntimeFeed {
+    fn new() -> Self {
+        Self {
+            progress: [RwSignal::new(None), RwSignal::new(None)],
+            ticks: [RwSignal::new(0), RwSignal::new(0)],
+        }
+    }
+
+    fn index(kind: RuntimeKind) -> usize {
+        match kind {
+            RuntimeKind::Llama => 0,
+            RuntimeKind::Diffusion => 1,
+        }
+    }
+
+    pub fn progress(&self, kind: RuntimeKind) -> Option<BinaryProgress> {
+        self.progress[Self::index(kind)].get()
+    }
+
+    pub fn log_tick(&self, kind: RuntimeKind) -> u64 {
+        self.ticks[Self::index(kind)].get()
+    }
+
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::BinaryLog { runtime, .. } => {
+                self.ticks[Self::index(*runtime)].update(|n| *n += 1)
+            }
+            AppEvent::BinaryProgress(p) => {
+                let i = Self::index(p.runtime);
+                if matches!(p.stage, SetupStage::Done | SetupStage::Failed) {
+                    self.ticks[i].update(|n| *n += 1);
+                }
+                self.progress[i].set(Some(p.clone()));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the LLM server reports: a counter bumped on each state change or crash (the tab reads
+/// the status again), its new log lines, and the test chat's streamed pieces.
+#[derive(Clone, Copy)]
+pub struct LlmFeed {
+    pub ticks: RwSignal<u64>,
+    pub lines: RwSignal<Vec<LogLine>>,
+    /// (request id, content, reasoning, done) of each piece, newest last; the chat takes them.
+    pub chat: RwSignal<Vec<(String, String, String, bool)>>,
+}
+
+/// Log lines the LLM tab keeps.
+pub const LLM_LOG_LEN: usize = 1000;
+
+impl LlmFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::ServerState { server: ServerKind::Llm, .. }
+            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. }
+            | AppEvent::LlmHealth { .. }
+            | AppEvent::LlmCpuFallback { .. } => self.ticks.update(|n| *n += 1),
+            AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
+                l.push(line.clone());
+                let extra = l.len().saturating_sub(LLM_LOG_LEN);
+                l.drain(..extra);
+            }),
+            AppEvent::ChatDelta { request_id, content, reasoning, done } => self.chat.update(|c| {
+                c.push((request_id.clone(), content.clone(), reasoning.clone(), *done))
+            }),
+            _ => {}
+        }
+    }
+}
+
+/// What the diffusion server reports: a counter bumped on each state change and job end (the
+/// tab reads the status and its job again), its log lines, and the newest job progress.
+#[derive(Clone, Copy)]
+pub struct DiffusionFeed {
+    pub ticks: RwSignal<u64>,
+    pub lines: RwSignal<Vec<LogLine>>,
+    /// (job id, progress) from the newest `ImageProgress`.
+    pub progress: RwSignal<Option<(String, JobProgress)>>,
+    /// The id of the job that ended last (finished, failed or cancelled).
+    pub ended: RwSignal<Option<String>>,
+}
+
+impl DiffusionFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::ServerState { server: ServerKind::Diffusion, .. } => {
+                self.ticks.update(|n| *n += 1)
+            }
+            AppEvent::ServerLog { server: ServerKind::Diffusion, line } => self.lines.update(|l| {
+                l.push(line.clone());
+                let extra = l.len().saturating_sub(LLM_LOG_LEN);
+                l.drain(..extra);
+            }),
+            AppEvent::ImageJobStarted { job_id, count, steps, .. } => {
+                self.ticks.update(|n| *n += 1);
+                let start = JobProgress::at_start(ImageStage::Loading, *steps, *count);
+                self.progress.set(Some((job_id.clone(), start)));
+            }
+            AppEvent::ImageProgress {
+                job_id,
+                stage,
+                step,
+                total_steps,
+                percent,
+                image,
+                images,
+                eta_secs,
+            } => self.progress.set(Some((
+                job_id.clone(),
+                JobProgress {
+                    stage: *stage,
+                    current_step: *step,
+                    total_steps: *total_steps,
+                    percentage: *percent,
+                    current_image: *image,
+                    total_images: *images,
+                    eta_secs: *eta_secs,
+                },
+            ))),
+            AppEvent::ImageJobFinished { job_id, .. }
+            | AppEvent::ImageJobFailed { job_id, .. }
+            | AppEvent::ImageJobCancelled { job_id } => {
+                self.ended.set(Some(job_id.clone()));
+                self.ticks.update(|n| *n += 1);
+            }
+            _ => {}
+        }
+    }
+}
+
+const EVENT_LOG_LEN: usize = 50;
+
+/// Creates every feed, provides it to the tabs, and fills them from the app's events.
+pub fn provide() {
+    let log = EventLog(RwSignal::new(Vec::new()));
+    provide_context(log);
+    let changed = SystemChanged(RwSignal::new(0));
+    provide_context(changed);
+    let models_changed = ModelsChanged(RwSignal::new(0));
+    provide_context(models_changed);
+    let runtime_feed = RuntimeFeed::new();
+    provide_context(runtime_feed);
+    let llm_feed = LlmFeed {
+        ticks: RwSignal::new(0),
+        lines: RwSignal::new(Vec::new()),
+        chat: RwSignal::new(Vec::new()),
+    };
+    provide_context(llm_feed);
+    let diffusion_feed = DiffusionFeed {
+        ticks: RwSignal::new(0),
+        lines: RwSignal::new(Vec::new()),
+        progress: RwSignal::new(None),
+        ended: RwSignal::new(None),
+    };
+    provide_context(diffusion_feed);
+    let timeline = Timeline(RwSignal::new(Vec::new()));
+    provide_context(timeline);
+    crate::api::listen_events(move |now, event| {
+        if let Some(kind) = marker_of(&event) {
+            timeline.0.update(|m| {
+                m.push(Marker { at_ms: now, kind });
+                m.retain(|x| x.at_ms + HISTORY_MS >= now);
+            });
+        }
+        runtime_feed.on_event(&event);
+        llm_feed.on_event(&event);
+        diffusion_feed.on_event(&event);
+        match &event {
+            AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
+            AppEvent::DownloadFinished { .. }
+            | AppEvent::DownloadFailed { .. }
+            | AppEvent::ModelDeleted { .. } => models_changed.0.update(|n| *n += 1),
+            _ => {}
+        }
+        // Progress ticks would drown the log; the queue panel shows them.
+        if matches!(
+            event,
+            AppEvent::DownloadProgress(_)
+                | AppEvent::BinaryProgress(_)
+                | AppEvent::ServerLog { .. }
+                | AppEvent::ChatDelta { .. }
+                | AppEvent::ImageProgress { .. }
+        ) {
+            return;
+        }
+        log.0.update(|lines| {
+            lines.push(EventEntry { at_ms: now, class: class_of(&event), text: event.summary() });
+            let extra = lines.len().saturating_sub(EVENT_LOG_LEN);
+            lines.drain(..extra);
+        })
+    });
+}
