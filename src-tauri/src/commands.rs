@@ -33,6 +33,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         download_pause,
         download_resume,
         download_cancel,
+        download_clear,
         hf_settings,
         hf_settings_set,
         runtime_status,
@@ -47,6 +48,7 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         llm_restart,
         llm_logs,
         llm_chat,
+        llm_chat_stop,
         diffusion_status,
         diffusion_start,
         diffusion_stop,
@@ -120,6 +122,11 @@ async fn download_resume(state: State<'_, AppState>, args: IdArgs) -> Result<(),
 #[tauri::command]
 async fn download_cancel(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
     Ok(state.runtime()?.downloads().cancel(&args.id)?)
+}
+
+#[tauri::command]
+async fn download_clear(state: State<'_, AppState>, args: IdArgs) -> Result<(), IpcError> {
+    Ok(state.runtime()?.downloads().clear(&args.id)?)
 }
 
 #[tauri::command]
@@ -256,6 +263,11 @@ fn llm_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
 async fn llm_chat(state: State<'_, AppState>, args: ChatArgs) -> Result<ChatReply, IpcError> {
     let id = format!("chat-{}", runtime::now_ms());
     Ok(state.runtime()?.llm().chat(args, id).await?)
+}
+
+#[tauri::command]
+fn llm_chat_stop(state: State<'_, AppState>, args: IdArgs) -> Result<bool, IpcError> {
+    Ok(state.runtime()?.llm().stop_chat(&args.id))
 }
 
 #[tauri::command]

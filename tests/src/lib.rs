@@ -263,6 +263,17 @@ impl App {
         png
     }
 
+    /// Kills the app with SIGKILL, as a crash or `kill -9` would (nothing is saved on the way
+    /// out), then ends the driver and the rest of its processes.
+    pub fn kill(self) {
+        let app = app_binary().display().to_string();
+        let group = self.driver_pid();
+        for p in live_processes().filter(|p| p.pgrp == group && p.cmdline.contains(&app)) {
+            unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };
+        }
+        drop(self);
+    }
+
     /// Ends the WebDriver session cleanly (the app quits), then the processes; returns the
     /// process group they ran in, so a test can check that nothing of it is left.
     pub async fn finish(self) -> u32 {

@@ -1,7 +1,8 @@
 //! The LLM Server journey in the real window: with a tiny model on disk and llama-server on a
 //! release mirror, choose the model, Start (the runtime installs itself), see Healthy and the
 //! auto-configured settings and the estimate's parts, the port it took when 8080 is held by
-//! another program and why, the measured parts, chat and see the reply arrive, see the log; the server hangs
+//! another program and why, the measured parts, chat and see the reply arrive, a conversation of
+//! three turns (Enter sends), Stop while it answers, Clear, see the log; the server hangs
 //! (SIGSTOP) and the health badge says Not responding, then Healthy again after the watchdog's
 //! restart; Stop, and no server process left.
 
@@ -61,7 +62,51 @@ async fn start_chat_and_stop_the_llm_server() {
     app.wait_text("#chat-send", |t| t == "Send").await;
     let log = app.wait_text("#llm-log", |t| t.contains("healthy after")).await;
     assert!(log.contains("spawning"), "{log}");
+
+    // A conversation of three turns, the next two sent with Enter: each turn sends the
+    // history, so the prompt the server counted grows from reply to reply.
+    for (n, text) in [(2, "How are you?"), (3, "And then?")] {
+        let input = app.wait_visible("#chat-input").await;
+        input.send_keys(text).await.unwrap();
+        input.send_keys("\u{E007}").await.unwrap(); // Enter
+        app.wait_text("#chat-send", |t| t == "Send").await;
+        let replies = chat_meta(&app).await;
+        assert_eq!(replies.len(), n, "{replies:?}");
+    }
+    let left = app.script("return document.getElementById('chat-input').value").await;
+    assert_eq!(left, serde_json::json!(""), "the box empties on send");
+    let prompts: Vec<u32> = chat_meta(&app).await.iter().map(|m| prompt_tokens(m)).collect();
+    assert!(
+        prompts.windows(2).all(|w| w[1] > w[0]),
+        "the history went with each turn: {prompts:?}"
+    );
     app.screenshot("llm-2-chat").await;
+
+    // Stop while it answers: the server is held (SIGSTOP) so that the reply is still pending
+    // when Stop is pressed; the reply ends as stopped and the server, let go, answers again.
+    let pid: i32 = app.wait_text("#llm-pid", |t| t.parse::<i32>().is_ok()).await.parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    app.wait_visible("#chat-input").await.send_keys("Tell a long story").await.unwrap();
+    app.click("#chat-send").await;
+    app.wait_text("#chat-send", |t| t == "Answering…").await;
+    app.click("#chat-stop").await;
+    app.wait_text("#chat-send", |t| t == "Send").await;
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let last = chat_meta(&app).await.pop().unwrap();
+    assert!(last.contains("stopped"), "{last}");
+    app.wait_text("#llm-health", |t| t == "Healthy").await;
+    assert_eq!(
+        app.wait_text("#llm-pid", |t| !t.is_empty()).await,
+        pid.to_string(),
+        "not restarted"
+    );
+    app.wait_visible("#chat-input").await.send_keys("Hello again").await.unwrap();
+    app.click("#chat-send").await;
+    app.wait_text("#chat-send", |t| t == "Send").await;
+    let after = chat_meta(&app).await;
+    assert!(after.len() == 5 && !after[4].contains("stopped"), "{after:?}");
+    app.click("#chat-clear").await;
+    assert!(chat_meta(&app).await.is_empty(), "Clear empties the conversation");
 
     // The server hangs: the badge says so, the watchdog kills and restarts it, and it is healthy.
     let pid: i32 = app.wait_text("#llm-pid", |t| t.parse::<i32>().is_ok()).await.parse().unwrap();
@@ -83,4 +128,18 @@ async fn start_chat_and_stop_the_llm_server() {
     let group = app.finish().await;
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
+/// The line under each reply in the test chat, oldest first.
+async fn chat_meta(app: &App) -> Vec<String> {
+    let v = app
+        .script("return Array.from(document.querySelectorAll('#chat-log .chat-msg.assistant .chat-meta')).map(e => e.textContent)")
+        .await;
+    serde_json::from_value(v).unwrap()
+}
+
+/// "12 tokens · prompt 31 tokens" → 31.
+fn prompt_tokens(meta: &str) -> u32 {
+    let rest = meta.split("prompt ").nth(1).unwrap_or_else(|| panic!("no prompt count: {meta}"));
+    rest.split(' ').next().unwrap().parse().unwrap()
 }

@@ -184,6 +184,10 @@ pub async fn llm_chat(args: ChatArgs) -> Result<ChatReply, IpcError> {
     invoke_with(cmd::LLM_CHAT, &args).await
 }
 
+pub async fn llm_chat_stop(args: IdArgs) -> Result<bool, IpcError> {
+    invoke_with(cmd::LLM_CHAT_STOP, &args).await
+}
+
 pub async fn diffusion_status() -> Result<DiffusionStatus, IpcError> {
     invoke(cmd::DIFFUSION_STATUS).await
 }

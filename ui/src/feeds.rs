@@ -140,8 +140,29 @@ impl RuntimeFeed {
 pub struct LlmFeed {
     pub ticks: RwSignal<u64>,
     pub lines: RwSignal<Vec<LogLine>>,
-    /// (request id, content, reasoning, done) of each piece, newest last; the chat takes them.
-    pub chat: RwSignal<Vec<(String, String, String, bool)>>,
+    /// The test-chat reply streaming now, or the last one: its pieces joined, so the window
+    /// holds one reply's text, never every piece since it opened.
+    pub chat: RwSignal<StreamedReply>,
+}
+
+/// One reply's pieces so far.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StreamedReply {
+    pub request_id: String,
+    pub content: String,
+    pub reasoning: String,
+    pub done: bool,
+}
+
+impl StreamedReply {
+    fn add(&mut self, request_id: &str, content: &str, reasoning: &str, done: bool) {
+        if self.request_id != request_id {
+            *self = StreamedReply { request_id: request_id.to_owned(), ..Default::default() };
+        }
+        self.content.push_str(content);
+        self.reasoning.push_str(reasoning);
+        self.done |= done;
+    }
 }
 
 /// Log lines the LLM tab keeps.
@@ -159,9 +180,9 @@ impl LlmFeed {
                 let extra = l.len().saturating_sub(LLM_LOG_LEN);
                 l.drain(..extra);
             }),
-            AppEvent::ChatDelta { request_id, content, reasoning, done } => self.chat.update(|c| {
-                c.push((request_id.clone(), content.clone(), reasoning.clone(), *done))
-            }),
+            AppEvent::ChatDelta { request_id, content, reasoning, done } => {
+                self.chat.update(|r| r.add(request_id, content, reasoning, *done))
+            }
             _ => {}
         }
     }
@@ -242,7 +263,7 @@ pub fn provide() {
     let llm_feed = LlmFeed {
         ticks: RwSignal::new(0),
         lines: RwSignal::new(Vec::new()),
-        chat: RwSignal::new(Vec::new()),
+        chat: RwSignal::new(StreamedReply::default()),
     };
     provide_context(llm_feed);
     let diffusion_feed = DiffusionFeed {

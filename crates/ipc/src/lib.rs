@@ -43,6 +43,8 @@ pub mod cmd {
     pub const DOWNLOAD_PAUSE: &str = "download_pause";
     pub const DOWNLOAD_RESUME: &str = "download_resume";
     pub const DOWNLOAD_CANCEL: &str = "download_cancel";
+    /// Forgets a finished or failed download ([`crate::models::IdArgs`]).
+    pub const DOWNLOAD_CLEAR: &str = "download_clear";
     /// How Hugging Face is reached ([`crate::models::HfSettingsView`]).
     pub const HF_SETTINGS: &str = "hf_settings";
     /// Saves the Hugging Face endpoint and token ([`crate::models::HfSettingsArgs`]).
@@ -73,6 +75,9 @@ pub mod cmd {
     /// A test chat ([`crate::llm::ChatArgs`]); tokens arrive as `ChatDelta` events, the whole
     /// reply as the answer ([`crate::llm::ChatReply`]).
     pub const LLM_CHAT: &str = "llm_chat";
+    /// Stops a streaming test-chat reply ([`crate::models::IdArgs`], the request id); the server
+    /// keeps running. Answers whether a reply was streaming.
+    pub const LLM_CHAT_STOP: &str = "llm_chat_stop";
 
     /// Where the diffusion server stands ([`crate::diffusion::DiffusionStatus`]).
     pub const DIFFUSION_STATUS: &str = "diffusion_status";
@@ -117,6 +122,7 @@ pub mod cmd {
         DOWNLOAD_PAUSE,
         DOWNLOAD_RESUME,
         DOWNLOAD_CANCEL,
+        DOWNLOAD_CLEAR,
         HF_SETTINGS,
         HF_SETTINGS_SET,
         RUNTIME_STATUS,
@@ -131,6 +137,7 @@ pub mod cmd {
         LLM_RESTART,
         LLM_LOGS,
         LLM_CHAT,
+        LLM_CHAT_STOP,
         DIFFUSION_STATUS,
         DIFFUSION_START,
         DIFFUSION_STOP,

@@ -317,15 +317,28 @@ pub struct ChatArgs {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: u32,
     pub temperature: f32,
+    /// The window's id for this reply, so that it can tell its pieces apart and stop it
+    /// ([`crate::cmd::LLM_CHAT_STOP`]); the app makes one when it is absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
-/// The reply as it streamed, once it is complete.
+/// The reply as it streamed, once it is complete (or stopped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatReply {
     pub request_id: String,
     pub content: String,
     pub reasoning: String,
     pub tokens: u32,
+    /// The prompt's length as llama-server counted it: the history sent with this turn.
+    #[serde(default)]
+    pub prompt_tokens: Option<u32>,
+    /// Older messages left out so that the conversation fits the context.
+    #[serde(default)]
+    pub dropped_messages: u32,
+    /// Stopped before the end (what arrived until then is kept).
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 #[cfg(test)]

@@ -61,12 +61,13 @@ impl Runtime {
         let storage = StorageLayout::create(root)?;
         let models = ModelStore::new(storage.clone());
         let hf = models::hf::HfSettings::open(&storage.config(), models::hf::HfEnv::from_env());
-        let downloads = DownloadQueue::new(
+        let downloads = DownloadQueue::open(
             models.clone(),
             events.clone(),
             DEFAULT_CONCURRENCY,
             download::DownloadConfig::default(),
             hf.clone(),
+            &storage.config(),
         )?;
         let binaries = binaries::Binaries::new(
             storage.clone(),

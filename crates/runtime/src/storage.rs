@@ -153,6 +153,47 @@ pub async fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> R
     tokio::fs::rename(&tmp, path).await.map_err(|e| RuntimeError::io("renaming", &tmp, e))
 }
 
+/// Reads a file in one of the app's own stored formats (`{"format": N, ...}`; a file without
+/// `format` counts as 0). `Ok(None)` when there is no file. A damaged file, or one written by a
+/// newer version of the app, is an error and is left as it is for that version to read.
+pub fn read_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    current: u32,
+) -> Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RuntimeError::io("reading", path, e)),
+    };
+    let damaged = |e: serde_json::Error| {
+        RuntimeError::InvalidInput(format!(
+            "{} cannot be read ({e}); it was left as it is",
+            path.display()
+        ))
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(damaged)?;
+    let format = value.get("format").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if format > u64::from(current) {
+        return Err(RuntimeError::InvalidInput(format!(
+            "{} was written by a newer version of the app (format {format}, this one reads \
+             {current}); it was left as it is",
+            path.display()
+        )));
+    }
+    serde_json::from_value(value).map(Some).map_err(damaged)
+}
+
+/// [`write_json_atomic`] for small files written from synchronous code.
+pub fn write_json_atomic_sync<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value)
+        .map_err(|e| RuntimeError::Internal(format!("encoding {}: {e}", path.display())))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, &json).map_err(|e| RuntimeError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("renaming", &tmp, e))
+}
+
 /// Checks that `untrusted` is a plain relative path: no root, no drive, no `..`, no empty or
 /// NUL-containing name, and no backslash (a separator on Windows, a trap everywhere else).
 pub fn relative_inside(untrusted: &str) -> Result<PathBuf> {

@@ -2,7 +2,8 @@
 
 use gguf::fixtures::{tiny_llama, TinyLlama};
 use ipc::models::{
-    ComponentRequest, ComponentRole, DownloadRequest, DownloadState, ModelKind, ModelSource,
+    ComponentRequest, ComponentRole, DownloadRequest, DownloadState, DownloadStatus, ModelKind,
+    ModelSource,
 };
 use ipc::{AppEvent, ErrorCode, StorageRootSource};
 use runtime::download::DownloadConfig;
@@ -234,6 +235,136 @@ async fn at_most_two_run_at_once_and_cancel_cleans_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(home.files("llm").is_empty(), "{:?}", home.files("llm"));
+}
+
+/// The queue as the app opens it: stored in the home's config folder.
+fn stored_queue(store: &ModelStore, root: &std::path::Path, bus: EventBus) -> DownloadQueue {
+    let config = DownloadConfig {
+        stall_timeout: Duration::from_secs(30),
+        max_retries: 2,
+        backoff: Duration::from_millis(20),
+    };
+    let hf = HfSettings::open(&root.join("config"), HfEnv::default());
+    DownloadQueue::open(store.clone(), bus, 2, config, hf, &root.join("config")).unwrap()
+}
+
+async fn wait_for(queue: &DownloadQueue, id: &str, ok: impl Fn(&DownloadStatus) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = queue.statuses().into_iter().find(|s| s.download_id == id);
+        if s.as_ref().is_some_and(&ok) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The app killed half-way through a download (its whole async runtime gone at once, as in a
+/// kill): the next start lists the download as Paused at its percent; Resume asks the server for
+/// the rest with `Range` and the model is registered, checksum verified; the finished row can
+/// then be cleared, and stays cleared after another start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_survives_a_restart_and_resumes_with_range() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let half = model.len() as u64 / 2;
+    let server = FixtureServer::start().await;
+    server.add("/tiny.gguf", Route::bytes(model.clone()).fault(Fault::StallAfter(half)));
+    let home = Home::new("restart");
+    let request = url_request("Tiny Llama", server.url("/tiny.gguf"), Some(sha(&model)));
+
+    // The first run: its own runtime, shut down while the server holds the download at half.
+    let first = {
+        let (store, root) = (home.store.clone(), home.root.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let q = stored_queue(&store, &root, EventBus::default());
+                let id = q.enqueue(request).unwrap();
+                wait_for(&q, &id, |s| s.downloaded_bytes == half).await;
+                id
+            })
+            // `rt` dropped here: every task ends where it stands, nothing is saved on the way out.
+        })
+        .join()
+        .unwrap()
+    };
+
+    let bus = EventBus::default();
+    let mut events = bus.subscribe();
+    let queue = stored_queue(&home.store, &home.root, bus);
+    let rows = queue.statuses();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let row = &rows[0];
+    assert_eq!((row.download_id.as_str(), row.state), (first.as_str(), DownloadState::Paused));
+    assert_eq!(row.downloaded_bytes, half, "shown at its percent");
+    assert_eq!(row.total_bytes, Some(model.len() as u64), "of its size");
+    assert_eq!(row.name, "Tiny Llama");
+    assert!(home.store.list().await.unwrap().models.is_empty(), "nothing registered yet");
+
+    queue.resume(&first).unwrap();
+    let outcome = loop {
+        let e =
+            tokio::time::timeout(Duration::from_secs(20), events.recv()).await.unwrap().unwrap();
+        if matches!(e, AppEvent::DownloadFinished { .. } | AppEvent::DownloadFailed { .. }) {
+            break e;
+        }
+    };
+    let AppEvent::DownloadFinished { model_id, .. } = outcome else { panic!("{outcome:?}") };
+    assert_eq!(
+        server.gets("/tiny.gguf").last().unwrap().header("range"),
+        Some(format!("bytes={half}-").as_str()),
+        "resumed from the .part, not restarted"
+    );
+    let m = home.store.get(&model_id).await.unwrap();
+    assert_eq!(m.sha256.as_deref(), Some(sha(&model).as_str()));
+    assert_eq!(std::fs::read(&m.path).unwrap(), model);
+
+    // A new id never repeats one the stored rows hold.
+    let again = queue.enqueue(url_request("Other", server.url("/none.gguf"), None)).unwrap();
+    assert_ne!(again, first);
+    wait_for(&queue, &again, |s| s.state == DownloadState::Failed).await;
+
+    // Finished and failed rows stay (also across a start) until cleared.
+    drop(queue);
+    let queue = stored_queue(&home.store, &home.root, EventBus::default());
+    let states: Vec<DownloadState> = queue.statuses().iter().map(|s| s.state).collect();
+    assert_eq!(states, [DownloadState::Done, DownloadState::Failed]);
+    let e = queue.clear("dl-999").unwrap_err();
+    assert!(e.to_string().contains("dl-999"), "{e}");
+    queue.clear(&first).unwrap();
+    queue.clear(&again).unwrap();
+    assert!(queue.statuses().is_empty());
+    drop(queue);
+    assert!(
+        stored_queue(&home.store, &home.root, EventBus::default()).statuses().is_empty(),
+        "cleared for good"
+    );
+    assert!(home.store.get(&model_id).await.is_ok(), "clearing a row keeps the model");
+}
+
+/// A queue file from a newer version of the app is left as it is: the queue starts empty and
+/// does not write over it.
+#[tokio::test]
+async fn a_queue_file_from_a_newer_version_is_left_alone() {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let server = FixtureServer::start().await;
+    server.add("/tiny.gguf", Route::bytes(model));
+    let mut home = Home::new("newer-queue");
+    let file = home.root.join("config/downloads.json");
+    let future = br#"{"format": 7, "rows": [{"something": "new"}]}"#;
+    std::fs::write(&file, future).unwrap();
+    let bus = EventBus::default();
+    home.events = bus.subscribe();
+    let queue = stored_queue(&home.store, &home.root, bus);
+    assert!(queue.statuses().is_empty());
+    let id = queue.enqueue(url_request("Tiny", server.url("/tiny.gguf"), None)).unwrap();
+    assert!(matches!(home.outcome(&id).await, AppEvent::DownloadFinished { .. }));
+    assert_eq!(std::fs::read(&file).unwrap(), future, "never overwritten");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The LLM server on the real llama-server (`GENAI_TEST_LLAMA_SERVER`, built by
 //! `scripts/build-llama-server`) and the tiny llama model `crates/gguf` writes: auto-configured
-//! start, health, `/props`, a streamed chat, stop; a SIGKILL crash and the auto-restart; a hung
+//! start, health, `/props`, a streamed chat, a three-turn conversation and a reply stopped
+//! mid-stream, stop; a SIGKILL crash and the auto-restart; a hung
 //! (SIGSTOP) server found by the watchdog, killed and restarted; a port
 //! already taken; the default port taken and another llama-server beside it; a minimum context
 //! that cannot fit; corrupt models; an orphan left by a crashed app. `scripts/test` runs these
@@ -131,6 +132,7 @@ async fn start_auto_configured_chat_and_stop() {
                 messages: vec![ChatMessage { role: "user".into(), content: "Hello".into() }],
                 max_tokens: 8,
                 temperature: 0.0,
+                request_id: None,
             },
             "r1".into(),
         )
@@ -153,6 +155,61 @@ async fn start_auto_configured_chat_and_stop() {
     }
     assert_eq!(deltas, reply.tokens, "each piece arrived as an event");
     assert!(done);
+
+    // A conversation: each turn sends the history, so the prompt the server counts grows.
+    let first_prompt = reply.prompt_tokens.expect("the server counted the prompt");
+    let mut history = vec![
+        ChatMessage { role: "user".into(), content: "Hello".into() },
+        ChatMessage { role: "assistant".into(), content: reply.content.clone() },
+    ];
+    let mut prompts = vec![first_prompt];
+    for (turn, text) in ["How are you?", "And then?"].into_iter().enumerate() {
+        history.push(ChatMessage { role: "user".into(), content: text.into() });
+        let args = ChatArgs {
+            messages: history.clone(),
+            max_tokens: 8,
+            temperature: 0.0,
+            request_id: Some(format!("turn-{turn}")),
+        };
+        let r = llm.chat(args, "unused".into()).await.unwrap();
+        assert_eq!(r.request_id, format!("turn-{turn}"), "the window's id is kept");
+        assert_eq!(r.dropped_messages, 0);
+        prompts.push(r.prompt_tokens.unwrap());
+        history.push(ChatMessage { role: "assistant".into(), content: r.content });
+    }
+    assert!(
+        prompts.windows(2).all(|w| w[1] > w[0]),
+        "the history went with each turn: {prompts:?}"
+    );
+
+    // Stop while the reply streams: the reply ends as stopped, the server keeps running.
+    let long = ChatArgs {
+        messages: vec![ChatMessage { role: "user".into(), content: "Tell a long story".into() }],
+        max_tokens: 400,
+        temperature: 0.8,
+        request_id: Some("long".into()),
+    };
+    let streaming = tokio::spawn({
+        let llm = llm.clone();
+        async move { llm.chat(long, "unused".into()).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !llm.stop_chat("long") {
+        assert!(Instant::now() < deadline, "the reply never started");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stopped = streaming.await.unwrap().unwrap();
+    assert!(stopped.stopped && stopped.tokens < 400, "{stopped:?}");
+    assert!(!llm.stop_chat("long"), "nothing of it is left to stop");
+    assert_eq!(llm.status().state, ServerState::Running);
+    assert!(llm.status().healthy);
+    let after = ChatArgs {
+        messages: vec![ChatMessage { role: "user".into(), content: "Hello".into() }],
+        max_tokens: 4,
+        temperature: 0.0,
+        request_id: None,
+    };
+    assert!(llm.chat(after, "r2".into()).await.unwrap().tokens >= 1, "it still answers");
     assert!(llm.logs().iter().any(|l| l.message.contains("healthy after")));
 
     llm.stop().await.unwrap();

@@ -8,9 +8,10 @@ use crate::components::local_date;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use crate::feeds::{LlmFeed, ModelsChanged};
+use crate::tabs::chat::ChatCard;
 use ipc::event::ServerState;
 use ipc::format::bytes;
-use ipc::llm::{ChatArgs, ChatMessage, DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
+use ipc::llm::{DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
 use ipc::IpcError;
@@ -300,75 +301,6 @@ fn ConfigCard(
                 <button id="llm-stop" class="btn" disabled=move || !running() && state() != ServerState::Crashed on:click=move |_| run(Lifecycle::Stop)>"Stop"</button>
                 <button id="llm-restart" class="btn" disabled=move || busy.get() || !running() on:click=move |_| run(Lifecycle::Restart)>"Restart"</button>
             </div>
-        </Card>
-    }
-}
-
-#[component]
-fn ChatCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
-    let feed = expect_context::<LlmFeed>();
-    let prompt = RwSignal::new(String::new());
-    let max_tokens = RwSignal::new("128".to_owned());
-    let temperature = RwSignal::new("0.7".to_owned());
-    let waiting = RwSignal::new(false);
-    let error = RwSignal::new(None::<IpcError>);
-    // Pieces already in the feed when this reply began are not part of it.
-    let start_at = RwSignal::new(0usize);
-    let running =
-        move || status.with(|s| s.as_ref().is_some_and(|s| s.state == ServerState::Running));
-    let reply = move || {
-        feed.chat.with(|c| {
-            let mut content = String::new();
-            let mut reasoning = String::new();
-            for (_, c, r, _) in c.iter().skip(start_at.get()) {
-                content.push_str(c);
-                reasoning.push_str(r);
-            }
-            (content, reasoning)
-        })
-    };
-    let send = move |_| {
-        let text = prompt.get_untracked();
-        if text.trim().is_empty() {
-            return;
-        }
-        start_at.set(feed.chat.with_untracked(Vec::len));
-        waiting.set(true);
-        error.set(None);
-        let args = ChatArgs {
-            messages: vec![ChatMessage { role: "user".into(), content: text }],
-            max_tokens: num(&max_tokens.get_untracked()).unwrap_or(128),
-            temperature: temperature.get_untracked().trim().parse().unwrap_or(0.7),
-        };
-        spawn_local(async move {
-            if let Err(e) = api::llm_chat(args).await {
-                error.set(Some(e));
-            }
-            waiting.set(false);
-        });
-    };
-    view! {
-        <Card title="Test chat">
-            <label class="field"><span>"Message"</span>
-                <textarea id="chat-input" rows="2" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev))></textarea>
-            </label>
-            <div class="toolbar">
-                <label class="field inline"><span>"Max tokens"</span><input type="text" size="5" prop:value=max_tokens on:input=move |ev| max_tokens.set(event_target_value(&ev)) /></label>
-                <label class="field inline"><span>"Temperature"</span><input type="text" size="4" prop:value=temperature on:input=move |ev| temperature.set(event_target_value(&ev)) /></label>
-                <button id="chat-send" class="btn btn-primary" disabled=move || waiting.get() || !running() on:click=send>
-                    {move || if waiting.get() { "Answering…" } else { "Send" }}
-                </button>
-            </div>
-            {move || {
-                let (content, reasoning) = reply();
-                view! {
-                    {(!reasoning.is_empty()).then(|| view! {
-                        <details class="reasoning"><summary>"Reasoning"</summary><pre class="mono small">{reasoning}</pre></details>
-                    })}
-                    <pre id="chat-reply" class="chat-reply">{content}</pre>
-                }
-            }}
-            {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
         </Card>
     }
 }

@@ -449,7 +449,8 @@ impl Downloader {
         let mut stream = resp.bytes_stream();
         let mut rx = control.tx.subscribe();
         // Network chunks are small (about 16 KiB); writing them one by one through tokio's
-        // blocking pool costs more than the hashing. Batch them into 1 MiB writes.
+        // blocking pool costs more than the hashing. Batch them into 1 MiB writes (and write
+        // what is pending at each progress tick).
         let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
         // Progress goes out on a clock, not per chunk: when bytes stop (a stall, a slow
         // server), the window still learns how far the download got and that its speed fell.
@@ -480,6 +481,14 @@ impl Downloader {
                     )));
                 }
                 _ = ticker.tick() => {
+                    // What arrived goes to the file before it is reported, so a kill loses
+                    // nothing the window has shown (the next start resumes from the .part).
+                    if !pending.is_empty() {
+                        if let Err(e) = file.write_all(&pending).await {
+                            break Err(Interrupted::Fatal(RuntimeError::io("writing", &part, e)));
+                        }
+                        pending.clear();
+                    }
                     if let Some(s) = meter.tick(Instant::now(), state.offset, total, false) {
                         on_progress(s);
                     }

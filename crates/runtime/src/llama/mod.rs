@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod autoconfig;
+pub mod chat;
 pub mod estimate;
 pub mod health;
 pub mod log;

@@ -30,6 +30,7 @@ use ipc::runtimes::{RuntimeKind, Variant};
 use ipc::system::Backend;
 use ipc::{AppEvent, ErrorCode};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -114,7 +115,12 @@ struct Inner {
     /// Set while the orchestrator has paused the server for an image: starts are refused with
     /// this reason.
     hold: Mutex<Option<String>>,
+    /// Test-chat replies streaming now, by request id: the way to stop each.
+    chats: Mutex<HashMap<String, oneshot::Sender<()>>>,
 }
+
+/// Test-chat replies that may stream at once (the window sends one at a time).
+const MAX_CHATS: usize = 4;
 
 #[derive(Clone)]
 pub struct LlamaServer {
@@ -162,6 +168,7 @@ impl LlamaServer {
                 op: tokio::sync::Mutex::new(()),
                 epoch: AtomicU64::new(0),
                 hold: Mutex::new(None),
+                chats: Mutex::new(HashMap::new()),
             }),
         };
         if let Some(pid) = me.stop_orphan() {
@@ -912,79 +919,59 @@ impl LlamaServer {
         Some(pf.pid)
     }
 
-    /// A test chat: streams `/v1/chat/completions`, each piece as a `ChatDelta` event.
+    /// A test chat: the conversation in `args`, trimmed to the context of one slot, streamed
+    /// from `/v1/chat/completions`, each piece as a `ChatDelta` event (see [`super::chat`]).
+    /// [`Self::stop_chat`] ends it early; the server keeps running.
     pub async fn chat(&self, args: ChatArgs, request_id: String) -> Result<ChatReply> {
-        use futures_util::StreamExt;
-        let port = {
+        let (port, context) = {
             let sh = self.inner.shared.lock().unwrap();
             match (sh.status.state, sh.status.port) {
-                (ServerState::Running, Some(p)) => p,
+                (ServerState::Running, Some(p)) => {
+                    let configured = sh
+                        .status
+                        .settings
+                        .as_ref()
+                        .map(|s| s.context_size / s.parallel.max(1))
+                        .unwrap_or(512);
+                    (p, sh.status.effective_context.unwrap_or(configured))
+                }
                 _ => return Err(RuntimeError::ServerNotRunning),
             }
         };
-        let body = serde_json::json!({
-            "messages": args.messages,
-            "max_tokens": args.max_tokens,
-            "temperature": args.temperature,
-            "stream": true,
-        });
-        let url = format!("http://127.0.0.1:{port}/v1/chat/completions");
-        let resp = local_client()?
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(|e| RuntimeError::Network { url: url.clone(), detail: e.to_string() })?;
-        if !resp.status().is_success() {
-            return Err(RuntimeError::HttpStatus { url, status: resp.status().as_u16() });
+        if args.messages.last().is_none_or(|m| m.content.trim().is_empty()) {
+            return Err(RuntimeError::InvalidInput("write a message first".into()));
         }
-        let mut reply = ChatReply {
-            request_id: request_id.clone(),
-            content: String::new(),
-            reasoning: String::new(),
-            tokens: 0,
-        };
-        let mut buf = Vec::new();
-        let mut stream = resp.bytes_stream();
-        'read: while let Some(chunk) = stream.next().await {
-            let chunk = chunk
-                .map_err(|e| RuntimeError::Network { url: url.clone(), detail: e.to_string() })?;
-            buf.extend_from_slice(&chunk);
-            while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&line);
-                let Some(data) = line.trim().strip_prefix("data:") else { continue };
-                let data = data.trim();
-                if data == "[DONE]" {
-                    break 'read;
-                }
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else { continue };
-                let delta = v.pointer("/choices/0/delta");
-                let text = |k: &str| {
-                    delta.and_then(|d| d.get(k)).and_then(|s| s.as_str()).unwrap_or("").to_owned()
-                };
-                let (content, reasoning) = (text("content"), text("reasoning_content"));
-                if content.is_empty() && reasoning.is_empty() {
-                    continue;
-                }
-                reply.tokens += 1;
-                reply.content.push_str(&content);
-                reply.reasoning.push_str(&reasoning);
-                self.inner.events.emit(AppEvent::ChatDelta {
-                    request_id: request_id.clone(),
-                    content,
-                    reasoning,
-                    done: false,
-                });
+        let request_id = args.request_id.clone().unwrap_or(request_id);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut chats = self.inner.chats.lock().unwrap_or_else(|p| p.into_inner());
+            if chats.contains_key(&request_id) {
+                return Err(RuntimeError::InvalidInput(format!(
+                    "a reply with id {request_id} is already streaming"
+                )));
+            }
+            if chats.len() >= MAX_CHATS {
+                return Err(RuntimeError::Busy(format!(
+                    "{MAX_CHATS} test-chat replies are streaming already; stop one first"
+                )));
+            }
+            chats.insert(request_id.clone(), tx);
+        }
+        // However the reply ends (also when this future is dropped), its stop goes with it.
+        struct Forget<'a>(&'a Mutex<HashMap<String, oneshot::Sender<()>>>, String);
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
             }
         }
-        self.inner.events.emit(AppEvent::ChatDelta {
-            request_id,
-            content: String::new(),
-            reasoning: String::new(),
-            done: true,
-        });
-        Ok(reply)
+        let _forget = Forget(&self.inner.chats, request_id.clone());
+        super::chat::stream_reply(port, context, args, request_id, &self.inner.events, rx).await
+    }
+
+    /// Stops a streaming test-chat reply; false when none of that id is streaming (it may have
+    /// just ended).
+    pub fn stop_chat(&self, request_id: &str) -> bool {
+        let tx = self.inner.chats.lock().unwrap_or_else(|p| p.into_inner()).remove(request_id);
+        tx.is_some_and(|tx| tx.send(()).is_ok())
     }
 }

@@ -6,6 +6,7 @@
 pub mod hf;
 pub mod in_use;
 pub mod queue;
+pub mod queue_file;
 pub mod source;
 
 use crate::storage::{write_json_atomic, StorageLayout};

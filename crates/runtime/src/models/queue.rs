@@ -1,7 +1,10 @@
 //! The download queue: at most `concurrency` downloads at once, each with a handle to pause,
 //! resume or cancel it, progress on the event bus, and a model registered only at the end.
+//! Its rows are stored (`queue_file`), so a download interrupted by a restart, or by the app
+//! being killed, is listed again as Paused and resumes from its `.part`.
 
 use super::hf::{HfAccess, HfSettings};
+use super::queue_file::{self as stored, QueueFile, Row};
 use super::{source, summarize, ModelStore};
 use crate::download::{self, Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
 use crate::now_ms;
@@ -10,7 +13,7 @@ use ipc::models::{
     DownloadRequest, DownloadState, DownloadStatus, ModelFile, ModelInfo, ModelKind, ModelSource,
 };
 use ipc::AppEvent;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -52,7 +55,8 @@ struct FileTask {
 struct Job {
     status: DownloadStatus,
     control: Control,
-    request: DownloadRequest,
+    /// Where the model comes from (what the registry records).
+    source: ModelSource,
     tasks: Vec<FileTask>,
     /// A folder made for this model (shards, components), removed again if left empty.
     dir: Option<PathBuf>,
@@ -62,6 +66,78 @@ struct Job {
 impl Job {
     fn active(&self) -> bool {
         !matches!(self.status.state, DownloadState::Done | DownloadState::Failed)
+    }
+
+    fn to_row(&self) -> Row {
+        let s = &self.status;
+        Row {
+            id: s.download_id.clone(),
+            name: s.name.clone(),
+            kind: s.kind.into(),
+            state: stored::stored_state(s.state),
+            source: (&self.source).into(),
+            model_id: self.model_id.clone(),
+            dir: self.dir.clone(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|t| stored::Task {
+                    role: t.role.clone(),
+                    source: (&t.source).into(),
+                    dest: t.dest.clone(),
+                    sha256: t.sha256.clone(),
+                    preexisting: t.preexisting,
+                    done: t.done.clone().map(|(sha256, bytes)| stored::TaskDone { sha256, bytes }),
+                    size: t.size,
+                })
+                .collect(),
+            total_bytes: s.total_bytes,
+            done_bytes: if s.state == DownloadState::Done { s.downloaded_bytes } else { 0 },
+            error: s.error.as_ref().map(Into::into),
+            registered: s.model_id.clone(),
+        }
+    }
+
+    /// A stored row as it shows after a restart: what was waiting or running is paused, at the
+    /// bytes its files and `.part`s hold now.
+    fn from_row(row: &Row) -> Self {
+        let state = stored::restored_state(row.state);
+        let downloaded_bytes = if state == DownloadState::Done {
+            row.done_bytes
+        } else {
+            stored::bytes_on_disk(&row.tasks)
+        };
+        Job {
+            status: DownloadStatus {
+                download_id: row.id.clone(),
+                name: row.name.clone(),
+                kind: row.kind.into(),
+                state,
+                downloaded_bytes,
+                total_bytes: row.total_bytes,
+                bytes_per_sec: 0.0,
+                eta_secs: None,
+                error: row.error.as_ref().map(Into::into),
+                model_id: row.registered.clone(),
+            },
+            control: Control::default(),
+            source: (&row.source).into(),
+            tasks: row
+                .tasks
+                .iter()
+                .map(|t| FileTask {
+                    role: t.role.clone(),
+                    source: (&t.source).into(),
+                    dest: t.dest.clone(),
+                    sha256: t.sha256.clone(),
+                    preexisting: t.preexisting,
+                    done: t.done.clone().map(|d| (d.sha256, d.bytes)),
+                    size: t.size,
+                })
+                .collect(),
+            dir: row.dir.clone(),
+            model_id: row.model_id.clone(),
+        }
     }
 }
 
@@ -73,6 +149,11 @@ struct Inner {
     slots: Semaphore,
     jobs: Mutex<Vec<Job>>,
     next_id: AtomicU64,
+    /// Where the rows are stored; `None` in tests that need no file, and when the file there
+    /// could not be read (a newer version's: it is then left as it is).
+    state_file: Option<PathBuf>,
+    /// Held while a snapshot is taken and written, so the last write is the newest state.
+    save_lock: Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -87,6 +168,7 @@ impl std::fmt::Debug for DownloadQueue {
 }
 
 impl DownloadQueue {
+    /// A queue that keeps its rows in memory only.
     pub fn new(
         store: ModelStore,
         events: EventBus,
@@ -94,6 +176,50 @@ impl DownloadQueue {
         config: DownloadConfig,
         hf: HfSettings,
     ) -> Result<Self> {
+        Self::build(store, events, concurrency, config, hf, None, Vec::new())
+    }
+
+    /// A queue stored in `config_dir`: the rows left by the last run come back (unfinished ones
+    /// paused). A file that cannot be read is reported and left alone, and the queue starts
+    /// empty without writing over it.
+    pub fn open(
+        store: ModelStore,
+        events: EventBus,
+        concurrency: usize,
+        config: DownloadConfig,
+        hf: HfSettings,
+        config_dir: &Path,
+    ) -> Result<Self> {
+        let path = config_dir.join(stored::FILE_NAME);
+        let (jobs, state_file) =
+            match crate::storage::read_versioned::<QueueFile>(&path, stored::FORMAT) {
+                Ok(file) => {
+                    let rows = file.map(|f| f.rows).unwrap_or_default();
+                    (rows.iter().map(Job::from_row).collect(), Some(path))
+                }
+                Err(e) => {
+                    eprintln!("download queue: {e}");
+                    (Vec::new(), None)
+                }
+            };
+        Self::build(store, events, concurrency, config, hf, state_file, jobs)
+    }
+
+    fn build(
+        store: ModelStore,
+        events: EventBus,
+        concurrency: usize,
+        config: DownloadConfig,
+        hf: HfSettings,
+        state_file: Option<PathBuf>,
+        jobs: Vec<Job>,
+    ) -> Result<Self> {
+        let next = jobs
+            .iter()
+            .filter_map(|j| j.status.download_id.strip_prefix("dl-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
         Ok(Self {
             inner: Arc::new(Inner {
                 downloader: Downloader::new(config)?,
@@ -101,10 +227,25 @@ impl DownloadQueue {
                 hf,
                 events,
                 slots: Semaphore::new(concurrency.max(1)),
-                jobs: Mutex::new(Vec::new()),
-                next_id: AtomicU64::new(1),
+                jobs: Mutex::new(jobs),
+                next_id: AtomicU64::new(next),
+                state_file,
+                save_lock: Mutex::new(()),
             }),
         })
+    }
+
+    /// Writes the rows as they are now (states and finished files; not every progress tick).
+    /// A failed write is reported and the queue goes on: the downloads themselves are intact.
+    fn save(&self) {
+        let Some(path) = &self.inner.state_file else { return };
+        let _writing = self.inner.save_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<Row> = self.jobs().iter().map(Job::to_row).collect();
+        stored::trim_finished(&mut rows);
+        let file = QueueFile { format: stored::FORMAT, rows };
+        if let Err(e) = crate::storage::write_json_atomic_sync(path, &file) {
+            eprintln!("download queue: {e}");
+        }
     }
 
     fn jobs(&self) -> std::sync::MutexGuard<'_, Vec<Job>> {
@@ -225,7 +366,6 @@ impl DownloadQueue {
         if clash {
             return Err(RuntimeError::AlreadyExists("a download of the same file".into()));
         }
-        jobs.retain(|j| j.active());
         jobs.push(Job {
             status: DownloadStatus {
                 download_id: id.clone(),
@@ -240,12 +380,13 @@ impl DownloadQueue {
                 model_id: None,
             },
             control: Control::default(),
-            request,
+            source: request.source,
             tasks,
             dir,
             model_id,
         });
         drop(jobs);
+        self.save();
         self.spawn(id.clone());
         Ok(id)
     }
@@ -270,7 +411,9 @@ impl DownloadQueue {
             if j.status.state == DownloadState::Queued {
                 j.status.state = DownloadState::Paused;
             }
-        })
+        })?;
+        self.save();
+        Ok(())
     }
 
     /// Continues a paused or failed download from where it stopped.
@@ -285,9 +428,30 @@ impl DownloadQueue {
             again
         })?;
         if restart {
+            self.save();
             self.spawn(id.to_owned());
         }
         Ok(())
+    }
+
+    /// Forgets a finished or failed row (a failed one's partial files are deleted with it).
+    /// One still downloading or paused is stopped with Cancel instead.
+    pub fn clear(&self, id: &str) -> Result<()> {
+        let state = self.with_job(id, |j| j.status.state)?;
+        match state {
+            DownloadState::Done => {
+                self.jobs().retain(|j| j.status.download_id != id);
+                self.save();
+                Ok(())
+            }
+            DownloadState::Failed => {
+                self.discard(id);
+                Ok(())
+            }
+            _ => Err(RuntimeError::InvalidInput(
+                "this download is not finished: Cancel stops it and deletes what it fetched".into(),
+            )),
+        }
     }
 
     /// Stops a download, deletes what it fetched (not files it found already there) and drops
@@ -311,6 +475,8 @@ impl DownloadQueue {
             remove_job_files(j);
         }
         jobs.retain(|j| j.status.download_id != id);
+        drop(jobs);
+        self.save();
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut DownloadStatus)) {
@@ -328,11 +494,13 @@ impl DownloadQueue {
         match control.current() {
             download::Command::Cancel => return self.discard(&id),
             download::Command::Pause => {
-                return self.update(&id, |s| s.state = DownloadState::Paused)
+                self.update(&id, |s| s.state = DownloadState::Paused);
+                return self.save();
             }
             download::Command::Run => {}
         }
         self.update(&id, |s| s.state = DownloadState::Running);
+        self.save();
 
         let result = match self.fetch_all(&id, &control).await {
             Ok(true) => self.finish(&id).await.map(Some),
@@ -346,9 +514,13 @@ impl DownloadQueue {
                     s.model_id = Some(model_id.clone());
                     s.eta_secs = Some(0.0);
                 });
+                self.save();
                 self.inner.events.emit(AppEvent::DownloadFinished { download_id: id, model_id });
             }
-            Ok(None) => self.update(&id, |s| s.state = DownloadState::Paused),
+            Ok(None) => {
+                self.update(&id, |s| s.state = DownloadState::Paused);
+                self.save();
+            }
             Err(RuntimeError::Cancelled) => self.discard(&id),
             Err(e) => {
                 let error = e.to_ipc();
@@ -356,6 +528,7 @@ impl DownloadQueue {
                     s.state = DownloadState::Failed;
                     s.error = Some(error.clone());
                 });
+                self.save();
                 self.inner.events.emit(AppEvent::DownloadFailed { download_id: id, error });
             }
         }
@@ -391,6 +564,7 @@ impl DownloadQueue {
             };
             let Some(done) = fetched else { return Ok(false) };
             self.with_job(id, |j| j.tasks[i].done = Some(done))?;
+            self.save();
         }
         Ok(true)
     }
@@ -497,12 +671,18 @@ impl DownloadQueue {
                     }
                     _ => snap.eta_secs,
                 };
+                // The size is stored when it becomes known, so that a row restored after a
+                // kill shows its percent (bytes themselves are read back from the disk).
+                let sized = self.with_job(id, |j| j.status.total_bytes != total).unwrap_or(false);
                 self.update(id, |s| {
                     s.downloaded_bytes = downloaded;
                     s.total_bytes = total;
                     s.bytes_per_sec = snap.bytes_per_sec;
                     s.eta_secs = eta;
                 });
+                if sized {
+                    self.save();
+                }
                 self.inner.events.emit(AppEvent::DownloadProgress(ipc::event::DownloadProgress {
                     download_id: id.to_owned(),
                     file_name: file_name.clone(),
@@ -522,11 +702,18 @@ impl DownloadQueue {
     /// Checks every GGUF file of the model (the primary one, which an LLM must have, each shard
     /// of a split model, each GGUF component) against its length, then registers the model.
     async fn finish(&self, id: &str) -> Result<String> {
-        let (request, tasks, model_id) =
-            self.with_job(id, |j| (j.request.clone(), j.tasks.clone(), j.model_id.clone()))?;
+        let (name, kind, model_source, tasks, model_id) = self.with_job(id, |j| {
+            (
+                j.status.name.clone(),
+                j.status.kind,
+                j.source.clone(),
+                j.tasks.clone(),
+                j.model_id.clone(),
+            )
+        })?;
         let primary = &tasks[0];
         let dest = &primary.dest;
-        let primary_is_gguf = super::is_gguf_path(dest) || request.kind == ModelKind::Llm;
+        let primary_is_gguf = super::is_gguf_path(dest) || kind == ModelKind::Llm;
         let ggufs: Vec<PathBuf> = tasks
             .iter()
             .enumerate()
@@ -559,7 +746,6 @@ impl DownloadQueue {
                 }
             })
             .collect();
-        let name = request.name.trim().to_owned();
         let info = ModelInfo {
             id: model_id,
             supports_reasoning: source::supports_reasoning(&name)
@@ -567,11 +753,11 @@ impl DownloadQueue {
                     &dest.file_name().unwrap_or_default().to_string_lossy(),
                 ),
             name,
-            kind: request.kind,
+            kind,
             size_bytes: files.iter().map(|f| f.size_bytes).sum(),
             path: dest.display().to_string(),
             downloaded_at_ms: now_ms(),
-            source: request.source.clone(),
+            source: model_source,
             sha256: files[0].sha256.clone(),
             gguf: header.as_ref().map(summarize),
             files,

@@ -69,7 +69,8 @@ fn DownloadRow(d: DownloadStatus) -> impl IntoView {
         Some(t) => format!("{} / {}", bytes(d.downloaded_bytes), bytes(t)),
         None => bytes(d.downloaded_bytes),
     };
-    let (i1, i2, i3) = (id.clone(), id.clone(), id.clone());
+    let (i1, i2, i3, i4) = (id.clone(), id.clone(), id.clone(), id.clone());
+    let finished = matches!(d.state, DownloadState::Done | DownloadState::Failed);
     view! {
         <div class="dl-row" data-id=id.clone() data-state=state_label(d.state)>
             <div class="dl-head">
@@ -89,8 +90,12 @@ fn DownloadRow(d: DownloadStatus) -> impl IntoView {
                         {if d.state == DownloadState::Failed { "Retry" } else { "Resume" }}
                     </button>
                 })}
-                {(!done).then(|| view! {
+                {(!finished).then(|| view! {
                     <button class="btn btn-small dl-cancel" on:click=move |_| act(cmd::DOWNLOAD_CANCEL, i3.clone())>"Cancel"</button>
+                })}
+                {finished.then(|| view! {
+                    <button class="btn btn-small dl-clear" title="Remove this row (a failed download's partial file is deleted)"
+                        on:click=move |_| act(cmd::DOWNLOAD_CLEAR, i4.clone())>"Clear"</button>
                 })}
             </div>
             {d.error.clone().map(|e| view! { <ErrorBox error=e /> })}
