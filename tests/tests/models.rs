@@ -12,24 +12,16 @@ use testkit::http::{Fault, FixtureServer, Route};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real window: run scripts/test"]
 async fn download_list_inspect_verify_delete() {
-    let model = tiny_llama(TinyLlama::default()).to_bytes();
-    let half = model.len() as u64 / 2;
-    let server = FixtureServer::start().await;
     // The first request stops sending half-way and holds the connection, so the progress bar
     // sits at 50% until the user pauses and resumes.
-    server
-        .add("/models/tiny-llama.gguf", Route::bytes(model.clone()).fault(Fault::StallAfter(half)));
-    let url = server.url("/models/tiny-llama.gguf");
+    let (model, server, url) = stalling_model().await;
+    let half = model.len() as u64 / 2;
 
     let app = App::launch().await;
     app.click("#tab-btn-models").await;
     app.wait_visible("#models-empty").await;
 
-    app.click("#dl-mode-custom").await;
-    app.click("#dl-source option[value='url']").await;
-    app.wait_visible("#dl-url").await.send_keys(&url).await.unwrap();
-    app.wait_visible("#dl-name").await.send_keys("Tiny Llama").await.unwrap();
-    app.click("#dl-submit").await;
+    download_by_url(&app, &url, "Tiny Llama").await;
 
     // Half-way, stalled: the row shows 50% and the bytes.
     let pct = app.wait_text(".dl-row .dl-percent", |t| t == "50%").await;
@@ -110,23 +102,15 @@ async fn download_list_inspect_verify_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real window: run scripts/test"]
 async fn a_download_interrupted_by_a_kill_resumes_after_relaunch() {
-    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let (model, server, url) = stalling_model().await;
     let half = model.len() as u64 / 2;
-    let server = FixtureServer::start().await;
-    server
-        .add("/models/tiny-llama.gguf", Route::bytes(model.clone()).fault(Fault::StallAfter(half)));
-    let url = server.url("/models/tiny-llama.gguf");
     let home = std::env::temp_dir().join(format!("genai-e2e-killed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&home);
     let opts = || LaunchOptions { genai_home: Some(home.clone()), ..Default::default() };
 
     let app = App::launch_with(opts()).await;
     app.click("#tab-btn-models").await;
-    app.click("#dl-mode-custom").await;
-    app.click("#dl-source option[value='url']").await;
-    app.wait_visible("#dl-url").await.send_keys(&url).await.unwrap();
-    app.wait_visible("#dl-name").await.send_keys("Tiny Llama").await.unwrap();
-    app.click("#dl-submit").await;
+    download_by_url(&app, &url, "Tiny Llama").await;
     app.wait_text(".dl-row .dl-percent", |t| t == "50%").await;
     app.kill();
 
@@ -163,4 +147,25 @@ async fn llm_choices(app: &App, ok: impl Fn(&Vec<String>) -> bool) -> Vec<String
         assert!(std::time::Instant::now() < deadline, "the LLM tab offers {v:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The tiny llama served from a fixture whose first answer stops half-way and holds the
+/// connection: (the model's bytes, the server, the model's URL).
+async fn stalling_model() -> (Vec<u8>, FixtureServer, String) {
+    let model = tiny_llama(TinyLlama::default()).to_bytes();
+    let half = model.len() as u64 / 2;
+    let server = FixtureServer::start().await;
+    server
+        .add("/models/tiny-llama.gguf", Route::bytes(model.clone()).fault(Fault::StallAfter(half)));
+    let url = server.url("/models/tiny-llama.gguf");
+    (model, server, url)
+}
+
+/// The Models tab's custom form: a download from `url` named `name`.
+async fn download_by_url(app: &App, url: &str, name: &str) {
+    app.click("#dl-mode-custom").await;
+    app.click("#dl-source option[value='url']").await;
+    app.wait_visible("#dl-url").await.send_keys(url).await.unwrap();
+    app.wait_visible("#dl-name").await.send_keys(name).await.unwrap();
+    app.click("#dl-submit").await;
 }
