@@ -144,13 +144,21 @@ impl StorageLayout {
 /// Writes JSON to `path` through a temporary file and a rename, so a crash leaves the old file
 /// or the new one, never half of one.
 pub async fn write_json_atomic<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value)
-        .map_err(|e| RuntimeError::Internal(format!("encoding {}: {e}", path.display())))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let (json, tmp) = (encode_json(path, value)?, tmp_beside(path));
     tokio::fs::write(&tmp, &json).await.map_err(|e| RuntimeError::io("writing", &tmp, e))?;
     tokio::fs::rename(&tmp, path).await.map_err(|e| RuntimeError::io("renaming", &tmp, e))
+}
+
+fn encode_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec_pretty(value)
+        .map_err(|e| RuntimeError::Internal(format!("encoding {}: {e}", path.display())))
+}
+
+/// The temporary file an atomic write goes through: beside `path`, named for this process.
+fn tmp_beside(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    PathBuf::from(tmp)
 }
 
 /// Reads a file in one of the app's own stored formats (`{"format": N, ...}`; a file without
@@ -185,11 +193,7 @@ pub fn read_versioned<T: serde::de::DeserializeOwned>(
 
 /// [`write_json_atomic`] for small files written from synchronous code.
 pub fn write_json_atomic_sync<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value)
-        .map_err(|e| RuntimeError::Internal(format!("encoding {}: {e}", path.display())))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
+    let (json, tmp) = (encode_json(path, value)?, tmp_beside(path));
     std::fs::write(&tmp, &json).map_err(|e| RuntimeError::io("writing", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("renaming", &tmp, e))
 }
