@@ -55,6 +55,10 @@ async fn start_chat_and_stop_the_llm_server() {
     assert!(app.wait_text("#llm-estimate", |t| t.contains("expected")).await.contains("KV"));
     app.screenshot("llm-1-running").await;
 
+    // Short replies, so that three turns fit the tiny model's 512 tokens without trimming.
+    let max = app.wait_visible("#chat-max-tokens").await;
+    max.clear().await.unwrap();
+    max.send_keys("8").await.unwrap();
     app.wait_visible("#chat-input").await.send_keys("Hello").await.unwrap();
     app.click("#chat-send").await;
     let reply = app.wait_text("#chat-reply", |t| !t.trim().is_empty()).await;

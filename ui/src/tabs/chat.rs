@@ -187,7 +187,7 @@ pub fn ChatCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                 <textarea id="chat-input" rows="2" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev)) on:keydown=on_key></textarea>
             </label>
             <div class="toolbar">
-                <label class="field inline"><span>"Max tokens"</span><input type="text" size="5" prop:value=max_tokens on:input=move |ev| max_tokens.set(event_target_value(&ev)) /></label>
+                <label class="field inline"><span>"Max tokens"</span><input id="chat-max-tokens" type="text" size="5" prop:value=max_tokens on:input=move |ev| max_tokens.set(event_target_value(&ev)) /></label>
                 <label class="field inline"><span>"Temperature"</span><input type="text" size="4" prop:value=temperature on:input=move |ev| temperature.set(event_target_value(&ev)) /></label>
                 <button id="chat-send" class="btn btn-primary" disabled=move || streaming.get().is_some() || !running() on:click=move |_| send()>
                     {move || if streaming.get().is_some() { "Answering…" } else { "Send" }}
