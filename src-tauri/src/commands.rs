@@ -5,6 +5,7 @@ use crate::state::AppState;
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
+use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
     DeleteModelArgs, DownloadRequest, DownloadStatus, HfSettingsArgs, HfSettingsView, IdArgs,
@@ -14,8 +15,8 @@ use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatu
 use ipc::runtimes::{
     CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs,
 };
-use ipc::system::{MemoryNow, SystemInfo};
-use ipc::{AppInfo, IpcError, OpenLinkArgs};
+use ipc::system::{MemoryNow, MemorySample, SystemInfo};
+use ipc::{AppInfo, AppLogArgs, AppLogView, IpcError, OpenLinkArgs};
 use tauri::{AppHandle, State};
 
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
@@ -23,8 +24,13 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         app_info,
         open_storage_folder,
         open_link,
+        app_log,
+        app_log_set,
+        open_logs_folder,
         system_info,
         memory_now,
+        memory_history,
+        server_log_clear,
         models_list,
         model_delete,
         model_verify,
@@ -57,6 +63,8 @@ pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static 
         diffusion_cancel,
         diffusion_logs,
         diffusion_save_image,
+        diffusion_save_image_as,
+        open_images_folder,
         orchestrator_status,
         orchestrator_set,
         orchestrator_check,
@@ -78,6 +86,21 @@ fn system_info(state: State<'_, AppState>) -> Result<SystemInfo, IpcError> {
 #[tauri::command]
 fn memory_now(state: State<'_, AppState>) -> Result<MemoryNow, IpcError> {
     Ok(state.system().memory_now()?)
+}
+
+/// The sampler's readings of the last 10 minutes (no hardware read: cheap on the main thread).
+#[tauri::command]
+fn memory_history(state: State<'_, AppState>) -> Result<Vec<MemorySample>, IpcError> {
+    Ok(state.runtime()?.memory_history().samples())
+}
+
+#[tauri::command]
+fn server_log_clear(state: State<'_, AppState>, args: ServerLogArgs) -> Result<(), IpcError> {
+    let rt = state.runtime()?;
+    Ok(match args.server {
+        ServerKind::Llm => rt.llm().clear_logs(),
+        ServerKind::Diffusion => rt.diffusion().clear_logs(),
+    }?)
 }
 
 #[tauri::command]
@@ -148,6 +171,35 @@ async fn hf_settings_set(
 fn open_storage_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(), IpcError> {
     let root = state.runtime()?.storage().root().display().to_string();
     open_with_system(&app, &root)
+}
+
+fn app_log_view(log: &runtime::applog::AppLog) -> AppLogView {
+    AppLogView {
+        level: log.level(),
+        path: log.folder().join(runtime::applog::FILE_NAME).display().to_string(),
+    }
+}
+
+#[tauri::command]
+fn app_log(state: State<'_, AppState>) -> Result<AppLogView, IpcError> {
+    Ok(app_log_view(state.runtime()?.app_log()))
+}
+
+#[tauri::command]
+async fn app_log_set(state: State<'_, AppState>, args: AppLogArgs) -> Result<AppLogView, IpcError> {
+    let rt = state.runtime()?;
+    rt.app_log().set_level(args.level).await?;
+    Ok(app_log_view(rt.app_log()))
+}
+
+/// Shows `<storage>/logs` (the app's log and the servers') in the system's file manager.
+#[tauri::command]
+fn open_logs_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(), IpcError> {
+    let dir = state.runtime()?.app_log().folder();
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        IpcError::new(ipc::ErrorCode::FileSystem, format!("creating {}: {e}", dir.display()))
+    })?;
+    open_with_system(&app, &dir.display().to_string())
 }
 
 /// Opens a web page (a model card, a release page) in the system's browser: https only.
@@ -308,6 +360,34 @@ fn diffusion_cancel(state: State<'_, AppState>, args: JobArgs) -> Result<JobView
 #[tauri::command]
 fn diffusion_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
     Ok(LlmLogs { lines: state.runtime()?.diffusion().logs() })
+}
+
+/// "Save as…": the system's save dialog picks the place (the window sends no path), then the
+/// runtime writes the image there. `None` when the user closed the dialog.
+#[tauri::command]
+async fn diffusion_save_image_as(
+    app: AppHandle,
+    state: State<'_, AppState>,
+    args: SaveImageArgs,
+) -> Result<Option<SavedImage>, IpcError> {
+    let sd = state.runtime()?.diffusion().clone();
+    let name = sd.suggested_file_name(&args.id, args.index)?;
+    let start = sd.images_folder()?;
+    let Some(path) = crate::save_dialog::pick(&app, &name, &start).await else {
+        return Ok(None);
+    };
+    let path =
+        tauri::async_runtime::spawn_blocking(move || sd.save_image_to(&args.id, args.index, &path))
+            .await
+            .map_err(|e| IpcError::new(ipc::ErrorCode::Internal, format!("saving: {e}")))??;
+    Ok(Some(SavedImage { path: path.display().to_string() }))
+}
+
+/// Shows the saved images' folder (`<storage>/images`) in the system's file manager.
+#[tauri::command]
+fn open_images_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(), IpcError> {
+    let dir = state.runtime()?.diffusion().images_folder()?;
+    open_with_system(&app, &dir.display().to_string())
 }
 
 #[tauri::command]

@@ -5,6 +5,7 @@
 
 mod commands;
 mod events;
+mod save_dialog;
 mod state;
 
 use state::AppState;
@@ -17,15 +18,25 @@ pub fn run() {
     }
     tauri::Builder::default()
         .plugin(tauri_plugin_shell::init())
+        .plugin(tauri_plugin_dialog::init())
         .manage(state)
         .setup(|app| {
             events::forward_runtime_events(app.handle());
             // An LLM paused for an image when the app last ended comes back as it was.
             use tauri::Manager;
             if let Ok(rt) = app.state::<AppState>().runtime() {
+                if rt.app_log().install_global() {
+                    tracing::info!(
+                        version = env!("CARGO_PKG_VERSION"),
+                        storage = %rt.storage().root().display(),
+                        "the app started"
+                    );
+                }
+                let sampler = rt.clone();
+                tauri::async_runtime::spawn(async move { sampler.start_memory_sampler() });
                 tauri::async_runtime::spawn(async move {
                     if let Err(e) = rt.recover().await {
-                        eprintln!("genai-control-panel: the paused LLM could not be restored: {e}");
+                        tracing::warn!("the paused LLM could not be restored: {e}");
                     }
                 });
             }

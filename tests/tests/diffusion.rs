@@ -140,3 +140,113 @@ async fn generate_an_image_and_cancel_another() {
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// A plain HTTP/1.1 POST over a socket, as any other program on this computer could send it:
+/// answers the status and the body.
+fn post_json(base: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).expect("the job API accepts connections");
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do() {
+    let dir = TempDir::new("e2e-sd-api");
+    let home = dir.join("home");
+    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
+    let model = storage.diffusion_models().join("sd-tiny.gguf");
+    std::fs::write(&model, vec![7u8; 4096]).unwrap();
+    let p = model.display().to_string();
+    let info = ModelInfo::local_file("sd-tiny", "SD Tiny", ModelKind::Diffusion, &p, 4096);
+    std::fs::write(
+        storage.diffusion_models().join("sd-tiny.json"),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+    let exe = fake_runtime::generating_sd_cli(dir.path(), 150, false);
+    let bins =
+        Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
+            .unwrap();
+    bins.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
+    // "Save as…" answers with this place instead of a native dialog (which WebDriver cannot
+    // click through); the writing after it is the app's own.
+    let chosen = dir.join("elsewhere").join("harbour.png");
+    std::fs::create_dir_all(chosen.parent().unwrap()).unwrap();
+    let env = vec![
+        (fake_runtime::ENV_SD_LOAD_MS.to_owned(), "1000".to_owned()),
+        ("GENAI_TEST_SAVE_AS".to_owned(), chosen.display().to_string()),
+    ];
+    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    app.click("#tab-btn-diffusion").await;
+    app.wait_text("#sd-model option", |t| t.starts_with("SD Tiny")).await;
+    app.script(
+        "const e = document.querySelector('#sd-port-input'); e.value = 'auto'; \
+         e.dispatchEvent(new Event('input'));",
+    )
+    .await;
+    app.click("#sd-start").await;
+    app.wait_text("#sd-state", |t| t == "Running").await;
+    let base = app.wait_text("#sd-url", |t| t.starts_with("http://127.0.0.1:")).await;
+
+    // Another program posts a job; the tab shows it with its live stage, step and percent.
+    let job = r#"{"prompt": "a harbour at noon", "width": 256, "height": 256, "steps": 12}"#;
+    let b = base.clone();
+    let (code, created) =
+        tokio::task::spawn_blocking(move || post_json(&b, "/v1/images/generations", job))
+            .await
+            .unwrap();
+    assert_eq!(code, 201, "{created}");
+    let (stage, pct) =
+        wait_progress(&app, "mid-way diffusion", |s, p| s == "Diffusion" && p > 20.0).await;
+    assert!(pct < 100.0, "{stage} {pct}");
+    let caption = app.wait_text("#sd-progress .bar-caption", |t| t.contains("step")).await;
+    assert!(caption.starts_with("Diffusion · step ") && caption.contains("/12"), "{caption}");
+    assert_eq!(app.wait_text("#sd-job-status", |t| !t.is_empty()).await, "Generating");
+    app.screenshot("diffusion-api-1-foreign-job").await;
+    app.wait_text("#sd-job-status", |t| t == "Finished").await;
+    let info = app.wait_text("#sd-image-info-0", |t| !t.is_empty()).await;
+    assert!(info.starts_with("256 × 256 · seed "), "{info}");
+
+    // Save as…: to the place the user chose, not the app's folder.
+    app.click("#sd-save-as-0").await;
+    let saved = app.wait_text("#sd-saved", |t| t.contains(".png")).await;
+    assert_eq!(saved.trim_start_matches("Saved to ").trim(), chosen.display().to_string());
+    assert!(std::fs::read(&chosen).unwrap().starts_with(b"\x89PNG"));
+    assert!(!home.join("images").join("harbour.png").exists());
+
+    // A job that fails: the usual error box, with a title and what to do.
+    let failing = format!(r#"{{"prompt": "{}", "steps": 8}}"#, fake_runtime::FAIL_WORD);
+    let b = base.clone();
+    let (code, _) =
+        tokio::task::spawn_blocking(move || post_json(&b, "/v1/images/generations", &failing))
+            .await
+            .unwrap();
+    assert_eq!(code, 201);
+    app.wait_text("#sd-job-status", |t| t == "Failed").await;
+    let title = app.wait_text("#sd-job-error .error-title", |t| !t.is_empty()).await;
+    assert_eq!(title, ipc::ErrorCode::InsufficientMemory.title());
+    let remedy = app.wait_text("#sd-job-error .error-remedy", |t| !t.is_empty()).await;
+    assert!(remedy.len() > 20, "{remedy}");
+    let message = app.wait_text("#sd-job-error .error-message", |t| !t.is_empty()).await;
+    assert!(message.contains("out of memory"), "{message}");
+    app.screenshot("diffusion-api-2-failed-job").await;
+
+    app.click("#sd-stop").await;
+    app.wait_text("#sd-state", |t| t == "Stopped").await;
+    let group = app.finish().await;
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

@@ -122,8 +122,26 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
         .as_f64()
         .unwrap();
     assert!((-1.0..10.0).contains(&gap), "reload mark {gap} units after the job's end");
+    // The samples while the tab was hidden (it does not poll then) come from the app's own
+    // sampler: the RAM line has points inside the image job's band.
+    let inside = app
+        .script(
+            "const pts = document.querySelector('#chart-ram .chart-line').getAttribute('points')                .trim().split(' ').map(p => parseFloat(p.split(',')[0]));              const b = document.querySelector('#chart-ram .band-job');              const x0 = parseFloat(b.getAttribute('x')), x1 = x0 + parseFloat(b.getAttribute('width'));              return pts.filter(x => x >= x0 && x <= x1).length;",
+        )
+        .await
+        .as_u64()
+        .unwrap();
+    assert!(inside >= 1, "no memory sample during the job (the tab was on the Diffusion tab)");
+    // Axes: the time in minutes and seconds back from now, the memory in bytes.
+    let x_axis = app.wait_text("#chart-ram .axis-x", |t| t.contains("now")).await;
+    assert!(x_axis.contains("−1 min") && x_axis.contains("−30 s"), "{x_axis}");
+    let y_axis = app.wait_text("#chart-ram .axis-y", |t| t.contains("iB")).await;
+    assert!(y_axis.starts_with(|c: char| c.is_ascii_digit()) && y_axis.ends_with('0'), "{y_axis}");
     let grid = app.wait_text("#server-llm .server-state", |t| !t.is_empty()).await;
     assert_eq!(grid, "Running");
+    // Busy: from llama-server's /slots (read with the health checks), idle now.
+    let busy = app.wait_text("#server-llm .server-busy", |t| t.contains(" of ")).await;
+    assert_eq!(busy, "0 of 1");
     app.screenshot("orchestration-2-monitor").await;
     app.script("document.querySelector('#orch-status').scrollIntoView()").await;
     app.screenshot("orchestration-3-decision-and-log").await;
@@ -134,6 +152,22 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
     assert_eq!(app.wait_text("#llm-health", |t| !t.is_empty()).await, "Healthy");
     assert_eq!(app.wait_text("#llm-port", |t| !t.is_empty()).await, port);
     app.screenshot("orchestration-4-llm-back").await;
+
+    // Clear on the log empties its file too, after a confirmation.
+    let file = storage.logs().join("llama-server.log");
+    let before = std::fs::read_to_string(&file).unwrap();
+    assert!(before.contains("healthy after"), "{before}");
+    app.click("#llm-log-clear").await;
+    app.wait_visible("#llm-log-clear-ask").await;
+    assert!(std::fs::read_to_string(&file).unwrap().contains("healthy after"), "asked first");
+    app.click("#llm-log-clear-confirm").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(&file).unwrap().contains("healthy after") {
+        assert!(std::time::Instant::now() < deadline, "the log file was not emptied");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let shown = app.wait_text("#llm-log", |t| !t.contains("healthy after")).await;
+    assert!(!shown.contains("listening"), "{shown}");
 
     app.click("#llm-stop").await;
     app.wait_text("#llm-state", |t| t == "Stopped").await;

@@ -4,6 +4,7 @@
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
+use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
     DeleteModelArgs, DownloadRequest, DownloadStatus, HfSettingsArgs, HfSettingsView, IdArgs,
@@ -14,7 +15,7 @@ use ipc::runtimes::{
     CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus,
     SetCustomArgs,
 };
-use ipc::system::{MemoryNow, SystemInfo};
+use ipc::system::{MemoryNow, MemorySample, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
 use serde::{de::DeserializeOwned, Serialize};
 use wasm_bindgen::prelude::*;
@@ -89,6 +90,14 @@ pub async fn memory_now() -> Result<MemoryNow, IpcError> {
     invoke(cmd::MEMORY_NOW).await
 }
 
+pub async fn memory_history() -> Result<Vec<MemorySample>, IpcError> {
+    invoke(cmd::MEMORY_HISTORY).await
+}
+
+pub async fn server_log_clear(server: ServerKind) -> Result<(), IpcError> {
+    invoke_with(cmd::SERVER_LOG_CLEAR, &ServerLogArgs { server }).await
+}
+
 pub async fn models_list() -> Result<ModelList, IpcError> {
     invoke(cmd::MODELS_LIST).await
 }
@@ -125,6 +134,18 @@ pub async fn hf_settings_set(args: HfSettingsArgs) -> Result<HfSettingsView, Ipc
 
 pub async fn open_storage_folder() -> Result<(), IpcError> {
     invoke(cmd::OPEN_STORAGE_FOLDER).await
+}
+
+pub async fn app_log() -> Result<ipc::AppLogView, IpcError> {
+    invoke(cmd::APP_LOG).await
+}
+
+pub async fn app_log_set(level: ipc::event::LogLevel) -> Result<ipc::AppLogView, IpcError> {
+    invoke_with(cmd::APP_LOG_SET, &ipc::AppLogArgs { level }).await
+}
+
+pub async fn open_logs_folder() -> Result<(), IpcError> {
+    invoke(cmd::OPEN_LOGS_FOLDER).await
 }
 
 #[allow(dead_code)] // first caller: links to model cards in the Models tab
@@ -218,6 +239,18 @@ pub async fn diffusion_logs() -> Result<LlmLogs, IpcError> {
 
 pub async fn diffusion_save_image(id: String, index: u32) -> Result<SavedImage, IpcError> {
     invoke_with(cmd::DIFFUSION_SAVE_IMAGE, &SaveImageArgs { id, index }).await
+}
+
+/// `None` when the user closed the save dialog.
+pub async fn diffusion_save_image_as(
+    id: String,
+    index: u32,
+) -> Result<Option<SavedImage>, IpcError> {
+    invoke_with(cmd::DIFFUSION_SAVE_IMAGE_AS, &SaveImageArgs { id, index }).await
+}
+
+pub async fn open_images_folder() -> Result<(), IpcError> {
+    invoke(cmd::OPEN_IMAGES_FOLDER).await
 }
 
 pub async fn orchestrator_status() -> Result<OrchestratorStatus, IpcError> {

@@ -43,6 +43,7 @@ impl Tab {
 pub fn App() -> impl IntoView {
     let active = RwSignal::new(Tab::System);
     crate::feeds::provide();
+    provide_context(crate::feeds::ShownTab(Signal::derive(move || active.get().id())));
 
     view! {
         <div class="shell">

@@ -81,6 +81,11 @@ fn marker_of(event: &AppEvent) -> Option<MarkerKind> {
 #[derive(Clone, Copy)]
 pub struct ModelsChanged(pub RwSignal<u64>);
 
+/// The id of the tab on screen (`system`, `models`, `llm`, `diffusion`, `monitor`): a tab that
+/// polls does so only while it is shown. Provided by the shell.
+#[derive(Clone, Copy)]
+pub struct ShownTab(pub Signal<&'static str>);
+
 /// Bumped whenever the machine's situation changed (a server started or stopped): tabs showing
 /// hardware refresh at once instead of waiting for their next poll.
 #[derive(Clone, Copy)]

@@ -4,7 +4,7 @@
 //! camelCase field names: its clients (genai-lite) work unchanged.
 
 use crate::event::{ImageStage, ServerState};
-use crate::IpcError;
+use crate::{ErrorCode, IpcError};
 use serde::{Deserialize, Serialize};
 
 /// The port the job API listens on unless told otherwise (the original's).
@@ -273,10 +273,40 @@ pub struct JobResult {
     pub time_taken: u64,
 }
 
+/// Why a job failed. `message` and `code` are the job API's fields as the original has them;
+/// `title` and `remedy` are this app's additions (absent from jobs of older versions).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
     pub message: String,
     pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+}
+
+impl JobError {
+    pub fn from_ipc(e: &IpcError) -> Self {
+        Self {
+            message: e.message.clone(),
+            code: e.code.as_str().to_owned(),
+            title: Some(e.title.clone()),
+            remedy: Some(e.remedy.clone()),
+        }
+    }
+
+    /// The error box's error: the code's own title and remedy where the job has none.
+    pub fn to_ipc(&self) -> IpcError {
+        let code = ErrorCode::parse(&self.code).unwrap_or(ErrorCode::Internal);
+        let mut e = IpcError::new(code, self.message.clone());
+        if let Some(t) = self.title.clone().filter(|t| !t.is_empty()) {
+            e.title = t;
+        }
+        if let Some(r) = self.remedy.clone().filter(|r| !r.is_empty()) {
+            e.remedy = r;
+        }
+        e
+    }
 }
 
 /// A job as `GET /v1/images/generations/{id}` answers it.
@@ -372,5 +402,25 @@ mod tests {
         assert_eq!(j["progress"]["currentStep"], 3);
         assert_eq!(j["progress"]["stage"], "diffusion");
         assert!(j.get("result").is_none());
+    }
+
+    #[test]
+    fn a_failed_job_keeps_its_title_and_remedy_and_an_old_one_gets_its_codes() {
+        let e = IpcError::new(ErrorCode::InsufficientMemory, "cudaMalloc failed")
+            .with_remedy("Make the image smaller.");
+        let job = JobError::from_ipc(&e);
+        assert_eq!(job.to_ipc(), e);
+        // The job API's JSON as the original writes it: message and code only.
+        let old: JobError =
+            serde_json::from_str(r#"{"message":"out of memory","code":"INSUFFICIENT_MEMORY"}"#)
+                .unwrap();
+        let shown = old.to_ipc();
+        assert_eq!(shown.code, ErrorCode::InsufficientMemory);
+        assert_eq!(shown.title, ErrorCode::InsufficientMemory.title());
+        assert_eq!(shown.remedy, ErrorCode::InsufficientMemory.default_remedy());
+        let odd = JobError { code: "SOMETHING_NEW".into(), ..old };
+        assert_eq!(odd.to_ipc().code, ErrorCode::Internal);
+        assert_eq!(odd.to_ipc().message, "out of memory");
+        assert!(!serde_json::to_string(&odd).unwrap().contains("title"));
     }
 }

@@ -110,6 +110,11 @@ impl ErrorCode {
         }
     }
 
+    /// The code of a wire form (`PORT_IN_USE`), if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
     /// A short heading for the error box.
     pub fn title(self) -> &'static str {
         match self {

@@ -29,6 +29,12 @@ pub enum ServerKind {
     Diffusion,
 }
 
+/// Arguments naming one managed server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLogArgs {
+    pub server: ServerKind,
+}
+
 impl ServerKind {
     pub fn label(self) -> &'static str {
         match self {

@@ -24,10 +24,22 @@ pub mod cmd {
     pub const APP_INFO: &str = "app_info";
     pub const OPEN_STORAGE_FOLDER: &str = "open_storage_folder";
     pub const OPEN_LINK: &str = "open_link";
+    /// The app's own log: its level and folder ([`crate::AppLogView`]).
+    pub const APP_LOG: &str = "app_log";
+    /// Sets the app log's level ([`crate::AppLogArgs`] → [`crate::AppLogView`]).
+    pub const APP_LOG_SET: &str = "app_log_set";
+    /// Shows the app log's folder (`<storage>/logs`) in the system's file manager.
+    pub const OPEN_LOGS_FOLDER: &str = "open_logs_folder";
     /// Static and live facts about the machine ([`crate::system::SystemInfo`]).
     pub const SYSTEM_INFO: &str = "system_info";
     /// Live RAM and VRAM only ([`crate::system::MemoryNow`]); cheap enough to poll.
     pub const MEMORY_NOW: &str = "memory_now";
+    /// What the runtime sampled over the last 10 minutes ([`crate::system::MemorySample`]s,
+    /// oldest first), so the Resource Monitor shows the past when it opens.
+    pub const MEMORY_HISTORY: &str = "memory_history";
+    /// Empties a server's log: its lines in memory and its files on disk
+    /// ([`crate::event::ServerLogArgs`]).
+    pub const SERVER_LOG_CLEAR: &str = "server_log_clear";
 
     /// Installed models and their total disk use ([`crate::models::ModelList`]).
     pub const MODELS_LIST: &str = "models_list";
@@ -94,6 +106,12 @@ pub mod cmd {
     pub const DIFFUSION_LOGS: &str = "diffusion_logs";
     /// Writes a finished image under the storage folder ([`crate::diffusion::SaveImageArgs`]).
     pub const DIFFUSION_SAVE_IMAGE: &str = "diffusion_save_image";
+    /// Asks where to save a finished image (the system's save dialog) and writes it there
+    /// ([`crate::diffusion::SaveImageArgs`] → `Option<SavedImage>`, `None` when the user
+    /// cancelled the dialog).
+    pub const DIFFUSION_SAVE_IMAGE_AS: &str = "diffusion_save_image_as";
+    /// Shows the saved images' folder in the system's file manager.
+    pub const OPEN_IMAGES_FOLDER: &str = "open_images_folder";
 
     /// Where orchestration stands ([`crate::orchestrator::OrchestratorStatus`]).
     pub const ORCHESTRATOR_STATUS: &str = "orchestrator_status";
@@ -112,8 +130,13 @@ pub mod cmd {
         APP_INFO,
         OPEN_STORAGE_FOLDER,
         OPEN_LINK,
+        APP_LOG,
+        APP_LOG_SET,
+        OPEN_LOGS_FOLDER,
         SYSTEM_INFO,
         MEMORY_NOW,
+        MEMORY_HISTORY,
+        SERVER_LOG_CLEAR,
         MODELS_LIST,
         MODEL_DELETE,
         MODEL_VERIFY,
@@ -146,12 +169,27 @@ pub mod cmd {
         DIFFUSION_CANCEL,
         DIFFUSION_LOGS,
         DIFFUSION_SAVE_IMAGE,
+        DIFFUSION_SAVE_IMAGE_AS,
+        OPEN_IMAGES_FOLDER,
         ORCHESTRATOR_STATUS,
         ORCHESTRATOR_SET,
         ORCHESTRATOR_CHECK,
         ORCHESTRATOR_RELOAD,
         ORCHESTRATOR_KEEP_STOPPED,
     ];
+}
+
+/// The app's own log, as the footer shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppLogView {
+    pub level: event::LogLevel,
+    /// The file (`<storage>/logs/app.log`), for a bug report.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppLogArgs {
+    pub level: event::LogLevel,
 }
 
 /// What the footer shows: who we are and where our files live.

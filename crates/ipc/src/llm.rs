@@ -195,6 +195,10 @@ pub struct LlmStatus {
     /// Per-slot context the server reports in `/props`.
     pub effective_context: Option<u32>,
     pub slots: Option<u32>,
+    /// Slots processing a request at the last `/slots` read (with the health check); `None`
+    /// when the server does not expose `/slots` or it was not read yet.
+    #[serde(default)]
+    pub busy_slots: Option<u32>,
     /// What the load log says each device holds.
     pub measured: Vec<DeviceMemory>,
     pub last_error: Option<IpcError>,
@@ -243,6 +247,7 @@ impl LlmStatus {
             started_at_ms: None,
             effective_context: None,
             slots: None,
+            busy_slots: None,
             measured: Vec::new(),
             last_error: None,
             crash: None,

@@ -238,6 +238,10 @@ pub struct ModelList {
     pub models: Vec<ModelInfo>,
     /// Bytes on disk, each file counted once even when models share it.
     pub total_bytes: u64,
+    /// Model records this version cannot read (written by a newer version): not listed, and
+    /// left as they are.
+    #[serde(default)]
+    pub unreadable: Vec<IpcError>,
 }
 
 /// Where a setting's value in force comes from.

@@ -136,3 +136,11 @@ pub struct MemoryNow {
     pub memory: MemoryInfo,
     pub gpus: Vec<GpuMemory>,
 }
+
+/// One reading of the runtime's memory sampler (every 2 s, the last 10 minutes kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemorySample {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub now: MemoryNow,
+}

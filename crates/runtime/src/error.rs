@@ -60,6 +60,14 @@ pub enum RuntimeError {
     #[error("{0} already exists")]
     AlreadyExists(String),
 
+    /// A kept file from a newer version of the app: not read, and never written over.
+    #[error(
+        "{} was written by a newer version of the app (format {found}, this one reads up to \
+         {reads}); it was left as it is",
+        path.display()
+    )]
+    NewerFormat { path: PathBuf, found: u64, reads: u32 },
+
     #[error("the archive {archive} is unsafe or damaged: {detail}")]
     BadArchive { archive: String, detail: String },
 
@@ -132,6 +140,7 @@ impl RuntimeError {
             Self::ModelInUse { .. } => ErrorCode::ModelInUse,
             Self::GgufInvalid { .. } => ErrorCode::GgufInvalid,
             Self::AlreadyExists(_) => ErrorCode::InvalidInput,
+            Self::NewerFormat { .. } => ErrorCode::FileSystem,
             Self::BadArchive { .. } => ErrorCode::BinaryInvalid,
             Self::NoWorkingBuild { .. } | Self::BinaryRejected { .. } => ErrorCode::BinaryInvalid,
             Self::BinaryNotFound(_) => ErrorCode::BinaryNotFound,
@@ -177,6 +186,10 @@ impl RuntimeError {
             }
             Self::AlreadyExists(_) => e.with_remedy(
                 "Delete the existing model first, or give this download another name.",
+            ),
+            Self::NewerFormat { .. } => e.with_remedy(
+                "Use the newer version of the app that wrote it, or move the file away to start \
+                 afresh without what it holds.",
             ),
             Self::InsufficientDisk { .. } => e.with_remedy(
                 "Free disk space or delete unused models, then retry; the bytes already fetched are kept.",

@@ -22,11 +22,42 @@ impl Default for EventBus {
 impl EventBus {
     /// Sends to every current subscriber; an event with no subscriber is dropped, by design.
     pub fn emit(&self, event: AppEvent) {
+        trace(&event);
         let _ = self.tx.send(event);
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<AppEvent> {
         self.tx.subscribe()
+    }
+}
+
+/// What the app's own log (`crate::applog`) keeps of an event: what happened to servers,
+/// downloads, jobs and runtimes, failures as warnings; not progress, chat pieces or the
+/// servers' own lines (they have their own logs).
+fn trace(event: &AppEvent) {
+    use ipc::event::LogLevel;
+    let level = match event {
+        AppEvent::DownloadProgress(_)
+        | AppEvent::ImageProgress { .. }
+        | AppEvent::ChatDelta { .. }
+        | AppEvent::ServerLog { .. }
+        | AppEvent::BinaryProgress(_)
+        | AppEvent::SystemChanged => return,
+        AppEvent::BinaryLog { line, .. } => line.level,
+        AppEvent::ServerCrashed { .. }
+        | AppEvent::DownloadFailed { .. }
+        | AppEvent::ImageJobFailed { .. }
+        | AppEvent::LlmReloadFailed { .. }
+        | AppEvent::LlmHealth { ok: false, .. }
+        | AppEvent::LlmCpuFallback { .. } => LogLevel::Warn,
+        _ => LogLevel::Info,
+    };
+    let summary = event.summary();
+    match level {
+        LogLevel::Debug => tracing::debug!(target: "genai::event", "{summary}"),
+        LogLevel::Info => tracing::info!(target: "genai::event", "{summary}"),
+        LogLevel::Warn => tracing::warn!(target: "genai::event", "{summary}"),
+        LogLevel::Error => tracing::error!(target: "genai::event", "{summary}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Nothing here knows about Tauri or the window. `src-tauri` holds one [`Runtime`] and turns its
 //! methods into commands; tests drive the same methods directly.
 
+pub mod applog;
 pub mod binaries;
 pub mod diffusion;
 pub mod download;
@@ -16,6 +17,7 @@ pub mod net;
 pub mod orchestrator;
 pub mod process;
 pub mod storage;
+pub mod stored;
 pub mod system;
 
 pub use error::{Result, RuntimeError};
@@ -52,6 +54,8 @@ pub struct Runtime {
     llm: llama::LlamaServer,
     diffusion: diffusion::DiffusionServer,
     orchestrator: orchestrator::Orchestrator,
+    memory_history: system::history::MemoryHistory,
+    app_log: applog::AppLog,
 }
 
 impl Runtime {
@@ -59,6 +63,7 @@ impl Runtime {
     /// open, so the window's subscription and the hardware cache hold across a retry.
     pub fn open(root: StorageRoot, events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
         let storage = StorageLayout::create(root)?;
+        let app_log = applog::AppLog::new(&storage);
         let models = ModelStore::new(storage.clone());
         let hf = models::hf::HfSettings::open(&storage.config(), models::hf::HfEnv::from_env());
         let downloads = DownloadQueue::open(
@@ -109,7 +114,25 @@ impl Runtime {
             llm,
             diffusion,
             orchestrator,
+            memory_history: Default::default(),
+            app_log,
         })
+    }
+
+    /// The app's own log (`logs/app.log`); the app installs it for the process at start.
+    pub fn app_log(&self) -> &applog::AppLog {
+        &self.app_log
+    }
+
+    /// The Resource Monitor's past (filled once [`Self::start_memory_sampler`] runs).
+    pub fn memory_history(&self) -> &system::history::MemoryHistory {
+        &self.memory_history
+    }
+
+    /// Reads memory every 2 s into [`Self::memory_history`] for the app's lifetime. Needs a
+    /// tokio runtime.
+    pub fn start_memory_sampler(&self) {
+        self.memory_history.sample_every(self.system.clone(), system::history::EVERY);
     }
 
     /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.

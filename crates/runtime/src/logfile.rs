@@ -31,17 +31,19 @@ impl ServerLog {
     pub fn recent(&self) -> Vec<LogLine> {
         self.sink.lock().unwrap().recent()
     }
+
+    /// Forgets every line: the ring, the file (emptied) and its rotated copies (removed).
+    pub fn clear(&self) -> crate::Result<()> {
+        self.sink.lock().unwrap().clear()
+    }
 }
 
 const RING: usize = 2000;
 pub const ROTATE_AT: u64 = 5 << 20;
 
 pub struct LogSink {
-    path: PathBuf,
-    file: Option<std::fs::File>,
-    size: u64,
+    file: RotatingFile,
     ring: VecDeque<LogLine>,
-    rotate_at: u64,
 }
 
 impl LogSink {
@@ -50,7 +52,7 @@ impl LogSink {
     }
 
     pub fn with_limit(path: PathBuf, rotate_at: u64) -> Self {
-        Self { path, file: None, size: 0, ring: VecDeque::new(), rotate_at }
+        Self { file: RotatingFile::new(path, rotate_at), ring: VecDeque::new() }
     }
 
     pub fn recent(&self) -> Vec<LogLine> {
@@ -65,6 +67,31 @@ impl LogSink {
         self.ring.push_back(line.clone());
         let text =
             format!("[{}] [{:<5}] {}\n", iso_time(line.at_ms), tag(line.level), line.message);
+        self.file.write(text.as_bytes());
+    }
+
+    pub fn clear(&mut self) -> crate::Result<()> {
+        self.ring.clear();
+        self.file.clear()
+    }
+}
+
+/// A log file rotated at a size, with two old files kept (`<name>.1`, `<name>.2`). Opened on
+/// the first write (its folder made then); writing is best effort.
+pub struct RotatingFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    size: u64,
+    rotate_at: u64,
+}
+
+impl RotatingFile {
+    pub fn new(path: PathBuf, rotate_at: u64) -> Self {
+        Self { path, file: None, size: 0, rotate_at }
+    }
+
+    /// Appends `text` (whole lines), rotating first when it would pass the limit.
+    pub fn write(&mut self, text: &[u8]) {
         if self.size + text.len() as u64 > self.rotate_at {
             self.rotate();
         }
@@ -76,21 +103,43 @@ impl LogSink {
             self.size = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
         }
         if let Some(f) = &mut self.file {
-            if f.write_all(text.as_bytes()).is_ok() {
+            if f.write_all(text).is_ok() {
                 self.size += text.len() as u64;
             }
         }
     }
 
+    /// Empties the file and removes the old ones.
+    pub fn clear(&mut self) -> crate::Result<()> {
+        self.file = None;
+        self.size = 0;
+        for n in 1..=2 {
+            let old = self.rotated(n);
+            match std::fs::remove_file(&old) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(crate::RuntimeError::io("removing", &old, e))
+                }
+                _ => {}
+            }
+        }
+        match std::fs::OpenOptions::new().write(true).truncate(true).open(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(crate::RuntimeError::io("emptying", &self.path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn rotated(&self, n: u32) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
     fn rotate(&mut self) {
         self.file = None;
-        let with = |n: u32| {
-            let mut s = self.path.as_os_str().to_owned();
-            s.push(format!(".{n}"));
-            PathBuf::from(s)
-        };
-        let _ = std::fs::rename(with(1), with(2));
-        let _ = std::fs::rename(&self.path, with(1));
+        let _ = std::fs::rename(self.rotated(1), self.rotated(2));
+        let _ = std::fs::rename(&self.path, self.rotated(1));
         self.size = 0;
     }
 }
@@ -154,6 +203,15 @@ mod tests {
         assert!(!dir.join("llama-server.log.3").exists());
         assert!(std::fs::metadata(&path).unwrap().len() <= 200);
         assert_eq!(sink.recent().len(), 40);
+        // Clear empties the file, removes the old ones and the ring; new lines start afresh.
+        sink.clear().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert!(!dir.join("llama-server.log.1").exists());
+        assert!(!dir.join("llama-server.log.2").exists());
+        assert!(sink.recent().is_empty());
+        sink.push(&LogLine { at_ms: 0, level: LogLevel::Warn, message: "after".into() });
+        assert_eq!(read("llama-server.log"), "[1970-01-01T00:00:00.000Z] [WARN ] after\n");
+        assert_eq!(sink.recent().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -155,7 +155,7 @@ fn encode_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<Vec<u8>> {
 }
 
 /// The temporary file an atomic write goes through: beside `path`, named for this process.
-fn tmp_beside(path: &Path) -> PathBuf {
+pub(crate) fn tmp_beside(path: &Path) -> PathBuf {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
     PathBuf::from(tmp)
@@ -168,27 +168,42 @@ pub fn read_versioned<T: serde::de::DeserializeOwned>(
     path: &Path,
     current: u32,
 ) -> Result<Option<T>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(RuntimeError::io("reading", path, e)),
-    };
+    match std::fs::read(path) {
+        Ok(bytes) => decode_versioned(path, &bytes, current).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RuntimeError::io("reading", path, e)),
+    }
+}
+
+/// [`read_versioned`] of bytes already read from `path`.
+pub fn decode_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    current: u32,
+) -> Result<T> {
     let damaged = |e: serde_json::Error| {
         RuntimeError::InvalidInput(format!(
             "{} cannot be read ({e}); it was left as it is",
             path.display()
         ))
     };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(damaged)?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(damaged)?;
     let format = value.get("format").and_then(serde_json::Value::as_u64).unwrap_or(0);
     if format > u64::from(current) {
-        return Err(RuntimeError::InvalidInput(format!(
-            "{} was written by a newer version of the app (format {format}, this one reads \
-             {current}); it was left as it is",
-            path.display()
-        )));
+        return Err(RuntimeError::NewerFormat {
+            path: path.to_owned(),
+            found: format,
+            reads: current,
+        });
     }
-    serde_json::from_value(value).map(Some).map_err(damaged)
+    serde_json::from_value(value).map_err(damaged)
+}
+
+/// The format number of the file at `path` when it is newer than `current` (a file this
+/// version must not write over); `None` when there is no such file or it is not newer.
+pub fn newer_format(path: &Path, current: u32) -> Option<u64> {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    value.get("format").and_then(serde_json::Value::as_u64).filter(|f| *f > u64::from(current))
 }
 
 /// [`write_json_atomic`] for small files written from synchronous code.

@@ -498,6 +498,16 @@ async fn custom_binaries_are_checked_like_downloads() {
     fake_runtime::write_script(&broken, &fake_runtime::sd_cli_script(false, &s.calls));
     let err = bins.set_custom(RuntimeKind::Diffusion, Some(&broken)).await.unwrap_err();
     assert!(err.to_string().contains("no usage text"), "{err}");
+    // One that answers --help but makes no image is not installed (the check's 64×64 image).
+    let help_only = s.root.parent().unwrap().join("sd-help-only");
+    fake_runtime::write_script(
+        &help_only,
+        "#!/bin/sh\necho 'usage: sd-cli [options]'\necho 'Arguments:'\nexit 0\n",
+    );
+    let err = bins.set_custom(RuntimeKind::Diffusion, Some(&help_only)).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BinaryInvalid);
+    assert!(err.to_string().contains("wrote no PNG"), "{err}");
+    assert_eq!(bins.installed(RuntimeKind::Diffusion).unwrap().path, got.installed.path);
 
     // Clearing the choice goes back to the release build.
     assert!(bins.set_custom(RuntimeKind::Llama, None).await.unwrap().is_none());
@@ -519,7 +529,14 @@ async fn sd_cli_installs_from_a_zip() {
     });
     let got = s.binaries().ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
     assert_eq!(got.installed.variant, Variant::Cpu);
-    assert_eq!(s.calls(), ["--help"]);
+    // Phase 1, then the functional check: a 64×64 image in one step from the tiny Flux.2 model.
+    let calls = s.calls();
+    assert_eq!(calls[0], "--help");
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls[1].contains("-W 64 -H 64 --steps 1"), "{calls:?}");
+    for file in ["flux2-tiny/dit.gguf", "flux2-tiny/qwen3.gguf", "flux2-tiny/taef2.gguf"] {
+        assert!(calls[1].contains(file), "{file}: {calls:?}");
+    }
 }
 
 /// Bytes gzip cannot shrink, so an archive is as large as asked.

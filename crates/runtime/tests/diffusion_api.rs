@@ -56,7 +56,7 @@ impl World {
                 .unwrap();
         let exe = fake_runtime::generating_sd_cli(dir.path(), step_ms, fail);
         binaries.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
-        std::fs::remove_file(dir.join("calls.log")).unwrap(); // the check's --help
+        std::fs::remove_file(dir.join("calls.log")).unwrap(); // the install check's runs
         let models = ModelStore::new(storage.clone());
         let path = storage.diffusion_models().join("sd-tiny.gguf");
         std::fs::write(&path, b"weights").unwrap();
@@ -225,6 +225,21 @@ async fn a_job_runs_from_request_to_decodable_pngs() {
         assert!(call.contains(&format!("-s {seed} --sampling-method euler")), "{call}");
     }
     assert_eq!(w.get("/health").await.1["busy"], false);
+    // Save as…: the second image, to a place the user chose; nothing else left beside it.
+    let chosen = w.dir.join("chosen").join("lighthouse.png");
+    std::fs::create_dir_all(chosen.parent().unwrap()).unwrap();
+    assert_eq!(w.server.suggested_file_name(&id, 1).unwrap(), format!("{id}-2-seed8.png"));
+    assert_eq!(w.server.save_image_to(&id, 1, &chosen).unwrap(), chosen);
+    let png = std::fs::read(&chosen).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    assert_eq!(
+        std::fs::read_dir(chosen.parent().unwrap()).unwrap().count(),
+        1,
+        "a temporary file left"
+    );
+    let err = w.server.save_image_to(&id, 5, &chosen).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidInput, "{err}");
+    assert_eq!(std::fs::read(&chosen).unwrap(), png, "a failed save leaves the file as it was");
     let (code, body) = w.get(&format!("/v1/images/generations/{id}?t=1")).await;
     assert_eq!((code, &body["status"]), (200, &json!("complete")));
     let (code, body) = w.delete(&id).await;
@@ -468,6 +483,9 @@ async fn a_failing_sd_cli_fails_the_job_with_its_reason() {
     let err = &seen.last().unwrap()["error"];
     assert_eq!(err["code"], "INSUFFICIENT_MEMORY", "{err}");
     assert!(err["message"].as_str().unwrap().contains("out of memory"), "{err}");
+    // The window's error box has what to do about it, not only the code.
+    assert_eq!(err["title"], ErrorCode::InsufficientMemory.title(), "{err}");
+    assert!(!err["remedy"].as_str().unwrap_or("").is_empty(), "{err}");
     assert_eq!(w.get("/health").await.1["busy"], false);
     assert!(collect(&mut rx).iter().any(|e| matches!(e,
         AppEvent::ImageJobFailed { job_id, error } if job_id == id && error.code == ErrorCode::InsufficientMemory)));

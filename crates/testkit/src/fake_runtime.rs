@@ -99,6 +99,9 @@ pub fn generating_sd_cli(dir: &Path, step_ms: u64, fail: bool) -> std::path::Pat
     exe
 }
 
+/// A word that makes a generating fake sd-cli fail half-way when it is in the prompt.
+pub const FAIL_WORD: &str = "FAIL-HALF-WAY";
+
 /// In fake-sd-cli mode, plays one generation and exits; otherwise returns at once.
 pub fn sd_cli_if_asked() {
     let Ok(args) = std::env::var(ENV_SD_ARGS) else { return };
@@ -106,6 +109,8 @@ pub fn sd_cli_if_asked() {
         std::env::var(ENV_SD_STEP_MS).ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     let fail = std::env::var(ENV_SD_FAIL).as_deref() == Ok("1");
     let words: Vec<&str> = args.split_whitespace().collect();
+    // A prompt with this word fails like a built-to-fail fake does (one fake, both outcomes).
+    let fail = fail || words.contains(&FAIL_WORD);
     if words.iter().any(|w| *w == "--help" || *w == "-h") {
         println!(
             "usage: sd-cli [options]\n\nArguments:\n  -h, --help   show this help message and exit"
@@ -116,6 +121,9 @@ pub fn sd_cli_if_asked() {
         |flag: &str| words.iter().position(|w| *w == flag).and_then(|i| words.get(i + 1)).copied();
     let num = |flag: &str, d: u64| value(flag).and_then(|v| v.parse().ok()).unwrap_or(d);
     let (w, h, steps) = (num("-W", 512) as u32, num("-H", 512) as u32, num("--steps", 20) as u32);
+    // A build-to-fail fake runs out of memory only above the install check's 64×64, so it can be
+    // installed (the check makes such an image) and then fails the jobs of a test.
+    let fail = fail && (words.contains(&FAIL_WORD) || w * h > 64 * 64);
     let seed = value("-s").and_then(|v| v.parse::<i64>().ok()).unwrap_or(42);
     let out = value("-o").unwrap_or("output.png").to_owned();
     let mut o = std::io::stdout();
@@ -167,11 +175,14 @@ pub fn fake_sd_cli_pid(needle: &str) -> Option<u32> {
     })
 }
 
-/// The text of a fake `sd-cli` script: `working` prints sd-cli's usage text (after the error
-/// line current builds print first), otherwise it fails like a build with a missing library.
+/// The text of a fake `sd-cli` script: `working` writes a 64×64 PNG's header where `-o` says
+/// (the install check's image) or prints sd-cli's usage text (after the error line current
+/// builds print first); otherwise it fails like a build with a missing library.
 pub fn sd_cli_script(working: bool, calls: &Path) -> String {
     let body = if working {
-        "echo '[ERROR] main.cpp: the following arguments are required: prompt' >&2\n\
+        "out=''; prev=''\nfor a in \"$@\"; do [ \"$prev\" = -o ] && out=$a; prev=$a; done\n\
+         if [ -n \"$out\" ]; then printf '\\211PNG\\r\\n\\032\\n\\000\\000\\000\\rIHDR\\000\\000\\000@\\000\\000\\000@\\010\\002\\000\\000\\000' > \"$out\"; exit 0; fi\n\
+         echo '[ERROR] main.cpp: the following arguments are required: prompt' >&2\n\
          echo 'usage: sd-cli [options]'\necho ''\necho 'Arguments:'\necho '  -h, --help   show this help message and exit'\nexit 0"
     } else {
         "echo 'sd-cli: error while loading shared libraries: libvulkan.so.1' >&2\nexit 127"

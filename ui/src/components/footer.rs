@@ -1,6 +1,7 @@
 use crate::api;
 use crate::components::error_box::ErrorBox;
-use ipc::{AppInfo, IpcError};
+use ipc::event::LogLevel;
+use ipc::{AppInfo, AppLogView, IpcError};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
@@ -13,6 +14,33 @@ pub fn Footer() -> impl IntoView {
     load();
     let open_folder =
         move |_| spawn_local(async move { open_error.set(api::open_storage_folder().await.err()) });
+    // The app's own log: its level, and its folder for a bug report.
+    let log = RwSignal::new(None::<AppLogView>);
+    spawn_local(async move { log.set(api::app_log().await.ok()) });
+    let set_level = move |ev: leptos::ev::Event| {
+        let level = match event_target_value(&ev).as_str() {
+            "debug" => LogLevel::Debug,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => LogLevel::Info,
+        };
+        spawn_local(async move {
+            match api::app_log_set(level).await {
+                Ok(v) => log.set(Some(v)),
+                Err(e) => open_error.set(Some(e)),
+            }
+        });
+    };
+    let open_logs =
+        move |_| spawn_local(async move { open_error.set(api::open_logs_folder().await.err()) });
+    let level_name = move || {
+        log.with(|l| match l.as_ref().map(|l| l.level) {
+            Some(LogLevel::Debug) => "debug",
+            Some(LogLevel::Warn) => "warn",
+            Some(LogLevel::Error) => "error",
+            _ => "info",
+        })
+    };
 
     view! {
         <footer id="app-footer" class="app-footer">
@@ -30,6 +58,19 @@ pub fn Footer() -> impl IntoView {
                         </code>
                         <button class="btn btn-small" on:click=open_folder>
                             "Open folder"
+                        </button>
+                        <span class="sep">"·"</span>
+                        <label class="muted" title=move || log.with(|l| l.as_ref().map(|l| format!("The app's own log: {}", l.path)).unwrap_or_default())>
+                            "App log "
+                            <select id="app-log-level" prop:value=level_name on:change=set_level>
+                                <option value="debug">"debug"</option>
+                                <option value="info">"info"</option>
+                                <option value="warn">"warn"</option>
+                                <option value="error">"error"</option>
+                            </select>
+                        </label>
+                        <button id="open-logs" class="btn btn-small" on:click=open_logs>
+                            "Open logs"
                         </button>
                     }
                         .into_any()

@@ -1,8 +1,9 @@
-//! A server's log: level filter, debug toggle, follow, Clear, newest at the bottom.
+//! A server's log: level filter, debug toggle, follow, Clear (which empties the log's files
+//! after a confirmation), newest at the bottom.
 
 use crate::components::card::Card;
 use crate::components::local_time;
-use ipc::event::{LogLevel, LogLine};
+use ipc::event::{LogLevel, LogLine, ServerKind};
 use ipc::llm::LlmLogs;
 use ipc::IpcError;
 use leptos::prelude::*;
@@ -62,11 +63,26 @@ pub fn LogCard(
     #[prop(into)] title: String,
     list_id: &'static str,
     lines: RwSignal<Vec<LogLine>>,
+    /// Whose log it is: Clear empties its files too, after a confirmation.
+    server: ServerKind,
 ) -> impl IntoView {
+    let confirming = RwSignal::new(false);
+    let error = RwSignal::new(None::<IpcError>);
+    let clear = move |_| {
+        confirming.set(false);
+        spawn_local(async move {
+            match crate::api::server_log_clear(server).await {
+                Ok(()) => {
+                    error.set(None);
+                    lines.set(Vec::new());
+                }
+                Err(e) => error.set(Some(e)),
+            }
+        });
+    };
     let min_level = RwSignal::new("info".to_owned());
     let show_debug = RwSignal::new(false);
     let follow = RwSignal::new(true);
-    let cleared = RwSignal::new(0u64);
     let list_ref = NodeRef::<leptos::html::Ol>::new();
     let rank = |l: LogLevel| match l {
         LogLevel::Debug => 0,
@@ -81,13 +97,7 @@ pub fn LogCard(
             _ => 1,
         };
         let floor = if show_debug.get() { 0 } else { floor };
-        let after = cleared.get();
-        lines.with(|l| {
-            l.iter()
-                .filter(|x| x.at_ms >= after && rank(x.level) >= floor)
-                .cloned()
-                .collect::<Vec<_>>()
-        })
+        lines.with(|l| l.iter().filter(|x| rank(x.level) >= floor).cloned().collect::<Vec<_>>())
     };
     Effect::new(move |_| {
         let _ = shown();
@@ -105,8 +115,16 @@ pub fn LogCard(
                 </select>
                 <label class="check"><input id=format!("{list_id}-debug") type="checkbox" prop:checked=show_debug on:change=move |ev| show_debug.set(event_target_checked(&ev)) />" show debug"</label>
                 <label class="check"><input type="checkbox" prop:checked=follow on:change=move |ev| follow.set(event_target_checked(&ev)) />" auto-scroll"</label>
-                <button class="btn btn-small" on:click=move |_| cleared.set(js_sys::Date::now() as u64)>"Clear"</button>
+                <button id=format!("{list_id}-clear") class="btn btn-small" disabled=move || confirming.get() on:click=move |_| confirming.set(true)>"Clear"</button>
             </div>
+            {move || confirming.get().then(|| view! {
+                <div class="confirm small" id=format!("{list_id}-clear-ask")>
+                    "Empty this log, its file and its rotated copies on disk? This cannot be undone. "
+                    <button id=format!("{list_id}-clear-confirm") class="btn btn-small btn-danger" on:click=clear>"Clear the log"</button>
+                    <button class="btn btn-small" on:click=move |_| confirming.set(false)>"Keep it"</button>
+                </div>
+            })}
+            {move || error.get().map(|e| view! { <crate::components::error_box::ErrorBox error=e /> })}
             <ol class="runtime-log" id=list_id node_ref=list_ref>
                 {move || shown().into_iter().map(|l| view! {
                     <li class=format!("log-{:?}", l.level).to_lowercase()><span class="log-time">{local_time(l.at_ms)}</span>" "{l.message}</li>

@@ -13,7 +13,7 @@ use ipc::diffusion::{
     preset_for, DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView,
     Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
 };
-use ipc::event::{ImageStage, ServerState};
+use ipc::event::{ImageStage, ServerKind, ServerState};
 use ipc::format::bytes;
 use ipc::models::ModelKind;
 use ipc::orchestrator::OffloadDecision;
@@ -47,7 +47,7 @@ pub fn DiffusionTab() -> impl IntoView {
         </div>
         {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
         <GenerateCard status=status form=form />
-        <LogCard title="Diffusion log" list_id="sd-log" lines=feed.lines />
+        <LogCard title="Diffusion log" list_id="sd-log" lines=feed.lines server=ServerKind::Diffusion />
     }
 }
 
@@ -256,6 +256,42 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
         move || status.with(|s| s.as_ref().is_some_and(|s| s.state == ServerState::Running));
     let active = move || job.with(|j| j.as_ref().is_some_and(|j| !j.status.is_finished()));
 
+    // A job another program posted to the job API (or one that ran before the window opened):
+    // shown here like one started from this form, with its live progress.
+    Effect::new(move |_| {
+        let Some(id) = status.with(|s| s.as_ref().and_then(|s| s.active_job.clone())) else {
+            return;
+        };
+        if job.with_untracked(|j| j.as_ref().is_some_and(|j| j.id == id)) {
+            return;
+        }
+        spawn_local(async move {
+            if let Ok(v) = api::diffusion_job(id).await {
+                // Our own Generate may have answered meanwhile with a newer job.
+                if !job.with_untracked(|j| j.as_ref().is_some_and(|j| !j.status.is_finished())) {
+                    job.set(Some(v));
+                }
+            }
+        });
+    });
+    // Progress of a job this form does not know yet (it was posted a moment ago).
+    Effect::new(move |_| {
+        let Some(id) = feed.progress.with(|p| p.as_ref().map(|(id, _)| id.clone())) else {
+            return;
+        };
+        if job.with_untracked(|j| j.as_ref().is_some_and(|j| j.id == id || !j.status.is_finished()))
+        {
+            return;
+        }
+        spawn_local(async move {
+            if let Ok(v) = api::diffusion_job(id).await {
+                if !v.status.is_finished() {
+                    job.set(Some(v));
+                }
+            }
+        });
+    });
+
     // A job that ended: read its result (or error) once.
     Effect::new(move |_| {
         let Some(ended) = feed.ended.get() else { return };
@@ -361,6 +397,13 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                     {move || if active() { "Generating…" } else { "Generate" }}
                 </button>
                 <button id="sd-cancel" class="btn" disabled=move || !active() on:click=cancel>"Cancel"</button>
+                <button id="sd-open-folder" class="btn" title="Where Save puts images" on:click=move |_| {
+                    spawn_local(async move {
+                        if let Err(e) = api::open_images_folder().await {
+                            error.set(Some(e));
+                        }
+                    })
+                }>"Open images folder"</button>
                 {move || (!running()).then(|| view! { <span class="muted small">"Start the server first."</span> })}
             </div>
             {move || hint.get().filter(|d| d.llm_running).map(|d| view! {
@@ -387,7 +430,7 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                 }
             })}
             {move || job.get().and_then(|j| j.error.clone()).map(|e| view! {
-                <div class="error-box" id="sd-job-error"><div class="error-title">{e.code}</div><p>{e.message}</p></div>
+                <div id="sd-job-error"><ErrorBox error=e.to_ipc() /></div>
             })}
             {move || job.get().and_then(|j| j.result.clone().map(|r| (j.id.clone(), r))).map(|(id, r)| {
                 let secs = r.time_taken as f64 / 1000.0;
@@ -395,6 +438,17 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                     <div class="images">
                         {r.images.into_iter().enumerate().map(|(i, img)| {
                             let id = id.clone();
+                            let id_as = id.clone();
+                            let save_as = move |_| {
+                                let id = id_as.clone();
+                                spawn_local(async move {
+                                    match api::diffusion_save_image_as(id, i as u32).await {
+                                        Ok(Some(s)) => saved.set(Some(s.path)),
+                                        Ok(None) => {}
+                                        Err(e) => error.set(Some(e)),
+                                    }
+                                });
+                            };
                             let save = move |_| {
                                 let id = id.clone();
                                 spawn_local(async move {
@@ -411,7 +465,10 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
                                     <figcaption class="small" id=format!("sd-image-info-{i}")>
                                         {format!("{} × {} · seed {} · {secs:.1} s", img.width, img.height, img.seed)}
                                     </figcaption>
-                                    <button class="btn btn-small sd-save" id=format!("sd-save-{i}") on:click=save>"Save"</button>
+                                    <span class="toolbar">
+                                        <button class="btn btn-small sd-save" id=format!("sd-save-{i}") title="Into the app's images folder" on:click=save>"Save"</button>
+                                        <button class="btn btn-small sd-save-as" id=format!("sd-save-as-{i}") on:click=save_as>"Save as…"</button>
+                                    </span>
                                 </figure>
                             }
                         }).collect_view()}

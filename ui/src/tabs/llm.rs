@@ -9,7 +9,7 @@ use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use crate::feeds::{LlmFeed, ModelsChanged};
 use crate::tabs::chat::ChatCard;
-use ipc::event::ServerState;
+use ipc::event::{ServerKind, ServerState};
 use ipc::format::bytes;
 use ipc::llm::{DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
@@ -59,7 +59,7 @@ pub fn LlmTab() -> impl IntoView {
         </div>
         {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
         <ChatCard status=status />
-        <LogCard title="Server log" list_id="llm-log" lines=feed.lines />
+        <LogCard title="Server log" list_id="llm-log" lines=feed.lines server=ServerKind::Llm />
     }
 }
 

@@ -8,7 +8,9 @@ use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
-use crate::feeds::{DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline, HISTORY_MS};
+use crate::feeds::{
+    DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, ShownTab, Timeline, HISTORY_MS,
+};
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
 use ipc::llm::LlmStatus;
@@ -35,6 +37,21 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
+impl Sample {
+    fn of(at_ms: u64, m: &MemoryNow) -> Self {
+        Self {
+            at_ms,
+            ram_used: m.memory.total_bytes.saturating_sub(m.memory.available_bytes),
+            ram_total: m.memory.total_bytes,
+            vram: m
+                .gpus
+                .iter()
+                .map(|g| (g.id.clone(), g.vram.used_bytes, g.vram.total_bytes))
+                .collect(),
+        }
+    }
+}
+
 #[component]
 pub fn MonitorTab() -> impl IntoView {
     let current = RwSignal::new(None::<Result<MemoryNow, IpcError>>);
@@ -45,20 +62,15 @@ pub fn MonitorTab() -> impl IntoView {
             gpu_names.set(info.gpus.into_iter().map(|g| (g.id, g.name)).collect());
         }
     });
+    // The tab reads memory only while it is shown; the past comes from the runtime's own
+    // sampler (the last 10 minutes) each time it is opened.
+    let shown = expect_context::<ShownTab>().0;
+    let visible = move || shown.get_untracked() == "monitor";
     let poll = move || {
         spawn_local(async move {
             let m = api::memory_now().await;
             if let Ok(m) = &m {
-                let s = Sample {
-                    at_ms: now_ms(),
-                    ram_used: m.memory.total_bytes.saturating_sub(m.memory.available_bytes),
-                    ram_total: m.memory.total_bytes,
-                    vram: m
-                        .gpus
-                        .iter()
-                        .map(|g| (g.id.clone(), g.vram.used_bytes, g.vram.total_bytes))
-                        .collect(),
-                };
+                let s = Sample::of(now_ms(), m);
                 history.update(|h| {
                     h.push(s);
                     let cutoff = now_ms().saturating_sub(HISTORY_MS);
@@ -68,8 +80,25 @@ pub fn MonitorTab() -> impl IntoView {
             current.set(Some(m));
         })
     };
-    poll();
-    set_interval(poll, POLL);
+    Effect::new(move |_| {
+        if shown.get() != "monitor" {
+            return;
+        }
+        spawn_local(async move {
+            if let Ok(past) = api::memory_history().await {
+                history.set(past.iter().map(|p| Sample::of(p.at_ms, &p.now)).collect());
+            }
+            poll();
+        });
+    });
+    set_interval(
+        move || {
+            if visible() {
+                poll()
+            }
+        },
+        POLL,
+    );
     let span = RwSignal::new(HISTORY_MS);
     let name_of = move |id: &str| {
         gpu_names
@@ -164,6 +193,11 @@ fn Chart(
                     None => title2.clone(),
                 }
             }}</figcaption>
+            <div class="chart-body">
+            <div class="axis-y small">{move || {
+                let total = history.with(|h| h.last().cloned()).and_then(|s| pick.run(s)).map_or(0, |(_, t)| t);
+                ipc::format::memory_ticks(total).into_iter().rev().map(|(_, label)| view! { <span>{label}</span> }).collect_view()
+            }}</div>
             <svg viewBox=view_box preserveAspectRatio="none" class="chart-svg" role="img" aria-label=title>
                 {move || {
                     let window = span.get().max(1);
@@ -222,6 +256,12 @@ fn Chart(
                     }
                 }}
             </svg>
+            </div>
+            <div class="axis-x small">{move || {
+                ipc::format::time_ticks(span.get()).into_iter().map(|(at, label)| {
+                    view! { <span style=format!("left: {:.1}%", at * 100.0)>{label}</span> }
+                }).collect_view()
+            }}</div>
         </figure>
     }
 }
@@ -242,12 +282,22 @@ fn ServersCard() -> impl IntoView {
             }
         })
     };
+    let shown = expect_context::<ShownTab>().0;
     Effect::new(move |_| {
         llm_feed.ticks.track();
         sd_feed.ticks.track();
-        refresh();
+        if shown.get() == "monitor" {
+            refresh();
+        }
     });
-    set_interval(refresh, POLL);
+    set_interval(
+        move || {
+            if shown.get_untracked() == "monitor" {
+                refresh()
+            }
+        },
+        POLL,
+    );
     let dash = || "—".to_owned();
     view! {
         <Card title="Servers">
@@ -262,7 +312,11 @@ fn ServersCard() -> impl IntoView {
                                 <td class="server-state">{s.state.label()}</td>
                                 <td>{s.pid.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
                                 <td>{s.port.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
-                                <td>"—"</td>
+                                <td class="server-busy" title="Slots processing a request, from llama-server's /slots">{match (s.state, s.busy_slots, s.slots) {
+                                    (ipc::event::ServerState::Running, Some(busy), Some(slots)) => format!("{busy} of {slots}"),
+                                    (ipc::event::ServerState::Running, Some(busy), None) => busy.to_string(),
+                                    _ => dash(),
+                                }}</td>
                                 <td>{if measured > 0 { format!("{} measured", bytes(measured)) } else { s.settings.map(|x| format!("{} expected", bytes(x.expected_ram_bytes + x.expected_vram_bytes))).unwrap_or_else(dash) }}</td>
                             </tr>
                         }

@@ -5,19 +5,17 @@
 //! microseconds); only when they differ, when the pinned version moved, or when the user asks
 //! are the checks run again. Upstream hashed the whole binary on every start.
 
-use crate::storage::write_json_atomic;
+use crate::storage::{newer_format, read_versioned, write_json_atomic};
+use crate::stored::runtime::{self as stored, FORMAT};
 use crate::{Result, RuntimeError};
 use ipc::runtimes::{InstalledRuntime, RuntimeKind};
-use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-const FORMAT: u32 = 1;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A build that passed its checks, with the modification time it had then (the file's own
+/// format is [`crate::stored::runtime::ValidationRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationRecord {
-    pub format: u32,
-    #[serde(flatten)]
     pub installed: InstalledRuntime,
     /// The executable's modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: u64,
@@ -60,11 +58,13 @@ impl ValidationCache {
         self.binaries.join(kind.dir()).join("validation.json")
     }
 
-    /// The record, if there is a readable one of this format.
+    /// The record, if there is a readable one of this format. One of an older format is not
+    /// trusted (the build is checked again); a newer version's is not read.
     pub fn load(&self, kind: RuntimeKind) -> Option<ValidationRecord> {
-        let text = std::fs::read(self.path(kind)).ok()?;
-        let rec: ValidationRecord = serde_json::from_slice(&text).ok()?;
-        (rec.format == FORMAT && rec.installed.runtime == kind).then_some(rec)
+        let rec = read_versioned::<stored::ValidationRecord>(&self.path(kind), FORMAT).ok()??;
+        let installed = rec.installed();
+        (rec.format == FORMAT && installed.runtime == kind)
+            .then_some(ValidationRecord { installed, mtime_ns: rec.mtime_ns })
     }
 
     pub async fn save(&self, installed: &InstalledRuntime, stamp: FileStamp) -> Result<()> {
@@ -74,12 +74,11 @@ impl ValidationCache {
                 .await
                 .map_err(|e| RuntimeError::io("creating folder", dir, e))?;
         }
-        let rec = ValidationRecord {
-            format: FORMAT,
-            installed: installed.clone(),
-            mtime_ns: stamp.mtime_ns,
-        };
-        write_json_atomic(&path, &rec).await
+        if let Some(found) = newer_format(&path, FORMAT) {
+            // A newer version's record stays as it is; this version checks again next time.
+            return Err(RuntimeError::NewerFormat { path, found, reads: FORMAT });
+        }
+        write_json_atomic(&path, &stored::ValidationRecord::of(installed, stamp.mtime_ns)).await
     }
 
     pub fn forget(&self, kind: RuntimeKind) -> Result<()> {

@@ -1,7 +1,9 @@
 //! The two checks a build must pass before the app uses it.
 //!
 //! Phase 1 runs `llama-server --version` / `sd-cli --help` (stdin closed, with a timeout).
-//! Phase 2, for llama-server, loads the tiny model the app carries, asks for one token over
+//! Phase 2 for sd-cli makes a 64×64 image in one step from the tiny Flux.2 [klein] model the app
+//! writes ([`SdCheckModel`]); the build must exit cleanly and leave a PNG of that size.
+//! Phase 2 for llama-server loads the tiny model the app carries, asks for one token over
 //! HTTP, and reads the load log: a GPU error line fails the build, and a GPU build that found no
 //! GPU is a silent CPU fallback, which also fails it so the next variant is tried. The test
 //! model is a few hundred KB, so a slow disk or a large user model cannot push a good GPU build
@@ -122,6 +124,97 @@ fn observe(line: &str, report: &mut LoadReport, log: Log<'_>) {
     if *report != before || lower.contains("warning") || lower.contains("error") {
         log(LogLevel::Debug, line.to_owned());
     }
+}
+
+/// The three files of the tiny Flux.2 [klein] model sd-cli's functional check runs.
+#[derive(Debug, Clone)]
+pub struct SdCheckModel {
+    pub diffusion_model: std::path::PathBuf,
+    pub llm: std::path::PathBuf,
+    pub taesd: std::path::PathBuf,
+}
+
+/// The side of the image sd-cli's check makes.
+pub const SD_CHECK_SIZE: u32 = 64;
+
+/// Phase 2 for sd-cli: one 64×64 image in one step from `model`, written to `out` (removed
+/// afterwards). Answers the image's size.
+pub async fn sd_phase2(
+    exe: &Path,
+    model: &SdCheckModel,
+    out: &Path,
+    config: &CheckConfig,
+    log: Log<'_>,
+) -> Result<std::result::Result<(u32, u32), CheckFailure>> {
+    let side = SD_CHECK_SIZE.to_string();
+    let (dit, llm, taesd, out_s) = (
+        model.diffusion_model.to_string_lossy(),
+        model.llm.to_string_lossy(),
+        model.taesd.to_string_lossy(),
+        out.to_string_lossy(),
+    );
+    let args = [
+        "--diffusion-model",
+        &dit,
+        "--llm",
+        &llm,
+        "--taesd",
+        &taesd,
+        "-p",
+        "a red circle",
+        "-W",
+        &side,
+        "-H",
+        &side,
+        "--steps",
+        "1",
+        "--cfg-scale",
+        "1",
+        "-s",
+        "1",
+        "--sampling-method",
+        "euler",
+        "-o",
+        &out_s,
+    ];
+    log(LogLevel::Info, format!("Phase 2: a {side}×{side} image from the test model"));
+    let _ = std::fs::remove_file(out);
+    let run = process::run(exe, &args, config.phase2_timeout, |_| {}).await?;
+    let png = std::fs::read(out).ok();
+    let _ = std::fs::remove_file(out);
+    let verdict = match (&run.status, png.as_deref().and_then(png_size)) {
+        (None, _) => Err(CheckFailure::Broken(format!(
+            "no image within {} s: {}",
+            config.phase2_timeout.as_secs(),
+            tail(&run.lines, 4)
+        ))),
+        (Some(s), _) if !s.success() => Err(CheckFailure::Broken(format!(
+            "{} making the test image: {}",
+            s.describe(),
+            tail(&run.lines, 4)
+        ))),
+        (Some(_), Some(size)) if size == (SD_CHECK_SIZE, SD_CHECK_SIZE) => Ok(size),
+        (Some(_), Some((w, h))) => {
+            Err(CheckFailure::Broken(format!("the test image is {w}×{h}, not {side}×{side}")))
+        }
+        (Some(_), None) => Err(CheckFailure::Broken(format!(
+            "it exited cleanly but wrote no PNG to {}: {}",
+            out.display(),
+            tail(&run.lines, 4)
+        ))),
+    };
+    match &verdict {
+        Ok((w, h)) => log(LogLevel::Info, format!("Phase 2: ✓ made a {w}×{h} image")),
+        Err(e) => log(LogLevel::Error, format!("Phase 2: ✗ {e}")),
+    }
+    Ok(verdict)
+}
+
+/// Width and height from a PNG's signature and IHDR chunk; `None` for anything else.
+pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (bytes.len() >= 24 && bytes.starts_with(b"\x89PNG\r\n\x1a\n") && &bytes[12..16] == b"IHDR")
+        .then(|| (be(&bytes[16..20]), be(&bytes[20..24])))
 }
 
 /// Phase 2 for llama-server: one token from `model`, all layers on the GPU for GPU variants.
@@ -258,4 +351,19 @@ pub async fn phase2(
             Err(e)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_size_reads_the_header_and_nothing_else() {
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x40\0\0\0\x20\x08\x02\0\0\0".to_vec();
+        assert_eq!(png_size(&png), Some((64, 32)));
+        png[1] = b'J';
+        assert_eq!(png_size(&png), None, "not a PNG");
+        assert_eq!(png_size(b"\x89PNG\r\n\x1a\n\0\0"), None, "cut short");
+        assert_eq!(png_size(b""), None);
+    }
 }

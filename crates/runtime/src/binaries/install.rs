@@ -390,6 +390,43 @@ impl Binaries {
     }
 
     /// The model phase 2 loads, written from `crates/gguf` the first time it is needed.
+    /// The tiny Flux.2 [klein] model of sd-cli's check (about 92 MB), written once into
+    /// `binaries/test-model/flux2-tiny/` on a blocking thread; a stamp written last says it is
+    /// whole.
+    async fn sd_test_model(&self) -> Result<check::SdCheckModel> {
+        const STAMP: &str = "tiny_flux2_klein(7) format 1";
+        let dir = self.inner.storage.binaries().join("test-model").join("flux2-tiny");
+        let model = check::SdCheckModel {
+            diffusion_model: dir.join("dit.gguf"),
+            llm: dir.join("qwen3.gguf"),
+            taesd: dir.join("taef2.gguf"),
+        };
+        let stamp = dir.join("stamp");
+        if tokio::fs::read_to_string(&stamp).await.ok().as_deref() == Some(STAMP) {
+            return Ok(model);
+        }
+        let files = model.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| RuntimeError::io("creating folder", &dir, e))?;
+            let m = gguf::fixtures::tiny_flux2_klein(7);
+            for (w, path) in [
+                (m.diffusion_model, &files.diffusion_model),
+                (m.llm, &files.llm),
+                (m.taesd, &files.taesd),
+            ] {
+                let tmp = crate::storage::tmp_beside(path);
+                std::fs::write(&tmp, w.to_bytes())
+                    .map_err(|e| RuntimeError::io("writing", &tmp, e))?;
+                std::fs::rename(&tmp, path).map_err(|e| RuntimeError::io("renaming", &tmp, e))?;
+            }
+            std::fs::write(&stamp, STAMP).map_err(|e| RuntimeError::io("writing", &stamp, e))
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(format!("writing the test model: {e}")))??;
+        Ok(model)
+    }
+
     async fn test_model(&self) -> Result<PathBuf> {
         let dir = self.inner.storage.binaries().join("test-model");
         let path = dir.join("tiny-llama.gguf");
@@ -439,8 +476,14 @@ impl Binaries {
             Ok(v) => v,
             Err(e) => return Ok(Err(e)),
         };
-        if kind != RuntimeKind::Llama {
-            return Ok(Ok((version, None)));
+        if kind == RuntimeKind::Diffusion {
+            self.progress(kind, SetupStage::Testing, Some(variant), 2, Some(2));
+            let model = self.sd_test_model().await?;
+            let out =
+                model.diffusion_model.with_file_name(format!("check-{}.png", std::process::id()));
+            let mut log = |level: LogLevel, msg: String| self.log(kind, level, msg);
+            let made = check::sd_phase2(exe, &model, &out, checks, &mut log).await?;
+            return Ok(made.map(|_| (version, None)));
         }
         self.progress(kind, SetupStage::Testing, Some(variant), 2, Some(2));
         let model = self.test_model().await?;
@@ -478,7 +521,13 @@ impl Binaries {
             offloaded_layers: report.as_ref().and_then(|r| r.offloaded),
             custom,
         };
-        self.inner.cache.save(&installed, stamp).await?;
+        match self.inner.cache.save(&installed, stamp).await {
+            // The build works; only the record cannot be kept (checked again at the next start).
+            Err(e @ RuntimeError::NewerFormat { .. }) => {
+                self.log(kind, LogLevel::Warn, e.to_string())
+            }
+            other => other?,
+        }
         Ok(installed)
     }
 

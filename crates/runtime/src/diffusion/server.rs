@@ -32,7 +32,7 @@ use ipc::runtimes::RuntimeKind;
 use ipc::AppEvent;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -202,6 +202,11 @@ impl DiffusionServer {
 
     pub fn logs(&self) -> Vec<LogLine> {
         self.inner.logs.recent()
+    }
+
+    /// Empties the log: the window's lines and the files.
+    pub fn clear_logs(&self) -> Result<()> {
+        self.inner.logs.clear()
     }
 
     pub(crate) fn body_limit(&self) -> usize {
@@ -862,11 +867,9 @@ impl DiffusionServer {
                     }
                     Err(e) => {
                         job.view.status = JobStatus::Error;
-                        job.view.error = Some(JobError {
-                            message: e.to_string(),
-                            code: e.code().as_str().into(),
-                        });
-                        Some(AppEvent::ImageJobFailed { job_id: id.to_owned(), error: e.to_ipc() })
+                        let error = e.to_ipc();
+                        job.view.error = Some(JobError::from_ipc(&error));
+                        Some(AppEvent::ImageJobFailed { job_id: id.to_owned(), error })
                     }
                 }
             }
@@ -884,6 +887,48 @@ impl DiffusionServer {
 
     /// Writes image `index` of a finished job to `<storage>/images/` and answers the path.
     pub fn save_image(&self, id: &str, index: u32) -> Result<PathBuf> {
+        let img = self.finished_image(id, index)?;
+        let path = self.images_folder()?.join(suggested_name(id, index, &img));
+        self.write_png(&img, &path)?;
+        Ok(path)
+    }
+
+    /// Where [`Self::save_image`] writes, created if missing.
+    pub fn images_folder(&self) -> Result<PathBuf> {
+        let dir = self.inner.storage.root().join("images");
+        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating folder", &dir, e))?;
+        Ok(dir)
+    }
+
+    /// The file name a save dialog suggests for image `index` of job `id`.
+    pub fn suggested_file_name(&self, id: &str, index: u32) -> Result<String> {
+        Ok(suggested_name(id, index, &self.finished_image(id, index)?))
+    }
+
+    /// Writes image `index` of a finished job to `path`, a place the user chose in the save
+    /// dialog (not a path from the window): written beside it first, then renamed, so a failed
+    /// write never leaves half a picture under the chosen name.
+    pub fn save_image_to(&self, id: &str, index: u32, path: &Path) -> Result<PathBuf> {
+        let img = self.finished_image(id, index)?;
+        self.write_png(&img, path)?;
+        Ok(path.to_owned())
+    }
+
+    fn write_png(&self, img: &JobImage, path: &Path) -> Result<()> {
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(&img.image)
+            .map_err(|e| RuntimeError::Internal(format!("stored image: {e}")))?;
+        let tmp = crate::storage::tmp_beside(path);
+        std::fs::write(&tmp, png).map_err(|e| RuntimeError::io("writing", &tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            RuntimeError::io("writing", path, e)
+        })?;
+        self.log(LogLevel::Info, format!("saved {}", path.display()));
+        Ok(())
+    }
+
+    fn finished_image(&self, id: &str, index: u32) -> Result<JobImage> {
         let img = {
             let view = self.job(id)?;
             let result = view.result.ok_or_else(|| {
@@ -893,16 +938,12 @@ impl DiffusionServer {
                 RuntimeError::InvalidInput(format!("image job {id} has no image {index}"))
             })?
         };
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(&img.image)
-            .map_err(|e| RuntimeError::Internal(format!("stored image: {e}")))?;
-        let dir = self.inner.storage.root().join("images");
-        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io("creating folder", &dir, e))?;
-        let path = dir.join(format!("{id}-{}-seed{}.png", index + 1, img.seed));
-        std::fs::write(&path, png).map_err(|e| RuntimeError::io("writing", &path, e))?;
-        self.log(LogLevel::Info, format!("saved {}", path.display()));
-        Ok(path)
+        Ok(img)
     }
+}
+
+fn suggested_name(id: &str, index: u32, img: &JobImage) -> String {
+    format!("{id}-{}-seed{}.png", index + 1, img.seed)
 }
 
 /// `config/image-memory.json`: the image ledger.

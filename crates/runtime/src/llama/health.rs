@@ -47,9 +47,42 @@ impl Watchdog {
     }
 }
 
+/// How many of llama-server's slots are processing a request, from its `/slots` answer (an
+/// array of slots with `is_processing`, or `state` 1 in older builds). Anything else: `None`.
+pub fn busy_slots(slots: &serde_json::Value) -> Option<u32> {
+    let slots = slots.as_array()?;
+    let busy = slots.iter().map(|s| {
+        s.get("is_processing")
+            .and_then(serde_json::Value::as_bool)
+            .or_else(|| s.get("state").and_then(serde_json::Value::as_u64).map(|v| v != 0))
+    });
+    busy.map(|b| b.map(u32::from)).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_slots_count_the_processing_ones() {
+        use serde_json::json;
+        let table = [
+            (json!([{"id": 0, "is_processing": false}]), Some(0)),
+            (json!([{"id": 0, "is_processing": true}, {"id": 1, "is_processing": false}]), Some(1)),
+            (json!([{"id": 0, "state": 1}, {"id": 1, "state": 1}]), Some(2)),
+            (json!([]), Some(0)),
+            // Not what /slots answers: no figure rather than a wrong one.
+            (
+                json!({"error": {"code": 501, "message": "This server does not support slots"}}),
+                None,
+            ),
+            (json!([{"id": 0}]), None),
+            (json!([{"id": 0, "is_processing": "yes"}]), None),
+        ];
+        for (body, want) in table {
+            assert_eq!(busy_slots(&body), want, "{body}");
+        }
+    }
     use HealthVerdict::*;
 
     #[test]

@@ -191,6 +191,11 @@ impl LlamaServer {
         self.inner.logs.recent()
     }
 
+    /// Empties the log: the window's lines and the files.
+    pub fn clear_logs(&self) -> Result<()> {
+        self.inner.logs.clear()
+    }
+
     fn pidfile(&self) -> PathBuf {
         self.inner.storage.root().join("run").join("llama-server.json")
     }
@@ -712,6 +717,8 @@ impl LlamaServer {
     async fn watch_health(self, epoch: u64, pid: u32, port: u16, interval: Duration) {
         let Ok(client) = local_client() else { return };
         let url = format!("http://127.0.0.1:{port}/health");
+        let slots_url = format!("http://127.0.0.1:{port}/slots");
+        let mut read_slots = true;
         // Each check ends before the next is due, so a hang is found within HANG_AFTER ticks.
         let timeout = (interval * 9 / 10).max(Duration::from_millis(100));
         let mut dog = Watchdog::new(HANG_AFTER);
@@ -731,6 +738,14 @@ impl LlamaServer {
             let ok = crate::net::answers(&client, &url, timeout).await;
             if !current(&self) {
                 return;
+            }
+            if ok && read_slots {
+                match read_busy_slots(&client, &slots_url, timeout).await {
+                    Ok(busy) => self.inner.shared.lock().unwrap().status.busy_slots = busy,
+                    // Started with --no-slots: no figure, and no more asking.
+                    Err(false) => read_slots = false,
+                    Err(true) => {}
+                }
             }
             match dog.record(ok, now_ms()) {
                 HealthVerdict::Steady => {}
@@ -974,4 +989,24 @@ impl LlamaServer {
         let tx = self.inner.chats.lock().unwrap_or_else(|p| p.into_inner()).remove(request_id);
         tx.is_some_and(|tx| tx.send(()).is_ok())
     }
+}
+
+/// Busy slots from `/slots`: `Err(true)` when this read failed (try again), `Err(false)` when
+/// the server has no `/slots` (404, or 501 when started with `--no-slots`).
+async fn read_busy_slots(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> std::result::Result<Option<u32>, bool> {
+    let r = client.get(url).timeout(timeout).send().await.map_err(|_| true)?;
+    let status = r.status().as_u16();
+    if status == 404 || status == 501 {
+        return Err(false);
+    }
+    if !r.status().is_success() {
+        return Err(true);
+    }
+    let body = r.bytes().await.map_err(|_| true)?;
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|_| true)?;
+    Ok(super::health::busy_slots(&body))
 }

@@ -9,7 +9,8 @@ pub mod queue;
 pub mod queue_file;
 pub mod source;
 
-use crate::storage::{write_json_atomic, StorageLayout};
+use crate::storage::{decode_versioned, write_json_atomic, StorageLayout};
+use crate::stored::model::{ModelRecord, FORMAT};
 use crate::{Result, RuntimeError};
 use ipc::models::{GgufSummary, ModelInfo, ModelKind, ModelList, VerifyResult};
 use sha2::{Digest, Sha256};
@@ -68,12 +69,14 @@ impl ModelStore {
     }
 
     pub async fn register(&self, info: &ModelInfo) -> Result<()> {
-        write_json_atomic(&self.meta_path(info.kind, &info.id), info).await
+        write_json_atomic(&self.meta_path(info.kind, &info.id), &ModelRecord::of(info)).await
     }
 
-    /// Every model, newest first. A metadata file that does not parse is skipped, not fatal.
+    /// Every model, newest first. A metadata file that does not parse is skipped, not fatal; one
+    /// from a newer version of the app is named in `unreadable`.
     pub async fn list(&self) -> Result<ModelList> {
         let mut models = Vec::new();
+        let mut unreadable = Vec::new();
         for kind in [ModelKind::Llm, ModelKind::Diffusion] {
             let dir = self.dir(kind);
             let mut rd = match tokio::fs::read_dir(&dir).await {
@@ -83,13 +86,16 @@ impl ModelStore {
             };
             while let Ok(Some(entry)) = rd.next_entry().await {
                 let p = entry.path();
-                if p.extension().and_then(|e| e.to_str()) != Some("json") {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                // Not a record: a download's sidecar (`<file>.part.json`) also lives here.
+                if !name.ends_with(".json") || name.ends_with(".part.json") {
                     continue;
                 }
-                if let Ok(bytes) = tokio::fs::read(&p).await {
-                    if let Ok(info) = serde_json::from_slice::<ModelInfo>(&bytes) {
-                        models.push(info);
-                    }
+                let Ok(bytes) = tokio::fs::read(&p).await else { continue };
+                match decode_versioned::<ModelRecord>(&p, &bytes, FORMAT) {
+                    Ok(record) => models.push(record.info()),
+                    Err(e @ RuntimeError::NewerFormat { .. }) => unreadable.push(e.to_ipc()),
+                    Err(_) => {}
                 }
             }
         }
@@ -101,7 +107,7 @@ impl ModelStore {
             .filter(|f| seen.insert(f.path.clone()))
             .map(|f| f.size_bytes)
             .sum();
-        Ok(ModelList { models, total_bytes })
+        Ok(ModelList { models, total_bytes, unreadable })
     }
 
     pub async fn get(&self, id: &str) -> Result<ModelInfo> {

@@ -8,6 +8,7 @@ use super::queue_file::{self as stored, QueueFile, Row};
 use super::{source, summarize, ModelStore};
 use crate::download::{self, Control, DownloadConfig, DownloadSpec, Downloader, Outcome};
 use crate::now_ms;
+use crate::stored::Conv;
 use crate::{EventBus, Result, RuntimeError};
 use ipc::models::{
     DownloadRequest, DownloadState, DownloadStatus, ModelFile, ModelInfo, ModelKind, ModelSource,
@@ -73,9 +74,9 @@ impl Job {
         Row {
             id: s.download_id.clone(),
             name: s.name.clone(),
-            kind: s.kind.into(),
+            kind: s.kind.conv(),
             state: stored::stored_state(s.state),
-            source: (&self.source).into(),
+            source: self.source.conv(),
             model_id: self.model_id.clone(),
             dir: self.dir.clone(),
             tasks: self
@@ -83,7 +84,7 @@ impl Job {
                 .iter()
                 .map(|t| stored::Task {
                     role: t.role.clone(),
-                    source: (&t.source).into(),
+                    source: t.source.conv(),
                     dest: t.dest.clone(),
                     sha256: t.sha256.clone(),
                     preexisting: t.preexisting,
@@ -111,7 +112,7 @@ impl Job {
             status: DownloadStatus {
                 download_id: row.id.clone(),
                 name: row.name.clone(),
-                kind: row.kind.into(),
+                kind: row.kind.conv(),
                 state,
                 downloaded_bytes,
                 total_bytes: row.total_bytes,
@@ -121,13 +122,13 @@ impl Job {
                 model_id: row.registered.clone(),
             },
             control: Control::default(),
-            source: (&row.source).into(),
+            source: row.source.conv(),
             tasks: row
                 .tasks
                 .iter()
                 .map(|t| FileTask {
                     role: t.role.clone(),
-                    source: (&t.source).into(),
+                    source: t.source.conv(),
                     dest: t.dest.clone(),
                     sha256: t.sha256.clone(),
                     preexisting: t.preexisting,
@@ -198,7 +199,7 @@ impl DownloadQueue {
                     (rows.iter().map(Job::from_row).collect(), Some(path))
                 }
                 Err(e) => {
-                    eprintln!("download queue: {e}");
+                    tracing::warn!("download queue: {e}");
                     (Vec::new(), None)
                 }
             };
@@ -244,7 +245,7 @@ impl DownloadQueue {
         stored::trim_finished(&mut rows);
         let file = QueueFile { format: stored::FORMAT, rows };
         if let Err(e) = crate::storage::write_json_atomic_sync(path, &file) {
-            eprintln!("download queue: {e}");
+            tracing::warn!("download queue: {e}");
         }
     }
 

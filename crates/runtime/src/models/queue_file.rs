@@ -6,7 +6,8 @@
 //! from the finished files and the `.part` files on disk, which is what a resume continues from.
 
 use crate::download;
-use ipc::models::{DownloadState, ModelKind, ModelSource};
+pub use crate::stored::model::{Kind, Source};
+use ipc::models::DownloadState;
 use ipc::{ErrorCode, IpcError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -48,13 +49,6 @@ pub struct Row {
     pub registered: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Llm,
-    Diffusion,
-}
-
 /// Queued and running rows are stored as `waiting`: after a restart they are paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,14 +57,6 @@ pub enum RowState {
     Paused,
     Failed,
     Done,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Source {
-    HuggingFace { repo: String, file: String, revision: String },
-    Url { url: String },
-    Local { path: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,48 +90,6 @@ pub struct StoredError {
     pub remedy: String,
 }
 
-impl From<ModelKind> for Kind {
-    fn from(k: ModelKind) -> Self {
-        match k {
-            ModelKind::Llm => Kind::Llm,
-            ModelKind::Diffusion => Kind::Diffusion,
-        }
-    }
-}
-
-impl From<Kind> for ModelKind {
-    fn from(k: Kind) -> Self {
-        match k {
-            Kind::Llm => ModelKind::Llm,
-            Kind::Diffusion => ModelKind::Diffusion,
-        }
-    }
-}
-
-impl From<&ModelSource> for Source {
-    fn from(s: &ModelSource) -> Self {
-        match s.clone() {
-            ModelSource::HuggingFace { repo, file, revision } => {
-                Source::HuggingFace { repo, file, revision }
-            }
-            ModelSource::Url { url } => Source::Url { url },
-            ModelSource::Local { path } => Source::Local { path },
-        }
-    }
-}
-
-impl From<&Source> for ModelSource {
-    fn from(s: &Source) -> Self {
-        match s.clone() {
-            Source::HuggingFace { repo, file, revision } => {
-                ModelSource::HuggingFace { repo, file, revision }
-            }
-            Source::Url { url } => ModelSource::Url { url },
-            Source::Local { path } => ModelSource::Local { path },
-        }
-    }
-}
-
 impl From<&IpcError> for StoredError {
     fn from(e: &IpcError) -> Self {
         Self {
@@ -159,11 +103,7 @@ impl From<&IpcError> for StoredError {
 
 impl From<&StoredError> for IpcError {
     fn from(e: &StoredError) -> Self {
-        let code = ErrorCode::ALL
-            .iter()
-            .copied()
-            .find(|c| c.as_str() == e.code)
-            .unwrap_or(ErrorCode::DownloadFailed);
+        let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::DownloadFailed);
         let mut out = IpcError::new(code, e.message.clone()).with_remedy(e.remedy.clone());
         out.title = e.title.clone();
         out
@@ -216,6 +156,8 @@ pub fn trim_finished(rows: &mut Vec<Row>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stored::Conv;
+    use ipc::models::ModelSource;
 
     #[test]
     fn states_after_a_restart() {
@@ -289,7 +231,7 @@ mod tests {
         let r = &f.rows[0];
         assert_eq!(restored_state(r.state), DownloadState::Paused);
         assert_eq!(
-            ModelSource::from(&r.source),
+            Conv::<ModelSource>::conv(&r.source),
             ModelSource::HuggingFace {
                 repo: "o/r".into(),
                 file: "m.gguf".into(),

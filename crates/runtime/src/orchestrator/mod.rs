@@ -18,6 +18,7 @@ pub mod decision;
 use crate::diffusion::server::{JobGate, JobTicket};
 use crate::events::EventBus;
 use crate::llama::LlamaServer;
+use crate::stored::{orchestrator as stored, Conv};
 use crate::{now_ms, Result, RuntimeError};
 use decision::{decide, DecisionInput, LlmUse};
 use futures_util::future::BoxFuture;
@@ -207,8 +208,23 @@ struct Live {
     free_ram: u64,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Option<T> {
-    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+/// A kept file of the orchestrator's: `Ok(None)` when there is none or it is damaged (the
+/// defaults then, and the next save replaces it); a newer version's is an error.
+fn read_kept<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Option<T>> {
+    match crate::storage::read_versioned(path, stored::FORMAT) {
+        Err(e @ RuntimeError::NewerFormat { .. }) => Err(e),
+        other => Ok(other.unwrap_or(None)),
+    }
+}
+
+/// Refuses to write over `path` when a newer version of the app wrote it.
+fn refuse_newer(path: &std::path::Path) -> Result<()> {
+    match crate::storage::newer_format(path, stored::FORMAT) {
+        Some(found) => {
+            Err(RuntimeError::NewerFormat { path: path.to_owned(), found, reads: stored::FORMAT })
+        }
+        None => Ok(()),
+    }
 }
 
 impl Orchestrator {
@@ -223,8 +239,15 @@ impl Orchestrator {
     ) -> Self {
         let settings_path = config_dir.join("orchestrator.json");
         let saved_path = config_dir.join("llm-paused.json");
-        let settings = read_json(&settings_path).unwrap_or_default();
-        let saved = read_json(&saved_path);
+        // A newer version's settings: the defaults for now (and Save refuses to write over them).
+        let settings = read_kept::<stored::SettingsFile>(&settings_path)
+            .ok()
+            .flatten()
+            .map_or_else(OrchestratorSettings::default, |f| f.settings.conv());
+        let (saved, refused) = match read_kept::<stored::PausedFile>(&saved_path) {
+            Ok(f) => (f.map(|f| f.paused.conv()), None),
+            Err(e) => (None, Some(e.to_ipc())),
+        };
         Self {
             inner: Arc::new(Inner {
                 llm,
@@ -239,7 +262,7 @@ impl Orchestrator {
                     phase: OrchestratorPhase::Idle,
                     last_decision: None,
                     saved,
-                    reload_error: None,
+                    reload_error: refused,
                     last_cycle: None,
                     paused_last: false,
                 }),
@@ -268,7 +291,9 @@ impl Orchestrator {
                 s.margin
             )));
         }
-        crate::storage::write_json_atomic(&self.inner.settings_path, &s).await?;
+        refuse_newer(&self.inner.settings_path)?;
+        let file = stored::SettingsFile::of(&s);
+        crate::storage::write_json_atomic(&self.inner.settings_path, &file).await?;
         self.inner.state.lock().unwrap().settings = s;
         Ok(self.status())
     }
@@ -361,7 +386,14 @@ impl Orchestrator {
             saved_at_ms: now_ms(),
             job_id: Some(job_id.to_owned()),
         };
-        if let Err(e) = crate::storage::write_json_atomic(&self.inner.saved_path, &saved).await {
+        let written = match refuse_newer(&self.inner.saved_path) {
+            Ok(()) => {
+                let file = stored::PausedFile::of(&saved);
+                crate::storage::write_json_atomic(&self.inner.saved_path, &file).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             self.set_phase(OrchestratorPhase::Idle);
             return Err(e);
         }

@@ -3,6 +3,7 @@
 //! Static facts (CPU model, which GPUs exist) are cached for a minute and dropped whenever a
 //! server starts or stops; live figures (RAM, VRAM used and free) are read on every call.
 
+pub mod history;
 pub mod memory;
 pub mod nvidia;
 pub mod nvidia_smi;

@@ -14,6 +14,11 @@ pub fn InstalledModels() -> impl IntoView {
     let state = expect_context::<ModelsState>();
     view! {
         <Card title="Installed models">
+            {move || state.list.get().and_then(Result::ok).map(|l| l.unreadable).filter(|u| !u.is_empty()).map(|u| view! {
+                <div id="models-unreadable">
+                    {u.into_iter().map(|e| view! { <ErrorBox error=e /> }).collect_view()}
+                </div>
+            })}
             {move || match state.list.get() {
                 None => view! { <p class="muted"><span class="spinner"></span>" Reading models…"</p> }.into_any(),
                 Some(Err(e)) => view! { <ErrorBox error=e on_retry=Callback::new(move |_| state.refresh_list()) /> }.into_any(),
