@@ -20,6 +20,28 @@ fn fake_sd_cli_entry() {
     fake_runtime::sd_cli_if_asked();
 }
 
+/// The app's storage folder in `dir` with a diffusion model `id` on disk, as the Models tab
+/// leaves a downloaded one, and the fake sd-cli chosen as a custom binary (checked like any
+/// other). Answers the folder.
+async fn model_and_fake_sd_cli(dir: &TempDir, id: &str, name: &str) -> std::path::PathBuf {
+    let home = dir.join("home");
+    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
+    let model = storage.diffusion_models().join(format!("{id}.gguf"));
+    std::fs::write(&model, vec![7u8; 4096]).unwrap();
+    let p = model.display().to_string();
+    let info = ModelInfo::local_file(id, name, ModelKind::Diffusion, &p, 4096);
+    std::fs::write(
+        storage.diffusion_models().join(format!("{id}.json")),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+    let exe = fake_runtime::generating_sd_cli(dir.path(), 150, false);
+    let bins =
+        Binaries::new(storage, EventBus::default(), BinariesConfig::from_env().unwrap()).unwrap();
+    bins.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
+    home
+}
+
 async fn percent(app: &App) -> Option<(String, f64)> {
     let v = app
         .script(
@@ -49,24 +71,7 @@ async fn wait_progress(app: &App, what: &str, ok: impl Fn(&str, f64) -> bool) ->
 #[ignore = "real window: run scripts/test"]
 async fn generate_an_image_and_cancel_another() {
     let dir = TempDir::new("e2e-sd");
-    let home = dir.join("home");
-    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
-    // The model, as the Models tab leaves a downloaded one.
-    let model = storage.diffusion_models().join("sdxl-tiny.gguf");
-    std::fs::write(&model, vec![7u8; 4096]).unwrap();
-    let p = model.display().to_string();
-    let info = ModelInfo::local_file("sdxl-tiny", "SDXL Tiny", ModelKind::Diffusion, &p, 4096);
-    std::fs::write(
-        storage.diffusion_models().join("sdxl-tiny.json"),
-        serde_json::to_vec(&info).unwrap(),
-    )
-    .unwrap();
-    // sd-cli: the fake, chosen as a custom binary (checked like any other).
-    let exe = fake_runtime::generating_sd_cli(dir.path(), 150, false);
-    let bins =
-        Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
-            .unwrap();
-    bins.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
+    let home = model_and_fake_sd_cli(&dir, "sdxl-tiny", "SDXL Tiny").await;
 
     let env = vec![(fake_runtime::ENV_SD_LOAD_MS.to_owned(), "2500".to_owned())];
     let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
@@ -165,22 +170,7 @@ fn post_json(base: &str, path: &str, body: &str) -> (u16, String) {
 #[ignore = "real window: run scripts/test"]
 async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do() {
     let dir = TempDir::new("e2e-sd-api");
-    let home = dir.join("home");
-    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
-    let model = storage.diffusion_models().join("sd-tiny.gguf");
-    std::fs::write(&model, vec![7u8; 4096]).unwrap();
-    let p = model.display().to_string();
-    let info = ModelInfo::local_file("sd-tiny", "SD Tiny", ModelKind::Diffusion, &p, 4096);
-    std::fs::write(
-        storage.diffusion_models().join("sd-tiny.json"),
-        serde_json::to_vec(&info).unwrap(),
-    )
-    .unwrap();
-    let exe = fake_runtime::generating_sd_cli(dir.path(), 150, false);
-    let bins =
-        Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
-            .unwrap();
-    bins.set_custom(RuntimeKind::Diffusion, Some(&exe)).await.unwrap();
+    let home = model_and_fake_sd_cli(&dir, "sd-tiny", "SD Tiny").await;
     // "Save as…" answers with this place instead of a native dialog (which WebDriver cannot
     // click through); the writing after it is the app's own.
     let chosen = dir.join("elsewhere").join("harbour.png");

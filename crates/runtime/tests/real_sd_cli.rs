@@ -227,6 +227,13 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     )
     .unwrap();
     rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&sd_cli())).await.unwrap();
+    // Installed only after its functional check: a real 64×64 image from the tiny Flux.2 model.
+    let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
+    assert!(
+        setup.iter().any(|l| l.message == "Phase 2: ✓ made a 64×64 image"),
+        "{:?}",
+        setup.iter().map(|l| &l.message).collect::<Vec<_>>()
+    );
     let folder = rt.storage().diffusion_models().join("tiny-flux2");
     std::fs::create_dir_all(&folder).unwrap();
     let files = tiny_model(&folder);

@@ -69,7 +69,8 @@ impl ModelStore {
     }
 
     pub async fn register(&self, info: &ModelInfo) -> Result<()> {
-        write_json_atomic(&self.meta_path(info.kind, &info.id), &ModelRecord::of(info)).await
+        write_json_atomic(&self.meta_path(info.kind, &info.id), &ModelRecord::of(FORMAT, info))
+            .await
     }
 
     /// Every model, newest first. A metadata file that does not parse is skipped, not fatal; one
@@ -93,7 +94,7 @@ impl ModelStore {
                 }
                 let Ok(bytes) = tokio::fs::read(&p).await else { continue };
                 match decode_versioned::<ModelRecord>(&p, &bytes, FORMAT) {
-                    Ok(record) => models.push(record.info()),
+                    Ok(record) => models.push(record.get()),
                     Err(e @ RuntimeError::NewerFormat { .. }) => unreadable.push(e.to_ipc()),
                     Err(_) => {}
                 }

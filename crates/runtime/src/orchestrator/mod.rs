@@ -18,7 +18,7 @@ pub mod decision;
 use crate::diffusion::server::{JobGate, JobTicket};
 use crate::events::EventBus;
 use crate::llama::LlamaServer;
-use crate::stored::{orchestrator as stored, Conv};
+use crate::stored::orchestrator as stored;
 use crate::{now_ms, Result, RuntimeError};
 use decision::{decide, DecisionInput, LlmUse};
 use futures_util::future::BoxFuture;
@@ -243,9 +243,9 @@ impl Orchestrator {
         let settings = read_kept::<stored::SettingsFile>(&settings_path)
             .ok()
             .flatten()
-            .map_or_else(OrchestratorSettings::default, |f| f.settings.conv());
+            .map_or_else(OrchestratorSettings::default, |f| f.get());
         let (saved, refused) = match read_kept::<stored::PausedFile>(&saved_path) {
-            Ok(f) => (f.map(|f| f.paused.conv()), None),
+            Ok(f) => (f.map(|f| f.get()), None),
             Err(e) => (None, Some(e.to_ipc())),
         };
         Self {
@@ -292,7 +292,7 @@ impl Orchestrator {
             )));
         }
         refuse_newer(&self.inner.settings_path)?;
-        let file = stored::SettingsFile::of(&s);
+        let file = stored::SettingsFile::of(stored::FORMAT, &s);
         crate::storage::write_json_atomic(&self.inner.settings_path, &file).await?;
         self.inner.state.lock().unwrap().settings = s;
         Ok(self.status())
@@ -388,7 +388,7 @@ impl Orchestrator {
         };
         let written = match refuse_newer(&self.inner.saved_path) {
             Ok(()) => {
-                let file = stored::PausedFile::of(&saved);
+                let file = stored::PausedFile::of(stored::FORMAT, &saved);
                 crate::storage::write_json_atomic(&self.inner.saved_path, &file).await
             }
             Err(e) => Err(e),

@@ -17,6 +17,33 @@ pub mod model;
 pub mod orchestrator;
 pub mod runtime;
 
+/// A kept file: its format number beside the fields of `T` (no `format`: format 0).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Kept<T> {
+    #[serde(default)]
+    pub format: u32,
+    #[serde(flatten)]
+    pub value: T,
+}
+
+impl<T> Kept<T> {
+    /// `value` as this version writes it, in format `format`.
+    pub fn of<I>(format: u32, value: &I) -> Self
+    where
+        I: Conv<T>,
+    {
+        Self { format, value: value.conv() }
+    }
+
+    /// The transfer type's value.
+    pub fn get<I>(&self) -> I
+    where
+        T: Conv<I>,
+    {
+        self.value.conv()
+    }
+}
+
 /// A value converted field by field between a stored type and a transfer type.
 pub trait Conv<T> {
     fn conv(&self) -> T;

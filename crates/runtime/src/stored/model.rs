@@ -6,23 +6,8 @@ use serde::{Deserialize, Serialize};
 /// Format 1 added `format`; format 0 (no `format`) has the same fields.
 pub const FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelRecord {
-    #[serde(default)]
-    pub format: u32,
-    #[serde(flatten)]
-    pub model: Model,
-}
-
-impl ModelRecord {
-    pub fn of(info: &ipc::models::ModelInfo) -> Self {
-        Self { format: FORMAT, model: info.conv() }
-    }
-
-    pub fn info(&self) -> ipc::models::ModelInfo {
-        self.model.conv()
-    }
-}
+/// `models/<kind>/<id>.json`.
+pub type ModelRecord = super::Kept<Model>;
 
 mirror_struct! {
     pub struct Model <=> ipc::models::ModelInfo {

@@ -1,25 +1,13 @@
 //! The orchestrator's files in `config/`: its settings (`orchestrator.json`) and, while the LLM
 //! is paused for an image, what to bring back (`llm-paused.json`).
 
-use super::{mirror_enum, mirror_struct, Conv};
-use serde::{Deserialize, Serialize};
+use super::{mirror_enum, mirror_struct};
 
 /// Format 1 added `format` to both files; format 0 (no `format`) has the same fields.
 pub const FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SettingsFile {
-    #[serde(default)]
-    pub format: u32,
-    #[serde(flatten)]
-    pub settings: Settings,
-}
-
-impl SettingsFile {
-    pub fn of(s: &ipc::orchestrator::OrchestratorSettings) -> Self {
-        Self { format: FORMAT, settings: s.conv() }
-    }
-}
+/// `config/orchestrator.json`.
+pub type SettingsFile = super::Kept<Settings>;
 
 mirror_struct! {
     pub struct Settings <=> ipc::orchestrator::OrchestratorSettings {
@@ -32,19 +20,8 @@ mirror_enum! {
     pub enum OffloadMode <=> ipc::orchestrator::OffloadMode { Auto, Always, Never }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PausedFile {
-    #[serde(default)]
-    pub format: u32,
-    #[serde(flatten)]
-    pub paused: Paused,
-}
-
-impl PausedFile {
-    pub fn of(s: &ipc::orchestrator::SavedLlmState) -> Self {
-        Self { format: FORMAT, paused: s.conv() }
-    }
-}
+/// `config/llm-paused.json`.
+pub type PausedFile = super::Kept<Paused>;
 
 mirror_struct! {
     pub struct Paused <=> ipc::orchestrator::SavedLlmState {
