@@ -127,7 +127,8 @@ pub fn classify_failure(tail: &[String], exit: Option<ExitInfo>, program: Progra
 }
 
 /// "llama-server exited with code 1 while loading: a | b | c": how it ended and its last three
-/// lines.
+/// lines that say something: terminal colour codes removed, sd-cli's step bars
+/// (`|=====>   | 3/8 - 0.15s/it`) left out.
 pub fn failure_message(
     program: Program,
     exit: Option<ExitInfo>,
@@ -135,7 +136,34 @@ pub fn failure_message(
     tail: &Tail,
 ) -> String {
     let how = exit.map(|e| e.describe()).unwrap_or_else(|| "ended".to_owned());
-    format!("{} {how} {during}: {}", program.name(), tail.joined(3))
+    let lines: Vec<String> = tail.lines().iter().filter_map(|l| telling(l)).collect();
+    let last = lines[lines.len().saturating_sub(3)..].join(" | ");
+    let last = if last.is_empty() { "no output".to_owned() } else { last };
+    format!("{} {how} {during}: {last}", program.name())
+}
+
+/// A line without its terminal escape sequences, or `None` when what is left is empty or a
+/// progress bar.
+fn telling(line: &str) -> Option<String> {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    let t = out.trim();
+    let bar = t.starts_with('|') && t.matches('|').count() >= 2;
+    (!t.is_empty() && !bar).then(|| t.to_owned())
 }
 
 #[cfg(test)]
@@ -212,5 +240,23 @@ mod tests {
         assert_eq!(m, "llama-server exited with code 1 while loading: b | c | d");
         let m = failure_message(SdCli, sig(9), "on image 2 of 3", &Tail::new(3));
         assert_eq!(m, "sd-cli was killed by signal 9 (SIGKILL) on image 2 of 3: no output");
+        // sd-cli's step bars and colour codes are not what went wrong.
+        let mut tail = Tail::new(8);
+        for l in [
+            "[INFO ] stable-diffusion.cpp:2100 - generating image: 1/1 - seed 42",
+            "  |==========>                       | 3/8 - 0.15s/it\x1b[K",
+            "\x1b[31mggml_backend_cuda_buffer_type_alloc_buffer: cudaMalloc failed: out of memory\x1b[0m",
+            "  |=============>                    | 4/8 - 0.15s/it\x1b[K",
+            "\x1b[K",
+        ] {
+            tail.push(l);
+        }
+        let m = failure_message(SdCli, code(1), "on image 1 of 1", &tail);
+        assert_eq!(
+            m,
+            "sd-cli exited with code 1 on image 1 of 1: [INFO ] stable-diffusion.cpp:2100 - \
+             generating image: 1/1 - seed 42 | ggml_backend_cuda_buffer_type_alloc_buffer: \
+             cudaMalloc failed: out of memory"
+        );
     }
 }
