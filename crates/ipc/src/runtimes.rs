@@ -77,7 +77,8 @@ pub struct InstalledRuntime {
     pub sha256: String,
     /// Milliseconds since the Unix epoch.
     pub checked_at_ms: u64,
-    /// Whether the one-token generation ran (llama-server only).
+    /// Whether the functional check ran: llama-server generated a token, sd-cli made a 64×64
+    /// image (sd-cli records from before that check have `false` and are checked again).
     pub generation_checked: bool,
     /// Compute devices the build found in the check (`CUDA0: NVIDIA H100`); the CPU build lists
     /// none or the CPU.

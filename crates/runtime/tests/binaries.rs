@@ -493,7 +493,7 @@ async fn custom_binaries_are_checked_like_downloads() {
     fake_runtime::write_script(&sd, &fake_runtime::sd_cli_script(true, &s.calls));
     let got = bins.set_custom(RuntimeKind::Diffusion, Some(&sd)).await.unwrap().unwrap();
     assert_eq!(got.installed.reported_version, "usage: sd-cli [options]");
-    assert!(!got.installed.generation_checked);
+    assert!(got.installed.generation_checked, "it made the check's image");
     let broken = s.root.parent().unwrap().join("sd-broken");
     fake_runtime::write_script(&broken, &fake_runtime::sd_cli_script(false, &s.calls));
     let err = bins.set_custom(RuntimeKind::Diffusion, Some(&broken)).await.unwrap_err();
@@ -508,6 +508,20 @@ async fn custom_binaries_are_checked_like_downloads() {
     assert_eq!(err.code(), ErrorCode::BinaryInvalid);
     assert!(err.to_string().contains("wrote no PNG"), "{err}");
     assert_eq!(bins.installed(RuntimeKind::Diffusion).unwrap().path, got.installed.path);
+    // A record from before that check (no image made) is checked again once, then trusted.
+    let cache = runtime::binaries::cache::ValidationCache::new(s.root.join("binaries"));
+    let stamp = runtime::binaries::cache::FileStamp::of(&sd).unwrap();
+    let old =
+        ipc::runtimes::InstalledRuntime { generation_checked: false, ..got.installed.clone() };
+    cache.save(&old, stamp).await.unwrap();
+    let images = |calls: Vec<String>| calls.iter().filter(|c| c.contains(" -o ")).count();
+    let before = images(s.calls());
+    let again = bins.ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    assert_eq!(again.how, How::Rechecked);
+    assert!(again.installed.generation_checked);
+    assert_eq!(images(s.calls()), before + 1, "one more test image");
+    let cached = bins.ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    assert_eq!((cached.how, images(s.calls())), (How::Cache, before + 1));
 
     // Clearing the choice goes back to the release build.
     assert!(bins.set_custom(RuntimeKind::Llama, None).await.unwrap().is_none());

@@ -56,7 +56,7 @@ fn progress_view(p: BinaryProgress) -> AnyView {
 
 fn installed_view(i: InstalledRuntime) -> AnyView {
     let devices = if i.devices.is_empty() {
-        if i.generation_checked {
+        if i.generation_checked && i.runtime == RuntimeKind::Llama {
             "none (runs on the CPU)".to_owned()
         } else {
             "not probed".to_owned()
@@ -65,10 +65,10 @@ fn installed_view(i: InstalledRuntime) -> AnyView {
         i.devices.join(", ")
     };
     let offload = i.offloaded_layers.map(|(a, b)| format!("{a}/{b} test layers on the GPU"));
-    let check = if i.generation_checked {
-        "starts, and generated a token from the test model"
-    } else {
-        "starts and prints its usage"
+    let check = match (i.generation_checked, i.runtime) {
+        (true, RuntimeKind::Llama) => "starts, and generated a token from the test model",
+        (true, RuntimeKind::Diffusion) => "starts, and made a 64×64 image from the test model",
+        (false, _) => "starts and prints its usage",
     };
     view! {
         <dl class="stats runtime-installed">

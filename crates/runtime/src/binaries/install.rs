@@ -310,12 +310,18 @@ impl Binaries {
             let i = &rec.installed;
             let label = format!("{program} {} ({})", i.version, i.variant.label());
             let usable = i.custom || i.version == release.version;
-            if usable && !force && rec.still_matches() {
+            // A record from before sd-cli's functional check existed is checked again once.
+            let checked_fully = i.generation_checked || kind == RuntimeKind::Llama;
+            if usable && !force && rec.still_matches() && checked_fully {
                 self.log(kind, LogLevel::Info, format!("✓ {label}: the cached check holds"));
                 return Ok(Ensured { installed: rec.installed, how: How::Cache });
             }
             if usable && Path::new(&i.path).is_file() {
-                let why = if force { "checking again as asked" } else { "the file changed" };
+                let why = match (force, checked_fully) {
+                    (true, _) => "checking again as asked",
+                    (false, false) => "checked before it had to make a test image; checking again",
+                    (false, true) => "the file changed",
+                };
                 self.log(kind, LogLevel::Info, format!("{label}: {why}"));
                 let path = PathBuf::from(&i.path);
                 match self.check_binary(kind, &path, i.variant, &i.version, i.custom).await? {
@@ -516,7 +522,8 @@ impl Binaries {
             size: stamp.size,
             sha256,
             checked_at_ms: now_ms(),
-            generation_checked: report.is_some(),
+            // sd-cli gets here only after making its test image.
+            generation_checked: report.is_some() || kind == RuntimeKind::Diffusion,
             devices: report.as_ref().map(|r| r.gpus.clone()).unwrap_or_default(),
             offloaded_layers: report.as_ref().and_then(|r| r.offloaded),
             custom,
