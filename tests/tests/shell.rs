@@ -35,6 +35,33 @@ async fn five_tabs_switch_without_losing_state() {
         assert!(app.genai_home().join(sub).is_dir(), "{sub} was not created");
     }
 
+    // The app's own log: it says the app started; the footer's level goes to debug and is kept.
+    let log = app.genai_home().join("logs/app.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("the app started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} says nothing of the start",
+            log.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.wait_text("#app-log-level", |t| !t.is_empty()).await;
+    app.script(
+        "const s = document.querySelector('#app-log-level'); s.value = 'debug'; \
+         s.dispatchEvent(new Event('change'));",
+    )
+    .await;
+    let kept = app.genai_home().join("config/app-log.json");
+    while !std::fs::read_to_string(&kept).unwrap_or_default().contains("\"debug\"") {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(5),
+            "level not kept"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(std::fs::read_to_string(&log).unwrap().contains("log level changed"));
+
     // Mark every panel's DOM node: if switching tabs re-created a panel, its mark would be gone.
     app.script(
         "document.querySelectorAll('.tab-panel').forEach((p, i) => p.dataset.probe = 'kept-' + i)",
