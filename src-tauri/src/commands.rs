@@ -173,32 +173,22 @@ fn open_storage_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(),
     open_with_system(&app, &root)
 }
 
-fn app_log_view(log: &runtime::applog::AppLog) -> AppLogView {
-    AppLogView {
-        level: log.level(),
-        path: log.folder().join(runtime::applog::FILE_NAME).display().to_string(),
-    }
-}
-
 #[tauri::command]
 fn app_log(state: State<'_, AppState>) -> Result<AppLogView, IpcError> {
-    Ok(app_log_view(state.runtime()?.app_log()))
+    Ok(state.runtime()?.app_log().view())
 }
 
 #[tauri::command]
 async fn app_log_set(state: State<'_, AppState>, args: AppLogArgs) -> Result<AppLogView, IpcError> {
     let rt = state.runtime()?;
     rt.app_log().set_level(args.level).await?;
-    Ok(app_log_view(rt.app_log()))
+    Ok(rt.app_log().view())
 }
 
 /// Shows `<storage>/logs` (the app's log and the servers') in the system's file manager.
 #[tauri::command]
 fn open_logs_folder(app: AppHandle, state: State<'_, AppState>) -> Result<(), IpcError> {
-    let dir = state.runtime()?.app_log().folder();
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        IpcError::new(ipc::ErrorCode::FileSystem, format!("creating {}: {e}", dir.display()))
-    })?;
+    let dir = state.runtime()?.app_log().folder()?;
     open_with_system(&app, &dir.display().to_string())
 }
 

@@ -42,6 +42,15 @@ async fn model_and_fake_sd_cli(dir: &TempDir, id: &str, name: &str) -> std::path
     home
 }
 
+/// Stops the image server from its tab, closes the app and checks no process of its is left.
+async fn stop_and_leave_nothing(app: App) {
+    app.click("#sd-stop").await;
+    app.wait_text("#sd-state", |t| t == "Stopped").await;
+    let group = app.finish().await;
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
+
 async fn percent(app: &App) -> Option<(String, f64)> {
     let v = app
         .script(
@@ -139,11 +148,7 @@ async fn generate_an_image_and_cancel_another() {
     assert!(log.contains("job API listening on http://127.0.0.1:"), "{log}");
     app.screenshot("diffusion-4-cancelled").await;
 
-    app.click("#sd-stop").await;
-    app.wait_text("#sd-state", |t| t == "Stopped").await;
-    let group = app.finish().await;
-    let left = live_group_members(group);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    stop_and_leave_nothing(app).await;
 }
 
 /// A plain HTTP/1.1 POST over a socket, as any other program on this computer could send it:
@@ -234,9 +239,5 @@ async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do(
     assert!(message.contains("out of memory"), "{message}");
     app.screenshot("diffusion-api-2-failed-job").await;
 
-    app.click("#sd-stop").await;
-    app.wait_text("#sd-state", |t| t == "Stopped").await;
-    let group = app.finish().await;
-    let left = live_group_members(group);
-    assert!(left.is_empty(), "processes left behind: {left:?}");
+    stop_and_leave_nothing(app).await;
 }

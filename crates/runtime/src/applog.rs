@@ -30,7 +30,6 @@ pub struct AppLog {
 struct Inner {
     folder: PathBuf,
     settings_path: PathBuf,
-    level: Mutex<LogLevel>,
     handle: Handle,
     dispatch: tracing::Dispatch,
 }
@@ -85,13 +84,8 @@ impl AppLog {
             .with_target(true)
             .with_writer(move || Writer(file.clone()));
         let subscriber = Registry::default().with(level_layer).with(writes);
-        let inner = Inner {
-            folder,
-            settings_path,
-            level: Mutex::new(level),
-            handle,
-            dispatch: tracing::Dispatch::new(subscriber),
-        };
+        let inner =
+            Inner { folder, settings_path, handle, dispatch: tracing::Dispatch::new(subscriber) };
         Self { inner: Arc::new(inner) }
     }
 
@@ -106,13 +100,26 @@ impl AppLog {
         &self.inner.dispatch
     }
 
-    /// The folder of `app.log` and its rotated copies.
-    pub fn folder(&self) -> PathBuf {
-        self.inner.folder.clone()
+    /// The folder of `app.log` and its rotated copies (made again if it was removed).
+    pub fn folder(&self) -> Result<PathBuf> {
+        let dir = &self.inner.folder;
+        std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io("creating folder", dir, e))?;
+        Ok(dir.clone())
     }
 
+    /// The level in force: what the subscriber filters by.
     pub fn level(&self) -> LogLevel {
-        *self.inner.level.lock().unwrap()
+        let current = self.inner.handle.clone_current().unwrap_or(LevelFilter::INFO);
+        [LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error]
+            .into_iter()
+            .find(|l| filter(*l) == current)
+            .unwrap_or(LogLevel::Info)
+    }
+
+    /// What the footer shows.
+    pub fn view(&self) -> ipc::AppLogView {
+        let path = self.inner.folder.join(FILE_NAME).display().to_string();
+        ipc::AppLogView { level: self.level(), path }
     }
 
     /// Changes the level at once and keeps it for the next launch.
@@ -130,7 +137,6 @@ impl AppLog {
             .handle
             .reload(filter(level))
             .map_err(|e| RuntimeError::Internal(format!("changing the log level: {e}")))?;
-        *self.inner.level.lock().unwrap() = level;
         tracing::info!(?level, "log level changed");
         Ok(())
     }
@@ -149,7 +155,8 @@ mod tests {
         let layout = StorageLayout::create(StorageRoot::new(&dir, StorageRootSource::Env)).unwrap();
         let log = AppLog::with_limit(&layout, 600);
         assert_eq!(log.level(), LogLevel::Info);
-        let file = log.folder().join(FILE_NAME);
+        assert!(log.view().path.ends_with("logs/app.log"), "{:?}", log.view());
+        let file = log.folder().unwrap().join(FILE_NAME);
         let read = || std::fs::read_to_string(&file).unwrap_or_default();
         let bus = crate::EventBus::default();
         tracing::dispatcher::with_default(log.dispatch(), || {
@@ -190,9 +197,9 @@ mod tests {
             tracing::warn!(i, "a line long enough to rotate the file quickly");
         }
         assert!(std::fs::metadata(&file).unwrap().len() <= 600);
-        assert!(log.folder().join("app.log.1").exists());
-        assert!(log.folder().join("app.log.2").exists());
-        assert!(!log.folder().join("app.log.3").exists());
+        assert!(log.folder().unwrap().join("app.log.1").exists());
+        assert!(log.folder().unwrap().join("app.log.2").exists());
+        assert!(!log.folder().unwrap().join("app.log.3").exists());
         assert!(read().contains("i=39"), "the newest line is in the file");
         drop(_guard);
         let _ = std::fs::remove_dir_all(&dir);

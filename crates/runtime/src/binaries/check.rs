@@ -178,10 +178,10 @@ pub async fn sd_phase2(
         &out_s,
     ];
     log(LogLevel::Info, format!("Phase 2: a {side}×{side} image from the test model"));
-    let _ = std::fs::remove_file(out);
+    let _ = tokio::fs::remove_file(out).await;
     let run = process::run(exe, &args, config.phase2_timeout, |_| {}).await?;
-    let png = std::fs::read(out).ok();
-    let _ = std::fs::remove_file(out);
+    let png = tokio::fs::read(out).await.ok();
+    let _ = tokio::fs::remove_file(out).await;
     let verdict = match (&run.status, png.as_deref().and_then(png_size)) {
         (None, _) => Err(CheckFailure::Broken(format!(
             "no image within {} s: {}",

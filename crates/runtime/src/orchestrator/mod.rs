@@ -386,14 +386,7 @@ impl Orchestrator {
             saved_at_ms: now_ms(),
             job_id: Some(job_id.to_owned()),
         };
-        let written = match refuse_newer(&self.inner.saved_path) {
-            Ok(()) => {
-                let file = stored::PausedFile::of(stored::FORMAT, &saved);
-                crate::storage::write_json_atomic(&self.inner.saved_path, &file).await
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = written {
+        if let Err(e) = self.write_paused(&saved).await {
             self.set_phase(OrchestratorPhase::Idle);
             return Err(e);
         }
@@ -480,6 +473,13 @@ impl Orchestrator {
             }
             tokio::time::sleep(self.inner.config.memory_poll).await;
         }
+    }
+
+    /// Keeps what to bring back, unless a newer version's paused state is in the way.
+    async fn write_paused(&self, saved: &SavedLlmState) -> Result<()> {
+        refuse_newer(&self.inner.saved_path)?;
+        let file = stored::PausedFile::of(stored::FORMAT, saved);
+        crate::storage::write_json_atomic(&self.inner.saved_path, &file).await
     }
 
     fn forget_saved(&self) {
