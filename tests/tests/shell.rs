@@ -60,7 +60,15 @@ async fn five_tabs_switch_without_losing_state() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(std::fs::read_to_string(&log).unwrap().contains("log level changed"));
+    // The settings file is written before the change is logged: wait for the line, not just the file.
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("log level changed") {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(10),
+            "{} does not say the level changed",
+            log.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // Mark every panel's DOM node: if switching tabs re-created a panel, its mark would be gone.
     app.script(
