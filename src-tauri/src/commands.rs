@@ -17,9 +17,20 @@ use ipc::runtimes::{
 };
 use ipc::system::{MemoryNow, MemorySample, SystemInfo};
 use ipc::{AppInfo, AppLogArgs, AppLogView, IpcError, OpenLinkArgs};
+use runtime::system::history;
 use tauri::{AppHandle, State};
 
+/// Every command the window may call. At the app log's debug level each call is logged by name
+/// (what the window asked, and when: how its timers are seen from outside).
 pub fn handler() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
+    let handle = commands();
+    move |invoke| {
+        tracing::debug!(target: "genai::ipc", command = invoke.message.command(), "the window called");
+        handle(invoke)
+    }
+}
+
+fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
     tauri::generate_handler![
         app_info,
         open_storage_folder,
@@ -78,20 +89,33 @@ fn app_info(state: State<'_, AppState>) -> Result<AppInfo, IpcError> {
     Ok(state.runtime()?.app_info())
 }
 
+/// The machine, with the memory feed's newest reading (the window never reads hardware itself:
+/// the sampler does, every 2 s, for everyone).
 #[tauri::command]
-fn system_info(state: State<'_, AppState>) -> Result<SystemInfo, IpcError> {
-    Ok(state.system().system_info()?)
+async fn system_info(state: State<'_, AppState>) -> Result<SystemInfo, IpcError> {
+    let now = shown_memory(&state).await?;
+    Ok(state.system().system_info_with(now))
 }
 
 #[tauri::command]
-fn memory_now(state: State<'_, AppState>) -> Result<MemoryNow, IpcError> {
-    Ok(state.system().memory_now()?)
+async fn memory_now(state: State<'_, AppState>) -> Result<MemoryNow, IpcError> {
+    shown_memory(&state).await
+}
+
+/// The feed's newest reading; only when the sampler has none yet (the first seconds) is memory
+/// read, on a blocking thread.
+async fn shown_memory(state: &AppState) -> Result<MemoryNow, IpcError> {
+    let feed = state.memory().clone();
+    tauri::async_runtime::spawn_blocking(move || feed.reading(history::FOR_DISPLAY))
+        .await
+        .map_err(|e| IpcError::new(ipc::ErrorCode::Internal, format!("reading memory: {e}")))?
+        .map_err(IpcError::from)
 }
 
 /// The sampler's readings of the last 10 minutes (no hardware read: cheap on the main thread).
 #[tauri::command]
 fn memory_history(state: State<'_, AppState>) -> Result<Vec<MemorySample>, IpcError> {
-    Ok(state.runtime()?.memory_history().samples())
+    Ok(state.memory().history().samples())
 }
 
 #[tauri::command]

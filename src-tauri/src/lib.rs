@@ -21,9 +21,14 @@ pub fn run() {
         .plugin(tauri_plugin_dialog::init())
         .manage(state)
         .setup(|app| {
-            events::forward_runtime_events(app.handle());
-            // An LLM paused for an image when the app last ended comes back as it was.
             use tauri::Manager;
+            events::forward_runtime_events(app.handle());
+            // One reading of memory every 2 s for the whole app (the Monitor's past included).
+            let memory = app.state::<AppState>().memory().clone();
+            tauri::async_runtime::spawn(async move {
+                memory.sample_every(runtime::system::history::EVERY);
+            });
+            // An LLM paused for an image when the app last ended comes back as it was.
             if let Ok(rt) = app.state::<AppState>().runtime() {
                 if rt.app_log().install_global() {
                     tracing::info!(
@@ -32,8 +37,6 @@ pub fn run() {
                         "the app started"
                     );
                 }
-                let sampler = rt.clone();
-                tauri::async_runtime::spawn(async move { sampler.start_memory_sampler() });
                 tauri::async_runtime::spawn(async move {
                     if let Err(e) = rt.recover().await {
                         tracing::warn!("the paused LLM could not be restored: {e}");

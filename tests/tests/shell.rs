@@ -161,3 +161,97 @@ async fn unusable_storage_folder_is_explained_with_a_remedy() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
     std::fs::remove_dir_all(&file).unwrap();
 }
+
+/// Turns the app log to debug with the footer's select, where each command the window calls is
+/// logged by name; returns the log's path once the change is in it.
+async fn log_every_call(app: &App) -> std::path::PathBuf {
+    let log = app.genai_home().join("logs/app.log");
+    app.wait_text("#app-log-level", |t| !t.is_empty()).await;
+    app.script(
+        "const s = document.querySelector('#app-log-level'); s.value = 'debug'; \
+         s.dispatchEvent(new Event('change'));",
+    )
+    .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("log level changed") {
+        assert!(std::time::Instant::now() < deadline, "the log level did not change");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    log
+}
+
+/// The commands the window called so far, in order.
+fn calls(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("the window called"))
+        .filter_map(|l| l.split("command=\"").nth(1)?.split('"').next().map(str::to_owned))
+        .collect()
+}
+
+/// What the window calls while `secs` pass.
+async fn calls_during(log: &std::path::Path, secs: u64) -> Vec<String> {
+    let before = calls(log).len();
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    calls(log).split_off(before)
+}
+
+/// Sets what `document.hidden` says (as WebKit does when the window is minimised) and tells the
+/// page, as WebKit would.
+async fn set_page_hidden(app: &App, hidden: bool) {
+    app.script(&format!(
+        "Object.defineProperty(document, 'hidden', {{ configurable: true, get: () => {hidden} }}); \
+         document.dispatchEvent(new Event('visibilitychange', {{ bubbles: true }}));"
+    ))
+    .await;
+}
+
+/// An app left open costs next to nothing: a tab without live figures calls nothing at all, the
+/// Monitor polls memory only while it is on screen, and a hidden window polls nothing. Seen
+/// from the app's own log at debug level, which names every command the window calls.
+#[tokio::test]
+#[ignore = "real window: run scripts/test"]
+async fn hidden_tabs_and_a_hidden_window_call_nothing() {
+    let app = App::launch().await;
+    app.wait_visible("#cpu-model").await;
+    let log = log_every_call(&app).await;
+
+    // The Models tab opened once, then the LLM tab: nothing is polled on either (the download
+    // queue is kept by its events; the LLM tab has no live figure while no server runs).
+    app.click("#tab-btn-models").await;
+    app.wait_visible("#tab-models .tab-heading").await;
+    app.click("#tab-btn-llm").await;
+    app.wait_visible("#tab-llm .tab-heading").await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let idle = calls_during(&log, 5).await;
+    assert!(idle.is_empty(), "the LLM tab, idle, called {idle:?}");
+
+    // The Monitor polls memory every 2 s while it is on screen: the control that the log sees
+    // the window's timers at all.
+    app.click("#tab-btn-monitor").await;
+    app.wait_visible("#monitor-ram").await;
+    let shown = calls_during(&log, 5).await;
+    let polls = shown.iter().filter(|c| *c == "memory_now").count();
+    assert!(polls >= 2, "the Monitor on screen polled memory {polls} times in 5 s: {shown:?}");
+    assert!(!shown.iter().any(|c| c == "downloads"), "the hidden Models tab polled: {shown:?}");
+
+    // Minimised: nothing at all, on the tab that polls most.
+    set_page_hidden(&app, true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let hidden = calls_during(&log, 5).await;
+    assert!(hidden.is_empty(), "a hidden window called {hidden:?}");
+
+    // Back on screen: the figures and the past are read at once.
+    let before = calls(&log).len();
+    set_page_hidden(&app, false).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let back = calls(&log).split_off(before);
+    for want in ["memory_now", "memory_history"] {
+        assert!(back.iter().any(|c| c == want), "back on screen, no {want}: {back:?}");
+    }
+
+    let group = app.finish().await;
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}

@@ -3,9 +3,10 @@
 //! feeds it shows with `expect_context` and never imports the shell.
 
 use ipc::diffusion::JobProgress;
-use ipc::event::{ImageStage, LogLine, ServerKind};
+use ipc::event::{DownloadProgress, ImageStage, LogLine, ServerKind};
 use ipc::runtimes::{BinaryProgress, RuntimeKind, SetupStage};
 use ipc::AppEvent;
+use leptos::leptos_dom::helpers::{set_interval_with_handle, IntervalHandle};
 use leptos::prelude::*;
 
 /// One line of the event log.
@@ -85,6 +86,59 @@ pub struct ModelsChanged(pub RwSignal<u64>);
 /// polls does so only while it is shown. Provided by the shell.
 #[derive(Clone, Copy)]
 pub struct ShownTab(pub Signal<&'static str>);
+
+/// Whether the window is on screen: false while it is minimised or hidden (the page's
+/// visibility, which WebKit keeps). No timer runs while it is false.
+#[derive(Clone, Copy)]
+pub struct PageVisible(pub Signal<bool>);
+
+fn page_visible() -> PageVisible {
+    let visible = RwSignal::new(!document().hidden());
+    // The listener lives as long as the window; its handle is not needed.
+    let _ = window_event_listener(leptos::ev::visibilitychange, move |_| {
+        visible.set(!document().hidden())
+    });
+    PageVisible(visible.into())
+}
+
+/// Calls `f` at once and then every `period`, while tab `tab` is on screen and the window is
+/// visible; no timer exists otherwise, so a hidden tab or a minimised window costs nothing.
+/// For live figures that no event announces (memory, a server's busy slots); everything else
+/// is refreshed by the events that announce it. Returns whether the timer is on.
+pub fn every_while_shown(
+    tab: &'static str,
+    period: std::time::Duration,
+    f: impl Fn() + Clone + 'static,
+) -> Memo<bool> {
+    let shown = expect_context::<ShownTab>().0;
+    let visible = expect_context::<PageVisible>().0;
+    let on = Memo::new(move |_| shown.get() == tab && visible.get());
+    let timer = StoredValue::new(None::<IntervalHandle>);
+    let stop = move || {
+        if let Some(t) = timer.get_value() {
+            t.clear();
+            timer.set_value(None);
+        }
+    };
+    Effect::new(move |_| {
+        stop();
+        if on.get() {
+            f();
+            timer.set_value(set_interval_with_handle(f.clone(), period).ok());
+        }
+    });
+    on_cleanup(stop);
+    on
+}
+
+/// What the download queue announces: bumped when its rows changed (queued, paused, cleared,
+/// finished...), and the newest progress of a running download. The Models tab reads the rows
+/// again on the first and updates one row on the second; nothing polls the queue.
+#[derive(Clone, Copy)]
+pub struct DownloadsFeed {
+    pub changed: RwSignal<u64>,
+    pub progress: RwSignal<Option<DownloadProgress>>,
+}
 
 /// Bumped whenever the machine's situation changed (a server started or stopped): tabs showing
 /// hardware refresh at once instead of waiting for their next poll.
@@ -263,6 +317,9 @@ pub fn provide() {
     provide_context(changed);
     let models_changed = ModelsChanged(RwSignal::new(0));
     provide_context(models_changed);
+    provide_context(page_visible());
+    let downloads = DownloadsFeed { changed: RwSignal::new(0), progress: RwSignal::new(None) };
+    provide_context(downloads);
     let runtime_feed = RuntimeFeed::new();
     provide_context(runtime_feed);
     let llm_feed = LlmFeed {
@@ -297,10 +354,18 @@ pub fn provide() {
             | AppEvent::ModelDeleted { .. } => models_changed.0.update(|n| *n += 1),
             _ => {}
         }
+        match &event {
+            AppEvent::DownloadProgress(p) => downloads.progress.set(Some(p.clone())),
+            AppEvent::DownloadsChanged
+            | AppEvent::DownloadFinished { .. }
+            | AppEvent::DownloadFailed { .. } => downloads.changed.update(|n| *n += 1),
+            _ => {}
+        }
         // Progress ticks would drown the log; the queue panel shows them.
         if matches!(
             event,
             AppEvent::DownloadProgress(_)
+                | AppEvent::DownloadsChanged
                 | AppEvent::BinaryProgress(_)
                 | AppEvent::ServerLog { .. }
                 | AppEvent::ChatDelta { .. }

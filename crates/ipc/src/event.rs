@@ -132,6 +132,9 @@ pub enum AppEvent {
     /// Hardware facts may have changed (a server started or stopped): refresh what is shown.
     SystemChanged,
     DownloadProgress(DownloadProgress),
+    /// A download was queued, started, paused, resumed, cancelled or cleared, or its size became
+    /// known: the queue's rows are read again (progress itself comes by `DownloadProgress`).
+    DownloadsChanged,
     DownloadFinished {
         download_id: String,
         model_id: String,
@@ -256,6 +259,7 @@ impl AppEvent {
                 }
                 _ => format!("{} {} bytes", p.file_name, p.downloaded_bytes),
             },
+            Self::DownloadsChanged => "download queue changed".to_owned(),
             Self::DownloadFinished { model_id, .. } => format!("downloaded {model_id}"),
             Self::DownloadFailed { error, .. } => format!("download failed: {}", error.message),
             Self::ServerState { server, state, .. } => {

@@ -38,6 +38,7 @@ fn trace(event: &AppEvent) {
     use ipc::event::LogLevel;
     let level = match event {
         AppEvent::DownloadProgress(_)
+        | AppEvent::DownloadsChanged
         | AppEvent::ImageProgress { .. }
         | AppEvent::ChatDelta { .. }
         | AppEvent::ServerLog { .. }

@@ -54,7 +54,7 @@ pub struct Runtime {
     llm: llama::LlamaServer,
     diffusion: diffusion::DiffusionServer,
     orchestrator: orchestrator::Orchestrator,
-    memory_history: system::history::MemoryHistory,
+    memory: Arc<system::history::MemoryFeed>,
     app_log: applog::AppLog,
 }
 
@@ -62,6 +62,17 @@ impl Runtime {
     /// Opens the storage root (creating its folders). `events` and `system` may outlive a failed
     /// open, so the window's subscription and the hardware cache hold across a retry.
     pub fn open(root: StorageRoot, events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
+        let memory = Arc::new(system::history::MemoryFeed::new(system.clone()));
+        Self::open_shared(root, events, system, memory)
+    }
+
+    /// [`Self::open`] with the app's one memory feed, which outlives a failed open like `system`.
+    pub fn open_shared(
+        root: StorageRoot,
+        events: EventBus,
+        system: Arc<SystemProbe>,
+        memory: Arc<system::history::MemoryFeed>,
+    ) -> Result<Self> {
         let storage = StorageLayout::create(root)?;
         let app_log = applog::AppLog::new(&storage);
         let models = ModelStore::new(storage.clone());
@@ -99,9 +110,11 @@ impl Runtime {
             storage.config(),
             events.clone(),
             Arc::new(llm.clone()),
-            system.clone(),
+            memory.clone(),
             orchestrator::OrchestratorConfig::default(),
         );
+        llm.set_memory(memory.clone());
+        diffusion.set_memory(memory.clone());
         diffusion.set_gate(Arc::new(orchestrator.clone()));
         Ok(Self {
             storage,
@@ -114,7 +127,7 @@ impl Runtime {
             llm,
             diffusion,
             orchestrator,
-            memory_history: Default::default(),
+            memory,
             app_log,
         })
     }
@@ -124,20 +137,20 @@ impl Runtime {
         &self.app_log
     }
 
-    /// The Resource Monitor's past (filled once [`Self::start_memory_sampler`] runs).
-    pub fn memory_history(&self) -> &system::history::MemoryHistory {
-        &self.memory_history
+    /// Live memory: the one feed every part of the runtime reads (its sampler is started by
+    /// the app, [`system::history::MemoryFeed::sample_every`]).
+    pub fn memory(&self) -> &Arc<system::history::MemoryFeed> {
+        &self.memory
     }
 
-    /// Reads memory every 2 s into [`Self::memory_history`] for the app's lifetime. Needs a
-    /// tokio runtime.
-    pub fn start_memory_sampler(&self) {
-        self.memory_history.sample_every(self.system.clone(), system::history::EVERY);
-    }
-
-    /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder.
-    pub fn open_default(events: EventBus, system: Arc<SystemProbe>) -> Result<Self> {
-        Self::open(StorageRoot::from_env()?, events, system)
+    /// Opens the storage root chosen by `GENAI_HOME` or the platform's app-data folder, with the
+    /// app's one memory feed.
+    pub fn open_default(
+        events: EventBus,
+        system: Arc<SystemProbe>,
+        memory: Arc<system::history::MemoryFeed>,
+    ) -> Result<Self> {
+        Self::open_shared(StorageRoot::from_env()?, events, system, memory)
     }
 
     pub fn models(&self) -> &ModelStore {
@@ -216,7 +229,7 @@ impl Runtime {
         kind: ipc::runtimes::RuntimeKind,
         force: bool,
     ) -> Result<binaries::Ensured> {
-        let gpus = self.system.system_info().map(|s| s.gpus).unwrap_or_default();
+        let gpus = self.system.gpus();
         self.binaries.ensure(kind, &gpus, force).await
     }
 

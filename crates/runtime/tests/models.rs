@@ -237,6 +237,41 @@ async fn at_most_two_run_at_once_and_cancel_cleans_up() {
     assert!(home.files("llm").is_empty(), "{:?}", home.files("llm"));
 }
 
+/// The window keeps the queue by events alone (it polls nothing): every change a user sees in a
+/// row (running, paused, running again, gone after Cancel) is announced with `DownloadsChanged`,
+/// and by the time it arrives `statuses()` shows it.
+#[tokio::test]
+async fn every_change_of_a_row_is_announced() {
+    let server = FixtureServer::start().await;
+    let body = testkit::http::Body::pattern_bytes(2 << 20);
+    server.add("/slow.gguf", Route::bytes(body).fault(Fault::StallAfter(1 << 20)));
+    let mut home = Home::new("announced");
+    let id = home.queue.enqueue(url_request("slow", server.url("/slow.gguf"), None)).unwrap();
+
+    async fn announced(home: &mut Home, id: &str, want: Option<DownloadState>) {
+        loop {
+            let e = tokio::time::timeout(Duration::from_secs(10), home.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no DownloadsChanged showing {want:?}"))
+                .unwrap();
+            if e != AppEvent::DownloadsChanged {
+                continue;
+            }
+            let now = home.queue.statuses().into_iter().find(|s| s.download_id == id);
+            if now.map(|s| s.state) == want {
+                return;
+            }
+        }
+    }
+    announced(&mut home, &id, Some(DownloadState::Running)).await;
+    home.queue.pause(&id).unwrap();
+    announced(&mut home, &id, Some(DownloadState::Paused)).await;
+    home.queue.resume(&id).unwrap();
+    announced(&mut home, &id, Some(DownloadState::Running)).await;
+    home.queue.cancel(&id).unwrap();
+    announced(&mut home, &id, None).await;
+}
+
 /// The queue as the app opens it: stored in the home's config folder.
 fn stored_queue(store: &ModelStore, root: &std::path::Path, bus: EventBus) -> DownloadQueue {
     let config = DownloadConfig {

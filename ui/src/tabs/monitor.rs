@@ -9,7 +9,7 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
 use crate::feeds::{
-    DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, ShownTab, Timeline, HISTORY_MS,
+    every_while_shown, DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline, HISTORY_MS,
 };
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
@@ -62,10 +62,8 @@ pub fn MonitorTab() -> impl IntoView {
             gpu_names.set(info.gpus.into_iter().map(|g| (g.id, g.name)).collect());
         }
     });
-    // The tab reads memory only while it is shown; the past comes from the runtime's own
-    // sampler (the last 10 minutes) each time it is opened.
-    let shown = expect_context::<ShownTab>().0;
-    let visible = move || shown.get_untracked() == "monitor";
+    // The tab reads memory only while it is on screen; the past comes from the runtime's own
+    // sampler (the last 10 minutes) each time it comes into view.
     let poll = move || {
         spawn_local(async move {
             let m = api::memory_now().await;
@@ -80,25 +78,17 @@ pub fn MonitorTab() -> impl IntoView {
             current.set(Some(m));
         })
     };
+    let on = every_while_shown("monitor", POLL, poll);
     Effect::new(move |_| {
-        if shown.get() != "monitor" {
+        if !on.get() {
             return;
         }
         spawn_local(async move {
             if let Ok(past) = api::memory_history().await {
                 history.set(past.iter().map(|p| Sample::of(p.at_ms, &p.now)).collect());
             }
-            poll();
         });
     });
-    set_interval(
-        move || {
-            if visible() {
-                poll()
-            }
-        },
-        POLL,
-    );
     let span = RwSignal::new(HISTORY_MS);
     let name_of = move |id: &str| {
         gpu_names
@@ -282,22 +272,15 @@ fn ServersCard() -> impl IntoView {
             }
         })
     };
-    let shown = expect_context::<ShownTab>().0;
+    // State changes come by event; busy slots and measured memory are polled while shown.
+    let on = every_while_shown("monitor", POLL, refresh);
     Effect::new(move |_| {
         llm_feed.ticks.track();
         sd_feed.ticks.track();
-        if shown.get() == "monitor" {
+        if on.get_untracked() {
             refresh();
         }
     });
-    set_interval(
-        move || {
-            if shown.get_untracked() == "monitor" {
-                refresh()
-            }
-        },
-        POLL,
-    );
     let dash = || "—".to_owned();
     view! {
         <Card title="Servers">

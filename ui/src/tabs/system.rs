@@ -4,7 +4,7 @@ use crate::api;
 use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::feeds::SystemChanged;
+use crate::feeds::{every_while_shown, SystemChanged};
 use ipc::format::bytes;
 use ipc::system::{GpuInfo, MemoryInfo, Recommendations, SystemInfo};
 use ipc::IpcError;
@@ -28,13 +28,14 @@ pub fn SystemTab() -> impl IntoView {
             busy.set(false);
         });
     };
-    // First load, a poll, and an immediate refresh whenever a server starts or stops.
+    // An immediate refresh whenever a server starts or stops, and live memory every 5 s while
+    // this tab is on screen (and then at once when it comes back).
     let changed = expect_context::<SystemChanged>().0;
     Effect::new(move |_| {
         changed.track();
         refresh();
     });
-    set_interval(refresh, POLL);
+    every_while_shown("system", POLL, refresh);
 
     view! {
         <div class="toolbar">

@@ -289,7 +289,7 @@ impl DiffusionServer {
         host: String,
         model: ModelInfo,
     ) -> Result<DiffusionStatus> {
-        let gpus = self.inner.system.system_info().map(|s| s.gpus).unwrap_or_default();
+        let gpus = self.inner.system.gpus();
         let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
         let exe = PathBuf::from(&ensured.installed.path);
         // "Any free port" is port 0 given to the bind itself: no probe-then-bind race.

@@ -21,7 +21,7 @@ use crate::models::ModelStore;
 use crate::net::{choose_port, free_port, local_client, port_free};
 use crate::process::{self, ExitInfo, Supervised};
 use crate::storage::StorageLayout;
-use crate::system::SystemProbe;
+use crate::system::{MemorySource, SystemProbe};
 use crate::{now_ms, Result, RuntimeError};
 use ipc::event::{LogLevel, LogLine, ServerKind, ServerState};
 use ipc::llm::{ChatArgs, ChatReply, CrashInfo, LlmConfig, LlmSettings, LlmStatus};
@@ -105,6 +105,8 @@ struct Inner {
     binaries: Binaries,
     models: ModelStore,
     system: Arc<SystemProbe>,
+    /// Where live memory is read (the app's one feed; the probe itself until one is set).
+    memory: Mutex<Arc<dyn MemorySource>>,
     config: ServerConfig,
     shared: Mutex<Shared>,
     logs: ServerLog,
@@ -154,6 +156,7 @@ impl LlamaServer {
                 events,
                 binaries,
                 models,
+                memory: Mutex::new(system.clone() as Arc<dyn MemorySource>),
                 system,
                 config,
                 shared: Mutex::new(Shared {
@@ -178,6 +181,18 @@ impl LlamaServer {
             );
         }
         me
+    }
+
+    /// Reads live memory from `memory` (the app's one feed) instead of the probe.
+    pub fn set_memory(&self, memory: Arc<dyn MemorySource>) {
+        *self.inner.memory.lock().unwrap_or_else(|p| p.into_inner()) = memory;
+    }
+
+    /// The machine now: cached static facts with one live reading of the feed.
+    fn system_info(&self) -> Result<(ipc::system::SystemInfo, ipc::system::MemoryNow)> {
+        let memory = self.inner.memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let now = memory.memory_now()?;
+        Ok((self.inner.system.system_info_with(now.clone()), now))
     }
 
     pub fn status(&self) -> LlmStatus {
@@ -274,8 +289,7 @@ impl LlamaServer {
 
     /// Free memory now, and the GPU the installed build can use.
     fn machine_facts(&self) -> Result<MachineFacts> {
-        let info = self.inner.system.system_info()?;
-        let now = self.inner.system.memory_now()?;
+        let (info, now) = self.system_info()?;
         let installed = self.inner.binaries.installed(RuntimeKind::Llama);
         // Which GPUs the installed build can drive: those of its backend (any GPU runs Vulkan);
         // a custom build, any GPU its check found; the CPU build, none.
@@ -400,7 +414,7 @@ impl LlamaServer {
     }
 
     async fn launch(&self, mut cfg: LlmConfig, epoch: u64) -> Result<LlmStatus> {
-        let gpus = self.inner.system.system_info().map(|s| s.gpus).unwrap_or_default();
+        let gpus = self.inner.system.gpus();
         let runtime = self.inner.binaries.ensure(RuntimeKind::Llama, &gpus, false).await?.installed;
         let host =
             cfg.host.clone().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "127.0.0.1".into());

@@ -236,9 +236,16 @@ impl DownloadQueue {
         })
     }
 
-    /// Writes the rows as they are now (states and finished files; not every progress tick).
-    /// A failed write is reported and the queue goes on: the downloads themselves are intact.
+    /// Writes the rows as they are now (states and finished files; not every progress tick) and
+    /// tells the window, which reads the rows again (it polls nothing). Every change of a row's
+    /// state or of the list passes here. A failed write is reported and the queue goes on: the
+    /// downloads themselves are intact.
     fn save(&self) {
+        self.write_rows();
+        self.inner.events.emit(AppEvent::DownloadsChanged);
+    }
+
+    fn write_rows(&self) {
         let Some(path) = &self.inner.state_file else { return };
         let _writing = self.inner.save_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<Row> = self.jobs().iter().map(Job::to_row).collect();

@@ -128,20 +128,36 @@ impl SystemProbe {
         Ok(MemoryNow { memory, gpus })
     }
 
-    /// Everything: CPU, memory, GPUs with live VRAM, recommendations.
+    /// Everything: CPU, memory, GPUs with live VRAM, recommendations, read now.
     pub fn system_info(&self) -> Result<SystemInfo> {
-        let memory = self.memory()?;
+        Ok(self.system_info_with(self.memory_now()?))
+    }
+
+    /// Everything, with the live figures of a reading already taken (the memory feed's): the
+    /// static facts come from the cache, so nothing else is read.
+    pub fn system_info_with(&self, now: MemoryNow) -> SystemInfo {
+        let MemoryNow { memory, gpus: live } = now;
         let facts = self.static_facts();
         let gpus: Vec<GpuInfo> = facts
             .gpus
             .iter()
-            .map(|(g, live)| GpuInfo {
-                vram: self.live_vram(live, &memory).or(g.vram),
+            .map(|(g, _)| GpuInfo {
+                vram: live.iter().find(|l| l.id == g.id).map(|l| l.vram).or(g.vram),
                 ..g.clone()
             })
             .collect();
         let recommendations = recommend::recommend(&facts.cpu, &memory, &gpus);
-        Ok(SystemInfo { cpu: facts.cpu, memory, gpus, recommendations })
+        SystemInfo { cpu: facts.cpu, memory, gpus, recommendations }
+    }
+
+    /// Every GPU as last detected (no live read): enough to choose a runtime's variant.
+    pub fn gpus(&self) -> Vec<GpuInfo> {
+        self.static_facts().gpus.into_iter().map(|(g, _)| g).collect()
+    }
+
+    /// (id, name) of each GPU, from the cached facts (no live read).
+    pub fn gpu_names(&self) -> Vec<(String, String)> {
+        self.static_facts().gpus.iter().map(|(g, _)| (g.id.clone(), g.name.clone())).collect()
     }
 }
 
@@ -292,8 +308,6 @@ impl MemorySource for SystemProbe {
     }
 
     fn gpu_names(&self) -> Vec<(String, String)> {
-        self.system_info()
-            .map(|s| s.gpus.into_iter().map(|g| (g.id, g.name)).collect())
-            .unwrap_or_default()
+        SystemProbe::gpu_names(self)
     }
 }

@@ -7,12 +7,11 @@ mod queue;
 mod table;
 
 use crate::api;
-use crate::feeds::ModelsChanged;
+use crate::feeds::{DownloadsFeed, ModelsChanged};
 use ipc::models::{DownloadStatus, ModelInfo, ModelList};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use std::time::Duration;
 
 /// What the parts of the tab share.
 #[derive(Clone, Copy)]
@@ -50,10 +49,30 @@ pub fn ModelsTab() -> impl IntoView {
     Effect::new(move |_| {
         changed.track();
         state.refresh_list();
+    });
+    // The queue is kept by its events alone: rows read again when they change, one row's
+    // figures set by its progress (sent every 250 ms while bytes flow, and when they stop).
+    let feed = expect_context::<DownloadsFeed>();
+    Effect::new(move |_| {
+        feed.changed.track();
         state.refresh_downloads();
     });
-    // Events make progress immediate; this poll is the safety net and keeps speed/ETA fresh.
-    set_interval(move || state.refresh_downloads(), Duration::from_millis(700));
+    Effect::new(move |_| {
+        let Some(p) = feed.progress.get() else { return };
+        let mut known = false;
+        state.downloads.update(|rows| {
+            if let Some(r) = rows.iter_mut().find(|r| r.download_id == p.download_id) {
+                known = true;
+                r.downloaded_bytes = p.downloaded_bytes;
+                r.total_bytes = p.total_bytes;
+                r.bytes_per_sec = p.bytes_per_sec;
+                r.eta_secs = p.eta_secs;
+            }
+        });
+        if !known {
+            state.refresh_downloads();
+        }
+    });
 
     view! {
         <table::InstalledModels />
