@@ -118,6 +118,8 @@ pub struct LaunchOptions {
     pub genai_home: Option<PathBuf>,
     /// More environment for the app (a release mirror, a manifest).
     pub env: Vec<(String, String)>,
+    /// Another Tauri binary than the app under test (the idle benchmark's plain window).
+    pub binary: Option<PathBuf>,
 }
 
 /// The app running in a real window, with a WebDriver session on it.
@@ -127,6 +129,7 @@ pub struct App {
     temp_home: Option<PathBuf>,
     // Dropped after `client`, driver before Xvfb (fields drop in declaration order).
     driver: Guarded,
+    binary: PathBuf,
     _xvfb: Option<Guarded>,
 }
 
@@ -136,7 +139,7 @@ impl App {
     }
 
     pub async fn launch_with(opts: LaunchOptions) -> Self {
-        let binary = app_binary();
+        let binary = opts.binary.clone().unwrap_or_else(app_binary);
         let (xvfb, display) = match std::env::var("DISPLAY") {
             Ok(d) if !d.is_empty() => (None, d),
             _ => {
@@ -191,7 +194,34 @@ impl App {
                 Err(e) => panic!("no WebDriver session on {}: {e}", binary.display()),
             }
         };
-        Self { client, genai_home, temp_home, driver, _xvfb: xvfb }
+        Self { client, genai_home, temp_home, driver, binary, _xvfb: xvfb }
+    }
+
+    /// The app's own process and every process under it (its WebKit processes, the servers it
+    /// started): not tauri-driver or WebKitWebDriver, which only drive it.
+    pub fn app_tree(&self) -> Vec<u32> {
+        let exe = self.binary.display().to_string();
+        let group = self.driver_pid();
+        let roots: Vec<u32> = live_processes()
+            .filter(|p| p.pgrp == group && p.cmdline.starts_with(&exe))
+            .map(|p| p.pid)
+            .collect();
+        fn under(pid: u32, out: &mut Vec<u32>) {
+            out.push(pid);
+            let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten();
+            for t in tasks.flatten() {
+                let children =
+                    std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                    under(c, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for r in roots {
+            under(r, &mut out);
+        }
+        out
     }
 
     /// The `GENAI_HOME` the app was started with.
@@ -202,6 +232,24 @@ impl App {
     /// The process id of tauri-driver, the root of the app's process group.
     pub fn driver_pid(&self) -> u32 {
         self.driver.pid()
+    }
+
+    /// The proportional set size of the app's processes named `comm` (as /proc shows it,
+    /// `WebKitWebProces` for the web process), in MiB.
+    pub fn pss_mib(&self, comm: &str) -> u64 {
+        let kb = |pid: u32| -> u64 {
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Pss:")?.trim().trim_end_matches("kB").trim().parse().ok()
+                })
+                .unwrap_or(0)
+        };
+        let named = |pid: &u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == comm
+        };
+        self.app_tree().iter().filter(|p| named(p)).map(|p| kb(*p)).sum::<u64>() / 1024
     }
 
     /// Waits until an element matching `css` exists and is displayed.
@@ -266,7 +314,7 @@ impl App {
     /// Kills the app with SIGKILL, as a crash or `kill -9` would (nothing is saved on the way
     /// out), then ends the driver and the rest of its processes.
     pub fn kill(self) {
-        let app = app_binary().display().to_string();
+        let app = self.binary.display().to_string();
         let group = self.driver_pid();
         for p in live_processes().filter(|p| p.pgrp == group && p.cmdline.contains(&app)) {
             unsafe { libc::kill(p.pid as i32, libc::SIGKILL) };

@@ -83,7 +83,12 @@ async fn generate_an_image_and_cancel_another() {
     let home = model_and_fake_sd_cli(&dir, "sdxl-tiny", "SDXL Tiny").await;
 
     let env = vec![(fake_runtime::ENV_SD_LOAD_MS.to_owned(), "2500".to_owned())];
-    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(home.clone()),
+        env,
+        ..Default::default()
+    })
+    .await;
     app.click("#tab-btn-diffusion").await;
     app.wait_text("#sd-model option", |t| t.starts_with("SDXL Tiny")).await;
     // The SDXL preset was chosen from the name; Apply fills the form with it.
@@ -184,7 +189,12 @@ async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do(
         (fake_runtime::ENV_SD_LOAD_MS.to_owned(), "1000".to_owned()),
         ("GENAI_TEST_SAVE_AS".to_owned(), chosen.display().to_string()),
     ];
-    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(home.clone()),
+        env,
+        ..Default::default()
+    })
+    .await;
     app.click("#tab-btn-diffusion").await;
     app.wait_text("#sd-model option", |t| t.starts_with("SD Tiny")).await;
     app.script(

@@ -29,7 +29,12 @@ async fn start_chat_and_stop_the_llm_server() {
         ModelInfo::local_file("tiny-llama", "Tiny Llama", ModelKind::Llm, &p, bytes.len() as u64);
     std::fs::write(llm_dir.join("tiny-llama.json"), serde_json::to_vec(&info).unwrap()).unwrap();
 
-    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env }).await;
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(home.clone()),
+        env,
+        ..Default::default()
+    })
+    .await;
     app.click("#tab-btn-llm").await;
     app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
     let preview = app.wait_text("#llm-preview", |t| t.contains("context")).await;
@@ -41,6 +46,7 @@ async fn start_chat_and_stop_the_llm_server() {
     let _held = std::net::TcpListener::bind("127.0.0.1:8080");
     // Health checks every second, so that a hang shows within seconds.
     app.wait_visible("#llm-health-interval").await.send_keys("1").await.unwrap();
+    let web_before = app.pss_mib("WebKitWebProces");
     app.click("#llm-start").await;
     app.wait_text("#llm-state", |t| t == "Running").await;
     assert_eq!(app.wait_text("#llm-health", |t| !t.is_empty()).await, "Healthy");
@@ -54,6 +60,14 @@ async fn start_chat_and_stop_the_llm_server() {
     assert!(measured.contains("CPU") && measured.contains("KV"), "{measured}");
     assert!(app.wait_text("#llm-estimate", |t| t.contains("expected")).await.contains("KV"));
     app.screenshot("llm-1-running").await;
+    // The server's few hundred start-up lines in the log card cost the window little memory
+    // (each line once formatted, with one cached time formatter: a new ICU formatter per line
+    // per re-render grew the web process by about 700 MB here).
+    let web_after = app.pss_mib("WebKitWebProces");
+    assert!(
+        web_after < web_before + 150,
+        "the web process grew from {web_before} to {web_after} MiB when the server started"
+    );
 
     // Short replies, so that three turns fit the tiny model's 512 tokens without trimming.
     let max = app.wait_visible("#chat-max-tokens").await;

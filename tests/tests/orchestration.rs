@@ -63,7 +63,9 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
     bins.set_custom(RuntimeKind::Llama, Some(llama.as_ref())).await.unwrap();
     bins.set_custom(RuntimeKind::Diffusion, Some(&sd)).await.unwrap();
 
-    let app = App::launch_with(LaunchOptions { genai_home: Some(home.clone()), env: vec![] }).await;
+    let app =
+        App::launch_with(LaunchOptions { genai_home: Some(home.clone()), ..Default::default() })
+            .await;
     // Orchestration: automatic, with a 10 % margin.
     app.click("#tab-btn-monitor").await;
     app.wait_visible("#orch-status").await;

@@ -126,9 +126,14 @@ pub fn LogCard(
             })}
             {move || error.get().map(|e| view! { <crate::components::error_box::ErrorBox error=e /> })}
             <ol class="runtime-log" id=list_id node_ref=list_ref>
-                {move || shown().into_iter().map(|l| view! {
-                    <li class=format!("log-{:?}", l.level).to_lowercase()><span class="log-time">{local_time(l.at_ms)}</span>" "{l.message}</li>
-                }).collect_view()}
+                // Keyed: a new line adds one row; the rows already shown are not made again.
+                <For
+                    each=move || shown().into_iter().enumerate()
+                    key=|(i, l)| (*i, l.at_ms)
+                    children=|(_, l)| view! {
+                        <li class=format!("log-{:?}", l.level).to_lowercase()><span class="log-time">{local_time(l.at_ms)}</span>" "{l.message}</li>
+                    }
+                />
             </ol>
         </Card>
     }
