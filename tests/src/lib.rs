@@ -92,23 +92,25 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// Starts Xvfb on the first free display number.
+/// Starts Xvfb on a display number it finds free itself (`-displayfd`) and returns once it
+/// accepts connections. Choosing the number here by the files in /tmp/.X11-unix missed servers
+/// of other mount namespaces (a chroot's, a container's), which hold the same abstract socket:
+/// two runs side by side then picked the same display and one Xvfb could not start.
 fn start_xvfb() -> (Guarded, String) {
-    let n = (90..400)
-        .find(|n| {
-            !Path::new(&format!("/tmp/.X11-unix/X{n}")).exists()
-                && !Path::new(&format!("/tmp/.X{n}-lock")).exists()
-        })
-        .expect("a free X display number");
-    let display = format!(":{n}");
+    use std::io::BufRead;
     let mut cmd = Command::new("Xvfb");
-    cmd.args([&display, "-screen", "0", "1280x860x24", "-nolisten", "tcp", "-noreset"])
-        .stdout(Stdio::null())
+    // Xvfb writes the display number to fd 1 when it is ready.
+    cmd.args(["-displayfd", "1", "-screen", "0", "1280x860x24", "-nolisten", "tcp", "-noreset"])
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let xvfb = Guarded::spawn(cmd, "Xvfb");
-    let socket = format!("/tmp/.X11-unix/X{n}");
-    wait_until("Xvfb's socket", || Path::new(&socket).exists());
-    (xvfb, display)
+    let mut xvfb = Guarded::spawn(cmd, "Xvfb");
+    let out = xvfb.child.stdout.take().expect("Xvfb's standard output");
+    let mut line = String::new();
+    std::io::BufReader::new(out).read_line(&mut line).expect("reading Xvfb's display number");
+    let n: u32 = line.trim().parse().unwrap_or_else(|_| {
+        panic!("Xvfb did not start (it printed {line:?} for its display number; run scripts/setup)")
+    });
+    (xvfb, format!(":{n}"))
 }
 
 /// Options for [`App::launch_with`].

@@ -12,7 +12,7 @@ pub struct CpuInfo {
 }
 
 /// System memory, read fresh on every call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryInfo {
     pub total_bytes: u64,
     /// What can be given to a new program without swapping (Linux `MemAvailable`), not "free".
@@ -69,7 +69,7 @@ impl Backend {
 }
 
 /// VRAM figures of one GPU at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VramInfo {
     pub total_bytes: u64,
     pub used_bytes: u64,

@@ -89,6 +89,18 @@ pub fn MonitorTab() -> impl IntoView {
             }
         });
     });
+    // The card's structure (which GPUs, or an error) apart from its figures.
+    let shape = Memo::new(move |_| {
+        current.with(|c| {
+            c.as_ref().map(|r| {
+                r.as_ref()
+                    .map(|m| m.gpus.iter().map(|g| g.id.clone()).collect::<Vec<_>>())
+                    .map_err(Clone::clone)
+            })
+        })
+    });
+    let now =
+        Memo::new(move |_| current.with(|c| c.as_ref().and_then(|r| r.as_ref().ok()).cloned()));
     let span = RwSignal::new(HISTORY_MS);
     let name_of = move |id: &str| {
         gpu_names
@@ -99,24 +111,35 @@ pub fn MonitorTab() -> impl IntoView {
     view! {
         <div class="grid">
             <Card title="Memory now">
-                {move || match current.get() {
+                {move || match shape.get() {
                     None => view! { <p class="muted"><span class="spinner"></span>" Reading…"</p> }.into_any(),
                     Some(Err(e)) => view! { <ErrorBox error=e /> }.into_any(),
-                    Some(Ok(m)) => {
-                        let used = m.memory.total_bytes.saturating_sub(m.memory.available_bytes);
+                    Some(Ok(ids)) => {
+                        // Made once per set of GPUs; each poll changes the figures in place.
+                        let memory = move || now.with(|m| m.as_ref().map(|m| m.memory).unwrap_or_default());
+                        let total = Signal::derive(move || memory().total_bytes);
+                        let used = Signal::derive(move || memory().used_bytes());
                         view! {
                             <dl class="stats" id="monitor-ram">
-                                <dt>"Total"</dt><dd>{bytes(m.memory.total_bytes)}</dd>
-                                <dt>"Used"</dt><dd>{bytes(used)}</dd>
-                                <dt>"Available"</dt><dd id="monitor-ram-available">{bytes(m.memory.available_bytes)}</dd>
+                                <dt>"Total"</dt><dd>{move || bytes(total.get())}</dd>
+                                <dt>"Used"</dt><dd>{move || bytes(used.get())}</dd>
+                                <dt>"Available"</dt><dd id="monitor-ram-available">{move || bytes(memory().available_bytes)}</dd>
                             </dl>
-                            <UsageBar used=used total=m.memory.total_bytes label=format!("RAM {} of {}", bytes(used), bytes(m.memory.total_bytes)) />
-                            {if m.gpus.is_empty() {
+                            <UsageBar used=used total=total label=Signal::derive(move || format!("RAM {} of {}", bytes(used.get()), bytes(total.get()))) />
+                            {if ids.is_empty() {
                                 view! { <p class="muted small" id="monitor-no-gpu">"No GPU with live VRAM figures."</p> }.into_any()
                             } else {
-                                m.gpus.into_iter().map(|g| {
-                                    let label = format!("{}: VRAM {} of {}", name_of(&g.id), bytes(g.vram.used_bytes), bytes(g.vram.total_bytes));
-                                    view! { <UsageBar used=g.vram.used_bytes total=g.vram.total_bytes label=label /> }
+                                ids.into_iter().map(|id| {
+                                    let vram = {
+                                        let id = id.clone();
+                                        move || now.with(|m| m.as_ref().and_then(|m| m.gpus.iter().find(|g| g.id == id)).map(|g| g.vram).unwrap_or_default())
+                                    };
+                                    let (v1, v2) = (vram.clone(), vram.clone());
+                                    let label = Signal::derive(move || {
+                                        let v = vram();
+                                        format!("{}: VRAM {} of {}", name_of(&id), bytes(v.used_bytes), bytes(v.total_bytes))
+                                    });
+                                    view! { <UsageBar used=Signal::derive(move || v1().used_bytes) total=Signal::derive(move || v2().total_bytes) label=label /> }
                                 }).collect_view().into_any()
                             }}
                             <p class="muted small">"Updated every 2 s."</p>

@@ -6,7 +6,7 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::feeds::{every_while_shown, SystemChanged};
 use ipc::format::bytes;
-use ipc::system::{GpuInfo, MemoryInfo, Recommendations, SystemInfo};
+use ipc::system::{GpuInfo, Recommendations, SystemInfo, VramInfo};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -17,6 +17,12 @@ const POLL: Duration = Duration::from_secs(5);
 #[component]
 pub fn SystemTab() -> impl IntoView {
     let info = RwSignal::new(None::<Result<SystemInfo, IpcError>>);
+    // The cards are made from `shape` (rebuilt only when more than live figures changed); the
+    // live figures are read from `live` in place.
+    let shape = Memo::new(move |_| {
+        info.with(|i| i.as_ref().map(|r| r.as_ref().map(shape_of).map_err(Clone::clone)))
+    });
+    let live = Memo::new(move |_| info.with(|i| i.as_ref().and_then(|r| r.as_ref().ok()).cloned()));
     let busy = RwSignal::new(false);
     let refresh = move || {
         if busy.get_untracked() {
@@ -45,7 +51,7 @@ pub fn SystemTab() -> impl IntoView {
             <span class="muted small">"Live: memory and VRAM refresh every 5 s."</span>
             {move || busy.get().then(|| view! { <span class="spinner" aria-label="Detecting"></span> })}
         </div>
-        {move || match info.get() {
+        {move || match shape.get() {
             None => view! {
                 <div class="card loading" id="system-loading">
                     <span class="spinner"></span>" Detecting hardware…"
@@ -54,14 +60,28 @@ pub fn SystemTab() -> impl IntoView {
             .into_any(),
             Some(Err(e)) => view! { <ErrorBox error=e on_retry=Callback::new(move |_| refresh()) /> }
                 .into_any(),
-            Some(Ok(i)) => view! { <SystemCards info=i /> }.into_any(),
+            Some(Ok(i)) => view! { <SystemCards info=i live=live /> }.into_any(),
         }}
     }
 }
 
+/// What the cards are made of: everything but the live figures (memory in use, VRAM in use), so
+/// that a poll that changes only those changes text in place instead of making the cards again.
+fn shape_of(info: &SystemInfo) -> SystemInfo {
+    let mut s = info.clone();
+    s.memory.available_bytes = 0;
+    for g in &mut s.gpus {
+        if let Some(v) = g.vram.as_mut() {
+            v.used_bytes = 0;
+            v.free_bytes = 0;
+        }
+    }
+    s
+}
+
 #[component]
-fn SystemCards(info: SystemInfo) -> impl IntoView {
-    let SystemInfo { cpu, memory, gpus, recommendations } = info;
+fn SystemCards(info: SystemInfo, live: Memo<Option<SystemInfo>>) -> impl IntoView {
+    let SystemInfo { cpu, memory: _, gpus, recommendations } = info;
     let cores = match cpu.physical_cores {
         Some(p) => format!("{p} physical / {} logical", cpu.logical_cores),
         None => format!("{} logical", cpu.logical_cores),
@@ -76,7 +96,7 @@ fn SystemCards(info: SystemInfo) -> impl IntoView {
                     <dt>"Architecture"</dt><dd id="cpu-arch">{cpu.arch}</dd>
                 </dl>
             </Card>
-            <MemoryCard memory=memory />
+            <MemoryCard live=live />
         </div>
         <div class="grid" id="gpu-list">
             {if gpus.is_empty() {
@@ -87,7 +107,16 @@ fn SystemCards(info: SystemInfo) -> impl IntoView {
                 }
                 .into_any()
             } else {
-                gpus.into_iter().map(|g| view! { <GpuCard gpu=g /> }).collect_view().into_any()
+                gpus.into_iter()
+                    .enumerate()
+                    .map(|(i, g)| {
+                        let vram = Signal::derive(move || {
+                            live.with(|l| l.as_ref().and_then(|l| l.gpus.get(i)).and_then(|g| g.vram))
+                        });
+                        view! { <GpuCard gpu=g vram=vram /> }
+                    })
+                    .collect_view()
+                    .into_any()
             }}
         </div>
         <RecommendationsCard r=recommendations />
@@ -95,36 +124,43 @@ fn SystemCards(info: SystemInfo) -> impl IntoView {
 }
 
 #[component]
-fn MemoryCard(memory: MemoryInfo) -> impl IntoView {
-    let used = memory.used_bytes();
+fn MemoryCard(live: Memo<Option<SystemInfo>>) -> impl IntoView {
+    let memory = move || live.with(|l| l.as_ref().map(|l| l.memory).unwrap_or_default());
+    let total = Signal::derive(move || memory().total_bytes);
+    let used = Signal::derive(move || memory().used_bytes());
+    let available = move || memory().available_bytes;
     view! {
         <Card title="Memory">
             <dl class="stats">
                 <dt>"Total"</dt>
-                <dd id="mem-total" data-bytes=memory.total_bytes.to_string()>{bytes(memory.total_bytes)}</dd>
-                <dt>"Used"</dt><dd id="mem-used">{bytes(used)}</dd>
+                <dd id="mem-total" data-bytes=move || total.get().to_string()>{move || bytes(total.get())}</dd>
+                <dt>"Used"</dt><dd id="mem-used">{move || bytes(used.get())}</dd>
                 <dt>"Available"</dt>
-                <dd id="mem-available" data-bytes=memory.available_bytes.to_string()>
-                    {bytes(memory.available_bytes)}
+                <dd id="mem-available" data-bytes=move || available().to_string()>
+                    {move || bytes(available())}
                 </dd>
             </dl>
             <UsageBar
                 used=used
-                total=memory.total_bytes
-                label=format!("{} used of {}", bytes(used), bytes(memory.total_bytes))
+                total=total
+                label=Signal::derive(move || format!("{} used of {}", bytes(used.get()), bytes(total.get())))
             />
         </Card>
     }
 }
 
 #[component]
-fn GpuCard(gpu: GpuInfo) -> impl IntoView {
-    let vram = gpu.vram.map(|v| {
+fn GpuCard(gpu: GpuInfo, vram: Signal<Option<VramInfo>>) -> impl IntoView {
+    let figures = move || vram.get().unwrap_or_default();
+    let bar = gpu.vram.is_some().then(|| {
         view! {
             <UsageBar
-                used=v.used_bytes
-                total=v.total_bytes
-                label=format!("{} used, {} free of {}", bytes(v.used_bytes), bytes(v.free_bytes), bytes(v.total_bytes))
+                used=Signal::derive(move || figures().used_bytes)
+                total=Signal::derive(move || figures().total_bytes)
+                label=Signal::derive(move || {
+                    let v = figures();
+                    format!("{} used, {} free of {}", bytes(v.used_bytes), bytes(v.free_bytes), bytes(v.total_bytes))
+                })
             />
         }
     });
@@ -143,7 +179,7 @@ fn GpuCard(gpu: GpuInfo) -> impl IntoView {
                 <span class="badge">{gpu.vendor.label()}</span>
                 <span class="badge accent">{gpu.backend.label()}</span>
             </h3>
-            {vram}
+            {bar}
             {no_vram}
             <dl class="stats">
                 {gpu.driver_version.map(|d| view! { <dt>"Driver"</dt><dd>{d}</dd> })}
