@@ -10,8 +10,7 @@
 //! The windows are driven over WebDriver, as the journeys are; tauri-driver and WebKitWebDriver
 //! are not counted (they are not part of the app).
 
-use e2e::{llama_release_mirror, App, LaunchOptions};
-use ipc::models::{ModelInfo, ModelKind};
+use e2e::{installed_tiny_llama, llama_release_mirror, App, LaunchOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -142,19 +141,7 @@ async fn main() {
     let dir = TempDir::new("bench-idle");
     let (env, _) = llama_release_mirror(&server, dir.path());
     let home = dir.join("home");
-    let llm_dir = home.join("models/llm");
-    std::fs::create_dir_all(&llm_dir).unwrap();
-    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
-    let path = llm_dir.join("tiny-llama.gguf");
-    std::fs::write(&path, &bytes).unwrap();
-    let info = ModelInfo::local_file(
-        "tiny-llama",
-        "Tiny Llama",
-        ModelKind::Llm,
-        &path.display().to_string(),
-        bytes.len() as u64,
-    );
-    std::fs::write(llm_dir.join("tiny-llama.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+    installed_tiny_llama(&home);
     let app =
         App::launch_with(LaunchOptions { genai_home: Some(home), env, ..Default::default() }).await;
     app.wait_visible("#cpu-model").await;

@@ -348,6 +348,32 @@ impl Drop for App {
     }
 }
 
+/// A model already downloaded, as the Models tab leaves it: `<home>/models/<kind>/<id>.gguf` and
+/// its record beside it. Returns the file's path.
+pub fn installed_model(
+    home: &Path,
+    kind: ipc::models::ModelKind,
+    id: &str,
+    name: &str,
+    bytes: &[u8],
+) -> PathBuf {
+    let folder = home.join("models").join(kind.dir());
+    std::fs::create_dir_all(&folder).expect("create the models folder");
+    let path = folder.join(format!("{id}.gguf"));
+    std::fs::write(&path, bytes).expect("write the model");
+    let p = path.display().to_string();
+    let info = ipc::models::ModelInfo::local_file(id, name, kind, &p, bytes.len() as u64);
+    std::fs::write(folder.join(format!("{id}.json")), serde_json::to_vec(&info).unwrap())
+        .expect("write the model's record");
+    path
+}
+
+/// The tiny real llama model (`gguf::fixtures::tiny_llama`) installed as "Tiny Llama".
+pub fn installed_tiny_llama(home: &Path) -> PathBuf {
+    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+    installed_model(home, ipc::models::ModelKind::Llm, "tiny-llama", "Tiny Llama", &bytes)
+}
+
 /// Live (non-zombie) processes in process group `pgid`, as `(pid, command name)`, once they have
 /// had up to 5 s to go: a SIGKILL is delivered at once but a big process (a WebKit renderer)
 /// takes a moment to exit on a busy machine. What is still there then is left behind.

@@ -6,8 +6,10 @@
 //! (SIGSTOP) and the health badge says Not responding, then Healthy again after the watchdog's
 //! restart; Stop, and no server process left.
 
-use e2e::{live_group_members, live_processes_matching, llama_release_mirror, App, LaunchOptions};
-use ipc::models::{ModelInfo, ModelKind};
+use e2e::{
+    installed_tiny_llama, live_group_members, live_processes_matching, llama_release_mirror, App,
+    LaunchOptions,
+};
 use testkit::http::FixtureServer;
 use testkit::TempDir;
 
@@ -19,15 +21,7 @@ async fn start_chat_and_stop_the_llm_server() {
     let (env, _) = llama_release_mirror(&server, dir.path());
     // A model already downloaded: the file and its metadata, as the Models tab leaves them.
     let home = dir.join("home");
-    let llm_dir = home.join("models/llm");
-    std::fs::create_dir_all(&llm_dir).unwrap();
-    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
-    let path = llm_dir.join("tiny-llama.gguf");
-    std::fs::write(&path, &bytes).unwrap();
-    let p = path.display().to_string();
-    let info =
-        ModelInfo::local_file("tiny-llama", "Tiny Llama", ModelKind::Llm, &p, bytes.len() as u64);
-    std::fs::write(llm_dir.join("tiny-llama.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+    installed_tiny_llama(&home);
 
     let app = App::launch_with(LaunchOptions {
         genai_home: Some(home.clone()),

@@ -4,8 +4,8 @@
 //! shows the pause and the return on the chart and in the event log; the LLM Server tab is
 //! healthy again on the same port.
 
-use e2e::{live_group_members, live_processes_matching, App, LaunchOptions};
-use ipc::models::{ModelInfo, ModelKind};
+use e2e::{installed_model, live_group_members, live_processes_matching, App, LaunchOptions};
+use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
 use ipc::StorageRootSource;
 use runtime::binaries::{Binaries, BinariesConfig};
@@ -41,21 +41,9 @@ async fn an_image_pauses_the_llm_and_the_monitor_shows_it() {
     let dir = TempDir::new("e2e-orch");
     let home = dir.join("home");
     let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
-    let write_model = |kind: ModelKind, id: &str, name: &str, bytes: &[u8]| {
-        let folder = match kind {
-            ModelKind::Llm => storage.llm_models(),
-            ModelKind::Diffusion => storage.diffusion_models(),
-        };
-        let path = folder.join(format!("{id}.gguf"));
-        std::fs::write(&path, bytes).unwrap();
-        let p = path.display().to_string();
-        let info = ModelInfo::local_file(id, name, kind, &p, bytes.len() as u64);
-        std::fs::write(folder.join(format!("{id}.json")), serde_json::to_vec(&info).unwrap())
-            .unwrap();
-    };
     let tiny = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
-    write_model(ModelKind::Llm, "tiny-llama", "Tiny Llama", &tiny);
-    write_model(ModelKind::Diffusion, "sd-tiny", "SD Tiny", &[7u8; 4096]);
+    installed_model(&home, ModelKind::Llm, "tiny-llama", "Tiny Llama", &tiny);
+    installed_model(&home, ModelKind::Diffusion, "sd-tiny", "SD Tiny", &[7u8; 4096]);
     let sd = fake_runtime::generating_sd_cli(dir.path(), 200, false);
     let bins =
         Binaries::new(storage.clone(), EventBus::default(), BinariesConfig::from_env().unwrap())
