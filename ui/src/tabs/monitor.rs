@@ -287,11 +287,16 @@ fn ServersCard() -> impl IntoView {
     let sd = RwSignal::new(None::<DiffusionStatus>);
     let refresh = move || {
         spawn_local(async move {
+            // Set only when different: an unchanged status would make the rows again.
             if let Ok(s) = api::llm_status().await {
-                llm.set(Some(s));
+                if llm.with_untracked(|l| l.as_ref() != Some(&s)) {
+                    llm.set(Some(s));
+                }
             }
             if let Ok(s) = api::diffusion_status().await {
-                sd.set(Some(s));
+                if sd.with_untracked(|d| d.as_ref() != Some(&s)) {
+                    sd.set(Some(s));
+                }
             }
         })
     };

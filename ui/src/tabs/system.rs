@@ -23,25 +23,38 @@ pub fn SystemTab() -> impl IntoView {
         info.with(|i| i.as_ref().map(|r| r.as_ref().map(shape_of).map_err(Clone::clone)))
     });
     let live = Memo::new(move |_| info.with(|i| i.as_ref().and_then(|r| r.as_ref().ok()).cloned()));
+    // `busy` (the spinner, Refresh disabled) is for a refresh the user asked for; a background
+    // poll changes nothing on screen but the figures (each change is a repaint at rest).
     let busy = RwSignal::new(false);
-    let refresh = move || {
-        if busy.get_untracked() {
+    let in_flight = StoredValue::new(false);
+    let load = move |asked: bool| {
+        if in_flight.get_value() {
             return;
         }
-        busy.set(true);
+        in_flight.set_value(true);
+        if asked {
+            busy.set(true);
+        }
         spawn_local(async move {
-            info.set(Some(api::system_info().await));
-            busy.set(false);
+            let new = api::system_info().await;
+            if info.with_untracked(|i| i.as_ref() != Some(&new)) {
+                info.set(Some(new));
+            }
+            in_flight.set_value(false);
+            if asked {
+                busy.set(false);
+            }
         });
     };
+    let refresh = move || load(true);
     // An immediate refresh whenever a server starts or stops, and live memory every 5 s while
     // this tab is on screen (and then at once when it comes back).
     let changed = expect_context::<SystemChanged>().0;
     Effect::new(move |_| {
         changed.track();
-        refresh();
+        load(false);
     });
-    every_while_shown("system", POLL, refresh);
+    every_while_shown("system", POLL, move || load(false));
 
     view! {
         <div class="toolbar">
