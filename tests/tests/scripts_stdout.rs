@@ -5,7 +5,7 @@
 //!
 //! Each test runs a copy of the real scripts in a made-up fresh machine: `PATH` holds only basic
 //! host tools (a shell, coreutils, tar, grep, find…) and stand-ins for `apt-get`, `dpkg-query`,
-//! `sudo`, `curl`, `cmake`, `ninja`, `g++`, `rustup`, `cargo` and the cargo tools, each of which
+//! `sudo`, `curl`, `cmake`, `ninja`, `g++`, `npm`, `rustup`, `cargo` and the cargo tools, each of which
 //! writes noise to standard output. The build tools are missing at first: the apt-get stand-in
 //! "installs" them, as apt does on a fresh machine. The curl stand-in serves a made-up source
 //! package (its SHA-256 passed through the scripts' version/SHA-256 overrides) and rustup-init.
@@ -127,6 +127,7 @@ for p in "$@"; do
     ninja-build) cp "@STORE@/ninja" "@BIN@/";;
     build-essential) cp "@STORE@/g++" "@BIN@/";;
     curl) cp "@STORE@/curl" "@BIN@/";;
+    npm) cp "@STORE@/npm" "@BIN@/";;
   esac
 done
 "#,
@@ -161,6 +162,20 @@ fi
 "#,
         );
         self.script("store/ninja", "echo 'ninja: no work to do (stand-in)'\n");
+        // npm install --prefix DIR binaryen@V: a wasm-opt stand-in where npm puts it.
+        self.script(
+            "store/npm",
+            r#"prefix=; pkg=
+while [ $# -gt 0 ]; do case "$1" in --prefix) prefix=$2; shift 2;; -*) shift;; *) pkg=$1; shift;; esac; done
+echo "added 1 package in 1s (npm stand-in: $pkg)"
+v=${pkg#*@}; v=${v%%.*}
+mkdir -p "$prefix/node_modules/binaryen/bin" "$prefix/node_modules/.bin"
+printf '#!/bin/sh\n[ "$1" = --version ] && { echo "wasm-opt version %s (version_%s)"; exit 0; }\necho "wasm-opt: working (stand-in)"\n' \
+  "$v" "$v" > "$prefix/node_modules/binaryen/bin/wasm-opt"
+chmod +x "$prefix/node_modules/binaryen/bin/wasm-opt"
+ln -sf ../binaryen/bin/wasm-opt "$prefix/node_modules/.bin/wasm-opt"
+"#,
+        );
         self.script("store/g++", "echo 'g++ (stand-in)'\n");
         self.script("store/built-llama-server", "echo 'version: 1 (llama-server stand-in)'\n");
         // Like the real one, a long help text after the usage line: more than a pipe holds, so a
