@@ -10,7 +10,7 @@
 //! The windows are driven over WebDriver, as the journeys are; tauri-driver and WebKitWebDriver
 //! are not counted (they are not part of the app).
 
-use e2e::{installed_tiny_llama, llama_release_mirror, App, LaunchOptions};
+use e2e::{installed_tiny_llama, llama_release_mirror, smaps_kb, App, LaunchOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -41,18 +41,6 @@ fn comm(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_owned()
 }
 
-/// `Rss` or `Pss` of a process in kB.
-fn kb(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next() == Some(&format!("{key}:")[..])).then(|| it.next()?.parse().ok())?
-        })
-        .unwrap_or(0)
-}
-
 /// The processes of `app`'s tree for which `keep` holds, by pid.
 fn tree(app: &App, keep: &dyn Fn(&str) -> bool) -> Vec<u32> {
     app.app_tree().into_iter().filter(|p| keep(&comm(*p))).collect()
@@ -72,10 +60,10 @@ async fn measure(app: &App, window: Duration, keep: &dyn Fn(&str) -> bool) -> Fi
         .iter()
         .filter_map(|p| Some(ticks(*p)?.saturating_sub(*before.get(p).unwrap_or(&0))))
         .sum();
-    let sum = |key| pids.iter().map(|p| kb(*p, key)).sum::<u64>() as f64 / 1024.0;
+    let sum = |key| pids.iter().map(|p| smaps_kb(*p, key)).sum::<u64>() as f64 / 1024.0;
     let mut parts: Vec<(String, f64)> = Vec::new();
     for p in &pids {
-        let (name, mb) = (comm(*p), kb(*p, "Pss") as f64 / 1024.0);
+        let (name, mb) = (comm(*p), smaps_kb(*p, "Pss") as f64 / 1024.0);
         match parts.iter_mut().find(|(n, _)| *n == name) {
             Some((_, total)) => *total += mb,
             None => parts.push((name, mb)),

@@ -239,15 +239,7 @@ impl App {
     /// The proportional set size of the app's processes named `comm` (as /proc shows it,
     /// `WebKitWebProces` for the web process), in MiB.
     pub fn pss_mib(&self, comm: &str) -> u64 {
-        let kb = |pid: u32| -> u64 {
-            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("Pss:")?.trim().trim_end_matches("kB").trim().parse().ok()
-                })
-                .unwrap_or(0)
-        };
+        let kb = |pid: u32| smaps_kb(pid, "Pss");
         let named = |pid: &u32| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == comm
         };
@@ -346,6 +338,18 @@ impl Drop for App {
             let _ = std::fs::remove_dir_all(h);
         }
     }
+}
+
+/// A field of `/proc/<pid>/smaps_rollup` (`Rss`, `Pss`…) in kB; 0 when the process is gone.
+pub fn smaps_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 /// A model already downloaded, as the Models tab leaves it: `<home>/models/<kind>/<id>.gguf` and

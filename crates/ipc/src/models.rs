@@ -210,6 +210,20 @@ pub struct DownloadStatus {
     pub model_id: Option<String>,
 }
 
+impl DownloadStatus {
+    /// Takes a progress event's figures when it is about this row; returns whether it was.
+    pub fn apply(&mut self, p: &crate::event::DownloadProgress) -> bool {
+        if p.download_id != self.download_id {
+            return false;
+        }
+        self.downloaded_bytes = p.downloaded_bytes;
+        self.total_bytes = p.total_bytes;
+        self.bytes_per_sec = p.bytes_per_sec;
+        self.eta_secs = p.eta_secs;
+        true
+    }
+}
+
 /// `model_delete`'s argument.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteModelArgs {
@@ -275,4 +289,42 @@ pub struct HfSettingsArgs {
     pub endpoint: String,
     /// `None`: keep the saved token; blank: remove it.
     pub token: Option<String>,
+}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use crate::event::DownloadProgress;
+
+    #[test]
+    fn a_row_takes_only_its_own_progress() {
+        let mut row = DownloadStatus {
+            download_id: "a".into(),
+            name: "A".into(),
+            kind: ModelKind::Llm,
+            state: DownloadState::Running,
+            downloaded_bytes: 0,
+            total_bytes: None,
+            bytes_per_sec: 0.0,
+            eta_secs: None,
+            error: None,
+            model_id: None,
+        };
+        let p = |id: &str| DownloadProgress {
+            download_id: id.into(),
+            file_name: "a.gguf".into(),
+            downloaded_bytes: 50,
+            total_bytes: Some(100),
+            bytes_per_sec: 10.0,
+            eta_secs: Some(5.0),
+        };
+        assert!(!row.apply(&p("b")));
+        assert_eq!(row.downloaded_bytes, 0, "another row's progress changes nothing");
+        assert!(row.apply(&p("a")));
+        assert_eq!(
+            (row.downloaded_bytes, row.total_bytes, row.bytes_per_sec, row.eta_secs),
+            (50, Some(100), 10.0, Some(5.0))
+        );
+        assert_eq!(row.state, DownloadState::Running, "the state comes by DownloadsChanged only");
+    }
 }

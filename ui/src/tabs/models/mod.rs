@@ -60,15 +60,7 @@ pub fn ModelsTab() -> impl IntoView {
     Effect::new(move |_| {
         let Some(p) = feed.progress.get() else { return };
         let mut known = false;
-        state.downloads.update(|rows| {
-            if let Some(r) = rows.iter_mut().find(|r| r.download_id == p.download_id) {
-                known = true;
-                r.downloaded_bytes = p.downloaded_bytes;
-                r.total_bytes = p.total_bytes;
-                r.bytes_per_sec = p.bytes_per_sec;
-                r.eta_secs = p.eta_secs;
-            }
-        });
+        state.downloads.update(|rows| known = rows.iter_mut().any(|r| r.apply(&p)));
         if !known {
             state.refresh_downloads();
         }
