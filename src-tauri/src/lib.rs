@@ -4,6 +4,7 @@
 //! from the runtime's bus are forwarded to the window. Logic belongs in `crates/runtime`.
 
 mod commands;
+mod drawing;
 mod events;
 mod save_dialog;
 mod state;
@@ -11,6 +12,8 @@ mod state;
 use state::AppState;
 
 pub fn run() {
+    // First: it changes the environment, which is sound only before any thread exists.
+    let drawing = drawing::apply();
     let state = AppState::open();
     if let Some(e) = state.startup_error() {
         // The window still opens and shows this error with its remedy in the footer.
@@ -20,7 +23,7 @@ pub fn run() {
         .plugin(tauri_plugin_shell::init())
         .plugin(tauri_plugin_dialog::init())
         .manage(state)
-        .setup(|app| {
+        .setup(move |app| {
             use tauri::Manager;
             events::forward_runtime_events(app.handle());
             // One reading of memory every 2 s for the whole app (the Monitor's past included).
@@ -36,6 +39,15 @@ pub fn run() {
                         storage = %rt.storage().root().display(),
                         "the app started"
                     );
+                    match drawing {
+                        Some(drawing::Drawing::NoCompositing(why)) => {
+                            tracing::info!("the window draws without compositing: {why}")
+                        }
+                        Some(drawing::Drawing::WebKit(why)) => {
+                            tracing::info!("the window draws as WebKit chooses: {why}")
+                        }
+                        None => {}
+                    }
                 }
                 tauri::async_runtime::spawn(async move {
                     if let Err(e) = rt.recover().await {

@@ -112,17 +112,37 @@ async fn main() {
         settle.as_secs()
     );
 
-    // The baseline: a window that shows a heading and does nothing else.
-    let base = {
-        let app =
-            App::launch_with(LaunchOptions { binary: Some(plain), ..Default::default() }).await;
-        app.wait_visible("h1").await;
-        tokio::time::sleep(settle).await;
-        let f = measure(&app, window, &everything).await;
-        app.finish().await;
-        f
+    // The baseline: a window that shows a heading and does nothing else, as Tauri draws it by
+    // default, and again without compositing. On a machine without a GPU render node the app
+    // turns compositing off (src-tauri/src/drawing.rs), so the ratios are taken against the
+    // baseline drawn the same way; the default one is printed beside it.
+    let plain_run = |env: Vec<(String, String)>| {
+        let plain = plain.clone();
+        async move {
+            let app =
+                App::launch_with(LaunchOptions { binary: Some(plain), env, ..Default::default() })
+                    .await;
+            app.wait_visible("h1").await;
+            tokio::time::sleep(settle).await;
+            let f = measure(&app, window, &everything).await;
+            app.finish().await;
+            f
+        }
     };
-    row("plain Tauri + Leptos window", &base, &base);
+    let no_compositing = vec![("WEBKIT_DISABLE_COMPOSITING_MODE".to_owned(), "1".to_owned())];
+    let default_drawing = plain_run(vec![]).await;
+    let same_drawing = plain_run(no_compositing.clone()).await;
+    let render_node = std::fs::read_dir("/dev/dri")
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
+        .unwrap_or(false);
+    let base = if render_node { default_drawing.clone() } else { same_drawing.clone() };
+    row("plain window, Tauri's default drawing", &default_drawing, &base);
+    row("plain window, no compositing", &same_drawing, &base);
+    println!(
+        "(this machine has {} GPU render node: the app draws {}; ratios are to the plain window drawn so)",
+        if render_node { "a" } else { "no" },
+        if render_node { "as WebKit chooses" } else { "without compositing" }
+    );
 
     // The app, with a model on disk and llama-server on a local release mirror.
     let server = FixtureServer::start().await;

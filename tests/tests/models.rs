@@ -18,6 +18,10 @@ async fn download_list_inspect_verify_delete() {
     let half = model.len() as u64 / 2;
 
     let app = App::launch().await;
+    // The LLM tab is made once (a tab is made when first shown) and then hidden: it must stay
+    // current while the download happens in the Models tab.
+    app.click("#tab-btn-llm").await;
+    app.wait_visible("#llm-model").await;
     app.click("#tab-btn-models").await;
     app.wait_visible("#models-empty").await;
 

@@ -1,4 +1,5 @@
-//! The shell: header, tab bar, the five tab panels (all mounted, only one shown) and the footer.
+//! The shell: header, tab bar, the five tab panels (each made when first shown, then kept; one
+//! shown at a time) and the footer.
 //! What the tabs show from the app's events lives in [`crate::feeds`].
 
 use crate::components::footer::Footer;
@@ -96,10 +97,14 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// A panel stays in the DOM when hidden, so a tab keeps its state (inputs, scroll, running
-/// polls) while another is shown.
+/// A panel is made the first time its tab is shown (launch builds only the tab on screen) and
+/// then stays in the DOM when hidden, so a tab keeps its state (inputs, scroll, a running job's
+/// progress) while another is shown. What a tab shows from events it has not yet been made for
+/// lives in the feeds, which exist from the start.
 #[component]
-fn TabPanel(tab: Tab, active: ReadSignal<Tab>, children: Children) -> impl IntoView {
+fn TabPanel(tab: Tab, active: ReadSignal<Tab>, children: ChildrenFn) -> impl IntoView {
+    let seen =
+        Memo::new(move |was: Option<&bool>| was.copied().unwrap_or(false) || active.get() == tab);
     view! {
         <section
             id=format!("tab-{}", tab.id())
@@ -109,7 +114,7 @@ fn TabPanel(tab: Tab, active: ReadSignal<Tab>, children: Children) -> impl IntoV
             hidden=move || active.get() != tab
         >
             <h2 class="tab-heading">{tab.label()}</h2>
-            {children()}
+            {move || seen.get().then(|| children())}
         </section>
     }
 }

@@ -101,6 +101,13 @@ fn page_visible() -> PageVisible {
     PageVisible(visible.into())
 }
 
+/// Whether tab `tab` is on screen: it is the tab shown and the window is visible.
+pub fn on_screen(tab: &'static str) -> Memo<bool> {
+    let shown = expect_context::<ShownTab>().0;
+    let visible = expect_context::<PageVisible>().0;
+    Memo::new(move |_| shown.get() == tab && visible.get())
+}
+
 /// Calls `f` at once and then every `period`, while tab `tab` is on screen and the window is
 /// visible; no timer exists otherwise, so a hidden tab or a minimised window costs nothing.
 /// For live figures that no event announces (memory, a server's busy slots); everything else
@@ -110,9 +117,7 @@ pub fn every_while_shown(
     period: std::time::Duration,
     f: impl Fn() + Clone + 'static,
 ) -> Memo<bool> {
-    let shown = expect_context::<ShownTab>().0;
-    let visible = expect_context::<PageVisible>().0;
-    let on = Memo::new(move |_| shown.get() == tab && visible.get());
+    let on = on_screen(tab);
     let timer = StoredValue::new(None::<IntervalHandle>);
     let stop = move || {
         if let Some(t) = timer.get_value() {
@@ -233,6 +238,7 @@ impl LlmFeed {
             AppEvent::ServerState { server: ServerKind::Llm, .. }
             | AppEvent::ServerCrashed { server: ServerKind::Llm, .. }
             | AppEvent::LlmHealth { .. }
+            | AppEvent::LlmBusy { .. }
             | AppEvent::LlmCpuFallback { .. } => self.ticks.update(|n| *n += 1),
             AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
                 l.push(line.clone());
@@ -368,6 +374,7 @@ pub fn provide() {
                 | AppEvent::DownloadsChanged
                 | AppEvent::BinaryProgress(_)
                 | AppEvent::ServerLog { .. }
+                | AppEvent::LlmBusy { .. }
                 | AppEvent::ChatDelta { .. }
                 | AppEvent::ImageProgress { .. }
         ) {

@@ -174,6 +174,11 @@ pub enum AppEvent {
         /// Since when it has not answered (`None` when `ok`).
         since_ms: Option<u64>,
     },
+    /// How many of the running LLM server's slots are processing a request changed (from its
+    /// `/slots`, read with each health check): the servers' grid shows it without polling.
+    LlmBusy {
+        busy_slots: Option<u32>,
+    },
     /// The LLM server runs on the CPU (in whole or in part) although GPU layers were asked for.
     LlmCpuFallback {
         message: String,
@@ -274,6 +279,8 @@ impl AppEvent {
             Self::LlmHealth { failures, .. } => {
                 format!("LLM server not responding ({failures} /health checks failed)")
             }
+            Self::LlmBusy { busy_slots: Some(n) } => format!("LLM server: {n} slot(s) busy"),
+            Self::LlmBusy { busy_slots: None } => "LLM server: busy slots unknown".to_owned(),
             Self::LlmCpuFallback { message } => format!("LLM server: {message}"),
             Self::ChatDelta { content, done, .. } => {
                 if *done {

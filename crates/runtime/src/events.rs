@@ -42,6 +42,7 @@ fn trace(event: &AppEvent) {
         | AppEvent::ImageProgress { .. }
         | AppEvent::ChatDelta { .. }
         | AppEvent::ServerLog { .. }
+        | AppEvent::LlmBusy { .. }
         | AppEvent::BinaryProgress(_)
         | AppEvent::SystemChanged => return,
         AppEvent::BinaryLog { line, .. } => line.level,

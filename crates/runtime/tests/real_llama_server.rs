@@ -272,11 +272,17 @@ async fn a_hung_server_is_found_killed_restarted_and_healthy_again() {
     let pid = first.pid.unwrap();
     assert_eq!(first.max_restarts, 3);
 
-    // While it answers, the checks stay quiet.
+    // While it answers, the checks stay quiet; its idle slots are announced once (the first
+    // reading), not with every check.
     tokio::time::sleep(interval * 3).await;
+    let mut busy = Vec::new();
     while let Ok(e) = rx.try_recv() {
         assert!(!matches!(e, AppEvent::LlmHealth { .. }), "a healthy server raised {e:?}");
+        if let AppEvent::LlmBusy { busy_slots } = e {
+            busy.push(busy_slots);
+        }
     }
+    assert_eq!(busy, [Some(0)], "busy slots announced on change only");
     assert!(llm.status().healthy);
 
     // Hung: the process is there but answers nothing.

@@ -9,7 +9,8 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
 use crate::feeds::{
-    every_while_shown, DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline, HISTORY_MS,
+    every_while_shown, on_screen, DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline,
+    HISTORY_MS,
 };
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
@@ -197,77 +198,91 @@ fn Chart(
     let timeline = expect_context::<Timeline>().0;
     let view_box = format!("0 0 {W} {H}");
     let title2 = title.clone();
+    // The newest (used, total): the caption and the y axis follow it; the axis only when the
+    // total changes (its ticks are made from it).
+    let last = Memo::new(move |_| history.with(|h| h.last().cloned()).and_then(|s| pick.run(s)));
+    let total = Memo::new(move |_| last.get().map_or(0, |(_, t)| t));
+    // The time window shown: it moves with each new reading.
+    let frame = Memo::new(move |_| {
+        let window = span.get().max(1);
+        let end = now_ms().max(history.with(|h| h.last().map_or(0, |s| s.at_ms)));
+        (end.saturating_sub(window), end, window)
+    });
+    let x = move |t: u64| {
+        let (start, _, window) = frame.get();
+        (t.saturating_sub(start)) as f64 / window as f64 * W
+    };
+    // Only the line's points change with a reading; the line itself is made once.
+    let points = move || {
+        let start = frame.get().0;
+        history.with(|h| {
+            let mut out = String::with_capacity(h.len() * 12);
+            for (at, u, t) in h
+                .iter()
+                .filter(|s| s.at_ms >= start)
+                .filter_map(|s| pick.run(s.clone()).map(|(u, t)| (s.at_ms, u, t)))
+            {
+                let y = H - ipc::format::percent(u, t) / 100.0 * (H - 4.0) - 2.0;
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(&format!("{:.1},{:.1}", x(at), y));
+            }
+            out
+        })
+    };
+    // Image jobs as bands from their start to their end (none: nothing is made).
+    let bands = move || {
+        let (start, end, _) = frame.get();
+        let marks = timeline.get();
+        let mut bands = Vec::new();
+        let mut open: Option<u64> = None;
+        for m in &marks {
+            match m.kind {
+                MarkerKind::JobStart => open = Some(m.at_ms),
+                MarkerKind::JobEnd => bands.push((open.take().unwrap_or(start), m.at_ms)),
+                _ => {}
+            }
+        }
+        if let Some(s) = open {
+            bands.push((s, end));
+        }
+        bands.into_iter().filter(|(_, b)| *b >= start).map(|(a, b)| {
+            let (x0, x1) = (x(a.max(start)), x(b));
+            view! { <rect class="band-job" x=format!("{x0:.1}") y="0" width=format!("{:.1}", (x1 - x0).max(2.0)) height=format!("{H}") /> }
+        }).collect_view()
+    };
+    let marks = move || {
+        let start = frame.get().0;
+        timeline.get().into_iter().filter(|m: &Marker| m.at_ms >= start && !matches!(m.kind, MarkerKind::JobStart | MarkerKind::JobEnd)).map(|m| {
+            let (class, label) = match m.kind {
+                MarkerKind::LlmPaused => ("marker marker-offload", "LLM paused"),
+                MarkerKind::LlmBack => ("marker marker-reload", "LLM back"),
+                _ => ("marker marker-failed", "reload failed"),
+            };
+            let xm = x(m.at_ms);
+            view! {
+                <g class=class>
+                    <line x1=format!("{xm:.1}") x2=format!("{xm:.1}") y1="0" y2=format!("{H}") />
+                    <title>{format!("{label} at {}", local_time(m.at_ms))}</title>
+                </g>
+            }
+        }).collect_view()
+    };
     view! {
         <figure class="chart" id=id>
-            <figcaption class="small">{move || {
-                let last = history.with(|h| h.last().cloned()).and_then(|s| pick.run(s));
-                match last {
-                    Some((used, total)) => format!("{title2}: {} of {} ({:.0}%)", bytes(used), bytes(total), ipc::format::percent(used, total)),
-                    None => title2.clone(),
-                }
+            <figcaption class="small">{move || match last.get() {
+                Some((used, total)) => format!("{title2}: {} of {} ({:.0}%)", bytes(used), bytes(total), ipc::format::percent(used, total)),
+                None => title2.clone(),
             }}</figcaption>
             <div class="chart-body">
             <div class="axis-y small">{move || {
-                let total = history.with(|h| h.last().cloned()).and_then(|s| pick.run(s)).map_or(0, |(_, t)| t);
-                ipc::format::memory_ticks(total).into_iter().rev().map(|(_, label)| view! { <span>{label}</span> }).collect_view()
+                ipc::format::memory_ticks(total.get()).into_iter().rev().map(|(_, label)| view! { <span>{label}</span> }).collect_view()
             }}</div>
             <svg viewBox=view_box preserveAspectRatio="none" class="chart-svg" role="img" aria-label=title>
-                {move || {
-                    let window = span.get().max(1);
-                    let end = now_ms().max(history.with(|h| h.last().map_or(0, |s| s.at_ms)));
-                    let start = end.saturating_sub(window);
-                    let x = move |t: u64| (t.saturating_sub(start)) as f64 / window as f64 * W;
-                    let marks = timeline.get();
-                    // Image jobs as bands from their start to their end.
-                    let mut bands = Vec::new();
-                    let mut open: Option<u64> = None;
-                    for m in &marks {
-                        match m.kind {
-                            MarkerKind::JobStart => open = Some(m.at_ms),
-                            MarkerKind::JobEnd => {
-                                bands.push((open.take().unwrap_or(start), m.at_ms));
-                            }
-                            _ => {}
-                        }
-                    }
-                    if let Some(s) = open {
-                        bands.push((s, end));
-                    }
-                    let band_views = bands.into_iter().filter(|(_, b)| *b >= start).map(|(a, b)| {
-                        let (x0, x1) = (x(a.max(start)), x(b));
-                        view! { <rect class="band-job" x=format!("{x0:.1}") y="0" width=format!("{:.1}", (x1 - x0).max(2.0)) height=format!("{H}") /> }
-                    }).collect_view();
-                    let points: String = history.with(|h| {
-                        h.iter()
-                            .filter(|s| s.at_ms >= start)
-                            .filter_map(|s| pick.run(s.clone()).map(|(u, t)| (s.at_ms, u, t)))
-                            .map(|(at, u, t)| {
-                                let y = H - ipc::format::percent(u, t) / 100.0 * (H - 4.0) - 2.0;
-                                format!("{:.1},{:.1}", x(at), y)
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    });
-                    let mark_views = marks.into_iter().filter(|m: &Marker| m.at_ms >= start && !matches!(m.kind, MarkerKind::JobStart | MarkerKind::JobEnd)).map(|m| {
-                        let (class, label) = match m.kind {
-                            MarkerKind::LlmPaused => ("marker marker-offload", "LLM paused"),
-                            MarkerKind::LlmBack => ("marker marker-reload", "LLM back"),
-                            _ => ("marker marker-failed", "reload failed"),
-                        };
-                        let xm = x(m.at_ms);
-                        view! {
-                            <g class=class>
-                                <line x1=format!("{xm:.1}") x2=format!("{xm:.1}") y1="0" y2=format!("{H}") />
-                                <title>{format!("{label} at {}", local_time(m.at_ms))}</title>
-                            </g>
-                        }
-                    }).collect_view();
-                    view! {
-                        {band_views}
-                        <polyline class="chart-line" points=points />
-                        {mark_views}
-                    }
-                }}
+                {bands}
+                <polyline class="chart-line" points=points />
+                {marks}
             </svg>
             </div>
             <div class="axis-x small">{move || {
@@ -300,12 +315,13 @@ fn ServersCard() -> impl IntoView {
             }
         })
     };
-    // State changes come by event; busy slots and measured memory are polled while shown.
-    let on = every_while_shown("monitor", POLL, refresh);
+    // Everything here is announced (state, busy slots, jobs): read again on each announcement
+    // while the tab is on screen, and when it comes into view; no timer.
+    let on = on_screen("monitor");
     Effect::new(move |_| {
         llm_feed.ticks.track();
         sd_feed.ticks.track();
-        if on.get_untracked() {
+        if on.get() {
             refresh();
         }
     });

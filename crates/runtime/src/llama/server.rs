@@ -755,7 +755,15 @@ impl LlamaServer {
             }
             if ok && read_slots {
                 match read_busy_slots(&client, &slots_url, timeout).await {
-                    Ok(busy) => self.inner.shared.lock().unwrap().status.busy_slots = busy,
+                    Ok(busy) => {
+                        let changed = {
+                            let mut sh = self.inner.shared.lock().unwrap();
+                            std::mem::replace(&mut sh.status.busy_slots, busy) != busy
+                        };
+                        if changed {
+                            self.inner.events.emit(AppEvent::LlmBusy { busy_slots: busy });
+                        }
+                    }
                     // Started with --no-slots: no figure, and no more asking.
                     Err(false) => read_slots = false,
                     Err(true) => {}
