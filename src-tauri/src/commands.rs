@@ -15,7 +15,7 @@ use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatu
 use ipc::runtimes::{
     CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs,
 };
-use ipc::system::{MemoryNow, MemorySample, SystemInfo};
+use ipc::system::{MemoryNow, MemorySample, MemoryWatchArgs, SystemInfo};
 use ipc::{AppInfo, AppLogArgs, AppLogView, IpcError, OpenLinkArgs};
 use runtime::system::history;
 use tauri::{AppHandle, State};
@@ -41,6 +41,7 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         system_info,
         memory_now,
         memory_history,
+        memory_watch,
         server_log_clear,
         models_list,
         model_delete,
@@ -116,6 +117,14 @@ async fn shown_memory(state: &AppState) -> Result<MemoryNow, IpcError> {
 #[tauri::command]
 fn memory_history(state: State<'_, AppState>) -> Result<Vec<MemorySample>, IpcError> {
     Ok(state.memory().history().samples())
+}
+
+/// A tab showing live memory came on screen (or left it): visible changes are announced to the
+/// window while one is shown, instead of the window polling.
+#[tauri::command]
+fn memory_watch(state: State<'_, AppState>, args: MemoryWatchArgs) -> Result<(), IpcError> {
+    state.memory().watch(args.on);
+    Ok(())
 }
 
 #[tauri::command]

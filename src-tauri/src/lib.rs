@@ -28,6 +28,7 @@ pub fn run() {
             events::forward_runtime_events(app.handle());
             // One reading of memory every 2 s for the whole app (the Monitor's past included).
             let memory = app.state::<AppState>().memory().clone();
+            memory.announce_to(app.state::<AppState>().events.clone());
             tauri::async_runtime::spawn(async move {
                 memory.sample_every(runtime::system::history::EVERY);
             });

@@ -15,7 +15,7 @@ use ipc::runtimes::{
     CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeKind, RuntimeStatus,
     SetCustomArgs,
 };
-use ipc::system::{MemoryNow, MemorySample, SystemInfo};
+use ipc::system::{MemoryNow, MemorySample, MemoryWatchArgs, SystemInfo};
 use ipc::{cmd, AppEvent, AppInfo, ErrorCode, IpcError, OpenLinkArgs};
 use serde::{de::DeserializeOwned, Serialize};
 use wasm_bindgen::prelude::*;
@@ -92,6 +92,11 @@ pub async fn memory_now() -> Result<MemoryNow, IpcError> {
 
 pub async fn memory_history() -> Result<Vec<MemorySample>, IpcError> {
     invoke(cmd::MEMORY_HISTORY).await
+}
+
+/// Whether a tab showing live memory is on screen (the app then announces visible changes).
+pub async fn memory_watch(on: bool) -> Result<(), IpcError> {
+    invoke_with(cmd::MEMORY_WATCH, &MemoryWatchArgs { on }).await
 }
 
 pub async fn server_log_clear(server: ServerKind) -> Result<(), IpcError> {

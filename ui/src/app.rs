@@ -45,6 +45,7 @@ pub fn App() -> impl IntoView {
     let active = RwSignal::new(Tab::System);
     crate::feeds::provide();
     provide_context(crate::feeds::ShownTab(Signal::derive(move || active.get().id())));
+    crate::feeds::watch_memory();
 
     view! {
         <div class="shell">

@@ -108,13 +108,14 @@ pub fn on_screen(tab: &'static str) -> Memo<bool> {
     Memo::new(move |_| shown.get() == tab && visible.get())
 }
 
-/// Calls `f` at once and then every `period`, while tab `tab` is on screen and the window is
-/// visible; no timer exists otherwise, so a hidden tab or a minimised window costs nothing.
-/// For live figures that no event announces (memory, a server's busy slots); everything else
-/// is refreshed by the events that announce it. Returns whether the timer is on.
+/// Calls `f` at once and then every `period` (a new period starts a new timer), while tab `tab`
+/// is on screen and the window is visible; no timer exists otherwise, so a hidden tab or a
+/// minimised window costs nothing. For what nothing announces (the time axis of a chart
+/// moving on); everything else is refreshed by the events that announce it. Returns whether
+/// the timer is on.
 pub fn every_while_shown(
     tab: &'static str,
-    period: std::time::Duration,
+    period: Signal<std::time::Duration>,
     f: impl Fn() + Clone + 'static,
 ) -> Memo<bool> {
     let on = on_screen(tab);
@@ -129,11 +130,33 @@ pub fn every_while_shown(
         stop();
         if on.get() {
             f();
-            timer.set_value(set_interval_with_handle(f.clone(), period).ok());
+            timer.set_value(set_interval_with_handle(f.clone(), period.get()).ok());
         }
     });
     on_cleanup(stop);
     on
+}
+
+/// The newest reading of memory the app announced (`MemoryChanged`: sent only while a tab that
+/// shows live memory is on screen, and only when it differs visibly from the one before).
+#[derive(Clone, Copy)]
+pub struct LiveMemory(pub RwSignal<Option<ipc::system::MemorySample>>);
+
+/// The tabs that show live memory.
+const MEMORY_TABS: [&str; 2] = ["system", "monitor"];
+
+/// Tells the app whether a tab that shows live memory is on screen, each time that changes.
+/// Called by the shell once the shown tab is known.
+pub fn watch_memory() {
+    let shown = expect_context::<ShownTab>().0;
+    let visible = expect_context::<PageVisible>().0;
+    let watching = Memo::new(move |_| visible.get() && MEMORY_TABS.contains(&shown.get()));
+    Effect::new(move |_| {
+        let on = watching.get();
+        leptos::task::spawn_local(async move {
+            let _ = crate::api::memory_watch(on).await;
+        });
+    });
 }
 
 /// What the download queue announces: bumped when its rows changed (queued, paused, cleared,
@@ -343,6 +366,8 @@ pub fn provide() {
     provide_context(diffusion_feed);
     let timeline = Timeline(RwSignal::new(Vec::new()));
     provide_context(timeline);
+    let live_memory = LiveMemory(RwSignal::new(None));
+    provide_context(live_memory);
     crate::api::listen_events(move |now, event| {
         if let Some(kind) = marker_of(&event) {
             timeline.0.update(|m| {
@@ -359,6 +384,10 @@ pub fn provide() {
             | AppEvent::DownloadFailed { .. }
             | AppEvent::ModelDeleted { .. } => models_changed.0.update(|n| *n += 1),
             _ => {}
+        }
+        if let AppEvent::MemoryChanged(sample) = &event {
+            live_memory.0.set(Some(sample.clone()));
+            return;
         }
         match &event {
             AppEvent::DownloadProgress(p) => downloads.progress.set(Some(p.clone())),

@@ -179,6 +179,9 @@ pub enum AppEvent {
     LlmBusy {
         busy_slots: Option<u32>,
     },
+    /// A reading of memory that differs visibly from the last one announced (sent only while the
+    /// window watches: `memory_watch`).
+    MemoryChanged(crate::system::MemorySample),
     /// The LLM server runs on the CPU (in whole or in part) although GPU layers were asked for.
     LlmCpuFallback {
         message: String,
@@ -281,6 +284,10 @@ impl AppEvent {
             }
             Self::LlmBusy { busy_slots: Some(n) } => format!("LLM server: {n} slot(s) busy"),
             Self::LlmBusy { busy_slots: None } => "LLM server: busy slots unknown".to_owned(),
+            Self::MemoryChanged(s) => format!(
+                "memory: {} of {} bytes available",
+                s.now.memory.available_bytes, s.now.memory.total_bytes
+            ),
             Self::LlmCpuFallback { message } => format!("LLM server: {message}"),
             Self::ChatDelta { content, done, .. } => {
                 if *done {

@@ -37,6 +37,10 @@ pub mod cmd {
     /// What the runtime sampled over the last 10 minutes ([`crate::system::MemorySample`]s,
     /// oldest first), so the Resource Monitor shows the past when it opens.
     pub const MEMORY_HISTORY: &str = "memory_history";
+    /// Whether a tab showing live memory is on screen ([`crate::system::MemoryWatchArgs`]):
+    /// while it is, each reading that differs visibly from the last one announced is sent as
+    /// [`crate::AppEvent::MemoryChanged`], and the window polls nothing.
+    pub const MEMORY_WATCH: &str = "memory_watch";
     /// Empties a server's log: its lines in memory and its files on disk
     /// ([`crate::event::ServerLogArgs`]).
     pub const SERVER_LOG_CLEAR: &str = "server_log_clear";
@@ -136,6 +140,7 @@ pub mod cmd {
         SYSTEM_INFO,
         MEMORY_NOW,
         MEMORY_HISTORY,
+        MEMORY_WATCH,
         SERVER_LOG_CLEAR,
         MODELS_LIST,
         MODEL_DELETE,

@@ -137,6 +137,12 @@ pub struct MemoryNow {
     pub gpus: Vec<GpuMemory>,
 }
 
+/// Arguments of `memory_watch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryWatchArgs {
+    pub on: bool,
+}
+
 /// One reading of the runtime's memory sampler (every 2 s, the last 10 minutes kept).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemorySample {

@@ -43,6 +43,7 @@ fn trace(event: &AppEvent) {
         | AppEvent::ChatDelta { .. }
         | AppEvent::ServerLog { .. }
         | AppEvent::LlmBusy { .. }
+        | AppEvent::MemoryChanged(_)
         | AppEvent::BinaryProgress(_)
         | AppEvent::SystemChanged => return,
         AppEvent::BinaryLog { line, .. } => line.level,

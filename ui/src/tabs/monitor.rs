@@ -9,8 +9,8 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use crate::components::{local_date, local_time};
 use crate::feeds::{
-    every_while_shown, on_screen, DiffusionFeed, EventLog, LlmFeed, Marker, MarkerKind, Timeline,
-    HISTORY_MS,
+    every_while_shown, on_screen, DiffusionFeed, EventLog, LiveMemory, LlmFeed, Marker, MarkerKind,
+    Timeline, HISTORY_MS,
 };
 use ipc::diffusion::DiffusionStatus;
 use ipc::format::bytes;
@@ -22,7 +22,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use std::time::Duration;
 
-const POLL: Duration = Duration::from_secs(2);
+/// How often the charts' time axis moves on (seconds): short spans, 10 minutes.
+const CLOCK_SHORT: u64 = 2;
+const CLOCK_LONG: u64 = 5;
 
 /// One reading of the memory poll.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,33 +65,43 @@ pub fn MonitorTab() -> impl IntoView {
             gpu_names.set(info.gpus.into_iter().map(|g| (g.id, g.name)).collect());
         }
     });
-    // The tab reads memory only while it is on screen; the past comes from the runtime's own
-    // sampler (the last 10 minutes) each time it comes into view.
-    let poll = move || {
-        spawn_local(async move {
-            let m = api::memory_now().await;
-            if let Ok(m) = &m {
-                let s = Sample::of(now_ms(), m);
-                history.update(|h| {
-                    h.push(s);
-                    let cutoff = now_ms().saturating_sub(HISTORY_MS);
-                    h.retain(|x| x.at_ms >= cutoff);
-                });
-            }
-            current.set(Some(m));
-        })
-    };
-    let on = every_while_shown("monitor", POLL, poll);
+    // Nothing is polled. When the tab comes on screen it reads the figures and the past (the
+    // runtime's own sampler keeps the last 10 minutes); while it is shown, the app announces
+    // each visible change of memory (`LiveMemory`), and a clock moves the charts' time axis on.
+    let on = on_screen("monitor");
     Effect::new(move |_| {
         if !on.get() {
             return;
         }
         spawn_local(async move {
+            let m = api::memory_now().await;
+            current.set(Some(m));
             if let Ok(past) = api::memory_history().await {
                 history.set(past.iter().map(|p| Sample::of(p.at_ms, &p.now)).collect());
             }
         });
     });
+    let live = expect_context::<LiveMemory>().0;
+    Effect::new(move |_| {
+        let Some(sample) = live.get() else { return };
+        let s = Sample::of(sample.at_ms, &sample.now);
+        history.update(|h| {
+            if h.last().is_none_or(|l| l.at_ms < s.at_ms) {
+                h.push(s);
+            }
+            let cutoff = now_ms().saturating_sub(HISTORY_MS);
+            h.retain(|x| x.at_ms >= cutoff);
+        });
+        current.set(Some(Ok(sample.now)));
+    });
+    let span = RwSignal::new(HISTORY_MS);
+    // The time axis moves on by itself: every 2 s on the short spans, every 5 s on 10 minutes
+    // (under 1 % of the chart's width).
+    let clock = RwSignal::new(0u64);
+    let tick = Signal::derive(move || {
+        Duration::from_secs(if span.get() <= 120_000 { CLOCK_SHORT } else { CLOCK_LONG })
+    });
+    every_while_shown("monitor", tick, move || clock.update(|n| *n += 1));
     // The card's structure (which GPUs, or an error) apart from its figures.
     let shape = Memo::new(move |_| {
         current.with(|c| {
@@ -102,7 +114,6 @@ pub fn MonitorTab() -> impl IntoView {
     });
     let now =
         Memo::new(move |_| current.with(|c| c.as_ref().and_then(|r| r.as_ref().ok()).cloned()));
-    let span = RwSignal::new(HISTORY_MS);
     let name_of = move |id: &str| {
         gpu_names
             .with(|n| n.iter().find(|(i, _)| i == id).map(|(_, n)| n.clone()))
@@ -143,7 +154,7 @@ pub fn MonitorTab() -> impl IntoView {
                                     view! { <UsageBar used=Signal::derive(move || v1().used_bytes) total=Signal::derive(move || v2().total_bytes) label=label /> }
                                 }).collect_view().into_any()
                             }}
-                            <p class="muted small">"Updated every 2 s."</p>
+                            <p class="muted small">"A change shows within 2 s."</p>
                         }.into_any()
                     }
                 }}
@@ -160,13 +171,13 @@ pub fn MonitorTab() -> impl IntoView {
                     </select>
                 </label>
             </div>
-            <Chart id="chart-ram" title="RAM".to_owned() history=history span=span pick=Callback::new(|s: Sample| Some((s.ram_used, s.ram_total))) />
+            <Chart id="chart-ram" title="RAM".to_owned() history=history span=span clock=clock pick=Callback::new(|s: Sample| Some((s.ram_used, s.ram_total))) />
             {move || {
                 let ids: Vec<String> = history.with(|h| h.last().map(|s| s.vram.iter().map(|v| v.0.clone()).collect()).unwrap_or_default());
                 ids.into_iter().enumerate().map(|(i, id)| {
                     let pick_id = id.clone();
                     view! {
-                        <Chart id=format!("chart-vram-{i}") title=format!("VRAM · {}", name_of(&id)) history=history span=span
+                        <Chart id=format!("chart-vram-{i}") title=format!("VRAM · {}", name_of(&id)) history=history span=span clock=clock
                             pick=Callback::new(move |s: Sample| s.vram.iter().find(|v| v.0 == pick_id).map(|v| (v.1, v.2))) />
                     }
                 }).collect_view()
@@ -191,6 +202,8 @@ fn Chart(
     history: RwSignal<Vec<Sample>>,
     /// How far back it shows, in ms.
     span: RwSignal<u64>,
+    /// Ticks while the chart is on screen: "now" moves on.
+    clock: RwSignal<u64>,
     pick: Callback<Sample, Option<(u64, u64)>>,
 ) -> impl IntoView {
     const W: f64 = 600.0;
@@ -204,6 +217,7 @@ fn Chart(
     let total = Memo::new(move |_| last.get().map_or(0, |(_, t)| t));
     // The time window shown: it moves with each new reading.
     let frame = Memo::new(move |_| {
+        clock.track();
         let window = span.get().max(1);
         let end = now_ms().max(history.with(|h| h.last().map_or(0, |s| s.at_ms)));
         (end.saturating_sub(window), end, window)
@@ -227,6 +241,11 @@ fn Chart(
                     out.push(' ');
                 }
                 out.push_str(&format!("{:.1},{:.1}", x(at), y));
+            }
+            // No announcement since the last reading means no visible change: the line goes on
+            // level to now.
+            if let Some(y) = out.rsplit(',').next().map(str::to_owned) {
+                out.push_str(&format!(" {W:.1},{y}"));
             }
             out
         })

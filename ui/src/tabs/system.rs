@@ -4,15 +4,12 @@ use crate::api;
 use crate::components::bar::UsageBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::feeds::{every_while_shown, SystemChanged};
+use crate::feeds::{on_screen, LiveMemory, SystemChanged};
 use ipc::format::bytes;
 use ipc::system::{GpuInfo, Recommendations, SystemInfo, VramInfo};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use std::time::Duration;
-
-const POLL: Duration = Duration::from_secs(5);
 
 #[component]
 pub fn SystemTab() -> impl IntoView {
@@ -47,21 +44,25 @@ pub fn SystemTab() -> impl IntoView {
         });
     };
     let refresh = move || load(true);
-    // An immediate refresh whenever a server starts or stops, and live memory every 5 s while
-    // this tab is on screen (and then at once when it comes back).
+    // Read when the tab comes on screen, and again while it is shown whenever a server starts
+    // or stops or the app announces a visible change of memory; no timer.
     let changed = expect_context::<SystemChanged>().0;
+    let live_memory = expect_context::<LiveMemory>().0;
+    let on = on_screen("system");
     Effect::new(move |_| {
         changed.track();
-        load(false);
+        live_memory.track();
+        if on.get() {
+            load(false);
+        }
     });
-    every_while_shown("system", POLL, move || load(false));
 
     view! {
         <div class="toolbar">
             <button id="system-refresh" class="btn" on:click=move |_| refresh() disabled=move || busy.get()>
                 "Refresh"
             </button>
-            <span class="muted small">"Live: memory and VRAM refresh every 5 s."</span>
+            <span class="muted small">"Live: a change in memory or VRAM shows within 2 s."</span>
             {move || busy.get().then(|| view! { <span class="spinner" aria-label="Detecting"></span> })}
         </div>
         {move || match shape.get() {
