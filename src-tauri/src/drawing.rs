@@ -40,14 +40,6 @@ pub fn decide(ours: Option<&str>, webkit_env: Option<&str>, render_node: bool) -
     }
 }
 
-/// Whether `/dev/dri` holds a render node (any GPU driver with rendering offers one).
-#[cfg(target_os = "linux")]
-fn has_render_node() -> bool {
-    std::fs::read_dir("/dev/dri")
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
-        .unwrap_or(false)
-}
-
 /// Decides and applies it to this process's environment, which the web process inherits.
 /// Called first thing in `run`, before any thread exists (changing the environment is sound
 /// only then). Elsewhere than Linux there is nothing to decide.
@@ -58,7 +50,7 @@ pub fn apply() -> Option<Drawing> {
         let d = decide(
             var("GENAI_COMPOSITING").as_deref(),
             var("WEBKIT_DISABLE_COMPOSITING_MODE").as_deref(),
-            has_render_node(),
+            runtime::system::has_render_node(),
         );
         if let Drawing::NoCompositing(_) = d {
             std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");

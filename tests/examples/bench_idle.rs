@@ -132,9 +132,7 @@ async fn main() {
     let no_compositing = vec![("WEBKIT_DISABLE_COMPOSITING_MODE".to_owned(), "1".to_owned())];
     let default_drawing = plain_run(vec![]).await;
     let same_drawing = plain_run(no_compositing.clone()).await;
-    let render_node = std::fs::read_dir("/dev/dri")
-        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
-        .unwrap_or(false);
+    let render_node = runtime::system::has_render_node();
     let base = if render_node { default_drawing.clone() } else { same_drawing.clone() };
     row("plain window, Tauri's default drawing", &default_drawing, &base);
     row("plain window, no compositing", &same_drawing, &base);

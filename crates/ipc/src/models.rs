@@ -211,6 +211,22 @@ pub struct DownloadStatus {
 }
 
 impl DownloadStatus {
+    /// A new row: queued, nothing downloaded yet.
+    pub fn queued(download_id: String, name: String, kind: ModelKind) -> Self {
+        Self {
+            download_id,
+            name,
+            kind,
+            state: DownloadState::Queued,
+            downloaded_bytes: 0,
+            total_bytes: None,
+            bytes_per_sec: 0.0,
+            eta_secs: None,
+            error: None,
+            model_id: None,
+        }
+    }
+
     /// Takes a progress event's figures when it is about this row; returns whether it was.
     pub fn apply(&mut self, p: &crate::event::DownloadProgress) -> bool {
         if p.download_id != self.download_id {
@@ -299,16 +315,8 @@ mod progress_tests {
     #[test]
     fn a_row_takes_only_its_own_progress() {
         let mut row = DownloadStatus {
-            download_id: "a".into(),
-            name: "A".into(),
-            kind: ModelKind::Llm,
             state: DownloadState::Running,
-            downloaded_bytes: 0,
-            total_bytes: None,
-            bytes_per_sec: 0.0,
-            eta_secs: None,
-            error: None,
-            model_id: None,
+            ..DownloadStatus::queued("a".into(), "A".into(), ModelKind::Llm)
         };
         let p = |id: &str| DownloadProgress {
             download_id: id.into(),

@@ -375,18 +375,11 @@ impl DownloadQueue {
             return Err(RuntimeError::AlreadyExists("a download of the same file".into()));
         }
         jobs.push(Job {
-            status: DownloadStatus {
-                download_id: id.clone(),
-                name: request.name.trim().to_owned(),
-                kind: request.kind,
-                state: DownloadState::Queued,
-                downloaded_bytes: 0,
-                total_bytes: None,
-                bytes_per_sec: 0.0,
-                eta_secs: None,
-                error: None,
-                model_id: None,
-            },
+            status: DownloadStatus::queued(
+                id.clone(),
+                request.name.trim().to_owned(),
+                request.kind,
+            ),
             control: Control::default(),
             source: request.source,
             tasks,

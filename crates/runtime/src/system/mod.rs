@@ -10,6 +10,14 @@ pub mod nvidia_smi;
 pub mod recommend;
 pub mod sysfs;
 
+/// Whether this machine has a GPU render node (`/dev/dri/renderD*`): any GPU driver that can
+/// render offers one. Without it, OpenGL (and so WebKit's compositing) runs on the CPU.
+pub fn has_render_node() -> bool {
+    std::fs::read_dir("/dev/dri")
+        .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with("renderD")))
+        .unwrap_or(false)
+}
+
 use crate::{Result, RuntimeError};
 use ipc::system::{
     Backend, CpuInfo, GpuInfo, GpuMemory, GpuVendor, MemoryInfo, MemoryNow, SystemInfo, VramInfo,
