@@ -73,6 +73,7 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         diffusion_generate,
         diffusion_job,
         diffusion_cancel,
+        diffusion_release_backend,
         diffusion_logs,
         diffusion_save_image,
         diffusion_save_image_as,
@@ -378,6 +379,12 @@ fn diffusion_job(state: State<'_, AppState>, args: JobArgs) -> Result<JobView, I
 #[tauri::command]
 fn diffusion_cancel(state: State<'_, AppState>, args: JobArgs) -> Result<JobView, IpcError> {
     Ok(state.runtime()?.diffusion().cancel(&args.id)?)
+}
+
+/// Answers whether a backend was resident; the state changes arrive as events.
+#[tauri::command]
+async fn diffusion_release_backend(state: State<'_, AppState>) -> Result<bool, IpcError> {
+    Ok(state.runtime()?.diffusion().release_backend().await?)
 }
 
 #[tauri::command]

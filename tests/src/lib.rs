@@ -297,8 +297,22 @@ impl App {
     }
 
     /// Saves a PNG of the window under `target/e2e/<name>.png` and returns its bytes.
+    ///
+    /// WebKit's snapshot waits for the page's next rendering update after it is asked for, and
+    /// a page at rest (the app runs no timers) has none until something changes: while the
+    /// snapshot is taken, one pixel in the bottom-right corner changes colour every 30 ms.
     pub async fn screenshot(&self, name: &str) -> Vec<u8> {
+        self.script(
+            "let p = document.getElementById('e2e-paint'); \
+             if (!p) { p = document.createElement('div'); p.id = 'e2e-paint'; \
+               p.style.cssText = 'position:fixed;right:0;bottom:0;width:1px;height:1px;pointer-events:none;z-index:2147483647'; \
+               document.body.appendChild(p); } \
+             window.__e2ePaint = setInterval(() => { p.style.background = \
+               p.style.background === 'rgb(1, 1, 1)' ? 'rgb(2, 2, 2)' : 'rgb(1, 1, 1)'; }, 30);",
+        )
+        .await;
         let png = self.client.screenshot().await.expect("screenshot");
+        self.script("clearInterval(window.__e2ePaint);").await;
         let dir = target_dir().join("e2e");
         std::fs::create_dir_all(&dir).expect("create target/e2e");
         std::fs::write(dir.join(format!("{name}.png")), &png).expect("write screenshot");

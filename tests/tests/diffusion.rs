@@ -251,3 +251,112 @@ async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do(
 
     stop_and_leave_nothing(app).await;
 }
+
+/// The warm backend in the real window, with the real sd-server and sd-cli built by
+/// `scripts/build-sd-server` (`GENAI_TEST_SD_SERVER`) and the tiny Flux.2 [klein] model: the
+/// server card shows the backend loading, Busy and Ready with one PID across two images, and
+/// Release returns it to "Not loaded" with its process gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn a_warm_backend_serves_two_images_and_release_ends_it() {
+    let server = std::path::PathBuf::from(
+        std::env::var_os("GENAI_TEST_SD_SERVER")
+            .expect("GENAI_TEST_SD_SERVER must name an sd-server (scripts/build-sd-server)"),
+    );
+    let dir = TempDir::new("e2e-sd-warm");
+    let home = dir.join("home");
+    let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
+    let folder = storage.diffusion_models().join("tiny-flux2");
+    std::fs::create_dir_all(&folder).unwrap();
+    let m = gguf::fixtures::tiny_flux2_klein(7);
+    let files: Vec<ipc::models::ModelFile> = [
+        ("diffusion_model", "dit.gguf", &m.diffusion_model),
+        ("llm", "qwen3.gguf", &m.llm),
+        ("taesd", "taef2.gguf", &m.taesd),
+    ]
+    .into_iter()
+    .map(|(role, file, w)| {
+        let path = folder.join(file);
+        let bytes = w.to_bytes();
+        std::fs::write(&path, &bytes).unwrap();
+        ipc::models::ModelFile {
+            role: role.into(),
+            path: path.display().to_string(),
+            size_bytes: bytes.len() as u64,
+            sha256: None,
+        }
+    })
+    .collect();
+    let mut info = ModelInfo::local_file(
+        "tiny-flux2",
+        "Tiny Flux.2",
+        ModelKind::Diffusion,
+        &files[0].path,
+        files[0].size_bytes,
+    );
+    info.size_bytes = files.iter().map(|f| f.size_bytes).sum();
+    info.files = files;
+    std::fs::write(
+        storage.diffusion_models().join("tiny-flux2.json"),
+        serde_json::to_vec(&info).unwrap(),
+    )
+    .unwrap();
+    let bins =
+        Binaries::new(storage, EventBus::default(), BinariesConfig::from_env().unwrap()).unwrap();
+    bins.set_custom(RuntimeKind::Diffusion, Some(&server.with_file_name("sd-cli"))).await.unwrap();
+
+    let app =
+        App::launch_with(LaunchOptions { genai_home: Some(home.clone()), ..Default::default() })
+            .await;
+    app.click("#tab-btn-diffusion").await;
+    app.wait_text("#sd-model option", |t| t.starts_with("Tiny Flux.2")).await;
+    let set = |pairs: &str| {
+        format!(
+            "const set = (sel, v) => {{ const e = document.querySelector(sel); e.value = v; \
+               e.dispatchEvent(new Event(e.tagName === 'SELECT' ? 'change' : 'input')); }}; {pairs}"
+        )
+    };
+    app.script(&set("set('#sd-port-input', 'auto');")).await;
+    app.click("#sd-start").await;
+    app.wait_text("#sd-state", |t| t == "Running").await;
+    let from = app.wait_text("#sd-images-from", |t| !t.is_empty()).await;
+    assert!(from.starts_with("warm sd-server"), "{from}");
+    app.wait_text("#sd-backend-state", |t| t == "Not loaded").await;
+
+    app.wait_visible("#sd-prompt").await.send_keys("a lighthouse").await.unwrap();
+    app.script(&set("set('#sd-size', 'custom');")).await;
+    app.script(&set("set('#sd-width', '64'); set('#sd-height', '64'); set('#sd-steps', '2');"))
+        .await;
+    let mut pids = Vec::new();
+    for round in 1..=2 {
+        app.click("#sd-generate").await;
+        app.wait_text("#sd-backend-state", |t| t == "Busy").await;
+        app.screenshot(&format!("diffusion-warm-{round}-busy")).await;
+        app.wait_text("#sd-job-status", |t| t == "Finished").await;
+        app.wait_text("#sd-backend-state", |t| t == "Ready").await;
+        let pid = app.wait_text("#sd-backend-pid", |t| t.parse::<u32>().is_ok()).await;
+        let load = app.wait_text("#sd-backend-load", |t| t.ends_with(" s")).await;
+        assert!(load != "0.0 s", "{load}");
+        pids.push(pid.parse::<u32>().unwrap());
+        let natural = app
+            .script(
+                "const i = document.querySelector('#sd-image-0'); \
+                 return [i.complete, i.naturalWidth];",
+            )
+            .await;
+        assert_eq!(natural, serde_json::json!([true, 64]));
+    }
+    assert_eq!(pids[0], pids[1], "one backend for both images");
+    assert!(fake_runtime::alive(pids[0]));
+    app.screenshot("diffusion-warm-3-ready").await;
+
+    app.click("#sd-backend-release").await;
+    app.wait_text("#sd-backend-state", |t| t == "Not loaded").await;
+    let why = app.wait_text("#sd-backend-released", |t| !t.is_empty()).await;
+    assert_eq!(why, "released by you");
+    assert!(!fake_runtime::alive(pids[0]), "the backend's process ended");
+    assert_eq!(app.wait_text("#sd-backend-pid", |_| true).await, "—");
+    app.screenshot("diffusion-warm-4-released").await;
+
+    stop_and_leave_nothing(app).await;
+}

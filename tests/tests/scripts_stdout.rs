@@ -189,6 +189,7 @@ ln -sf ../binaryen/bin/wasm-opt "$prefix/node_modules/.bin/wasm-opt"
              echo \"  --option-$i    what option $i does\" 2>/dev/null || exit 141; i=$((i+1))\n\
              done\n",
         );
+        self.script("store/built-sd-server", "echo 'Usage: sd-server [options] (stand-in)'\n");
         // rustup-init puts rustup and cargo into ~/.cargo/bin; cargo install makes tool stand-ins.
         self.script(
             "web/rustup-init",
@@ -355,6 +356,23 @@ fn build_sd_cli_prints_only_the_binary_path() {
         "vendor/stable-diffusion.cpp",
         "GENAI_SD_SDIST",
     );
+}
+
+#[test]
+fn build_sd_server_prints_only_its_path_beside_sd_cli() {
+    let w = World::new("build-sd-cli");
+    let sha = w.serve_sdist("stable-diffusion-cpp-python", "1.0.0", "vendor/stable-diffusion.cpp");
+    let env = [("GENAI_SD_SDIST_VERSION", "1.0.0"), ("GENAI_SD_SDIST_SHA256", sha.as_str())];
+    let server = w.run("build-sd-server", &[], &env).one_executable_path("sd-server, built");
+    assert_eq!(server.file_name().unwrap(), "sd-server");
+    let cli = w.run("build-sd-cli", &[], &env).one_executable_path("sd-cli, from the cache");
+    assert_eq!(cli.parent(), server.parent(), "both in one cache folder");
+
+    // A cache from before sd-server was built (sd-cli alone) is built again, not taken.
+    std::fs::remove_file(&server).unwrap();
+    let again = w.run("build-sd-server", &[], &env);
+    assert_eq!(again.one_executable_path("sd-server, rebuilt"), server);
+    assert!(again.stderr.contains("building (CPU"), "not rebuilt:\n{}", again.stderr);
 }
 
 #[test]

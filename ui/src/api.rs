@@ -238,6 +238,11 @@ pub async fn diffusion_cancel(id: String) -> Result<JobView, IpcError> {
     invoke_with(cmd::DIFFUSION_CANCEL, &JobArgs { id }).await
 }
 
+/// Ends the warm image backend; answers whether one was resident.
+pub async fn diffusion_release_backend() -> Result<bool, IpcError> {
+    invoke(cmd::DIFFUSION_RELEASE_BACKEND).await
+}
+
 pub async fn diffusion_logs() -> Result<LlmLogs, IpcError> {
     invoke(cmd::DIFFUSION_LOGS).await
 }

@@ -291,9 +291,8 @@ pub struct DiffusionFeed {
 impl DiffusionFeed {
     fn on_event(&self, event: &AppEvent) {
         match event {
-            AppEvent::ServerState { server: ServerKind::Diffusion, .. } => {
-                self.ticks.update(|n| *n += 1)
-            }
+            AppEvent::ServerState { server: ServerKind::Diffusion, .. }
+            | AppEvent::DiffusionBackend { .. } => self.ticks.update(|n| *n += 1),
             AppEvent::ServerLog { server: ServerKind::Diffusion, line } => self.lines.update(|l| {
                 l.push(line.clone());
                 let extra = l.len().saturating_sub(LLM_LOG_LEN);

@@ -136,7 +136,8 @@ pub struct TinyFlux2 {
     /// `--llm`: a Qwen3 text encoder with 28 layers (the conditioner reads layers 9, 18 and 27)
     /// of hidden size 64 and Qwen's full vocabulary (its tokenizer is built into sd-cli).
     pub llm: Writer,
-    /// `--taesd`: a tiny autoencoder's decoder for Flux.2's 32-channel latents.
+    /// `--taesd`: a tiny autoencoder for Flux.2's 32-channel latents, decoder and encoder
+    /// (sd-cli loads only the decoder; sd-server, which can also encode, loads both).
     pub taesd: Writer,
 }
 
@@ -216,6 +217,34 @@ pub fn tiny_flux2_klein(seed: u64) -> TinyFlux2 {
     tae = tae
         .tensor(tensor("decoder.layers.18.weight", &[3, 3, 64, 3]))
         .tensor(tensor("decoder.layers.18.bias", &[3]));
+    // TAESD's encoder: a convolution in (3 → 64), a block, then three times a strided
+    // convolution without bias and three blocks (the last three with the "pool"), a
+    // convolution out (64 → 32).
+    tae = tae
+        .tensor(tensor("encoder.layers.0.weight", &[3, 3, 3, 64]))
+        .tensor(tensor("encoder.layers.0.bias", &[64]));
+    for block in [1, 3, 4, 5, 7, 8, 9, 11, 12, 13] {
+        for conv in [0, 2, 4] {
+            let p = format!("encoder.layers.{block}.conv.{conv}");
+            tae = tae
+                .tensor(tensor(&format!("{p}.weight"), &[3, 3, 64, 64]))
+                .tensor(tensor(&format!("{p}.bias"), &[64]));
+        }
+        if block >= 11 {
+            let p = format!("encoder.layers.{block}.pool");
+            tae = tae
+                .tensor(tensor(&format!("{p}.0.weight"), &[1, 1, 64, 256]))
+                .tensor(tensor(&format!("{p}.1.weight"), &[256]))
+                .tensor(tensor(&format!("{p}.1.bias"), &[256]))
+                .tensor(tensor(&format!("{p}.3.weight"), &[1, 1, 256, 64]));
+        }
+    }
+    for layer in [2, 6, 10] {
+        tae = tae.tensor(tensor(&format!("encoder.layers.{layer}.weight"), &[3, 3, 64, 64]));
+    }
+    tae = tae
+        .tensor(tensor("encoder.layers.14.weight", &[3, 3, 64, 32]))
+        .tensor(tensor("encoder.layers.14.bias", &[32]));
     TinyFlux2 { diffusion_model: dit, llm, taesd: tae }
 }
 

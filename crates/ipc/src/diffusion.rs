@@ -120,6 +120,105 @@ pub struct DiffusionConfig {
     pub vae_on_cpu: Option<bool>,
     pub offload_to_cpu: Option<bool>,
     pub diffusion_fa: Option<bool>,
+    /// `None`: auto.
+    #[serde(default)]
+    pub usage_mode: Option<UsageMode>,
+    /// Seconds without an image before the warm backend is released (`None`: 300; 0: never).
+    #[serde(default)]
+    pub idle_release_secs: Option<u64>,
+    /// Seconds an image may go without output or a change before the backend is ended as stuck
+    /// (`None`: 600; 0: never).
+    #[serde(default)]
+    pub stuck_after_secs: Option<u64>,
+}
+
+/// The stuck-job watchdog when the settings name none.
+pub const DEFAULT_STUCK_AFTER_SECS: u64 = 600;
+
+/// The idle release when the settings name none.
+pub const DEFAULT_IDLE_RELEASE_SECS: u64 = 300;
+
+/// Whether the image backend stays loaded between images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsageMode {
+    /// Stay loaded until the idle timeout (or until the memory is needed).
+    Burst,
+    /// Release after each request.
+    Single,
+    /// Single when the LLM had to be paused for the image, else burst.
+    #[default]
+    Auto,
+}
+
+/// Where the warm image backend (sd-server) is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendState {
+    #[default]
+    Absent,
+    /// Loading the model.
+    Starting,
+    Ready,
+    /// Making an image.
+    Busy,
+    Stopping,
+}
+
+/// Why the backend was released (or is starting again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReleaseReason {
+    /// The user pressed Release.
+    Explicit,
+    /// The image server was stopped.
+    Stop,
+    /// No image for the idle timeout.
+    IdleTimeout,
+    /// The offload flags or threads differ for the next image.
+    FlagsChanged,
+    /// A running image was cancelled (sd-server cannot stop one itself).
+    Cancel,
+    /// The usage mode releases after each request.
+    Single,
+    /// The LLM needed the memory.
+    LlmStart,
+    /// No output and no change for the watchdog's time.
+    Stuck,
+    /// The process ended by itself.
+    Crashed,
+    /// The app is closing.
+    Shutdown,
+}
+
+impl ReleaseReason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Explicit => "released by you",
+            Self::Stop => "the image server stopped",
+            Self::IdleTimeout => "idle for the idle timeout",
+            Self::FlagsChanged => "the offload settings changed",
+            Self::Cancel => "a running image was cancelled",
+            Self::Single => "released after the request (single use)",
+            Self::LlmStart => "the LLM needed the memory",
+            Self::Stuck => "a job stopped making progress",
+            Self::Crashed => "the process ended by itself",
+            Self::Shutdown => "the app closed",
+        }
+    }
+}
+
+/// The warm backend as the Diffusion tab shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BackendInfo {
+    pub state: BackendState,
+    pub pid: Option<u32>,
+    /// From its start to its API answering.
+    pub load_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    /// When its last image ended.
+    pub last_used_ms: Option<u64>,
+    pub last_release: Option<ReleaseReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +241,11 @@ pub struct DiffusionStatus {
     /// Why the API is not on the default port ("Port 8081 is in use by …").
     #[serde(default)]
     pub port_note: Option<String>,
+    /// Images come from a warm sd-server (the build has one), else from one sd-cli per image.
+    #[serde(default)]
+    pub warm: bool,
+    #[serde(default)]
+    pub backend: BackendInfo,
 }
 
 impl DiffusionStatus {
@@ -160,6 +264,8 @@ impl DiffusionStatus {
             started_at_ms: None,
             last_error: None,
             port_note: None,
+            warm: false,
+            backend: BackendInfo::default(),
         }
     }
 }
@@ -347,6 +453,36 @@ pub struct SavedImage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backend_words_on_the_wire() {
+        let json = |v: serde_json::Value| v.as_str().unwrap().to_owned();
+        let cases = [
+            (json(serde_json::to_value(UsageMode::Burst).unwrap()), "burst"),
+            (json(serde_json::to_value(UsageMode::Auto).unwrap()), "auto"),
+            (json(serde_json::to_value(BackendState::Absent).unwrap()), "absent"),
+            (json(serde_json::to_value(BackendState::Stopping).unwrap()), "stopping"),
+            (json(serde_json::to_value(ReleaseReason::IdleTimeout).unwrap()), "idle-timeout"),
+            (json(serde_json::to_value(ReleaseReason::FlagsChanged).unwrap()), "flags-changed"),
+            (json(serde_json::to_value(ReleaseReason::LlmStart).unwrap()), "llm-start"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        // A status from before the warm backend reads as "no backend", and a config without the
+        // new settings as the defaults.
+        let mut old = serde_json::to_value(DiffusionStatus::stopped()).unwrap();
+        old.as_object_mut().unwrap().retain(|k, _| k != "warm" && k != "backend");
+        let s: DiffusionStatus = serde_json::from_value(old).unwrap();
+        assert_eq!((s.warm, s.backend), (false, BackendInfo::default()));
+        let c: DiffusionConfig = serde_json::from_str(
+            r#"{"model_id":"m","port":null,"host":null,
+            "token":null,"threads":null,"clip_on_cpu":null,"vae_on_cpu":null,
+            "offload_to_cpu":null,"diffusion_fa":null}"#,
+        )
+        .unwrap();
+        assert_eq!((c.usage_mode, c.idle_release_secs), (None, None));
+    }
 
     #[test]
     fn presets_follow_the_model_name_and_use_known_samplers() {

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     /// The GPU or its driver failed (a CUDA, Vulkan or Metal error that is not lack of memory).
     GpuFailed,
     GenerationNotFound,
+    /// An image job made no progress (no output, no change) for the watchdog's time (the
+    /// original's name).
+    #[serde(rename = "BACKEND_JOB_STUCK")]
+    JobStuck,
     Busy,
     Unsupported,
     Internal,
@@ -72,6 +76,7 @@ impl ErrorCode {
         Self::ContextTooLarge,
         Self::GpuFailed,
         Self::GenerationNotFound,
+        Self::JobStuck,
         Self::Busy,
         Self::Unsupported,
         Self::Internal,
@@ -104,6 +109,7 @@ impl ErrorCode {
             Self::ContextTooLarge => "CONTEXT_TOO_LARGE",
             Self::GpuFailed => "GPU_FAILED",
             Self::GenerationNotFound => "GENERATION_NOT_FOUND",
+            Self::JobStuck => "BACKEND_JOB_STUCK",
             Self::Busy => "BUSY",
             Self::Unsupported => "UNSUPPORTED",
             Self::Internal => "INTERNAL",
@@ -142,6 +148,7 @@ impl ErrorCode {
             Self::ContextTooLarge => "Context does not fit",
             Self::GpuFailed => "The GPU failed",
             Self::GenerationNotFound => "Image job not found",
+            Self::JobStuck => "The image stopped making progress",
             Self::Busy => "Busy",
             Self::Unsupported => "Not supported here",
             Self::Internal => "Unexpected error",
@@ -189,6 +196,10 @@ impl ErrorCode {
             Self::ServerAlreadyRunning => "Stop the running server first, or use Restart.",
             Self::ServerStartFailed => "Open the server logs below for the reason, then retry.",
             Self::ServerCrashed => "Open the server logs for the reason; restart when fixed.",
+            Self::JobStuck => {
+                "The image backend was ended; try again. If it keeps stopping, lower the size or \
+                 steps, or raise the stuck-job timeout in the server settings."
+            }
             Self::InsufficientMemory => {
                 "Choose a smaller model or context size, or stop the other server to free memory."
             }

@@ -226,6 +226,13 @@ pub enum AppEvent {
     ImageJobCancelled {
         job_id: String,
     },
+    /// The warm image backend changed state (`reason`: why it was released, when it was).
+    DiffusionBackend {
+        state: crate::diffusion::BackendState,
+        previous: crate::diffusion::BackendState,
+        reason: Option<crate::diffusion::ReleaseReason>,
+        pid: Option<u32>,
+    },
     /// The LLM was stopped to make room for an image; it comes back when the image is done.
     LlmOffloaded {
         decision: Box<OffloadDecision>,
@@ -306,6 +313,13 @@ impl AppEvent {
             }
             Self::ImageJobFailed { error, .. } => format!("image job failed: {}", error.message),
             Self::ImageJobCancelled { .. } => "image job cancelled".to_owned(),
+            Self::DiffusionBackend { state, reason, pid, .. } => {
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                match reason {
+                    Some(r) => format!("image backend {state:?}{pid}: {}", r.describe()),
+                    None => format!("image backend {state:?}{pid}"),
+                }
+            }
             Self::LlmOffloaded { decision, .. } => {
                 format!("LLM paused for an image: {}", decision.reason)
             }

@@ -106,6 +106,8 @@ pub mod cmd {
     /// One job as the HTTP API shows it ([`crate::diffusion::JobArgs`]).
     pub const DIFFUSION_JOB: &str = "diffusion_job";
     pub const DIFFUSION_CANCEL: &str = "diffusion_cancel";
+    /// Ends the warm image backend now (its memory back; the next image loads the model again).
+    pub const DIFFUSION_RELEASE_BACKEND: &str = "diffusion_release_backend";
     /// sd-cli's recent output and the server's own lines.
     pub const DIFFUSION_LOGS: &str = "diffusion_logs";
     /// Writes a finished image under the storage folder ([`crate::diffusion::SaveImageArgs`]).
@@ -172,6 +174,7 @@ pub mod cmd {
         DIFFUSION_GENERATE,
         DIFFUSION_JOB,
         DIFFUSION_CANCEL,
+        DIFFUSION_RELEASE_BACKEND,
         DIFFUSION_LOGS,
         DIFFUSION_SAVE_IMAGE,
         DIFFUSION_SAVE_IMAGE_AS,

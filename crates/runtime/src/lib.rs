@@ -116,6 +116,7 @@ impl Runtime {
         llm.set_memory(memory.clone());
         diffusion.set_memory(memory.clone());
         diffusion.set_gate(Arc::new(orchestrator.clone()));
+        llm.set_before_start(diffusion.before_llm_start());
         Ok(Self {
             storage,
             events,

@@ -9,6 +9,7 @@
 //! failed is decided by the pure [`classify_failure`] from its tail and exit.
 
 mod failure;
+pub mod pidfile;
 
 pub use failure::{classify_failure, failure_message, Program};
 
@@ -400,6 +401,18 @@ impl Supervised {
         }
     }
 
+    /// The lines already read and not yet taken, without waiting (a long-lived child's output
+    /// that belongs to what just ended, before the next request).
+    pub fn ready_lines(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Ok((s, l)) = self.lines.try_recv() {
+            if let Event::Line(_, l) = self.took(s, l) {
+                out.push(l);
+            }
+        }
+        out
+    }
+
     fn took(&mut self, stream: Stream, line: String) -> Event {
         self.tail.push(&line);
         self.last_line = Instant::now();
@@ -554,6 +567,19 @@ pub async fn terminate(child: &mut Child, grace: Duration) -> Result<ExitStatus>
     match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
         Ok(Ok(status)) => Ok(status),
         _ => Err(RuntimeError::Internal(format!("process {pid} did not exit after SIGKILL"))),
+    }
+}
+
+/// Whether `path` is a file this user may run.
+pub fn is_executable(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        path.is_file()
     }
 }
 

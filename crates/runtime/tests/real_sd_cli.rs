@@ -226,7 +226,12 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
         std::sync::Arc::new(SystemProbe::real()),
     )
     .unwrap();
-    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&sd_cli())).await.unwrap();
+    // sd-cli alone in its folder: a build without sd-server makes each image with one sd-cli
+    // run (scripts/build-sd-cli keeps an sd-server beside it, which would be used instead).
+    let alone = dir.join("sd-cli-alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(sd_cli(), alone.join("sd-cli")).unwrap();
+    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&alone.join("sd-cli"))).await.unwrap();
     // Installed only after its functional check: a real 64×64 image from the tiny Flux.2 model.
     let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
     assert!(
@@ -255,7 +260,8 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
         .collect();
     info.size_bytes = files.iter().map(|f| f.2).sum();
     rt.models().register(&info).await.unwrap();
-    rt.diffusion()
+    let status = rt
+        .diffusion()
         .start(DiffusionConfig {
             model_id: "tiny-flux2".into(),
             port: Some(0),
@@ -264,6 +270,7 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
         })
         .await
         .unwrap();
+    assert!(!status.warm, "no sd-server beside this sd-cli: one sd-cli run per image");
     let mut rx = rt.events().subscribe();
     let req = ImageRequest {
         prompt: "a lighthouse".into(),

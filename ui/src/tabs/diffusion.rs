@@ -6,12 +6,13 @@ use crate::api;
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
+use crate::components::local_time;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
 use crate::feeds::{DiffusionFeed, LlmFeed, ModelsChanged};
 use ipc::diffusion::{
-    preset_for, DiffusionConfig, DiffusionStatus, ImageRequest, JobProgress, JobStatus, JobView,
-    Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
+    preset_for, BackendInfo, BackendState, DiffusionConfig, DiffusionStatus, ImageRequest,
+    JobProgress, JobStatus, JobView, Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
 };
 use ipc::event::{ImageStage, ServerKind, ServerState};
 use ipc::format::bytes;
@@ -70,12 +71,62 @@ fn StatusCard(status: RwSignal<Option<DiffusionStatus>>) -> impl IntoView {
                             <dt>"Busy"</dt>
                             <dd id="sd-busy">{if s.busy { format!("yes ({})", s.active_job.clone().unwrap_or_default()) } else { "no".into() }}</dd>
                             <dt>"sd-cli"</dt><dd class="small">{s.sd_cli.clone().unwrap_or_else(|| "—".into())}</dd>
+                            <dt>"Images"</dt>
+                            <dd id="sd-images-from" class="small">{if s.warm { "warm sd-server: the model stays loaded between images" } else { "one sd-cli run per image (this build has no sd-server)" }}</dd>
                         </dl>
+                        {(s.warm && state == ServerState::Running).then(|| view! { <BackendRows backend=s.backend.clone() /> })}
                         {s.last_error.clone().filter(|_| state != ServerState::Running).map(|e| view! { <ErrorBox error=e /> })}
                     }.into_any()
                 }
             }}
         </Card>
+    }
+}
+
+/// The warm backend: its state, process, load time, last use, and Release.
+#[component]
+fn BackendRows(backend: BackendInfo) -> impl IntoView {
+    let working = RwSignal::new(false);
+    let error = RwSignal::new(None::<IpcError>);
+    let release = move |_| {
+        working.set(true);
+        spawn_local(async move {
+            if let Err(e) = api::diffusion_release_backend().await {
+                error.set(Some(e));
+            }
+            working.set(false);
+        });
+    };
+    let b = backend;
+    let resident = !matches!(b.state, BackendState::Absent);
+    // A time of day, not "N s ago": it stays true without a timer redrawing it.
+    let at = |ms: Option<u64>| ms.map(local_time).unwrap_or_else(|| "—".into());
+    view! {
+        <dl class="stats" id="sd-backend">
+            <dt>"Backend"</dt>
+            <dd><span id="sd-backend-state" class=format!("badge backend-{}", format!("{:?}", b.state).to_lowercase())>{backend_label(b.state)}</span></dd>
+            <dt>"PID"</dt><dd id="sd-backend-pid" class="mono">{b.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Load time"</dt><dd id="sd-backend-load">{b.load_ms.filter(|_| resident).map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "—".into())}</dd>
+            <dt>"Last used"</dt><dd id="sd-backend-used">{at(b.last_used_ms.filter(|_| resident))}</dd>
+            {b.last_release.filter(|_| !resident).map(|r| view! { <dt>"Released"</dt><dd id="sd-backend-released" class="small">{r.describe()}</dd> })}
+        </dl>
+        <div class="row">
+            <button id="sd-backend-release" disabled=move || working.get() || !resident on:click=release
+                title="End the backend now: its memory comes back; the next image loads the model again">
+                "Release"
+            </button>
+        </div>
+        {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
+    }
+}
+
+fn backend_label(s: BackendState) -> &'static str {
+    match s {
+        BackendState::Absent => "Not loaded",
+        BackendState::Starting => "Loading the model",
+        BackendState::Ready => "Ready",
+        BackendState::Busy => "Busy",
+        BackendState::Stopping => "Releasing",
     }
 }
 

@@ -122,6 +122,12 @@ impl BufferLines {
         true
     }
 
+    /// Whether the weights' lines were seen (a run that loaded the model; a warm backend's
+    /// later images show only their compute buffers).
+    pub fn has_weights(&self) -> bool {
+        !self.params.is_empty()
+    }
+
     /// The run's allocation, when sd-cli said anything about it.
     pub fn allocation(&self, width: u32, height: u32) -> Option<Allocation> {
         if self.params.is_empty() && self.compute.is_empty() {

@@ -67,6 +67,12 @@ fn parse_bar(line: &str) -> Option<Bar> {
     })
 }
 
+/// k of "generating image: k/N".
+fn image_number(lower: &str) -> Option<u32> {
+    let after = &lower[lower.find("generating image:")? + "generating image:".len()..];
+    after.trim_start().split('/').next()?.trim().parse().ok()
+}
+
 /// Progress of one job of `images` images of `steps` steps each.
 #[derive(Debug, Clone)]
 pub struct Tracker {
@@ -126,6 +132,15 @@ impl Tracker {
         if lower.contains("loading tensors from") || lower.contains("loading model from") {
             self.stage = Stage::Loading;
         } else if lower.contains("generating image:") {
+            // "generating image: 2/3 - seed 8": sd-server samples a batch in one run, image
+            // after image (sd-cli runs once per image and says 1/1).
+            if let Some(k) = image_number(&lower) {
+                let k = k.clamp(1, self.images) - 1;
+                if k > self.image {
+                    self.image = k;
+                    self.step = 0;
+                }
+            }
             self.stage = Stage::Diffusion;
             self.sampling_started = true;
             self.load = 1.0;
@@ -291,6 +306,32 @@ mod tests {
         t.next_image();
         assert_eq!(t.snapshot().percent, 50.0);
         assert_eq!(t.snapshot().image, 1);
+    }
+
+    /// sd-server makes a batch in one run: each image says which it is, all are sampled, then
+    /// all are decoded.
+    #[test]
+    fn a_batch_in_one_run_moves_image_by_image() {
+        let run = "[INFO ] sampling using Euler method\n\
+            [INFO ] generating image: 1/2 - seed 42\n\
+            \r  |=====>    | 2/4 - 2.00s/it\x1b[K\r  |==========| 4/4 - 2.00s/it\x1b[K\n\
+            [INFO ] sampling completed, taking 8.00s\n\
+            [INFO ] generating image: 2/2 - seed 43\n\
+            \r  |=====>    | 2/4 - 2.00s/it\x1b[K\n";
+        let mut t = Tracker::new(4, 2);
+        let mut seen = Vec::new();
+        for l in lines(run) {
+            t.feed(&l);
+            seen.push(t.snapshot());
+        }
+        let s = t.snapshot();
+        assert_eq!((s.image, s.step, s.stage), (1, 2, Stage::Diffusion));
+        assert!((s.percent - (100.0 + 10.0 + 40.0) / 2.0).abs() < 0.01, "{s:?}");
+        assert_eq!(s.eta_secs, Some(4.0), "two steps left of the last image");
+        assert!(seen.windows(2).all(|w| w[0].percent <= w[1].percent), "never goes back: {seen:?}");
+        t.feed("[INFO ] decoding 2 latents");
+        t.feed("[INFO ] decode_first_stage completed, taking 1.00s");
+        assert_eq!(t.snapshot().percent, 100.0);
     }
 
     #[test]

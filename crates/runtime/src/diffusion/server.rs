@@ -1,8 +1,9 @@
 //! [`DiffusionServer`]: the local image-job API and the jobs behind it.
 //!
-//! There is no long-lived diffusion process: sd-cli runs once per image. "Running" means the
-//! model is chosen, sd-cli is installed and checked, and the HTTP job API ([`super::api`])
-//! listens. One job runs at a time; a second request while one runs is answered "busy" (HTTP
+//! "Running" means the model is chosen, the runtime is installed and checked, and the HTTP job
+//! API ([`super::api`]) listens. Images come from a warm sd-server ([`super::warm`]) when the
+//! installed build has one beside its sd-cli: started by the first image, kept loaded for the
+//! next ones as the usage mode says; otherwise from one sd-cli run per image ([`super::job`]). One job runs at a time; a second request while one runs is answered "busy" (HTTP
 //! 503 `SERVER_BUSY`, as the original), never queued behind the user's back. Finished jobs keep
 //! their result for a while (5 minutes by default) and are then forgotten.
 
@@ -10,7 +11,8 @@ use super::args::{offload_for, validate, Offload, SdImage, SdModel};
 use super::estimate::{image_footprint, Weights, PROCESS_BASE};
 use super::job::{self, JobOut};
 use super::ledger::{Allocation, BufferLines, Ledger};
-use super::progress::{Snapshot, Stage};
+use super::progress::{Snapshot, Stage, Tracker};
+use super::warm::{self, Warm};
 use crate::binaries::Binaries;
 use crate::events::EventBus;
 use crate::logfile::ServerLog;
@@ -76,6 +78,10 @@ pub trait JobGate: Send + Sync {
     fn run<'a>(&'a self, ticket: JobTicket, job: BoxFuture<'a, ()>) -> BoxFuture<'a, Result<()>>;
     /// What a job needing `need` would decide now; nothing changes.
     fn check(&self, need: Footprint) -> Result<OffloadDecision>;
+    /// The share of free memory the two servers may take together.
+    fn margin(&self) -> f64 {
+        ipc::orchestrator::OrchestratorSettings::default().margin
+    }
 }
 
 /// Everything a job needs that the start decided.
@@ -89,6 +95,8 @@ struct Running {
     /// The runtime that started the server runs its jobs (a caller of `generate` may be on a
     /// thread without one, e.g. a window's synchronous command).
     tasks: tokio::runtime::Handle,
+    /// The warm backend, when the build has sd-server.
+    warm: Option<Arc<Warm>>,
 }
 
 struct Job {
@@ -137,6 +145,46 @@ impl std::fmt::Debug for DiffusionServer {
     }
 }
 
+/// [`DiffusionServer::before_llm_start`].
+struct RoomForLlm(std::sync::Weak<Inner>);
+
+impl crate::llama::BeforeStart for RoomForLlm {
+    fn before_start(&self, need: Footprint) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let Some(inner) = self.0.upgrade() else { return };
+            let server = DiffusionServer { inner };
+            let Some(warm) = server.warm() else { return };
+            if warm.info().state == ipc::diffusion::BackendState::Absent {
+                return;
+            }
+            let margin = server
+                .inner
+                .gate
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map_or(ipc::orchestrator::OrchestratorSettings::default().margin, |g| g.margin());
+            let memory = server.inner.memory.lock().unwrap().clone();
+            let Ok(now) = memory.memory_now() else { return };
+            let free_vram = now.gpus.iter().map(|g| g.vram.free_bytes).max();
+            if warm::llm_fits(need, now.memory.available_bytes, free_vram, margin) {
+                return;
+            }
+            server.log(
+                LogLevel::Info,
+                format!(
+                    "releasing the image backend: the LLM needs {} RAM + {} VRAM, more than fits beside it",
+                    bytes(need.ram_bytes),
+                    bytes(need.vram_bytes)
+                ),
+            );
+            if let Err(e) = warm.release(ipc::diffusion::ReleaseReason::LlmStart).await {
+                server.log(LogLevel::Error, format!("the image backend did not end: {e}"));
+            }
+        })
+    }
+}
+
 /// Whether `host` (an address to bind) keeps the API on this computer.
 pub fn is_loopback(host: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
@@ -156,6 +204,8 @@ impl DiffusionServer {
             storage.logs().join("diffusion-server.log"),
             events.clone(),
         );
+        // A warm backend that a crashed run of the app left holds its memory: stopped now.
+        crate::process::pidfile::stop_orphan(&warm::pidfile_in(&storage.root().join("run")));
         // A missing or unreadable ledger only means first-run estimates until the next job.
         let ledger = std::fs::read(ledger_path(&storage))
             .ok()
@@ -197,7 +247,33 @@ impl DiffusionServer {
     }
 
     pub fn status(&self) -> DiffusionStatus {
-        self.inner.shared.lock().unwrap().status.clone()
+        let sh = self.inner.shared.lock().unwrap();
+        let mut s = sh.status.clone();
+        if let Some(w) = sh.running.as_ref().and_then(|r| r.warm.as_ref()) {
+            s.backend = w.info();
+        }
+        s
+    }
+
+    /// Ends the warm backend now (the next image loads the model again); answers whether one
+    /// was resident. Waits for an image in progress to end first.
+    pub async fn release_backend(&self) -> Result<bool> {
+        let warm = self.warm();
+        match warm {
+            Some(w) => w.release(ipc::diffusion::ReleaseReason::Explicit).await,
+            None => Ok(false),
+        }
+    }
+
+    /// What the LLM server asks before each start: a resident backend that leaves too little
+    /// memory for the LLM is released first (a manual start waits for that; a reload after an
+    /// image cannot fail for it). Holds the server weakly: the LLM server outlives no cycle.
+    pub fn before_llm_start(&self) -> Arc<dyn crate::llama::BeforeStart> {
+        Arc::new(RoomForLlm(Arc::downgrade(&self.inner)))
+    }
+
+    fn warm(&self) -> Option<Arc<Warm>> {
+        self.inner.shared.lock().unwrap().running.as_ref().and_then(|r| r.warm.clone())
     }
 
     pub fn logs(&self) -> Vec<LogLine> {
@@ -292,6 +368,9 @@ impl DiffusionServer {
         let gpus = self.inner.system.gpus();
         let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
         let exe = PathBuf::from(&ensured.installed.path);
+        let warm = warm::server_beside(&exe).map(|server| {
+            Warm::new(server, self.inner.storage.root().join("run"), self.inner.events.clone())
+        });
         // "Any free port" is port 0 given to the bind itself: no probe-then-bind race.
         let (want, taken) = crate::net::choose_port(
             cfg.port,
@@ -347,20 +426,27 @@ impl DiffusionServer {
                 started_at_ms: Some(now_ms()),
                 last_error: None,
                 port_note,
+                warm: warm.is_some(),
+                backend: Default::default(),
             };
             let tasks = tokio::runtime::Handle::current();
             let gpu = ensured.installed.variant != ipc::runtimes::Variant::Cpu
                 && self.best_gpu().is_some();
-            sh.running = Some(Running { exe, model, config: cfg, gpu, tasks });
+            sh.running = Some(Running { exe, model, config: cfg, gpu, tasks, warm });
             sh.listener = Some((tx, serve));
             sh.status.clone()
         };
         self.log(
             LogLevel::Info,
             format!(
-                "job API listening on {} for {}",
+                "job API listening on {} for {}; images from {}",
                 status.url.as_deref().unwrap_or_default(),
-                status.model_name.as_deref().unwrap_or_default()
+                status.model_name.as_deref().unwrap_or_default(),
+                if status.warm {
+                    "a warm sd-server, loaded by the first image"
+                } else {
+                    "one sd-cli run per image (this build has no sd-server)"
+                }
             ),
         );
         self.set_state(ServerState::Running);
@@ -370,17 +456,20 @@ impl DiffusionServer {
     /// Cancels the running job (its sd-cli is gone when this returns) and closes the job API.
     pub async fn stop(&self) -> Result<()> {
         let _op = self.inner.op.lock().await;
-        let (listener, active) = {
+        let (listener, active, warm) = {
             let mut sh = self.inner.shared.lock().unwrap();
-            if sh.running.take().is_none() {
-                return Ok(());
-            }
-            (sh.listener.take(), sh.active.take())
+            let Some(run) = sh.running.take() else { return Ok(()) };
+            (sh.listener.take(), sh.active.take(), run.warm)
         };
         self.set_state(ServerState::Stopping);
         if let Some((id, task)) = active {
             let _ = self.cancel(&id);
             let _ = task.await;
+        }
+        if let Some(w) = warm {
+            if let Err(e) = w.release(ipc::diffusion::ReleaseReason::Stop).await {
+                self.log(LogLevel::Error, format!("the image backend did not end: {e}"));
+            }
         }
         if let Some((tx, mut serve)) = listener {
             let _ = tx.send(());
@@ -683,19 +772,26 @@ impl DiffusionServer {
             ),
         );
         let temp = self.inner.storage.root().join("temp");
-        // The job records its result as soon as sd-cli is done: the image shows while the gate
-        // still brings the LLM back.
+        // Whether the gate paused the LLM for this job (auto usage then releases the backend).
+        let paused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // The job records its result as soon as the images are made: they show while the gate
+        // still brings the LLM back. A backend to release goes before the LLM comes back.
         let job = async {
             let image = self.refit_offload(&id, image);
             let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
             self.finish(&id, out);
+            self.settle_backend(paused.load(Ordering::SeqCst)).await;
         };
         let gate = self.inner.gate.lock().unwrap().clone();
         match gate {
             Some(gate) => {
                 let me = self.clone();
                 let job_id = id.clone();
-                let making_room = Box::new(move || me.making_room(&job_id));
+                let was_paused = paused.clone();
+                let making_room = Box::new(move || {
+                    was_paused.store(true, Ordering::SeqCst);
+                    me.making_room(&job_id)
+                });
                 let ticket = JobTicket { job_id: id.clone(), need, making_room };
                 if let Err(e) = gate.run(ticket, Box::pin(job)).await {
                     self.finish(&id, Err(e));
@@ -703,6 +799,22 @@ impl DiffusionServer {
             }
             None => job.await,
         }
+    }
+
+    /// After a request on the warm backend: release it or arm its idle release, as the settings
+    /// say.
+    async fn settle_backend(&self, llm_paused: bool) {
+        let (warm, config) = {
+            let sh = self.inner.shared.lock().unwrap();
+            match sh.running.as_ref() {
+                Some(r) => (r.warm.clone(), r.config.clone()),
+                None => return,
+            }
+        };
+        let Some(warm) = warm else { return };
+        let mode = config.usage_mode.unwrap_or_default();
+        let idle = config.idle_release_secs.unwrap_or(ipc::diffusion::DEFAULT_IDLE_RELEASE_SECS);
+        warm.settle(mode, llm_paused, Duration::from_secs(idle)).await;
     }
 
     /// The offload flags decided again just before sd-cli starts, from the memory free then: the
@@ -771,51 +883,62 @@ impl DiffusionServer {
         // sd-cli runs with `-v` for its buffer lines; the rest of its debug output (which
         // spans lines) stays out of the log.
         let mut in_debug = false;
-        let out = job::run(
-            exe,
-            image,
-            count,
-            temp,
-            cancel,
-            |s: Snapshot| {
-                let p = progress_of(&s);
-                self.update(id, |j| j.view.progress = Some(p.clone()));
-                // Every stage change and at most ~20 progress events a second reach the window.
-                if last_stage != Some(s.stage) || last_event.elapsed() >= Duration::from_millis(50)
-                {
-                    last_stage = Some(s.stage);
-                    last_event = Instant::now();
-                    self.inner.events.emit(AppEvent::ImageProgress {
-                        job_id: id.to_owned(),
-                        stage: p.stage,
-                        step: p.current_step,
-                        total_steps: p.total_steps,
-                        percent: p.percentage,
-                        image: p.current_image,
-                        images: p.total_images,
-                        eta_secs: p.eta_secs,
-                    });
-                }
-            },
-            |line: &str| {
-                // Every line but the step bars (the progress shows those) and debug output.
-                let clean = super::progress::strip_ansi(line);
-                let t = clean.trim_start();
-                if buffers.feed(&clean) {
-                    let what = t.split_once(" - ").map_or(t, |(_, w)| w).trim();
-                    self.log(LogLevel::Info, what.to_owned());
-                    return;
-                }
-                if t.starts_with('[') {
-                    in_debug = t.starts_with("[DEBUG");
-                }
-                if !in_debug && !t.trim().is_empty() && !t.starts_with('|') {
-                    self.log(LogLevel::Info, clean);
-                }
-            },
-        )
-        .await;
-        if out.is_ok() {
+        let warm = self.warm();
+        let on_progress = |s: Snapshot| {
+            let p = progress_of(&s);
+            self.update(id, |j| j.view.progress = Some(p.clone()));
+            // Every stage change and at most ~20 progress events a second reach the window.
+            if last_stage != Some(s.stage) || last_event.elapsed() >= Duration::from_millis(50) {
+                last_stage = Some(s.stage);
+                last_event = Instant::now();
+                self.inner.events.emit(AppEvent::ImageProgress {
+                    job_id: id.to_owned(),
+                    stage: p.stage,
+                    step: p.current_step,
+                    total_steps: p.total_steps,
+                    percent: p.percentage,
+                    image: p.current_image,
+                    images: p.total_images,
+                    eta_secs: p.eta_secs,
+                });
+            }
+        };
+        let on_line = |line: &str| {
+            // Every line but the step bars (the progress shows those) and debug output.
+            let clean = super::progress::strip_ansi(line);
+            let t = clean.trim_start();
+            if buffers.feed(&clean) {
+                let what = t.split_once(" - ").map_or(t, |(_, w)| w).trim();
+                self.log(LogLevel::Info, what.to_owned());
+                return;
+            }
+            if t.starts_with('[') {
+                in_debug = t.starts_with("[DEBUG");
+            }
+            if !in_debug && !t.trim().is_empty() && !t.starts_with('|') {
+                self.log(LogLevel::Info, clean);
+            }
+        };
+        let out = match warm {
+            Some(w) => {
+                let mut tracker = Tracker::new(image.steps, count.max(1));
+                let stuck = self
+                    .inner
+                    .shared
+                    .lock()
+                    .unwrap()
+                    .running
+                    .as_ref()
+                    .and_then(|r| r.config.stuck_after_secs);
+                let watchdog =
+                    Duration::from_secs(stuck.unwrap_or(ipc::diffusion::DEFAULT_STUCK_AFTER_SECS));
+                w.generate(image, count, cancel, &mut tracker, watchdog, on_progress, on_line).await
+            }
+            None => job::run(exe, image, count, temp, cancel, on_progress, on_line).await,
+        };
+        // A warm backend names its weights only when it loads them: the ledger learns from the
+        // images that loaded the model.
+        if out.is_ok() && buffers.has_weights() {
             let run = self.inner.shared.lock().unwrap().running.clone();
             if let (Some(run), Some(a)) = (run, buffers.allocation(image.width, image.height)) {
                 self.record_allocation(&run, image.offload, a).await;

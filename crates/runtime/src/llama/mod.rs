@@ -9,4 +9,4 @@ pub mod health;
 pub mod log;
 pub mod server;
 
-pub use server::{LlamaServer, ServerConfig};
+pub use server::{BeforeStart, LlamaServer, ServerConfig};

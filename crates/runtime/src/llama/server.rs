@@ -29,12 +29,11 @@ use ipc::models::ModelKind;
 use ipc::runtimes::{RuntimeKind, Variant};
 use ipc::system::Backend;
 use ipc::{AppEvent, ErrorCode};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
@@ -79,14 +78,6 @@ enum Ctl {
     Kill,
 }
 
-/// `run/llama-server.json`: what the next launch needs to find a server this one left.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PidFile {
-    pid: u32,
-    exe: String,
-    started_at_ms: u64,
-}
-
 struct Shared {
     status: LlmStatus,
     /// The request of the last start, port made concrete: what a restart reuses.
@@ -119,6 +110,17 @@ struct Inner {
     hold: Mutex<Option<String>>,
     /// Test-chat replies streaming now, by request id: the way to stop each.
     chats: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    /// Asked before every start (manual, restart or reload) with what the server will take.
+    before_start: Mutex<Option<Arc<dyn BeforeStart>>>,
+}
+
+/// Something that may hold memory an LLM about to start needs (the warm image backend): asked
+/// before each start with the expected use, it makes room first. It must not wait on the LLM.
+pub trait BeforeStart: Send + Sync {
+    fn before_start(
+        &self,
+        need: ipc::orchestrator::Footprint,
+    ) -> futures_util::future::BoxFuture<'_, ()>;
 }
 
 /// Test-chat replies that may stream at once (the window sends one at a time).
@@ -172,6 +174,7 @@ impl LlamaServer {
                 epoch: AtomicU64::new(0),
                 hold: Mutex::new(None),
                 chats: Mutex::new(HashMap::new()),
+                before_start: Mutex::new(None),
             }),
         };
         if let Some(pid) = me.stop_orphan() {
@@ -317,6 +320,11 @@ impl LlamaServer {
     }
 
     /// Refuses (or again allows) starts while the orchestrator has paused the server.
+    /// Every start from now on first asks `hook` to make room.
+    pub fn set_before_start(&self, hook: Arc<dyn BeforeStart>) {
+        *self.inner.before_start.lock().unwrap() = Some(hook);
+    }
+
     pub fn set_hold(&self, reason: Option<String>) {
         *self.inner.hold.lock().unwrap() = reason;
     }
@@ -454,6 +462,14 @@ impl LlamaServer {
         }
         cfg.port = Some(port);
         let (settings, _) = self.resolve(&cfg, port).await?;
+        let hook = self.inner.before_start.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            let need = ipc::orchestrator::Footprint {
+                ram_bytes: settings.expected_ram_bytes,
+                vram_bytes: settings.expected_vram_bytes,
+            };
+            hook.before_start(need).await;
+        }
         let args = build_args(&settings);
         let env = build_env(&settings);
         let exe = PathBuf::from(&runtime.path);
@@ -462,12 +478,7 @@ impl LlamaServer {
         self.log(LogLevel::Info, format!("spawning {vars}{} {}", exe.display(), args.join(" ")));
         let mut child = Supervised::spawn_with_env(&exe, &args, &env)?;
         let pid = child.pid();
-        let pidfile = PidFile { pid, exe: runtime.path.clone(), started_at_ms: now_ms() };
-        let pid_path = self.pidfile();
-        if let Some(dir) = pid_path.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = crate::storage::write_json_atomic(&pid_path, &pidfile).await {
+        if let Err(e) = process::pidfile::write(&self.pidfile(), pid, &runtime.path).await {
             self.log(
                 LogLevel::Warn,
                 format!("no pidfile ({e}); a crash of the app would leave this server running"),
@@ -620,7 +631,7 @@ impl LlamaServer {
 
     /// The child is gone: no pidfile, nothing to send a stop to.
     fn child_gone(&self) {
-        let _ = std::fs::remove_file(self.pidfile());
+        process::pidfile::remove(&self.pidfile());
         self.inner.shared.lock().unwrap().ctl = None;
     }
 
@@ -931,29 +942,7 @@ impl LlamaServer {
 
     /// Stops a llama-server the pidfile names, if it is still that program.
     fn stop_orphan(&self) -> Option<u32> {
-        let path = self.pidfile();
-        let pf: PidFile = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-        let _ = std::fs::remove_file(&path);
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", pf.pid)).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.starts_with(&pf.exe) {
-            return None; // the pid now belongs to something else
-        }
-        #[cfg(unix)]
-        {
-            let group = -(pf.pid as i32);
-            // SAFETY: signals the process group the app itself created for that server.
-            unsafe { libc::kill(group, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline && process::is_running(pf.pid) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if process::is_running(pf.pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(group, libc::SIGKILL) };
-            }
-        }
-        Some(pf.pid)
+        process::pidfile::stop_orphan(&self.pidfile())
     }
 
     /// A test chat: the conversation in `args`, trimmed to the context of one slot, streamed

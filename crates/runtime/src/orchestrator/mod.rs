@@ -601,4 +601,8 @@ impl JobGate for Orchestrator {
     fn check(&self, need: Footprint) -> Result<OffloadDecision> {
         Orchestrator::check(self, need)
     }
+
+    fn margin(&self) -> f64 {
+        self.status().settings.margin
+    }
 }

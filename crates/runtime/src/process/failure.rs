@@ -17,6 +17,8 @@ pub enum Program {
     LlamaServer,
     /// An sd-cli image run.
     SdCli,
+    /// The warm image backend (sd-server), loading or making an image.
+    SdServer,
 }
 
 impl Program {
@@ -24,6 +26,7 @@ impl Program {
         match self {
             Self::LlamaServer => "llama-server",
             Self::SdCli => "sd-cli",
+            Self::SdServer => "sd-server",
         }
     }
 }
