@@ -294,6 +294,10 @@ pub struct ImageRequest {
     /// 1 to 5 images, seeds seed, seed+1, …
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
+    /// This request's use of the warm backend (`None`: the server's setting): `burst` keeps it
+    /// loaded, `single` releases it after this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_mode: Option<UsageMode>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

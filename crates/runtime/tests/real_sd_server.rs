@@ -301,6 +301,7 @@ async fn the_diffusion_server_keeps_one_warm_backend() {
         ..Default::default()
     };
     let mut states = Vec::new();
+    let cold = rt.diffusion().footprint_for(&req(2, 1)).unwrap();
     let mut pids = Vec::new();
     for seed in [1, 2] {
         let id = rt.diffusion().generate(req(2, seed)).unwrap().id;
@@ -313,6 +314,12 @@ async fn the_diffusion_server_keeps_one_warm_backend() {
         assert!(b.load_ms.unwrap() > 0 && b.last_used_ms.is_some(), "{b:?}");
     }
     assert_eq!(pids[0], pids[1], "one backend for both images");
+    // With the model held, the next image needs only its own buffers.
+    let warm_need = rt.diffusion().footprint_for(&req(2, 1)).unwrap();
+    assert!(
+        warm_need.ram_bytes > 0 && warm_need.ram_bytes < cold.ram_bytes / 2,
+        "{warm_need:?} beside the backend, {cold:?} cold"
+    );
     use BackendState::*;
     assert_eq!(states, [Starting, Ready, Busy, Ready, Busy, Ready], "one load, two images");
 
@@ -360,6 +367,8 @@ async fn the_diffusion_server_keeps_one_warm_backend() {
     assert_eq!((b.state, b.pid, b.last_release), (Absent, None, Some(ReleaseReason::Explicit)));
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "the process ended");
     assert!(!rt.diffusion().release_backend().await.unwrap(), "nothing left to release");
+    let released_need = rt.diffusion().footprint_for(&req(2, 1)).unwrap();
+    assert!(released_need.ram_bytes > cold.ram_bytes / 2, "all of it again: {released_need:?}");
     rt.diffusion().stop().await.unwrap();
 }
 
@@ -538,4 +547,107 @@ async fn an_llm_start_releases_the_backend_only_when_both_do_not_fit() {
     assert!(released, "an event with the reason");
     rt.llm().stop().await.unwrap();
     rt.diffusion().stop().await.unwrap();
+}
+
+/// A backend that stops answering and printing mid-image (SIGSTOP, as a hung driver would) is
+/// caught within seconds, long before the watchdog's time: its polls go unanswered, the job
+/// fails with `BACKEND_JOB_STUCK` and the process is ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-server; scripts/test builds it and runs this"]
+async fn the_watchdog_ends_a_backend_that_stops_moving() {
+    let dir = testkit::TempDir::new("real-sd-server-stuck");
+    let model = tiny_model(dir.path());
+    let mut backend = Backend::start(
+        &sd_server(),
+        spec(model.clone(), &dir),
+        LOAD,
+        |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    // Far longer than the quiet prompt encoding before the first step on a busy machine.
+    backend.set_watchdog(Duration::from_secs(300));
+    let pid = backend.pid();
+    let (_tx, rx) = watch::channel(false);
+    let mut stopped = None;
+    let r = backend
+        .generate(
+            &image(model, 100, 1),
+            1,
+            rx,
+            &mut Tracker::new(100, 1),
+            |s| {
+                if s.stage == Stage::Diffusion && s.step >= 1 && stopped.is_none() {
+                    stopped = Some(Instant::now());
+                    // SAFETY: stops the test's own child.
+                    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+                }
+            },
+            |_| {},
+        )
+        .await;
+    let stopped = stopped.expect("sampling began");
+    assert!(
+        matches!(&r, Err(RuntimeError::ServerFailed { code: ipc::ErrorCode::JobStuck, .. })),
+        "{r:?}"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(30), "caught after {:?}", stopped.elapsed());
+    assert!(backend.is_gone());
+    assert!(!runtime::process::is_running(pid), "the stopped process was ended");
+}
+
+/// Burst use keeps the backend after an image until the idle release; an image in between
+/// starts the wait again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-server; scripts/test builds it and runs this"]
+async fn an_idle_backend_is_released_after_the_idle_time() {
+    use ipc::diffusion::{BackendState, ReleaseReason, UsageMode};
+    use runtime::diffusion::warm::Warm;
+
+    let dir = testkit::TempDir::new("real-sd-server-idle");
+    let model = tiny_model(dir.path());
+    let events = runtime::EventBus::default();
+    let warm = Warm::new(sd_server(), dir.join("run"), events);
+    let idle = Duration::from_millis(1500);
+    let make = |seed| {
+        let warm = warm.clone();
+        let model = model.clone();
+        async move {
+            let (_tx, rx) = watch::channel(false);
+            let i = image(model, 1, seed);
+            let t = &mut Tracker::new(1, 1);
+            warm.generate(&i, 1, rx, t, Duration::ZERO, |_| {}, |_| {}).await.unwrap();
+            warm.settle(UsageMode::Burst, false, idle).await;
+        }
+    };
+    make(1).await;
+    let pid = warm.info().pid.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    make(2).await; // within the idle time: the wait starts again
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        warm.info().state,
+        BackendState::Ready,
+        "1.8 s after the first image, 0.9 s after the second"
+    );
+    assert_eq!(warm.info().pid, Some(pid));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let info = warm.info();
+    assert_eq!(
+        (info.state, info.last_release),
+        (BackendState::Absent, Some(ReleaseReason::IdleTimeout))
+    );
+    assert!(!runtime::process::is_running(pid));
+
+    // Single use releases right after the request.
+    let (_tx, rx) = watch::channel(false);
+    let t = &mut Tracker::new(1, 1);
+    warm.generate(&image(model, 1, 3), 1, rx, t, Duration::ZERO, |_| {}, |_| {}).await.unwrap();
+    warm.settle(UsageMode::Single, false, idle).await;
+    let info = warm.info();
+    assert_eq!(
+        (info.state, info.last_release),
+        (BackendState::Absent, Some(ReleaseReason::Single))
+    );
 }

@@ -12,7 +12,8 @@ use crate::components::runtime_card::RuntimeCard;
 use crate::feeds::{DiffusionFeed, LlmFeed, ModelsChanged};
 use ipc::diffusion::{
     preset_for, BackendInfo, BackendState, DiffusionConfig, DiffusionStatus, ImageRequest,
-    JobProgress, JobStatus, JobView, Preset, DEFAULT_PORT, PRESETS, SAMPLERS,
+    JobProgress, JobStatus, JobView, Preset, UsageMode, DEFAULT_IDLE_RELEASE_SECS, DEFAULT_PORT,
+    PRESETS, SAMPLERS,
 };
 use ipc::event::{ImageStage, ServerKind, ServerState};
 use ipc::format::bytes;
@@ -216,6 +217,9 @@ fn ConfigCard(
     });
     let state =
         move || status.with(|s| s.as_ref().map(|s| s.state).unwrap_or(ServerState::Stopped));
+    // The warm backend between images: the usage mode and the idle release in minutes.
+    let usage = RwSignal::new("auto".to_owned());
+    let idle_min = RwSignal::new((DEFAULT_IDLE_RELEASE_SECS / 60).to_string());
     let start = move |_| {
         working.set(true);
         error.set(None);
@@ -227,6 +231,12 @@ fn ConfigCard(
             } else {
                 num(&p).map(|p| p as u16)
             },
+            usage_mode: match usage.get_untracked().as_str() {
+                "burst" => Some(UsageMode::Burst),
+                "single" => Some(UsageMode::Single),
+                _ => Some(UsageMode::Auto),
+            },
+            idle_release_secs: num(&idle_min.get_untracked()).map(|m| u64::from(m) * 60),
             ..Default::default()
         };
         spawn_local(async move {
@@ -278,6 +288,20 @@ fn ConfigCard(
                     </select>
                 </label>
                 <button id="sd-preset-apply" class="btn btn-small" on:click=move |_| form.apply(&PRESETS[preset.get_untracked()])>"Apply"</button>
+            </div>
+            <div class="toolbar">
+                <label class="field inline" title="With a build that has sd-server, the model stays loaded between images">
+                    <span>"Between images"</span>
+                    <select id="sd-usage" prop:value=usage on:change=move |ev| usage.set(event_target_value(&ev))>
+                        <option value="auto">"Auto: keep loaded, unless the LLM had to pause"</option>
+                        <option value="burst">"Keep the model loaded"</option>
+                        <option value="single">"Release after each request"</option>
+                    </select>
+                </label>
+                <label class="field inline" title="0: never">
+                    <span>"Release after idle (min)"</span>
+                    <input id="sd-idle" type="number" min="0" prop:value=idle_min on:input=move |ev| idle_min.set(event_target_value(&ev)) />
+                </label>
             </div>
             <p class="small muted">"The job API listens on 127.0.0.1 only; other programs on this computer can use it like the original's (POST /v1/images/generations)."</p>
             <div class="toolbar">
@@ -368,6 +392,8 @@ fn GenerateCard(status: RwSignal<Option<DiffusionStatus>>, form: Form) -> impl I
             seed: if fixed_seed.get() { seed.get().trim().parse().ok() } else { None },
             sampler: Some(form.sampler.get()),
             count: num(&count.get()),
+            // The server's setting (Configuration card) applies.
+            usage_mode: None,
         }
     };
     // Before Generate: would this image pause the LLM? Asked again as the size, the servers or

@@ -385,10 +385,13 @@ impl Backend {
                     Err(e) => {
                         failures += 1;
                         if failures >= POLL_FAILURES {
+                            // Alive (an exit is the branch above) but silent: hung.
                             let _ = self.release(Duration::from_secs(2)).await;
                             return Err(RuntimeError::ServerFailed {
-                                code: ErrorCode::ServerCrashed,
-                                message: format!("the image backend stopped answering about its job: {e}"),
+                                code: ErrorCode::JobStuck,
+                                message: format!(
+                                    "sd-server stopped answering about its job ({e}); it was ended"
+                                ),
                             });
                         }
                     }

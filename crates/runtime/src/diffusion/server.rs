@@ -531,7 +531,7 @@ impl DiffusionServer {
             output: String::new(),
         };
         validate(&image)?;
-        let need = self.need_of(run, image.offload, image.width, image.height);
+        let need = self.need_now(run, &image);
         Ok((image, count, need))
     }
 
@@ -561,6 +561,42 @@ impl DiffusionServer {
                 Footprint { ram_bytes: f.ram_bytes + PROCESS_BASE, vram_bytes: f.vram_bytes }
             }
             None => estimate_of(run, offload, width, height),
+        }
+    }
+
+    /// What `image` needs on top of what is already in use: all of it, or, when the warm
+    /// backend already holds this model with these flags, only the buffers of the image.
+    fn need_now(&self, run: &Running, image: &SdImage) -> Footprint {
+        let full = self.need_of(run, image.offload, image.width, image.height);
+        self.beside_backend(run, full, |warm| warm.holds(image.offload, image.threads))
+    }
+
+    fn beside_backend(
+        &self,
+        run: &Running,
+        full: Footprint,
+        holds: impl Fn(&Warm) -> bool,
+    ) -> Footprint {
+        match &run.warm {
+            Some(w) if holds(w) => {
+                let offload = w.resident_offload().unwrap_or_default();
+                warm::beside_resident(full, self.held_by_backend(run, offload))
+            }
+            _ => full,
+        }
+    }
+
+    /// What a resident backend of the running model holds: its weights as measured (the
+    /// ledger), else as estimated (the footprint of no pixels), and the process.
+    fn held_by_backend(&self, run: &Running, offload: Offload) -> Footprint {
+        let ledger = self.inner.ledger.lock().unwrap();
+        match ledger.predict(&run.model.id, offload, run.gpu, 64, 64) {
+            Some((a, _)) => {
+                let on =
+                    |vram| a.params.iter().filter(|b| b.vram == vram).map(|b| b.bytes).sum::<u64>();
+                Footprint { ram_bytes: on(false) + PROCESS_BASE, vram_bytes: on(true) }
+            }
+            None => estimate_of(run, offload, 0, 0),
         }
     }
 
@@ -609,7 +645,9 @@ impl DiffusionServer {
         let run = self.inner.shared.lock().unwrap().running.clone();
         let run = run.ok_or(RuntimeError::ServerNotRunning)?;
         let (w, h) = (req.width.unwrap_or(DEFAULT_SIZE), req.height.unwrap_or(DEFAULT_SIZE));
-        Ok(self.need_of(&run, self.offload(&run), w, h))
+        let offload = self.offload(&run);
+        let full = self.need_of(&run, offload, w, h);
+        Ok(self.beside_backend(&run, full, |warm| warm.holds(offload, run.config.threads)))
     }
 
     /// Whether a job for `req` would pause the LLM now (no gate: never).
@@ -686,9 +724,10 @@ impl DiffusionServer {
         sh.jobs.insert(id.clone(), Job { view: view.clone(), cancel, finished_at: None });
         let me = self.clone();
         let job_id = id.clone();
-        let task = run
-            .tasks
-            .spawn(async move { me.run_job(job_id, run.exe, image, count, need, cancel_rx).await });
+        let usage = req.usage_mode;
+        let task = run.tasks.spawn(async move {
+            me.run_job(job_id, run.exe, image, count, need, usage, cancel_rx).await
+        });
         sh.active = Some((id.clone(), task));
         sh.status.busy = true;
         sh.status.active_job = Some(id);
@@ -747,6 +786,7 @@ impl DiffusionServer {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn run_job(
         self,
         id: String,
@@ -754,6 +794,7 @@ impl DiffusionServer {
         image: SdImage,
         count: u32,
         need: Footprint,
+        usage: Option<ipc::diffusion::UsageMode>,
         cancel: watch::Receiver<bool>,
     ) {
         self.update(&id, |j| j.view.status = JobStatus::InProgress);
@@ -780,7 +821,7 @@ impl DiffusionServer {
             let image = self.refit_offload(&id, image);
             let out = self.execute(&id, &exe, &image, count, &temp, cancel).await;
             self.finish(&id, out);
-            self.settle_backend(paused.load(Ordering::SeqCst)).await;
+            self.settle_backend(usage, paused.load(Ordering::SeqCst)).await;
         };
         let gate = self.inner.gate.lock().unwrap().clone();
         match gate {
@@ -803,7 +844,7 @@ impl DiffusionServer {
 
     /// After a request on the warm backend: release it or arm its idle release, as the settings
     /// say.
-    async fn settle_backend(&self, llm_paused: bool) {
+    async fn settle_backend(&self, usage: Option<ipc::diffusion::UsageMode>, llm_paused: bool) {
         let (warm, config) = {
             let sh = self.inner.shared.lock().unwrap();
             match sh.running.as_ref() {
@@ -812,7 +853,7 @@ impl DiffusionServer {
             }
         };
         let Some(warm) = warm else { return };
-        let mode = config.usage_mode.unwrap_or_default();
+        let mode = usage.or(config.usage_mode).unwrap_or_default();
         let idle = config.idle_release_secs.unwrap_or(ipc::diffusion::DEFAULT_IDLE_RELEASE_SECS);
         warm.settle(mode, llm_paused, Duration::from_secs(idle)).await;
     }

@@ -8,7 +8,7 @@
 //! be confirmed leaves the backend in its slot as `Stopping`: the next image fails with that
 //! error instead of starting a second one beside it.
 
-use super::args::SdImage;
+use super::args::{Offload, SdImage};
 use super::job::JobOut;
 use super::progress::{Snapshot, Tracker};
 use super::sd_server::{Backend, ServerSpec};
@@ -66,6 +66,15 @@ pub fn llm_fits(need: Footprint, free_ram: u64, free_vram: Option<u64>, margin: 
         && (need.vram_bytes == 0 || free_vram.is_some_and(|f| within(need.vram_bytes, f)))
 }
 
+/// What an image needs beside a resident backend that already holds `held` (its weights and
+/// its process) of the `full` need.
+pub fn beside_resident(full: Footprint, held: Footprint) -> Footprint {
+    Footprint {
+        ram_bytes: full.ram_bytes.saturating_sub(held.ram_bytes),
+        vram_bytes: full.vram_bytes.saturating_sub(held.vram_bytes),
+    }
+}
+
 /// Where the backend's pid is kept while it runs (a crashed app's backend is stopped at the next
 /// launch from it: [`crate::process::pidfile::stop_orphan`]).
 pub fn pidfile_in(run_dir: &std::path::Path) -> PathBuf {
@@ -88,6 +97,8 @@ pub struct Warm {
     events: EventBus,
     slot: tokio::sync::Mutex<Option<Backend>>,
     info: Mutex<BackendInfo>,
+    /// What the resident backend was started with (its memory is in use), if one is.
+    resident: Mutex<Option<ServerSpec>>,
     /// Bumped by every image: an idle timer of an older one does nothing.
     idle_epoch: AtomicU64,
 }
@@ -108,12 +119,28 @@ impl Warm {
             events,
             slot: tokio::sync::Mutex::new(None),
             info: Mutex::new(BackendInfo::default()),
+            resident: Mutex::new(None),
             idle_epoch: AtomicU64::new(0),
         })
     }
 
     pub fn info(&self) -> BackendInfo {
         self.info.lock().unwrap().clone()
+    }
+
+    /// Whether a resident backend of this server's model holds `offload` and `threads` (the
+    /// next image then needs only its own buffers).
+    pub fn holds(&self, offload: Offload, threads: Option<u32>) -> bool {
+        self.resident
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|s| s.offload == offload && s.threads == threads)
+    }
+
+    /// The offload flags of the resident backend, if one is.
+    pub fn resident_offload(&self) -> Option<Offload> {
+        self.resident.lock().unwrap().as_ref().map(|s| s.offload)
     }
 
     fn set(
@@ -214,6 +241,7 @@ impl Warm {
                 i.load_ms = Some(load_ms);
                 i.started_at_ms = Some(now_ms());
             });
+            *self.resident.lock().unwrap() = Some(b.spec().clone());
             *slot = Some(b);
         }
         let b = slot.as_mut().expect("started above");
@@ -222,6 +250,7 @@ impl Warm {
         let out = b.generate(image, count, cancel, tracker, on_progress, on_line).await;
         if b.is_gone() {
             *slot = None;
+            *self.resident.lock().unwrap() = None;
             pidfile::remove(&self.pidfile);
             let reason = match &out {
                 Err(RuntimeError::Cancelled) => ReleaseReason::Cancel,
@@ -282,6 +311,7 @@ impl Warm {
         match b.release(RELEASE_GRACE).await {
             Ok(_) => {
                 *slot = None;
+                *self.resident.lock().unwrap() = None;
                 pidfile::remove(&self.pidfile);
                 self.set(BackendState::Absent, Some(reason), |_| {});
                 Ok(true)
@@ -296,7 +326,21 @@ impl Warm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diffusion::args::{Offload, SdModel};
+    use crate::diffusion::args::SdModel;
+
+    #[test]
+    fn a_resident_backend_leaves_only_the_image_buffers_to_find() {
+        let f = |ram, vram| Footprint { ram_bytes: ram, vram_bytes: vram };
+        let cases = [
+            (f(10, 8), f(4, 6), f(6, 2)),
+            (f(10, 0), f(4, 0), f(6, 0)),
+            // A held figure above the need (measured at another time) never goes negative.
+            (f(3, 1), f(4, 6), f(0, 0)),
+        ];
+        for (full, held, want) in cases {
+            assert_eq!(beside_resident(full, held), want);
+        }
+    }
 
     fn spec(model: &str, clip_on_cpu: bool, threads: Option<u32>, port: u16) -> ServerSpec {
         ServerSpec {
