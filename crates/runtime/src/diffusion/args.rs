@@ -81,20 +81,40 @@ pub fn validate(i: &SdImage) -> Result<()> {
     Ok(())
 }
 
+/// The model's files as flags: `-m` for one file, else one flag per component in
+/// [`COMPONENT_ORDER`] (sd-cli and sd-server read them alike).
+pub fn model_args(model: &SdModel) -> Vec<String> {
+    match model {
+        SdModel::Single(p) => vec!["-m".into(), p.clone()],
+        SdModel::Components(c) => COMPONENT_ORDER
+            .iter()
+            .filter_map(|(role, flag)| {
+                c.iter()
+                    .find(|(r, _)| r == role)
+                    .map(|(_, path)| [(*flag).to_owned(), path.clone()])
+            })
+            .flatten()
+            .collect(),
+    }
+}
+
+/// The offload flags that are on, in a fixed order.
+pub fn offload_args(o: Offload) -> Vec<&'static str> {
+    [
+        (o.clip_on_cpu, "--clip-on-cpu"),
+        (o.vae_on_cpu, "--vae-on-cpu"),
+        (o.offload_to_cpu, "--offload-to-cpu"),
+        (o.diffusion_fa, "--diffusion-fa"),
+    ]
+    .into_iter()
+    .filter_map(|(on, flag)| on.then_some(flag))
+    .collect()
+}
+
 /// argv after the program name, in upstream's order (§5.4).
 pub fn build_args(i: &SdImage) -> Vec<String> {
-    let mut a: Vec<String> = Vec::new();
+    let mut a: Vec<String> = model_args(&i.model);
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|p| (*p).to_owned()));
-    match &i.model {
-        SdModel::Single(p) => push(&["-m", p]),
-        SdModel::Components(c) => {
-            for (role, flag) in COMPONENT_ORDER {
-                if let Some((_, path)) = c.iter().find(|(r, _)| r == role) {
-                    push(&[flag, path]);
-                }
-            }
-        }
-    }
     push(&["-p", &i.prompt]);
     if let Some(n) = i.negative_prompt.as_deref().filter(|n| !n.is_empty()) {
         push(&["-n", n]);
@@ -108,17 +128,7 @@ pub fn build_args(i: &SdImage) -> Vec<String> {
     if let Some(t) = i.threads {
         push(&["-t", &t.to_string()]);
     }
-    let o = i.offload;
-    for (on, flag) in [
-        (o.clip_on_cpu, "--clip-on-cpu"),
-        (o.vae_on_cpu, "--vae-on-cpu"),
-        (o.offload_to_cpu, "--offload-to-cpu"),
-        (o.diffusion_fa, "--diffusion-fa"),
-    ] {
-        if on {
-            push(&[flag]);
-        }
-    }
+    push(&offload_args(i.offload));
     push(&["-o", &i.output]);
     // The buffer lines (weights and compute buffers per runner) are debug output: the measured
     // side of the image memory ledger.

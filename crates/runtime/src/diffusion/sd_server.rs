@@ -17,7 +17,7 @@
 //!
 //! The argv and the wire format are pure functions with table tests; [`Backend`] is the process.
 
-use super::args::{validate, Offload, SdImage, SdModel, COMPONENT_ORDER};
+use super::args::{model_args, offload_args, validate, Offload, SdImage, SdModel};
 use super::job::{ImageOut, JobOut};
 use super::progress::{Snapshot, Tracker};
 use crate::binaries::check::png_size;
@@ -53,29 +53,9 @@ pub struct ServerSpec {
 /// argv after the program name: the model files, where parts run, threads, the local address,
 /// the LoRA folder, and `-v` for the buffer lines (the measured side of the memory ledger).
 pub fn build_server_args(s: &ServerSpec) -> Vec<String> {
-    let mut a: Vec<String> = Vec::new();
+    let mut a: Vec<String> = model_args(&s.model);
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|p| (*p).to_owned()));
-    match &s.model {
-        SdModel::Single(p) => push(&["-m", p]),
-        SdModel::Components(c) => {
-            for (role, flag) in COMPONENT_ORDER {
-                if let Some((_, path)) = c.iter().find(|(r, _)| r == role) {
-                    push(&[flag, path]);
-                }
-            }
-        }
-    }
-    let o = s.offload;
-    for (on, flag) in [
-        (o.clip_on_cpu, "--clip-on-cpu"),
-        (o.vae_on_cpu, "--vae-on-cpu"),
-        (o.offload_to_cpu, "--offload-to-cpu"),
-        (o.diffusion_fa, "--diffusion-fa"),
-    ] {
-        if on {
-            push(&[flag]);
-        }
-    }
+    push(&offload_args(s.offload));
     if let Some(t) = s.threads {
         push(&["-t", &t.to_string()]);
     }
