@@ -268,34 +268,8 @@ async fn a_warm_backend_serves_two_images_and_release_ends_it() {
     let storage = StorageLayout::create(StorageRoot::new(&home, StorageRootSource::Env)).unwrap();
     let folder = storage.diffusion_models().join("tiny-flux2");
     std::fs::create_dir_all(&folder).unwrap();
-    let m = gguf::fixtures::tiny_flux2_klein(7);
-    let files: Vec<ipc::models::ModelFile> = [
-        ("diffusion_model", "dit.gguf", &m.diffusion_model),
-        ("llm", "qwen3.gguf", &m.llm),
-        ("taesd", "taef2.gguf", &m.taesd),
-    ]
-    .into_iter()
-    .map(|(role, file, w)| {
-        let path = folder.join(file);
-        let bytes = w.to_bytes();
-        std::fs::write(&path, &bytes).unwrap();
-        ipc::models::ModelFile {
-            role: role.into(),
-            path: path.display().to_string(),
-            size_bytes: bytes.len() as u64,
-            sha256: None,
-        }
-    })
-    .collect();
-    let mut info = ModelInfo::local_file(
-        "tiny-flux2",
-        "Tiny Flux.2",
-        ModelKind::Diffusion,
-        &files[0].path,
-        files[0].size_bytes,
-    );
-    info.size_bytes = files.iter().map(|f| f.size_bytes).sum();
-    info.files = files;
+    let files = gguf::fixtures::tiny_flux2_klein(7).write_to(&folder).unwrap();
+    let info = ModelInfo::local_files("tiny-flux2", "Tiny Flux.2", ModelKind::Diffusion, &files);
     std::fs::write(
         storage.diffusion_models().join("tiny-flux2.json"),
         serde_json::to_vec(&info).unwrap(),

@@ -141,6 +141,26 @@ pub struct TinyFlux2 {
     pub taesd: Writer,
 }
 
+impl TinyFlux2 {
+    /// Writes the three files into `dir` (`dit.gguf`, `qwen3.gguf`, `taef2.gguf`); answers each
+    /// one's component role (as the app names it), path and size.
+    pub fn write_to(&self, dir: &std::path::Path) -> std::io::Result<Vec<(String, String, u64)>> {
+        [
+            ("diffusion_model", "dit.gguf", &self.diffusion_model),
+            ("llm", "qwen3.gguf", &self.llm),
+            ("taesd", "taef2.gguf", &self.taesd),
+        ]
+        .into_iter()
+        .map(|(role, file, w)| {
+            let path = dir.join(file);
+            let bytes = w.to_bytes();
+            std::fs::write(&path, &bytes)?;
+            Ok((role.to_owned(), path.display().to_string(), bytes.len() as u64))
+        })
+        .collect()
+    }
+}
+
 /// A Flux.2 [klein]-shaped image model with random weights that the real sd-cli (0.4.7)
 /// accepts and runs: its version detection and its reading of the sizes from tensor shapes
 /// (depth, hidden size, heads; the text encoder's layers, width and vocabulary) let a model this

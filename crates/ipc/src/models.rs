@@ -108,6 +108,29 @@ impl ModelInfo {
         }
     }
 
+    /// A multi-file model on this computer from `(role, path, size)` of each file (the first
+    /// is the primary); the size is the sum.
+    pub fn local_files(
+        id: &str,
+        name: &str,
+        kind: ModelKind,
+        files: &[(String, String, u64)],
+    ) -> Self {
+        let (_, first, _) = files.first().cloned().unwrap_or_default();
+        let mut info = Self::local_file(id, name, kind, &first, 0);
+        info.size_bytes = files.iter().map(|f| f.2).sum();
+        info.files = files
+            .iter()
+            .map(|(role, path, size)| ModelFile {
+                role: role.clone(),
+                path: path.clone(),
+                size_bytes: *size,
+                sha256: None,
+            })
+            .collect();
+        info
+    }
+
     /// `files`, or the primary alone for metadata written before `files` existed.
     pub fn all_files(&self) -> Vec<ModelFile> {
         if self.files.is_empty() {

@@ -32,18 +32,7 @@ fn main() {
     rt.unwrap().block_on(async {
         let dir = std::env::temp_dir().join(format!("genai-bench-img-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let m = gguf::fixtures::tiny_flux2_klein(7);
-        let mut files = Vec::new();
-        for (role, name, w) in [
-            ("diffusion_model", "dit.gguf", &m.diffusion_model),
-            ("llm", "qwen3.gguf", &m.llm),
-            ("taesd", "taef2.gguf", &m.taesd),
-        ] {
-            let path = dir.join(name);
-            let bytes = w.to_bytes();
-            std::fs::write(&path, &bytes).unwrap();
-            files.push((role.to_owned(), path.display().to_string(), bytes.len() as u64));
-        }
+        let files = gguf::fixtures::tiny_flux2_klein(7).write_to(&dir).unwrap();
         let weights = Weights::from_files(files.iter().map(|(r, _, n)| (r.as_str(), *n)));
         let mut measured: Vec<Allocation> = Vec::new();
         for size in SIZES {

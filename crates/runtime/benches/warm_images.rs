@@ -79,21 +79,9 @@ fn main() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = std::env::temp_dir().join(format!("genai-bench-warm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let m = gguf::fixtures::tiny_flux2_klein(7);
-    let model = SdModel::Components(
-        [
-            ("diffusion_model", "dit.gguf", &m.diffusion_model),
-            ("llm", "qwen3.gguf", &m.llm),
-            ("taesd", "taef2.gguf", &m.taesd),
-        ]
-        .into_iter()
-        .map(|(role, file, w)| {
-            let p = dir.join(file);
-            std::fs::write(&p, w.to_bytes()).unwrap();
-            (role.to_owned(), p.display().to_string())
-        })
-        .collect(),
-    );
+    let files = gguf::fixtures::tiny_flux2_klein(7).write_to(&dir).unwrap();
+    let model =
+        SdModel::Components(files.into_iter().map(|(role, path, _)| (role, path)).collect());
     let seeds: Vec<i64> = (0..IMAGES as i64).map(|i| 100 + i).collect();
 
     rt.block_on(async {

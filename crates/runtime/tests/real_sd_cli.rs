@@ -100,20 +100,7 @@ async fn help_lists_the_same_samplers_and_phase1_passes() {
 
 /// Writes the tiny Flux.2 [klein] model's three files into `dir`.
 fn tiny_model(dir: &std::path::Path) -> Vec<(String, String, u64)> {
-    let m = gguf::fixtures::tiny_flux2_klein(7);
-    [
-        ("diffusion_model", "dit.gguf", &m.diffusion_model),
-        ("llm", "qwen3.gguf", &m.llm),
-        ("taesd", "taef2.gguf", &m.taesd),
-    ]
-    .into_iter()
-    .map(|(role, file, w)| {
-        let path = dir.join(file);
-        let bytes = w.to_bytes();
-        std::fs::write(&path, &bytes).unwrap();
-        (role.to_owned(), path.display().to_string(), bytes.len() as u64)
-    })
-    .collect()
+    gguf::fixtures::tiny_flux2_klein(7).write_to(dir).unwrap()
 }
 
 fn decode_png(bytes: &[u8]) -> (u32, u32) {
@@ -214,7 +201,7 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     use base64::Engine as _;
     use ipc::diffusion::{DiffusionConfig, ImageRequest, JobStatus};
     use ipc::event::ImageStage;
-    use ipc::models::{ModelFile, ModelInfo, ModelKind};
+    use ipc::models::{ModelInfo, ModelKind};
     use ipc::{AppEvent, StorageRootSource};
     use runtime::system::SystemProbe;
     use runtime::{EventBus, Runtime, StorageRoot};
@@ -242,23 +229,7 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     let folder = rt.storage().diffusion_models().join("tiny-flux2");
     std::fs::create_dir_all(&folder).unwrap();
     let files = tiny_model(&folder);
-    let mut info = ModelInfo::local_file(
-        "tiny-flux2",
-        "Tiny Flux.2",
-        ModelKind::Diffusion,
-        &files[0].1,
-        files[0].2,
-    );
-    info.files = files
-        .iter()
-        .map(|(role, path, size)| ModelFile {
-            role: role.clone(),
-            path: path.clone(),
-            size_bytes: *size,
-            sha256: None,
-        })
-        .collect();
-    info.size_bytes = files.iter().map(|f| f.2).sum();
+    let info = ModelInfo::local_files("tiny-flux2", "Tiny Flux.2", ModelKind::Diffusion, &files);
     rt.models().register(&info).await.unwrap();
     let status = rt
         .diffusion()

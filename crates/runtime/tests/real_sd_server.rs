@@ -23,21 +23,8 @@ fn sd_server() -> PathBuf {
 
 /// Writes the tiny Flux.2 [klein] model's three files into `dir`.
 fn tiny_model(dir: &std::path::Path) -> SdModel {
-    let m = gguf::fixtures::tiny_flux2_klein(7);
-    SdModel::Components(
-        [
-            ("diffusion_model", "dit.gguf", &m.diffusion_model),
-            ("llm", "qwen3.gguf", &m.llm),
-            ("taesd", "taef2.gguf", &m.taesd),
-        ]
-        .into_iter()
-        .map(|(role, file, w)| {
-            let path = dir.join(file);
-            std::fs::write(&path, w.to_bytes()).unwrap();
-            (role.to_owned(), path.display().to_string())
-        })
-        .collect(),
-    )
+    let files = gguf::fixtures::tiny_flux2_klein(7).write_to(dir).unwrap();
+    SdModel::Components(files.into_iter().map(|(role, path, _)| (role, path)).collect())
 }
 
 fn image(model: SdModel, steps: u32, seed: i64) -> SdImage {
@@ -408,7 +395,7 @@ async fn wait_end(
 /// The app's runtime on a fresh storage folder, with the sd-cli that has sd-server beside it
 /// chosen as the image runtime and the tiny Flux.2 model registered as "tiny-flux2".
 async fn warm_runtime(dir: &testkit::TempDir) -> runtime::Runtime {
-    use ipc::models::{ModelFile, ModelInfo, ModelKind};
+    use ipc::models::{ModelInfo, ModelKind};
     use ipc::runtimes::RuntimeKind;
     use ipc::StorageRootSource;
     use runtime::system::SystemProbe;
@@ -424,25 +411,8 @@ async fn warm_runtime(dir: &testkit::TempDir) -> runtime::Runtime {
     rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&cli)).await.unwrap();
     let folder = rt.storage().diffusion_models().join("tiny-flux2");
     std::fs::create_dir_all(&folder).unwrap();
-    let SdModel::Components(parts) = tiny_model(&folder) else { unreachable!() };
-    let files: Vec<ModelFile> = parts
-        .iter()
-        .map(|(role, path)| ModelFile {
-            role: role.clone(),
-            path: path.clone(),
-            size_bytes: std::fs::metadata(path).unwrap().len(),
-            sha256: None,
-        })
-        .collect();
-    let mut info = ModelInfo::local_file(
-        "tiny-flux2",
-        "Tiny Flux.2",
-        ModelKind::Diffusion,
-        &files[0].path,
-        files[0].size_bytes,
-    );
-    info.size_bytes = files.iter().map(|f| f.size_bytes).sum();
-    info.files = files;
+    let files = gguf::fixtures::tiny_flux2_klein(7).write_to(&folder).unwrap();
+    let info = ModelInfo::local_files("tiny-flux2", "Tiny Flux.2", ModelKind::Diffusion, &files);
     rt.models().register(&info).await.unwrap();
     rt
 }

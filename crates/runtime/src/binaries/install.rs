@@ -400,7 +400,8 @@ impl Binaries {
     /// `binaries/test-model/flux2-tiny/` on a blocking thread; a stamp written last says it is
     /// whole.
     async fn sd_test_model(&self) -> Result<check::SdCheckModel> {
-        const STAMP: &str = "tiny_flux2_klein(7) format 1";
+        // format 2: the TAESD file carries its encoder too (sd-server loads it).
+        const STAMP: &str = "tiny_flux2_klein(7) format 2";
         let dir = self.inner.storage.binaries().join("test-model").join("flux2-tiny");
         let model = check::SdCheckModel {
             diffusion_model: dir.join("dit.gguf"),
