@@ -254,8 +254,9 @@ async fn a_job_from_another_program_shows_here_and_a_failed_one_says_what_to_do(
 
 /// The warm backend in the real window, with the real sd-server and sd-cli built by
 /// `scripts/build-sd-server` (`GENAI_TEST_SD_SERVER`) and the tiny Flux.2 [klein] model: the
-/// server card shows the backend loading, Busy and Ready with one PID across two images, and
-/// Release returns it to "Not loaded" with its process gone.
+/// Runtime card names the warm sd-server the install check chose, the server card shows the
+/// backend loading, Busy and Ready with one PID across two images, and Release returns it to
+/// "Not loaded" with its process gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "real window: run scripts/test"]
 async fn a_warm_backend_serves_two_images_and_release_ends_it() {
@@ -295,6 +296,10 @@ async fn a_warm_backend_serves_two_images_and_release_ends_it() {
     app.wait_text("#sd-state", |t| t == "Running").await;
     let from = app.wait_text("#sd-images-from", |t| !t.is_empty()).await;
     assert!(from.starts_with("warm sd-server"), "{from}");
+    // The Runtime card names the path its check chose, and the sd-server it made the image with.
+    let images = app.wait_text("#runtime-diffusion .runtime-images", |t| !t.is_empty()).await;
+    let expect = std::fs::canonicalize(&server).unwrap().display().to_string();
+    assert_eq!(images, format!("warm sd-server ({expect})"));
     app.wait_text("#sd-backend-state", |t| t == "Not loaded").await;
 
     app.wait_visible("#sd-prompt").await.send_keys("a lighthouse").await.unwrap();

@@ -87,6 +87,30 @@ pub struct InstalledRuntime {
     pub offloaded_layers: Option<(u32, u32)>,
     /// The user chose this binary (see [`SetCustomArgs`]).
     pub custom: bool,
+    /// How an sd.cpp build makes images, decided by its check; `None` for llama-server, and
+    /// for sd.cpp records from before the choice existed (those are checked again).
+    pub images: Option<ImagePath>,
+}
+
+/// How an sd.cpp build makes images: the way its check made the test image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImagePath {
+    /// A warm `sd-server` beside sd-cli (absolute path), kept loaded between images.
+    WarmServer { server: String },
+    /// One sd-cli run per image; `why` says why not a warm sd-server (the build has none, or
+    /// the one it has failed the check).
+    PerImage { why: String },
+}
+
+impl ImagePath {
+    /// The Runtime card's line.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::WarmServer { server } => format!("warm sd-server ({server})"),
+            Self::PerImage { why } => format!("one sd-cli run per image ({why})"),
+        }
+    }
 }
 
 /// Where a runtime stands, for its card.

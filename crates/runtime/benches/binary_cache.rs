@@ -42,6 +42,7 @@ fn main() {
         devices: vec![],
         offloaded_layers: None,
         custom: true,
+        images: None,
     };
     rt.block_on(ValidationCache::new(storage.binaries()).save(&installed, stamp)).unwrap();
     let bins =

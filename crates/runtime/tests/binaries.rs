@@ -531,7 +531,14 @@ async fn custom_binaries_are_checked_like_downloads() {
 #[tokio::test]
 async fn sd_cli_installs_from_a_zip() {
     let mut s = Setup::new("sd").await;
-    let body = zip(&[("sd-cli", fake_runtime::sd_cli_script(true, &s.calls).as_bytes())]);
+    // With an sd-server that cannot start: the check tries it first, then makes the image
+    // through sd-cli, and the record says images come one sd-cli run each, and why.
+    let server =
+        "#!/bin/sh\necho 'error while loading shared libraries: libfoo.so' >&2\nexit 127\n";
+    let body = zip(&[
+        ("sd-cli", fake_runtime::sd_cli_script(true, &s.calls).as_bytes()),
+        ("sd-server", server.as_bytes()),
+    ]);
     let file = "sd-master-b290693-bin-Linux-x86_64.zip".to_owned();
     s.server.add(&format!("/rel/{file}"), Route::bytes(body.clone()));
     s.sd_assets.push(Asset {
@@ -541,7 +548,8 @@ async fn sd_cli_installs_from_a_zip() {
         sha256: sha(&body),
         dependencies: Vec::new(),
     });
-    let got = s.binaries().ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    let bins = s.binaries();
+    let got = bins.ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
     assert_eq!(got.installed.variant, Variant::Cpu);
     // Phase 1, then the functional check: a 64×64 image in one step from the tiny Flux.2 model.
     let calls = s.calls();
@@ -551,6 +559,28 @@ async fn sd_cli_installs_from_a_zip() {
     for file in ["flux2-tiny/dit.gguf", "flux2-tiny/qwen3.gguf", "flux2-tiny/taef2.gguf"] {
         assert!(calls[1].contains(file), "{file}: {calls:?}");
     }
+    match &got.installed.images {
+        Some(ipc::runtimes::ImagePath::PerImage { why }) => {
+            assert!(why.starts_with("its sd-server failed the check"), "{why}");
+            assert!(why.contains("libfoo.so"), "its own words: {why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let installed = Path::new(&got.installed.path);
+    assert!(runtime::process::is_executable(&installed.with_file_name("sd-server")));
+    let log = bins.status(RuntimeKind::Diffusion).log;
+    assert!(log.iter().any(|l| l.message.starts_with("images: one sd-cli run per image")));
+
+    // A record from before the check chose the path is checked again once.
+    let cache = runtime::binaries::cache::ValidationCache::new(s.root.join("binaries"));
+    let stamp = runtime::binaries::cache::FileStamp::of(installed).unwrap();
+    let old = ipc::runtimes::InstalledRuntime { images: None, ..got.installed.clone() };
+    cache.save(&old, stamp).await.unwrap();
+    let again = bins.ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    assert_eq!(again.how, How::Rechecked);
+    assert_eq!(again.installed.images, got.installed.images);
+    let cached = bins.ensure(RuntimeKind::Diffusion, &[], false).await.unwrap();
+    assert_eq!(cached.how, How::Cache);
 }
 
 /// Bytes gzip cannot shrink, so an archive is as large as asked.

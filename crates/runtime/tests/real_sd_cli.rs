@@ -222,9 +222,15 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     // Installed only after its functional check: a real 64×64 image from the tiny Flux.2 model.
     let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
     assert!(
-        setup.iter().any(|l| l.message == "Phase 2: ✓ made a 64×64 image"),
+        setup.iter().any(|l| l.message == "Phase 2: ✓ sd-cli made a 64×64 image"),
         "{:?}",
         setup.iter().map(|l| &l.message).collect::<Vec<_>>()
+    );
+    // The choice is kept with the check: this build makes each image with one sd-cli run.
+    let installed = rt.binaries().installed(RuntimeKind::Diffusion).unwrap();
+    assert_eq!(
+        installed.images,
+        Some(ipc::runtimes::ImagePath::PerImage { why: "this build has no sd-server".into() })
     );
     let folder = rt.storage().diffusion_models().join("tiny-flux2");
     std::fs::create_dir_all(&folder).unwrap();
@@ -288,5 +294,67 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     assert!(rt.diffusion().footprint_for(&larger).unwrap().ram_bytes > measured.ram_bytes);
     let kept = std::fs::read_to_string(rt.storage().config().join("image-memory.json")).unwrap();
     assert!(kept.contains("tiny-flux2") && kept.contains("taesd"), "{kept}");
+    rt.diffusion().stop().await.unwrap();
+}
+
+/// A build whose sd-server cannot make the check image (here one that exits at once) still
+/// installs: the check falls back to sd-cli, which makes the image, the record says why, and
+/// the diffusion server makes its images one sd-cli run each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-cli; scripts/test builds it and runs this"]
+async fn a_build_whose_sd_server_fails_its_check_makes_images_with_sd_cli() {
+    use ipc::diffusion::DiffusionConfig;
+    use ipc::runtimes::ImagePath;
+    use ipc::StorageRootSource;
+    use runtime::system::SystemProbe;
+    use runtime::{EventBus, Runtime, StorageRoot};
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = testkit::TempDir::new("real-sd-cli-bad-server");
+    let rt = Runtime::open(
+        StorageRoot::new(dir.join("home"), StorageRootSource::Env),
+        EventBus::default(),
+        std::sync::Arc::new(SystemProbe::real()),
+    )
+    .unwrap();
+    let build = dir.join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::copy(sd_cli(), build.join("sd-cli")).unwrap();
+    let server = build.join("sd-server");
+    std::fs::write(&server, "#!/bin/sh\necho 'error: this sd-server is broken' >&2\nexit 3\n")
+        .unwrap();
+    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
+    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&build.join("sd-cli"))).await.unwrap();
+    let installed = rt.binaries().installed(RuntimeKind::Diffusion).unwrap();
+    match &installed.images {
+        Some(ImagePath::PerImage { why }) => {
+            assert!(why.starts_with("its sd-server failed the check"), "{why}");
+            assert!(why.contains("broken"), "the server's own words: {why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
+    assert!(setup.iter().any(|l| l.message == "Phase 2: ✓ sd-cli made a 64×64 image"));
+
+    let folder = rt.storage().diffusion_models().join("tiny-flux2");
+    std::fs::create_dir_all(&folder).unwrap();
+    let files = tiny_model(&folder);
+    let info = ipc::models::ModelInfo::local_files(
+        "tiny-flux2",
+        "Tiny Flux.2",
+        ipc::models::ModelKind::Diffusion,
+        &files,
+    );
+    rt.models().register(&info).await.unwrap();
+    let status = rt
+        .diffusion()
+        .start(DiffusionConfig {
+            model_id: "tiny-flux2".into(),
+            port: Some(0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!status.warm, "images from sd-cli, not from the sd-server that failed");
     rt.diffusion().stop().await.unwrap();
 }

@@ -274,6 +274,16 @@ async fn the_diffusion_server_keeps_one_warm_backend() {
         .await
         .unwrap();
     assert!(status.warm, "sd-server lies beside this sd-cli");
+    // Chosen by the install check, which made its image through that sd-server.
+    let installed = rt.binaries().installed(ipc::runtimes::RuntimeKind::Diffusion).unwrap();
+    let server = std::fs::canonicalize(sd_server()).unwrap().display().to_string();
+    assert_eq!(installed.images, Some(ipc::runtimes::ImagePath::WarmServer { server }));
+    let setup = rt.binaries().status(ipc::runtimes::RuntimeKind::Diffusion).log;
+    assert!(
+        setup.iter().any(|l| l.message == "Phase 2: ✓ sd-server made a 64×64 image"),
+        "{:?}",
+        setup.iter().map(|l| &l.message).collect::<Vec<_>>()
+    );
     assert_eq!(status.backend.state, BackendState::Absent, "loaded by the first image, not before");
 
     let mut rx = rt.events().subscribe();
@@ -417,6 +427,24 @@ async fn warm_runtime(dir: &testkit::TempDir) -> runtime::Runtime {
     rt
 }
 
+/// The real llama-server (`GENAI_TEST_LLAMA_SERVER`) as the LLM runtime of `rt`, with the tiny
+/// model registered as "tiny".
+async fn with_tiny_llm(rt: &runtime::Runtime) {
+    use ipc::models::{ModelInfo, ModelKind};
+    use ipc::runtimes::RuntimeKind;
+    let llama =
+        PathBuf::from(std::env::var_os("GENAI_TEST_LLAMA_SERVER").expect(
+            "GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)",
+        ));
+    rt.binaries().set_custom(RuntimeKind::Llama, Some(&llama)).await.unwrap();
+    let llm = rt.storage().llm_models().join("tiny.gguf");
+    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+    std::fs::write(&llm, &bytes).unwrap();
+    let p = llm.display().to_string();
+    let info = ModelInfo::local_file("tiny", "Tiny", ModelKind::Llm, &p, bytes.len() as u64);
+    rt.models().register(&info).await.unwrap();
+}
+
 /// Live memory as a test sets it: `free` bytes of RAM available, no GPU.
 struct FreeRam(std::sync::atomic::AtomicU64);
 
@@ -442,23 +470,11 @@ impl runtime::system::MemorySource for FreeRam {
 async fn an_llm_start_releases_the_backend_only_when_both_do_not_fit() {
     use ipc::diffusion::{BackendState, DiffusionConfig, ImageRequest, ReleaseReason};
     use ipc::llm::LlmConfig;
-    use ipc::models::{ModelInfo, ModelKind};
-    use ipc::runtimes::RuntimeKind;
     use ipc::AppEvent;
 
-    let llama =
-        PathBuf::from(std::env::var_os("GENAI_TEST_LLAMA_SERVER").expect(
-            "GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)",
-        ));
     let dir = testkit::TempDir::new("real-sd-server-llm");
     let rt = warm_runtime(&dir).await;
-    rt.binaries().set_custom(RuntimeKind::Llama, Some(&llama)).await.unwrap();
-    let llm = rt.storage().llm_models().join("tiny.gguf");
-    let bytes = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
-    std::fs::write(&llm, &bytes).unwrap();
-    let p = llm.display().to_string();
-    let info = ModelInfo::local_file("tiny", "Tiny", ModelKind::Llm, &p, bytes.len() as u64);
-    rt.models().register(&info).await.unwrap();
+    with_tiny_llm(&rt).await;
     let free = Arc::new(FreeRam(std::sync::atomic::AtomicU64::new(64 << 30)));
     rt.diffusion().set_memory(free.clone());
     rt.diffusion()
@@ -620,4 +636,243 @@ async fn an_idle_backend_is_released_after_the_idle_time() {
         (info.state, info.last_release),
         (BackendState::Absent, Some(ReleaseReason::Single))
     );
+}
+
+/// The PIDs of sd-server processes whose command line names `dir` (the test's own folder).
+fn servers_in(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            cmd.contains("sd-server") && cmd.contains(&needle)
+        })
+        .collect()
+}
+
+/// The backend states announced so far on `rx`.
+fn backend_states(rx: &mut tokio::sync::broadcast::Receiver<ipc::AppEvent>) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        if let ipc::AppEvent::DiffusionBackend { state, .. } = ev {
+            out.push(format!("{state:?}"));
+        }
+    }
+    out
+}
+
+/// A cancel at each moment before an image is done ends it as `Cancelled` within a second and
+/// leaves neither a stray process nor a broken backend: during the backend's load (the process
+/// ends), while the request waits for the backend another image holds (the other image goes
+/// on), and while queued inside sd-server (taken back through its API; the backend stays).
+/// A cancel while sampling is in the tests above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-server; scripts/test builds it and runs this"]
+async fn a_cancel_during_the_load_before_start_or_while_queued_ends_as_cancelled() {
+    use ipc::diffusion::BackendState;
+    use runtime::diffusion::sd_server::img_gen_body;
+    use runtime::diffusion::warm::Warm;
+
+    // An image that takes many seconds: the most steps the app allows, at 128×128.
+    let slow = |model, seed| SdImage { width: 128, height: 128, ..image(model, 150, seed) };
+    let dir = testkit::TempDir::new("real-sd-server-cancel-moments");
+    let model = tiny_model(dir.path());
+    let events = runtime::EventBus::default();
+    let mut rx = events.subscribe();
+    let warm = Warm::new(sd_server(), dir.join("run"), events);
+
+    // During the load: cancelled at the first line the starting backend prints.
+    let (tx, cancel) = watch::channel(false);
+    let mut asked = None;
+    let r = warm
+        .generate(
+            &image(model.clone(), 1, 1),
+            1,
+            cancel,
+            &mut Tracker::new(1, 1),
+            Duration::ZERO,
+            |_| {},
+            |_| {
+                if asked.is_none() {
+                    asked = Some(Instant::now());
+                    tx.send(true).unwrap();
+                }
+            },
+        )
+        .await;
+    let asked = asked.expect("the backend printed while loading");
+    assert!(matches!(r, Err(RuntimeError::Cancelled)), "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "cancelled in {:?}", asked.elapsed());
+    assert_eq!(backend_states(&mut rx), ["Starting", "Absent"]);
+    assert_eq!(warm.info().state, BackendState::Absent);
+    assert_eq!(servers_in(dir.path()), Vec::<u32>::new(), "the loading process ended");
+
+    // Before start: a request waiting for the backend that a long image holds.
+    let (long_tx, long_cancel) = watch::channel(false);
+    let long = {
+        let (warm, model) = (warm.clone(), model.clone());
+        tokio::spawn(async move {
+            let t = &mut Tracker::new(150, 1);
+            warm.generate(&slow(model, 2), 1, long_cancel, t, Duration::ZERO, |_| {}, |_| {}).await
+        })
+    };
+    let t = Instant::now();
+    while warm.info().state != BackendState::Busy {
+        assert!(!long.is_finished(), "the long image ended: {:?}", long.await);
+        assert!(t.elapsed() < Duration::from_secs(120), "the long image never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = warm.info().pid.unwrap();
+    let (tx, cancel) = watch::channel(false);
+    let waiting = {
+        let (warm, model) = (warm.clone(), model.clone());
+        tokio::spawn(async move {
+            let t = &mut Tracker::new(1, 1);
+            warm.generate(&image(model, 1, 3), 1, cancel, t, Duration::ZERO, |_| {}, |_| {}).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    tx.send(true).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting request ends within a second")
+        .unwrap();
+    assert!(matches!(r, Err(RuntimeError::Cancelled)), "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1));
+    let info = warm.info();
+    assert_eq!((info.state, info.pid), (BackendState::Busy, Some(pid)), "the long image goes on");
+    long_tx.send(true).unwrap();
+    let r = long.await.unwrap();
+    assert!(matches!(r, Err(RuntimeError::Cancelled)), "{r:?}");
+    assert!(!runtime::process::is_running(pid));
+
+    // While queued inside sd-server: behind a long job given to its API directly.
+    let mut backend = Backend::start(
+        &sd_server(),
+        spec(model.clone(), &dir),
+        LOAD,
+        |_| {},
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let base = format!("http://127.0.0.1:{}", backend.spec().port);
+    let client = runtime::net::local_client().unwrap();
+    let blocker = client
+        .post(format!("{base}/sdcpp/v1/img_gen"))
+        .header("content-type", "application/json")
+        .body(img_gen_body(&slow(model.clone(), 4), 1).to_string())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let blocker: serde_json::Value = serde_json::from_slice(&blocker).unwrap();
+    let blocker = blocker["id"].as_str().expect("a job id").to_owned();
+    let (tx, cancel) = watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        // Several polls of the queued job first.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let at = Instant::now();
+        tx.send(true).unwrap();
+        (at, tx)
+    });
+    let r = backend
+        .generate(&image(model, 1, 5), 1, cancel, &mut Tracker::new(1, 1), |_| {}, |_| {})
+        .await;
+    let (asked, _tx) = canceller.await.unwrap();
+    assert!(matches!(r, Err(RuntimeError::Cancelled)), "{r:?}");
+    assert!(asked.elapsed() < Duration::from_secs(1), "cancelled in {:?}", asked.elapsed());
+    assert!(!backend.is_gone(), "taken back through the API: the backend stays");
+    assert!(runtime::process::is_running(backend.pid()));
+    let job = client
+        .get(format!("{base}/sdcpp/v1/jobs/{blocker}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let job: serde_json::Value = serde_json::from_slice(&job).unwrap();
+    let status = job["status"].as_str().unwrap_or_default().to_owned();
+    assert!(!["cancelled", "failed"].contains(&status.as_str()), "the job ahead goes on: {job}");
+    backend.release(Duration::from_secs(10)).await.unwrap();
+}
+
+/// After an image that needed the LLM paused (orchestrator mode "always", usage "auto"), the
+/// backend is released before the LLM is started again, and the LLM comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real sd-server and llama-server; scripts/test builds them and runs this"]
+async fn the_llm_comes_back_only_after_the_backend_is_released() {
+    use ipc::diffusion::{BackendState, DiffusionConfig, ImageRequest, ReleaseReason, UsageMode};
+    use ipc::event::{ServerKind, ServerState};
+    use ipc::llm::LlmConfig;
+    use ipc::orchestrator::{OffloadMode, OrchestratorSettings};
+    use ipc::AppEvent;
+
+    let dir = testkit::TempDir::new("real-sd-server-reload");
+    let rt = warm_runtime(&dir).await;
+    with_tiny_llm(&rt).await;
+    let settings = OrchestratorSettings { mode: OffloadMode::Always, ..Default::default() };
+    rt.orchestrator().set_settings(settings).await.unwrap();
+    rt.diffusion()
+        .start(DiffusionConfig {
+            model_id: "tiny-flux2".into(),
+            port: Some(0),
+            threads: Some(2),
+            usage_mode: Some(UsageMode::Auto),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    rt.llm()
+        .start(LlmConfig { model_id: "tiny".into(), port: Some(0), ..Default::default() })
+        .await
+        .unwrap();
+    let mut rx = rt.events().subscribe();
+    let req = ImageRequest {
+        prompt: "a lighthouse".into(),
+        width: Some(64),
+        height: Some(64),
+        steps: Some(1),
+        cfg_scale: Some(1.0),
+        seed: Some(1),
+        sampler: Some("euler".into()),
+        ..Default::default()
+    };
+    let id = rt.diffusion().generate(req).unwrap().id;
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(180), rx.recv()).await.unwrap().unwrap();
+        match ev {
+            AppEvent::LlmOffloaded { .. } => seen.push("llm paused".to_owned()),
+            AppEvent::DiffusionBackend { state, .. } => seen.push(format!("backend {state:?}")),
+            AppEvent::ImageJobFinished { job_id, .. } if job_id == id => {
+                seen.push("image".to_owned())
+            }
+            AppEvent::ImageJobFailed { error, .. } => panic!("{}", error.message),
+            AppEvent::ServerState { server: ServerKind::Llm, state, .. } => {
+                seen.push(format!("llm {state:?}"))
+            }
+            AppEvent::LlmReloaded { .. } => break,
+            AppEvent::LlmReloadFailed { error, .. } => panic!("{}", error.message),
+            _ => {}
+        }
+    }
+    let at =
+        |s: &str| seen.iter().position(|x| x == s).unwrap_or_else(|| panic!("{s} in {seen:?}"));
+    assert!(at("llm paused") < at("backend Starting"), "{seen:?}");
+    assert!(at("image") < at("backend Absent"), "{seen:?}");
+    let restart = seen.iter().rposition(|x| x == "llm Starting").expect("the LLM restarted");
+    assert!(at("backend Absent") < restart, "released before the LLM starts again: {seen:?}");
+    let b = rt.diffusion().status().backend;
+    assert_eq!((b.state, b.last_release), (BackendState::Absent, Some(ReleaseReason::Single)));
+    assert_eq!(rt.llm().status().state, ServerState::Running);
+    rt.llm().stop().await.unwrap();
+    rt.diffusion().stop().await.unwrap();
 }

@@ -164,6 +164,7 @@ fn installed(path: &Path) -> InstalledRuntime {
         generation_checked: true,
         devices: vec!["CUDA0: NVIDIA H100 80GB HBM3".into()],
         offloaded_layers: Some((3, 3)),
+        images: None,
         custom: false,
     }
 }
@@ -339,4 +340,40 @@ async fn a_newer_versions_orchestrator_files_are_refused_and_left_as_they_are() 
     for f in ["orchestrator.json", "llm-paused.json"] {
         assert_eq!(std::fs::read(config.join(f)).unwrap(), NEWER, "{f} was written over");
     }
+}
+
+/// How an sd.cpp build makes images is kept with its check, in words of the file's own; a record
+/// without it (written before the choice existed) loads with none, so the build is checked again.
+#[tokio::test]
+async fn the_image_path_of_an_sd_build_is_kept_and_an_older_record_has_none() {
+    use ipc::runtimes::ImagePath;
+    let dir = TempDir::new("stored-validation-images");
+    let cache = ValidationCache::new(layout(&dir).binaries());
+    let exe = PathBuf::from("/b/diffusion/master-cpu/sd-cli");
+    let sd = |images| InstalledRuntime {
+        runtime: RuntimeKind::Diffusion,
+        variant: Variant::Cpu,
+        images,
+        ..installed(&exe)
+    };
+    let stamp = FileStamp { size: 1, mtime_ns: 2 };
+    let warm = ImagePath::WarmServer { server: "/b/diffusion/master-cpu/sd-server".into() };
+    cache.save(&sd(Some(warm.clone())), stamp).await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.path(RuntimeKind::Diffusion)).unwrap())
+            .unwrap();
+    assert_eq!(
+        json["images"],
+        serde_json::json!({"kind": "warm_server", "server": "/b/diffusion/master-cpu/sd-server"})
+    );
+    assert_eq!(cache.load(RuntimeKind::Diffusion).unwrap().installed.images, Some(warm));
+    let per = ImagePath::PerImage { why: "this build has no sd-server".into() };
+    cache.save(&sd(Some(per.clone())), stamp).await.unwrap();
+    assert_eq!(cache.load(RuntimeKind::Diffusion).unwrap().installed.images, Some(per));
+
+    // As an earlier version wrote it: no `images`.
+    let mut older = json;
+    older.as_object_mut().unwrap().remove("images");
+    std::fs::write(cache.path(RuntimeKind::Diffusion), older.to_string()).unwrap();
+    assert_eq!(cache.load(RuntimeKind::Diffusion).unwrap().installed.images, None);
 }

@@ -10,7 +10,9 @@ use crate::components::{local_date, local_time};
 use crate::feeds::RuntimeFeed;
 use ipc::event::LogLevel;
 use ipc::format::bytes;
-use ipc::runtimes::{BinaryProgress, InstalledRuntime, RuntimeKind, RuntimeStatus, SetupStage};
+use ipc::runtimes::{
+    BinaryProgress, ImagePath, InstalledRuntime, RuntimeKind, RuntimeStatus, SetupStage,
+};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -65,11 +67,21 @@ fn installed_view(i: InstalledRuntime) -> AnyView {
         i.devices.join(", ")
     };
     let offload = i.offloaded_layers.map(|(a, b)| format!("{a}/{b} test layers on the GPU"));
-    let check = match (i.generation_checked, i.runtime) {
-        (true, RuntimeKind::Llama) => "starts, and generated a token from the test model",
-        (true, RuntimeKind::Diffusion) => "starts, and made a 64×64 image from the test model",
-        (false, _) => "starts and prints its usage",
+    let check = match (i.generation_checked, i.runtime, &i.images) {
+        (true, RuntimeKind::Llama, _) => "starts, and generated a token from the test model",
+        (true, RuntimeKind::Diffusion, Some(ImagePath::WarmServer { .. })) => {
+            "starts, and its sd-server made a 64×64 image from the test model"
+        }
+        (true, RuntimeKind::Diffusion, _) => "starts, and made a 64×64 image from the test model",
+        (false, _, _) => "starts and prints its usage",
     };
+    // How an sd.cpp build makes images, as its check chose.
+    let images = i.images.as_ref().map(|p| {
+        view! {
+            <dt>"Images"</dt>
+            <dd class="runtime-images">{p.describe()}</dd>
+        }
+    });
     view! {
         <dl class="stats runtime-installed">
             <dt>"Version"</dt>
@@ -82,6 +94,7 @@ fn installed_view(i: InstalledRuntime) -> AnyView {
             <dd class="runtime-devices">{devices}{offload.map(|o| format!(" · {o}"))}</dd>
             <dt>"Checked"</dt>
             <dd>{local_date(i.checked_at_ms)}" · "{check}</dd>
+            {images}
             <dt>"Path"</dt>
             <dd class="mono">{i.path.clone()}</dd>
         </dl>

@@ -1,8 +1,10 @@
 //! The two checks a build must pass before the app uses it.
 //!
 //! Phase 1 runs `llama-server --version` / `sd-cli --help` (stdin closed, with a timeout).
-//! Phase 2 for sd-cli makes a 64×64 image in one step from the tiny Flux.2 [klein] model the app
-//! writes ([`SdCheckModel`]); the build must exit cleanly and leave a PNG of that size.
+//! Phase 2 for sd.cpp makes a 64×64 image in one step from the tiny Flux.2 [klein] model the app
+//! writes ([`SdCheckModel`]), the way the build will make images: through the `sd-server` beside
+//! sd-cli when the build has one ([`sd_server_phase2`], a warm backend asked over its job API),
+//! else through sd-cli ([`sd_phase2`]), which must exit cleanly and leave a PNG of that size.
 //! Phase 2 for llama-server loads the tiny model the app carries, asks for one token over
 //! HTTP, and reads the load log: a GPU error line fails the build, and a GPU build that found no
 //! GPU is a silent CPU fallback, which also fails it so the next variant is tried. The test
@@ -146,39 +148,13 @@ pub async fn sd_phase2(
     config: &CheckConfig,
     log: Log<'_>,
 ) -> Result<std::result::Result<(u32, u32), CheckFailure>> {
-    let side = SD_CHECK_SIZE.to_string();
-    let (dit, llm, taesd, out_s) = (
-        model.diffusion_model.to_string_lossy(),
-        model.llm.to_string_lossy(),
-        model.taesd.to_string_lossy(),
-        out.to_string_lossy(),
-    );
-    let args = [
-        "--diffusion-model",
-        &dit,
-        "--llm",
-        &llm,
-        "--taesd",
-        &taesd,
-        "-p",
-        "a red circle",
-        "-W",
-        &side,
-        "-H",
-        &side,
-        "--steps",
-        "1",
-        "--cfg-scale",
-        "1",
-        "-s",
-        "1",
-        "--sampling-method",
-        "euler",
-        "-o",
-        &out_s,
-    ];
+    let side = SD_CHECK_SIZE;
+    let mut args = crate::diffusion::args::build_args(&check_image(model, out));
+    // Its debug output would only push the lines that explain a failure out of the tail.
+    args.retain(|a| a != "-v");
     log(LogLevel::Info, format!("Phase 2: a {side}×{side} image from the test model"));
     let _ = tokio::fs::remove_file(out).await;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = process::run(exe, &args, config.phase2_timeout, |_| {}).await?;
     let png = tokio::fs::read(out).await.ok();
     let _ = tokio::fs::remove_file(out).await;
@@ -204,8 +180,95 @@ pub async fn sd_phase2(
         ))),
     };
     match &verdict {
-        Ok((w, h)) => log(LogLevel::Info, format!("Phase 2: ✓ made a {w}×{h} image")),
+        Ok((w, h)) => log(LogLevel::Info, format!("Phase 2: ✓ sd-cli made a {w}×{h} image")),
         Err(e) => log(LogLevel::Error, format!("Phase 2: ✗ {e}")),
+    }
+    Ok(verdict)
+}
+
+/// The check image's request, for either path.
+fn check_image(model: &SdCheckModel, out: &Path) -> crate::diffusion::args::SdImage {
+    use crate::diffusion::args::{Offload, SdImage, SdModel};
+    let s = |p: &Path| p.display().to_string();
+    SdImage {
+        model: SdModel::Components(vec![
+            ("diffusion_model".into(), s(&model.diffusion_model)),
+            ("llm".into(), s(&model.llm)),
+            ("taesd".into(), s(&model.taesd)),
+        ]),
+        prompt: "a red circle".into(),
+        negative_prompt: None,
+        width: SD_CHECK_SIZE,
+        height: SD_CHECK_SIZE,
+        steps: 1,
+        cfg_scale: 1.0,
+        seed: 1,
+        sampler: Some("euler".into()),
+        threads: None,
+        offload: Offload::default(),
+        output: s(out),
+    }
+}
+
+/// Phase 2 through `server` (the build's sd-server): started on a free loopback port with the
+/// test model, asked for the same 64×64 image over its job API, then ended. `lora_dir`: an
+/// empty folder of its own. Answers the image's size, read from the PNG it sent.
+pub async fn sd_server_phase2(
+    server: &Path,
+    model: &SdCheckModel,
+    lora_dir: &Path,
+    config: &CheckConfig,
+    log: Log<'_>,
+) -> Result<std::result::Result<(u32, u32), CheckFailure>> {
+    use crate::diffusion::progress::Tracker;
+    use crate::diffusion::sd_server::{Backend, ServerSpec};
+    let side = SD_CHECK_SIZE;
+    log(
+        LogLevel::Info,
+        format!("Phase 2: a {side}×{side} image from the test model through {}", server.display()),
+    );
+    let image = check_image(model, Path::new(""));
+    let spec = ServerSpec {
+        model: image.model.clone(),
+        offload: image.offload,
+        threads: None,
+        port: free_port()?,
+        lora_dir: lora_dir.display().to_string(),
+    };
+    let limit = config.phase2_timeout;
+    // The whole of it within the check's time; a backend dropped on the way is killed.
+    let made = tokio::time::timeout(limit, async {
+        let mut b = Backend::start(
+            server,
+            spec,
+            process::LoadDeadline::fixed(limit),
+            |_| {},
+            std::future::pending(),
+        )
+        .await?;
+        b.set_watchdog(limit);
+        let (_keep, never) = tokio::sync::watch::channel(false);
+        let out = b.generate(&image, 1, never, &mut Tracker::new(1, 1), |_| {}, |_| {}).await;
+        if !b.is_gone() {
+            b.release(Duration::from_secs(5)).await?;
+        }
+        out
+    })
+    .await;
+    let verdict = match made {
+        Err(_) => Err(CheckFailure::Broken(format!("no image within {} s", limit.as_secs()))),
+        Ok(Err(e)) => Err(CheckFailure::Broken(e.to_string())),
+        Ok(Ok(out)) => match out.images.first().map(|i| (i.width, i.height)) {
+            Some(size) if size == (side, side) => Ok(size),
+            Some((w, h)) => {
+                Err(CheckFailure::Broken(format!("the test image is {w}×{h}, not {side}×{side}")))
+            }
+            None => Err(CheckFailure::Broken("it answered the job without an image".into())),
+        },
+    };
+    match &verdict {
+        Ok((w, h)) => log(LogLevel::Info, format!("Phase 2: ✓ sd-server made a {w}×{h} image")),
+        Err(e) => log(LogLevel::Warn, format!("Phase 2: ✗ sd-server: {e}")),
     }
     Ok(verdict)
 }

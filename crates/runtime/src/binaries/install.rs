@@ -23,7 +23,7 @@ use crate::storage::StorageLayout;
 use crate::{now_ms, Result, RuntimeError};
 use ipc::event::{LogLevel, LogLine};
 use ipc::runtimes::{
-    BinaryProgress, InstalledRuntime, RuntimeKind, RuntimeStatus, SetupStage, Variant,
+    BinaryProgress, ImagePath, InstalledRuntime, RuntimeKind, RuntimeStatus, SetupStage, Variant,
 };
 use ipc::system::GpuInfo;
 use ipc::{AppEvent, IpcError};
@@ -44,6 +44,14 @@ pub enum How {
     Rechecked,
     /// A build was downloaded, checked and installed.
     Installed,
+}
+
+/// What a build's checks found: its own version line, llama-server's load report, and how an
+/// sd.cpp build makes images.
+struct Passed {
+    version: String,
+    report: Option<super::scan::LoadReport>,
+    images: Option<ImagePath>,
 }
 
 #[derive(Debug, Clone)]
@@ -310,8 +318,10 @@ impl Binaries {
             let i = &rec.installed;
             let label = format!("{program} {} ({})", i.version, i.variant.label());
             let usable = i.custom || i.version == release.version;
-            // A record from before sd-cli's functional check existed is checked again once.
-            let checked_fully = i.generation_checked || kind == RuntimeKind::Llama;
+            // A record from before sd.cpp's functional check, or from before that check chose
+            // how images are made, is checked again once.
+            let checked_fully =
+                kind == RuntimeKind::Llama || (i.generation_checked && i.images.is_some());
             if usable && !force && rec.still_matches() && checked_fully {
                 self.log(kind, LogLevel::Info, format!("✓ {label}: the cached check holds"));
                 return Ok(Ensured { installed: rec.installed, how: How::Cache });
@@ -475,7 +485,7 @@ impl Binaries {
         kind: RuntimeKind,
         exe: &Path,
         variant: Variant,
-    ) -> Result<std::result::Result<(String, Option<super::scan::LoadReport>), CheckFailure>> {
+    ) -> Result<std::result::Result<Passed, CheckFailure>> {
         let checks = &self.inner.config.checks;
         self.progress(kind, SetupStage::Testing, Some(variant), 1, Some(2));
         let mut log = |level: LogLevel, msg: String| self.log(kind, level, msg);
@@ -485,17 +495,48 @@ impl Binaries {
         };
         if kind == RuntimeKind::Diffusion {
             self.progress(kind, SetupStage::Testing, Some(variant), 2, Some(2));
-            let model = self.sd_test_model().await?;
-            let out =
-                model.diffusion_model.with_file_name(format!("check-{}.png", std::process::id()));
-            let mut log = |level: LogLevel, msg: String| self.log(kind, level, msg);
-            let made = check::sd_phase2(exe, &model, &out, checks, &mut log).await?;
-            return Ok(made.map(|_| (version, None)));
+            return Ok(self.sd_phase2(exe).await?.map(|images| Passed {
+                version,
+                report: None,
+                images: Some(images),
+            }));
         }
         self.progress(kind, SetupStage::Testing, Some(variant), 2, Some(2));
         let model = self.test_model().await?;
         let mut log = |level: LogLevel, msg: String| self.log(kind, level, msg);
-        Ok(check::phase2(exe, &model, variant, checks, &mut log).await?.map(|r| (version, Some(r))))
+        Ok(check::phase2(exe, &model, variant, checks, &mut log).await?.map(|r| Passed {
+            version,
+            report: Some(r),
+            images: None,
+        }))
+    }
+
+    /// Phase 2 for sd.cpp, the way the build will make images: through the sd-server beside
+    /// `exe` when the build has one and it makes the test image, else through `exe` itself.
+    async fn sd_phase2(&self, exe: &Path) -> Result<std::result::Result<ImagePath, CheckFailure>> {
+        let kind = RuntimeKind::Diffusion;
+        let checks = &self.inner.config.checks;
+        let model = self.sd_test_model().await?;
+        let mut log = |level: LogLevel, msg: String| self.log(kind, level, msg);
+        let why = match crate::diffusion::warm::server_beside(exe) {
+            Some(server) => {
+                let loras = model.diffusion_model.with_file_name("check-loras");
+                match check::sd_server_phase2(&server, &model, &loras, checks, &mut log).await? {
+                    Ok(_) => {
+                        let server = server.display().to_string();
+                        log(LogLevel::Info, format!("images: a warm sd-server ({server})"));
+                        return Ok(Ok(ImagePath::WarmServer { server }));
+                    }
+                    Err(e) => format!("its sd-server failed the check: {e}"),
+                }
+            }
+            None => "this build has no sd-server".to_owned(),
+        };
+        log(LogLevel::Info, format!("images: one sd-cli run per image ({why})"));
+        let out = model.diffusion_model.with_file_name(format!("check-{}.png", std::process::id()));
+        Ok(check::sd_phase2(exe, &model, &out, checks, &mut log)
+            .await?
+            .map(|_| ImagePath::PerImage { why }))
     }
 
     async fn record(
@@ -505,7 +546,7 @@ impl Binaries {
         variant: Variant,
         version: &str,
         custom: bool,
-        (reported_version, report): (String, Option<super::scan::LoadReport>),
+        Passed { version: reported_version, report, images }: Passed,
     ) -> Result<InstalledRuntime> {
         let stamp = FileStamp::of(exe)
             .ok_or_else(|| RuntimeError::BinaryNotFound(format!("{} vanished", exe.display())))?;
@@ -528,6 +569,7 @@ impl Binaries {
             devices: report.as_ref().map(|r| r.gpus.clone()).unwrap_or_default(),
             offloaded_layers: report.as_ref().and_then(|r| r.offloaded),
             custom,
+            images,
         };
         match self.inner.cache.save(&installed, stamp).await {
             // The build works; only the record cannot be kept (checked again at the next start).
@@ -697,11 +739,16 @@ impl Binaries {
                 merge_flat(&dep_dir, &exe_dir, &dep.file)?;
             }
             set_executable(&exe)?;
+            let server = exe.with_file_name(crate::diffusion::warm::SERVER_FILE);
+            if kind == RuntimeKind::Diffusion && server.is_file() {
+                set_executable(&server)?;
+            }
             match self.run_checks(kind, &exe, variant).await? {
                 Err(e) => Ok(Err(e)),
-                Ok(report) => {
+                Ok(mut report) => {
                     let target = version_dir.join(variant.label().to_ascii_lowercase());
                     swap_into_place(&main_dir, &target)?;
+                    report.images = moved(report.images, &main_dir, &target);
                     let exe = target.join(&exe_rel);
                     let rec =
                         self.record(kind, &exe, variant, &release.version, false, report).await?;
@@ -763,6 +810,18 @@ impl Binaries {
 /// The executable inside an unpacked build: the first of `names` (preferred first, compared
 /// without case) found anywhere in the tree, nearest the top first. Answers a path relative to
 /// `root`.
+/// The image path of a build checked in `from` and since moved to `to`.
+fn moved(images: Option<ImagePath>, from: &Path, to: &Path) -> Option<ImagePath> {
+    match images {
+        Some(ImagePath::WarmServer { server }) => {
+            let p = Path::new(&server);
+            let now = p.strip_prefix(from).map_or_else(|_| p.to_path_buf(), |rel| to.join(rel));
+            Some(ImagePath::WarmServer { server: now.display().to_string() })
+        }
+        other => other,
+    }
+}
+
 pub fn find_executable(root: &Path, names: &[String]) -> Option<PathBuf> {
     let mut files = walk_files(root, 8);
     files.sort();
@@ -860,6 +919,20 @@ fn swap_into_place(from: &Path, target: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checked_server_moves_with_its_build() {
+        let (from, to) = (Path::new("/b/.staging-CPU-1/build"), Path::new("/b/cpu"));
+        let warm = |s: &str| Some(ImagePath::WarmServer { server: s.into() });
+        assert_eq!(
+            moved(warm("/b/.staging-CPU-1/build/bin/sd-server"), from, to),
+            warm("/b/cpu/bin/sd-server")
+        );
+        assert_eq!(moved(warm("/elsewhere/sd-server"), from, to), warm("/elsewhere/sd-server"));
+        let per = Some(ImagePath::PerImage { why: "this build has no sd-server".into() });
+        assert_eq!(moved(per.clone(), from, to), per);
+        assert_eq!(moved(None, from, to), None);
+    }
 
     #[test]
     fn finds_the_preferred_executable_nearest_the_top() {

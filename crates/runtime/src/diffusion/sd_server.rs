@@ -463,7 +463,15 @@ impl Backend {
     async fn cancel_job(&mut self, id: &str, last: &JobState) -> Result<()> {
         if matches!(last, JobState::Queued { .. }) {
             let url = self.url(&format!("/sdcpp/v1/jobs/{id}/cancel"));
-            let r = self.client.post(url).timeout(CALL_TIMEOUT).send().await;
+            // With a length of zero said outright: sd-server's HTTP library otherwise waits
+            // for a body until its 5 s read timeout before it answers.
+            let r = self
+                .client
+                .post(url)
+                .header(reqwest::header::CONTENT_LENGTH, "0")
+                .timeout(CALL_TIMEOUT)
+                .send()
+                .await;
             if r.is_ok_and(|r| r.status().as_u16() == 200) {
                 return Ok(());
             }

@@ -359,6 +359,27 @@ impl DiffusionServer {
         }
     }
 
+    /// The sd-server to keep warm: the one the build's check made its image through, while it
+    /// is still there (else one sd-cli per image, as for a build without one).
+    fn image_server(&self, installed: &ipc::runtimes::InstalledRuntime) -> Option<PathBuf> {
+        match &installed.images {
+            Some(ipc::runtimes::ImagePath::WarmServer { server }) => {
+                let p = PathBuf::from(server);
+                if crate::process::is_executable(&p) {
+                    return Some(p);
+                }
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "{server} is gone; each image runs sd-cli until the build is checked again"
+                    ),
+                );
+                None
+            }
+            _ => None,
+        }
+    }
+
     async fn open(
         &self,
         cfg: DiffusionConfig,
@@ -368,7 +389,7 @@ impl DiffusionServer {
         let gpus = self.inner.system.gpus();
         let ensured = self.inner.binaries.ensure(RuntimeKind::Diffusion, &gpus, false).await?;
         let exe = PathBuf::from(&ensured.installed.path);
-        let warm = warm::server_beside(&exe).map(|server| {
+        let warm = self.image_server(&ensured.installed).map(|server| {
             Warm::new(server, self.inner.storage.root().join("run"), self.inner.events.clone())
         });
         // "Any free port" is port 0 given to the bind itself: no probe-then-bind race.

@@ -81,10 +81,12 @@ pub fn pidfile_in(run_dir: &std::path::Path) -> PathBuf {
     run_dir.join("sd-server.json")
 }
 
-/// The sd-server of an installed build: beside its sd-cli, when the build has one.
+/// sd-server's file name in a build.
+pub const SERVER_FILE: &str = if cfg!(windows) { "sd-server.exe" } else { "sd-server" };
+
+/// The sd-server of a build: beside its sd-cli, when the build has one.
 pub fn server_beside(sd_cli: &std::path::Path) -> Option<PathBuf> {
-    let name = if cfg!(windows) { "sd-server.exe" } else { "sd-server" };
-    let p = sd_cli.with_file_name(name);
+    let p = sd_cli.with_file_name(SERVER_FILE);
     crate::process::is_executable(&p).then_some(p)
 }
 
@@ -186,7 +188,13 @@ impl Warm {
         if *cancel.borrow() {
             return Err(RuntimeError::Cancelled);
         }
-        let mut slot = self.slot.lock().await;
+        // The slot is held while a release or another request finishes: a cancel meanwhile ends
+        // the wait at once.
+        let mut asked = cancel.clone();
+        let mut slot = tokio::select! {
+            slot = self.slot.lock() => slot,
+            Ok(_) = asked.wait_for(|c| *c) => return Err(RuntimeError::Cancelled),
+        };
         if *cancel.borrow() {
             return Err(RuntimeError::Cancelled);
         }

@@ -4,7 +4,9 @@
 use super::{mirror_enum, mirror_struct, Conv};
 use serde::{Deserialize, Serialize};
 
-/// Format 1 is the first one (the cache had its `format` from the start).
+/// Format 1 is the first one (the cache had its `format` from the start). `images` came later
+/// in the same format: a record without it was written before the sd.cpp check chose how images
+/// are made, and is checked again.
 pub const FORMAT: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +42,36 @@ mirror_struct! {
         devices: Vec<String>,
         offloaded_layers: Option<(u32, u32)>,
         custom: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        images: Option<ImagePath>,
+    }
+}
+
+/// How an sd.cpp build makes images (`{"kind": "warm_server", "server": …}` or
+/// `{"kind": "per_image", "why": …}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ImagePath {
+    WarmServer { server: String },
+    PerImage { why: String },
+}
+
+impl Conv<ipc::runtimes::ImagePath> for ImagePath {
+    fn conv(&self) -> ipc::runtimes::ImagePath {
+        use ipc::runtimes::ImagePath as I;
+        match self {
+            Self::WarmServer { server } => I::WarmServer { server: server.clone() },
+            Self::PerImage { why } => I::PerImage { why: why.clone() },
+        }
+    }
+}
+
+impl Conv<ImagePath> for ipc::runtimes::ImagePath {
+    fn conv(&self) -> ImagePath {
+        match self {
+            Self::WarmServer { server } => ImagePath::WarmServer { server: server.clone() },
+            Self::PerImage { why } => ImagePath::PerImage { why: why.clone() },
+        }
     }
 }
 
