@@ -7,6 +7,7 @@ pub mod applog;
 pub mod binaries;
 pub mod diffusion;
 pub mod download;
+pub mod endpoint;
 pub mod error;
 pub mod events;
 pub mod links;
