@@ -193,6 +193,39 @@ async fn a_tiny_model_makes_a_real_image_and_its_output_parses() {
     assert!(f.vram_bytes == 0 && f.ram_bytes > files * 9 / 10, "{f:?} for {files} bytes of files");
 }
 
+/// The app's runtime on a fresh storage folder in `dir`, with a copy of the real sd-cli in a
+/// folder of its own (with `server`, a script, beside it as its sd-server when given) chosen as
+/// the image runtime, and the tiny Flux.2 model registered as "tiny-flux2".
+async fn runtime_with_build(dir: &testkit::TempDir, server: Option<&str>) -> runtime::Runtime {
+    use ipc::models::{ModelInfo, ModelKind};
+    use ipc::StorageRootSource;
+    use runtime::system::SystemProbe;
+    use runtime::{EventBus, Runtime, StorageRoot};
+    use std::os::unix::fs::PermissionsExt;
+
+    let rt = Runtime::open(
+        StorageRoot::new(dir.join("home"), StorageRootSource::Env),
+        EventBus::default(),
+        std::sync::Arc::new(SystemProbe::real()),
+    )
+    .unwrap();
+    let build = dir.join("build");
+    std::fs::create_dir_all(&build).unwrap();
+    std::fs::copy(sd_cli(), build.join("sd-cli")).unwrap();
+    if let Some(script) = server {
+        let path = build.join("sd-server");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&build.join("sd-cli"))).await.unwrap();
+    let folder = rt.storage().diffusion_models().join("tiny-flux2");
+    std::fs::create_dir_all(&folder).unwrap();
+    let files = tiny_model(&folder);
+    let info = ModelInfo::local_files("tiny-flux2", "Tiny Flux.2", ModelKind::Diffusion, &files);
+    rt.models().register(&info).await.unwrap();
+    rt
+}
+
 /// The whole path with the real sd-cli: the diffusion server, a job for the tiny model, progress
 /// through the stages, a PNG of the asked size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,24 +234,12 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
     use base64::Engine as _;
     use ipc::diffusion::{DiffusionConfig, ImageRequest, JobStatus};
     use ipc::event::ImageStage;
-    use ipc::models::{ModelInfo, ModelKind};
-    use ipc::{AppEvent, StorageRootSource};
-    use runtime::system::SystemProbe;
-    use runtime::{EventBus, Runtime, StorageRoot};
+    use ipc::AppEvent;
 
-    let dir = testkit::TempDir::new("real-sd-server");
-    let rt = Runtime::open(
-        StorageRoot::new(dir.join("home"), StorageRootSource::Env),
-        EventBus::default(),
-        std::sync::Arc::new(SystemProbe::real()),
-    )
-    .unwrap();
     // sd-cli alone in its folder: a build without sd-server makes each image with one sd-cli
     // run (scripts/build-sd-cli keeps an sd-server beside it, which would be used instead).
-    let alone = dir.join("sd-cli-alone");
-    std::fs::create_dir_all(&alone).unwrap();
-    std::fs::copy(sd_cli(), alone.join("sd-cli")).unwrap();
-    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&alone.join("sd-cli"))).await.unwrap();
+    let dir = testkit::TempDir::new("real-sd-server");
+    let rt = runtime_with_build(&dir, None).await;
     // Installed only after its functional check: a real 64×64 image from the tiny Flux.2 model.
     let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
     assert!(
@@ -232,11 +253,6 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
         installed.images,
         Some(ipc::runtimes::ImagePath::PerImage { why: "this build has no sd-server".into() })
     );
-    let folder = rt.storage().diffusion_models().join("tiny-flux2");
-    std::fs::create_dir_all(&folder).unwrap();
-    let files = tiny_model(&folder);
-    let info = ModelInfo::local_files("tiny-flux2", "Tiny Flux.2", ModelKind::Diffusion, &files);
-    rt.models().register(&info).await.unwrap();
     let status = rt
         .diffusion()
         .start(DiffusionConfig {
@@ -305,26 +321,10 @@ async fn the_diffusion_server_makes_an_image_with_the_real_sd_cli() {
 async fn a_build_whose_sd_server_fails_its_check_makes_images_with_sd_cli() {
     use ipc::diffusion::DiffusionConfig;
     use ipc::runtimes::ImagePath;
-    use ipc::StorageRootSource;
-    use runtime::system::SystemProbe;
-    use runtime::{EventBus, Runtime, StorageRoot};
-    use std::os::unix::fs::PermissionsExt;
 
     let dir = testkit::TempDir::new("real-sd-cli-bad-server");
-    let rt = Runtime::open(
-        StorageRoot::new(dir.join("home"), StorageRootSource::Env),
-        EventBus::default(),
-        std::sync::Arc::new(SystemProbe::real()),
-    )
-    .unwrap();
-    let build = dir.join("build");
-    std::fs::create_dir_all(&build).unwrap();
-    std::fs::copy(sd_cli(), build.join("sd-cli")).unwrap();
-    let server = build.join("sd-server");
-    std::fs::write(&server, "#!/bin/sh\necho 'error: this sd-server is broken' >&2\nexit 3\n")
-        .unwrap();
-    std::fs::set_permissions(&server, std::fs::Permissions::from_mode(0o755)).unwrap();
-    rt.binaries().set_custom(RuntimeKind::Diffusion, Some(&build.join("sd-cli"))).await.unwrap();
+    let broken = "#!/bin/sh\necho 'error: this sd-server is broken' >&2\nexit 3\n";
+    let rt = runtime_with_build(&dir, Some(broken)).await;
     let installed = rt.binaries().installed(RuntimeKind::Diffusion).unwrap();
     match &installed.images {
         Some(ImagePath::PerImage { why }) => {
@@ -336,16 +336,6 @@ async fn a_build_whose_sd_server_fails_its_check_makes_images_with_sd_cli() {
     let setup = rt.binaries().status(RuntimeKind::Diffusion).log;
     assert!(setup.iter().any(|l| l.message == "Phase 2: ✓ sd-cli made a 64×64 image"));
 
-    let folder = rt.storage().diffusion_models().join("tiny-flux2");
-    std::fs::create_dir_all(&folder).unwrap();
-    let files = tiny_model(&folder);
-    let info = ipc::models::ModelInfo::local_files(
-        "tiny-flux2",
-        "Tiny Flux.2",
-        ipc::models::ModelKind::Diffusion,
-        &files,
-    );
-    rt.models().register(&info).await.unwrap();
     let status = rt
         .diffusion()
         .start(DiffusionConfig {

@@ -258,21 +258,12 @@ async fn a_cancel_while_running_ends_the_process_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real sd-server; scripts/test builds it and runs this"]
 async fn the_diffusion_server_keeps_one_warm_backend() {
-    use ipc::diffusion::{BackendState, DiffusionConfig, ImageRequest, JobStatus, ReleaseReason};
+    use ipc::diffusion::{BackendState, JobStatus, ReleaseReason};
     use ipc::AppEvent;
 
     let dir = testkit::TempDir::new("real-sd-server-runtime");
     let rt = warm_runtime(&dir).await;
-    let status = rt
-        .diffusion()
-        .start(DiffusionConfig {
-            model_id: "tiny-flux2".into(),
-            port: Some(0),
-            threads: Some(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let status = start_images(&rt, None).await;
     assert!(status.warm, "sd-server lies beside this sd-cli");
     // Chosen by the install check, which made its image through that sd-server.
     let installed = rt.binaries().installed(ipc::runtimes::RuntimeKind::Diffusion).unwrap();
@@ -287,16 +278,7 @@ async fn the_diffusion_server_keeps_one_warm_backend() {
     assert_eq!(status.backend.state, BackendState::Absent, "loaded by the first image, not before");
 
     let mut rx = rt.events().subscribe();
-    let req = |steps: u32, seed: i64| ImageRequest {
-        prompt: "a lighthouse".into(),
-        width: Some(64),
-        height: Some(64),
-        steps: Some(steps),
-        cfg_scale: Some(1.0),
-        seed: Some(seed),
-        sampler: Some("euler".into()),
-        ..Default::default()
-    };
+    let req = small;
     let mut states = Vec::new();
     let cold = rt.diffusion().footprint_for(&req(2, 1)).unwrap();
     let mut pids = Vec::new();
@@ -445,6 +427,37 @@ async fn with_tiny_llm(rt: &runtime::Runtime) {
     rt.models().register(&info).await.unwrap();
 }
 
+/// Starts the image server of `rt` on the tiny model (any port, two threads), with `usage`.
+async fn start_images(
+    rt: &runtime::Runtime,
+    usage: Option<ipc::diffusion::UsageMode>,
+) -> ipc::diffusion::DiffusionStatus {
+    rt.diffusion()
+        .start(ipc::diffusion::DiffusionConfig {
+            model_id: "tiny-flux2".into(),
+            port: Some(0),
+            threads: Some(2),
+            usage_mode: usage,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// A 64×64 request of `steps` steps with `seed`, as the job API takes it.
+fn small(steps: u32, seed: i64) -> ipc::diffusion::ImageRequest {
+    ipc::diffusion::ImageRequest {
+        prompt: "a lighthouse".into(),
+        width: Some(64),
+        height: Some(64),
+        steps: Some(steps),
+        cfg_scale: Some(1.0),
+        seed: Some(seed),
+        sampler: Some("euler".into()),
+        ..Default::default()
+    }
+}
+
 /// Live memory as a test sets it: `free` bytes of RAM available, no GPU.
 struct FreeRam(std::sync::atomic::AtomicU64);
 
@@ -468,7 +481,7 @@ impl runtime::system::MemorySource for FreeRam {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real sd-server and llama-server; scripts/test builds them and runs this"]
 async fn an_llm_start_releases_the_backend_only_when_both_do_not_fit() {
-    use ipc::diffusion::{BackendState, DiffusionConfig, ImageRequest, ReleaseReason};
+    use ipc::diffusion::{BackendState, ReleaseReason};
     use ipc::llm::LlmConfig;
     use ipc::AppEvent;
 
@@ -477,27 +490,9 @@ async fn an_llm_start_releases_the_backend_only_when_both_do_not_fit() {
     with_tiny_llm(&rt).await;
     let free = Arc::new(FreeRam(std::sync::atomic::AtomicU64::new(64 << 30)));
     rt.diffusion().set_memory(free.clone());
-    rt.diffusion()
-        .start(DiffusionConfig {
-            model_id: "tiny-flux2".into(),
-            port: Some(0),
-            threads: Some(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    start_images(&rt, None).await;
     let mut rx = rt.events().subscribe();
-    let req = ImageRequest {
-        prompt: "a lighthouse".into(),
-        width: Some(64),
-        height: Some(64),
-        steps: Some(1),
-        cfg_scale: Some(1.0),
-        seed: Some(1),
-        sampler: Some("euler".into()),
-        ..Default::default()
-    };
-    let id = rt.diffusion().generate(req).unwrap().id;
+    let id = rt.diffusion().generate(small(1, 1)).unwrap().id;
     assert_eq!(wait_end(&id, &mut rx, &mut Vec::new()).await, "finished");
     let pid = rt.diffusion().status().backend.pid.expect("resident");
     let cfg = LlmConfig { model_id: "tiny".into(), port: Some(0), ..Default::default() };
@@ -809,7 +804,7 @@ async fn a_cancel_during_the_load_before_start_or_while_queued_ends_as_cancelled
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real sd-server and llama-server; scripts/test builds them and runs this"]
 async fn the_llm_comes_back_only_after_the_backend_is_released() {
-    use ipc::diffusion::{BackendState, DiffusionConfig, ImageRequest, ReleaseReason, UsageMode};
+    use ipc::diffusion::{BackendState, ReleaseReason, UsageMode};
     use ipc::event::{ServerKind, ServerState};
     use ipc::llm::LlmConfig;
     use ipc::orchestrator::{OffloadMode, OrchestratorSettings};
@@ -820,32 +815,13 @@ async fn the_llm_comes_back_only_after_the_backend_is_released() {
     with_tiny_llm(&rt).await;
     let settings = OrchestratorSettings { mode: OffloadMode::Always, ..Default::default() };
     rt.orchestrator().set_settings(settings).await.unwrap();
-    rt.diffusion()
-        .start(DiffusionConfig {
-            model_id: "tiny-flux2".into(),
-            port: Some(0),
-            threads: Some(2),
-            usage_mode: Some(UsageMode::Auto),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    start_images(&rt, Some(UsageMode::Auto)).await;
     rt.llm()
         .start(LlmConfig { model_id: "tiny".into(), port: Some(0), ..Default::default() })
         .await
         .unwrap();
     let mut rx = rt.events().subscribe();
-    let req = ImageRequest {
-        prompt: "a lighthouse".into(),
-        width: Some(64),
-        height: Some(64),
-        steps: Some(1),
-        cfg_scale: Some(1.0),
-        seed: Some(1),
-        sampler: Some("euler".into()),
-        ..Default::default()
-    };
-    let id = rt.diffusion().generate(req).unwrap().id;
+    let id = rt.diffusion().generate(small(1, 1)).unwrap().id;
     let mut seen = Vec::new();
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(180), rx.recv()).await.unwrap().unwrap();
