@@ -320,6 +320,36 @@ async fn busy_cancel_and_expiry() {
     w.server.stop().await.unwrap();
 }
 
+/// A request sent right after a cancel is taken at once (no "busy" while the cancelled job lets
+/// go of its sd-cli), starts only once that sd-cli is gone, and makes its image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_right_after_a_cancel_is_taken_and_runs_after_it() {
+    let w = World::new("cancel-next", 300, false, Default::default()).await;
+    let (code, created) =
+        w.post(json!({"prompt": "slow", "width": 64, "height": 64, "steps": 20})).await;
+    assert_eq!(code, 201);
+    let first = created["id"].as_str().unwrap().to_owned();
+    let pid = w.sd_pid().await;
+    w.poll_until(&first, |v| v["progress"]["stage"] == "diffusion").await;
+    assert_eq!(w.delete(&first).await.0, 200);
+    let (code, next) =
+        w.post(json!({"prompt": "next", "width": 64, "height": 64, "steps": 2})).await;
+    assert_eq!(code, 201, "taken at once after the cancel: {next}");
+    let next = next["id"].as_str().unwrap().to_owned();
+    let (code, busy) = w.post(json!({"prompt": "third"})).await;
+    assert_eq!((code, busy["error"]["code"].as_str()), (503, Some("SERVER_BUSY")), "{busy}");
+    let seen = w.poll_until(&next, |v| v["status"] == "complete").await;
+    assert!(!alive(pid), "the cancelled job's sd-cli is gone");
+    let done = seen.last().unwrap();
+    let image = done["result"]["images"][0]["image"].as_str().unwrap();
+    assert_eq!(decode_png(image), (64, 64));
+    // One sd-cli run for each job, and none for the request turned away.
+    let calls = w.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(w.get(&format!("/v1/images/generations/{first}")).await.1["status"], "cancelled");
+    w.server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_a_400_with_the_reason() {
     let w = World::new("bad", 5, false, Default::default()).await;

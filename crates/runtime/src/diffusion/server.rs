@@ -3,8 +3,11 @@
 //! "Running" means the model is chosen, the runtime is installed and checked, and the HTTP job
 //! API ([`super::api`]) listens. Images come from a warm sd-server ([`super::warm`]) when the
 //! installed build has one beside its sd-cli: started by the first image, kept loaded for the
-//! next ones as the usage mode says; otherwise from one sd-cli run per image ([`super::job`]). One job runs at a time; a second request while one runs is answered "busy" (HTTP
-//! 503 `SERVER_BUSY`, as the original), never queued behind the user's back. Finished jobs keep
+//! next ones as the usage mode says; otherwise from one sd-cli run per image ([`super::job`]).
+//! One job runs at a time; a second request while one runs is answered "busy" (HTTP 503
+//! `SERVER_BUSY`, as the original), never queued behind the user's back. Once the running job is
+//! cancelled the next request is taken at once: it waits for the cancelled one to let go of its
+//! process before it starts (the client need not poll until "busy" clears). Finished jobs keep
 //! their result for a while (5 minutes by default) and are then forgotten.
 
 use super::args::{offload_for, validate, Offload, SdImage, SdModel};
@@ -725,11 +728,18 @@ impl DiffusionServer {
         let Some(run) = sh.running.clone() else { return Err(RuntimeError::ServerNotRunning) };
         let (image, count, need) = self.image_for(&req, &run)?;
         self.prune(&mut sh);
-        if let Some((id, _)) = &sh.active {
-            return Err(RuntimeError::Busy(format!(
-                "the server is busy with image job {id}; poll it, cancel it, or retry when it ends"
-            )));
-        }
+        // A cancelled job still ending (its process being stopped) does not hold the next one
+        // back: the next waits for it inside its own task.
+        let before = match sh.active.take() {
+            Some((id, task)) if !sh.jobs.get(&id).is_some_and(|j| j.view.status.is_finished()) => {
+                let busy = format!(
+                    "the server is busy with image job {id}; poll it, cancel it, or retry when it ends"
+                );
+                sh.active = Some((id, task));
+                return Err(RuntimeError::Busy(busy));
+            }
+            other => other.map(|(_, task)| task),
+        };
         let id = self.new_id();
         let now = now_ms();
         let view = JobView {
@@ -747,6 +757,9 @@ impl DiffusionServer {
         let job_id = id.clone();
         let usage = req.usage_mode;
         let task = run.tasks.spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             me.run_job(job_id, run.exe, image, count, need, usage, cancel_rx).await
         });
         sh.active = Some((id.clone(), task));
