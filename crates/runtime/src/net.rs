@@ -97,10 +97,54 @@ pub fn describe_llama_props(v: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// Whether `host` (an address to bind) keeps an API on this computer.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The fewest characters of a token that opens an API to other computers.
+pub const MIN_TOKEN_LEN: usize = 8;
+
+/// Whether `what` may listen on `host`: on this computer always; on any other address only with
+/// a token (`Authorization: Bearer`) of at least [`MIN_TOKEN_LEN`] characters, since the API
+/// would otherwise answer anyone on the network.
+pub fn check_exposure(host: &str, token: Option<&str>, what: &str) -> Result<()> {
+    if is_loopback(host) || token.is_some_and(|t| t.trim().len() >= MIN_TOKEN_LEN) {
+        return Ok(());
+    }
+    Err(crate::RuntimeError::InvalidInput(format!(
+        "{what} on {host} would be open to other computers: set a token of at least {MIN_TOKEN_LEN} characters, or keep 127.0.0.1"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_loopback_listens_without_a_token() {
+        let cases: &[(&str, Option<&str>, bool)] = &[
+            ("127.0.0.1", None, true),
+            ("localhost", None, true),
+            ("::1", None, true),
+            ("127.0.0.2", None, true),
+            ("0.0.0.0", None, false),
+            ("::", None, false),
+            ("192.168.1.20", None, false),
+            ("0.0.0.0", Some("short"), false),
+            ("0.0.0.0", Some("        padded  "), false),
+            ("0.0.0.0", Some("s3cret-token"), true),
+            ("example.com", Some("s3cret-token"), true),
+        ];
+        for (host, token, ok) in cases {
+            let got = check_exposure(host, *token, "the job API");
+            assert_eq!(got.is_ok(), *ok, "{host} {token:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains("the job API on"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn port_choice_table() {

@@ -36,7 +36,6 @@ use ipc::orchestrator::{Footprint, OffloadDecision};
 use ipc::runtimes::RuntimeKind;
 use ipc::AppEvent;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,10 +187,7 @@ impl crate::llama::BeforeStart for RoomForLlm {
     }
 }
 
-/// Whether `host` (an address to bind) keeps the API on this computer.
-pub fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
+pub use crate::net::is_loopback;
 
 impl DiffusionServer {
     pub fn new(
@@ -329,11 +325,7 @@ impl DiffusionServer {
             return Err(RuntimeError::ServerAlreadyRunning);
         }
         let host = cfg.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
-        if !is_loopback(&host) && cfg.token.as_deref().is_none_or(|t| t.trim().len() < 8) {
-            return Err(RuntimeError::InvalidInput(format!(
-                "the job API on {host} would be open to other computers: set a token of at least 8 characters, or keep 127.0.0.1"
-            )));
-        }
+        crate::net::check_exposure(&host, cfg.token.as_deref(), "the job API")?;
         let model = self.inner.models.get(&cfg.model_id).await?;
         if model.kind != ModelKind::Diffusion {
             return Err(RuntimeError::InvalidInput(format!(
