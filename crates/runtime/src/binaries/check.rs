@@ -246,7 +246,6 @@ pub async fn sd_server_phase2(
             std::future::pending(),
         )
         .await?;
-        b.set_watchdog(limit);
         let (_keep, never) = tokio::sync::watch::channel(false);
         let out = b.generate(&image, 1, never, &mut Tracker::new(1, 1), |_| {}, |_| {}).await;
         if !b.is_gone() {

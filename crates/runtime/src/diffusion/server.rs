@@ -584,18 +584,19 @@ impl DiffusionServer {
     /// backend already holds this model with these flags, only the buffers of the image.
     fn need_now(&self, run: &Running, image: &SdImage) -> Footprint {
         let full = self.need_of(run, image.offload, image.width, image.height);
-        self.beside_backend(run, full, |warm| warm.holds(image.offload, image.threads))
+        self.beside_backend(run, full, image.offload, image.threads)
     }
 
+    /// `full` less what a resident backend started with `offload` and `threads` already holds.
     fn beside_backend(
         &self,
         run: &Running,
         full: Footprint,
-        holds: impl Fn(&Warm) -> bool,
+        offload: Offload,
+        threads: Option<u32>,
     ) -> Footprint {
         match &run.warm {
-            Some(w) if holds(w) => {
-                let offload = w.resident_offload().unwrap_or_default();
+            Some(w) if w.holds(offload, threads) => {
                 warm::beside_resident(full, self.held_by_backend(run, offload))
             }
             _ => full,
@@ -663,7 +664,7 @@ impl DiffusionServer {
         let (w, h) = (req.width.unwrap_or(DEFAULT_SIZE), req.height.unwrap_or(DEFAULT_SIZE));
         let offload = self.offload(&run);
         let full = self.need_of(&run, offload, w, h);
-        Ok(self.beside_backend(&run, full, |warm| warm.holds(offload, run.config.threads)))
+        Ok(self.beside_backend(&run, full, offload, run.config.threads))
     }
 
     /// Whether a job for `req` would pause the LLM now (no gate: never).

@@ -140,11 +140,6 @@ impl Warm {
             .is_some_and(|s| s.offload == offload && s.threads == threads)
     }
 
-    /// The offload flags of the resident backend, if one is.
-    pub fn resident_offload(&self) -> Option<Offload> {
-        self.resident.lock().unwrap().as_ref().map(|s| s.offload)
-    }
-
     fn set(
         &self,
         state: BackendState,
