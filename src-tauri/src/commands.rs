@@ -5,6 +5,7 @@ use crate::state::AppState;
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
+use ipc::endpoint::{EndpointSettings, EndpointStatus};
 use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
@@ -59,6 +60,8 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         runtime_set_custom,
         runtime_set_mirror,
         runtime_cancel,
+        endpoint_status,
+        endpoint_set,
         llm_status,
         llm_preview,
         llm_start,
@@ -427,6 +430,19 @@ fn diffusion_save_image(
 ) -> Result<SavedImage, IpcError> {
     let path = state.runtime()?.diffusion().save_image(&args.id, args.index)?;
     Ok(SavedImage { path: path.display().to_string() })
+}
+
+#[tauri::command]
+fn endpoint_status(state: State<'_, AppState>) -> Result<EndpointStatus, IpcError> {
+    Ok(state.runtime()?.endpoint().status())
+}
+
+#[tauri::command]
+async fn endpoint_set(
+    state: State<'_, AppState>,
+    args: EndpointSettings,
+) -> Result<EndpointStatus, IpcError> {
+    Ok(state.runtime()?.endpoint().set(args).await?)
 }
 
 #[tauri::command]

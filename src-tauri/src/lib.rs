@@ -50,6 +50,12 @@ pub fn run() {
                         None => {}
                     }
                 }
+                // The OpenAI-compatible endpoint, unless turned off (a taken port is shown on
+                // its card, not fatal).
+                let endpoint = rt.endpoint().clone();
+                tauri::async_runtime::spawn(async move {
+                    endpoint.open().await;
+                });
                 tauri::async_runtime::spawn(async move {
                     if let Err(e) = rt.recover().await {
                         tracing::warn!("the paused LLM could not be restored: {e}");
@@ -72,6 +78,7 @@ pub fn run() {
                 if let Ok(rt) = app.state::<AppState>().runtime() {
                     let _ = tauri::async_runtime::block_on(async {
                         rt.orchestrator().shutting_down();
+                        rt.endpoint().close().await;
                         let _ = rt.diffusion().stop().await;
                         rt.llm().stop().await
                     });

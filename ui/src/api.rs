@@ -4,6 +4,7 @@
 use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
+use ipc::endpoint::{EndpointSettings, EndpointStatus};
 use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
@@ -180,6 +181,25 @@ pub async fn runtime_cancel(runtime: RuntimeKind, discard: bool) -> Result<(), I
 
 pub async fn runtime_set_mirror(mirror: Option<String>) -> Result<(), IpcError> {
     invoke_with(cmd::RUNTIME_SET_MIRROR, &MirrorArgs { mirror }).await
+}
+
+pub async fn endpoint_status() -> Result<EndpointStatus, IpcError> {
+    invoke(cmd::ENDPOINT_STATUS).await
+}
+
+pub async fn endpoint_set(settings: EndpointSettings) -> Result<EndpointStatus, IpcError> {
+    invoke_with(cmd::ENDPOINT_SET, &settings).await
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = ["navigator", "clipboard"], js_name = writeText, catch)]
+    async fn clipboard_write_text(text: &str) -> Result<JsValue, JsValue>;
+}
+
+/// Puts `text` on the clipboard; false when the window may not (the text is then selectable).
+pub async fn copy_text(text: &str) -> bool {
+    clipboard_write_text(text).await.is_ok()
 }
 
 pub async fn llm_status() -> Result<LlmStatus, IpcError> {

@@ -56,6 +56,7 @@ fn class_of(event: &AppEvent) -> &'static str {
         | AppEvent::LlmHealth { ok: false, .. }
         | AppEvent::LlmKeptStopped
         | AppEvent::LlmCpuFallback { .. } => "warn",
+        AppEvent::EndpointNote { message } if message.contains("waits") => "warn",
         AppEvent::DownloadFinished { .. }
         | AppEvent::ImageJobFinished { .. }
         | AppEvent::LlmReloaded { .. }
@@ -335,6 +336,32 @@ impl DiffusionFeed {
     }
 }
 
+/// What the OpenAI-compatible endpoint reports: a counter bumped when it opened, moved or
+/// closed (its card reads the status again), and the requests it answered since the window
+/// opened, newest last (the card starts from the status's log and adds these).
+#[derive(Clone, Copy)]
+pub struct EndpointFeed {
+    pub ticks: RwSignal<u64>,
+    pub requests: RwSignal<Vec<ipc::endpoint::EndpointRequest>>,
+}
+
+/// Requests the API card keeps.
+pub const ENDPOINT_LOG_LEN: usize = 200;
+
+impl EndpointFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::EndpointChanged => self.ticks.update(|n| *n += 1),
+            AppEvent::EndpointRequest(r) => self.requests.update(|l| {
+                l.push(r.clone());
+                let extra = l.len().saturating_sub(ENDPOINT_LOG_LEN);
+                l.drain(..extra);
+            }),
+            _ => {}
+        }
+    }
+}
+
 const EVENT_LOG_LEN: usize = 50;
 
 /// Creates every feed, provides it to the tabs, and fills them from the app's events.
@@ -363,6 +390,9 @@ pub fn provide() {
         ended: RwSignal::new(None),
     };
     provide_context(diffusion_feed);
+    let endpoint_feed =
+        EndpointFeed { ticks: RwSignal::new(0), requests: RwSignal::new(Vec::new()) };
+    provide_context(endpoint_feed);
     let timeline = Timeline(RwSignal::new(Vec::new()));
     provide_context(timeline);
     let live_memory = LiveMemory(RwSignal::new(None));
@@ -377,6 +407,7 @@ pub fn provide() {
         runtime_feed.on_event(&event);
         llm_feed.on_event(&event);
         diffusion_feed.on_event(&event);
+        endpoint_feed.on_event(&event);
         match &event {
             AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),
             AppEvent::DownloadFinished { .. }
@@ -405,6 +436,8 @@ pub fn provide() {
                 | AppEvent::LlmBusy { .. }
                 | AppEvent::ChatDelta { .. }
                 | AppEvent::ImageProgress { .. }
+                | AppEvent::EndpointRequest(_)
+                | AppEvent::EndpointChanged
         ) {
             return;
         }

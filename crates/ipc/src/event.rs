@@ -261,6 +261,14 @@ pub enum AppEvent {
     ModelDeleted {
         model_id: String,
     },
+    /// The OpenAI-compatible endpoint opened, moved or closed: its status is read again.
+    EndpointChanged,
+    /// The endpoint answered a request (its log line), or ended one a client left.
+    EndpointRequest(crate::endpoint::EndpointRequest),
+    /// The endpoint started, swapped or waited for a model on a client's behalf.
+    EndpointNote {
+        message: String,
+    },
 }
 
 impl AppEvent {
@@ -335,6 +343,15 @@ impl AppEvent {
             Self::OffloadNotNeeded { decision } => format!("LLM kept running: {}", decision.reason),
             Self::LlmKeptStopped => "LLM left stopped after the image, as asked".to_owned(),
             Self::ModelDeleted { model_id } => format!("deleted {model_id}"),
+            Self::EndpointChanged => "API endpoint changed".to_owned(),
+            Self::EndpointRequest(r) => format!(
+                "API {} {} → {} in {} ms",
+                r.route,
+                r.model.as_deref().unwrap_or("-"),
+                r.status,
+                r.duration_ms
+            ),
+            Self::EndpointNote { message } => format!("API: {message}"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! backend cannot drift apart. Serde only: this crate must build for wasm32 and for the host.
 
 pub mod diffusion;
+pub mod endpoint;
 pub mod error;
 pub mod event;
 pub mod format;
@@ -76,6 +77,13 @@ pub mod cmd {
     pub const RUNTIME_SET_MIRROR: &str = "runtime_set_mirror";
     /// Stops a runtime's setup ([`crate::runtimes::CancelSetupArgs`]).
     pub const RUNTIME_CANCEL: &str = "runtime_cancel";
+
+    /// Where the OpenAI-compatible endpoint stands, with its latest requests
+    /// ([`crate::endpoint::EndpointStatus`]).
+    pub const ENDPOINT_STATUS: &str = "endpoint_status";
+    /// Saves the endpoint's settings and applies them: opens, moves or closes it
+    /// ([`crate::endpoint::EndpointSettings`] → [`crate::endpoint::EndpointStatus`]).
+    pub const ENDPOINT_SET: &str = "endpoint_set";
 
     /// Where the LLM server stands ([`crate::llm::LlmStatus`]).
     pub const LLM_STATUS: &str = "llm_status";
@@ -160,6 +168,8 @@ pub mod cmd {
         RUNTIME_SET_CUSTOM,
         RUNTIME_SET_MIRROR,
         RUNTIME_CANCEL,
+        ENDPOINT_STATUS,
+        ENDPOINT_SET,
         LLM_STATUS,
         LLM_PREVIEW,
         LLM_START,

@@ -86,6 +86,10 @@ pub struct LlmConfig {
     /// (`--no-jinja`).
     #[serde(default)]
     pub jinja: Option<bool>,
+    /// Serve `/v1/embeddings` (`--embeddings`); llama-server then answers nothing else, so
+    /// the endpoint starts a model this way only for embedding requests.
+    #[serde(default)]
+    pub embeddings: Option<bool>,
     /// Restart after a crash or a hang (1 s, 2 s, 4 s, …).
     pub auto_restart: bool,
     /// Most automatic restarts in a row (`None`: 3).
@@ -140,6 +144,12 @@ pub struct LlmSettings {
     /// `--jinja`, else `--no-jinja`.
     #[serde(default = "yes")]
     pub jinja: bool,
+    /// `--embeddings`: this server answers embedding requests only.
+    #[serde(default)]
+    pub embeddings: bool,
+    /// `--pooling`, when the model's own would not do for embeddings.
+    #[serde(default)]
+    pub pooling: Option<String>,
     /// Weights + KV cache + compute and output buffers expected on the GPU, and in RAM.
     pub expected_vram_bytes: u64,
     pub expected_ram_bytes: u64,

@@ -55,6 +55,7 @@ pub struct Runtime {
     llm: llama::LlamaServer,
     diffusion: diffusion::DiffusionServer,
     orchestrator: orchestrator::Orchestrator,
+    endpoint: endpoint::Endpoint,
     memory: Arc<system::history::MemoryFeed>,
     app_log: applog::AppLog,
 }
@@ -118,6 +119,13 @@ impl Runtime {
         diffusion.set_memory(memory.clone());
         diffusion.set_gate(Arc::new(orchestrator.clone()));
         llm.set_before_start(diffusion.before_llm_start());
+        let endpoint = endpoint::Endpoint::new(
+            llm.clone(),
+            diffusion.clone(),
+            models.clone(),
+            events.clone(),
+            storage.config(),
+        )?;
         Ok(Self {
             storage,
             events,
@@ -129,6 +137,7 @@ impl Runtime {
             llm,
             diffusion,
             orchestrator,
+            endpoint,
             memory,
             app_log,
         })
@@ -178,6 +187,11 @@ impl Runtime {
 
     pub fn orchestrator(&self) -> &orchestrator::Orchestrator {
         &self.orchestrator
+    }
+
+    /// The local OpenAI-compatible endpoint (opened by the app at launch: [`endpoint::Endpoint::open`]).
+    pub fn endpoint(&self) -> &endpoint::Endpoint {
+        &self.endpoint
     }
 
     /// Deletes model `id`. One that a server uses (the LLM running or paused for an image, the

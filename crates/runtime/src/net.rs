@@ -1,6 +1,8 @@
 //! Local networking shared by the runtime checks and the servers: a free port, and an HTTP
 //! client for the app's own servers on 127.0.0.1.
 
+pub mod guard;
+
 use crate::{Result, RuntimeError};
 
 /// reqwest is built without a default crypto provider (to avoid a C toolchain build); ring is

@@ -639,14 +639,25 @@ async fn the_real_server_takes_every_flag_the_app_emits() {
         llama_fit: false,
         cache_ram_mib: Some(0),
         jinja: false,
+        embeddings: true,
+        pooling: Some("mean".into()),
         expected_vram_bytes: 0,
         expected_ram_bytes: 0,
         estimate: Vec::new(),
         explanation: String::new(),
     };
     let args = runtime::llama::args::build_args(&settings);
-    for flag in ["--n-cpu-moe", "-fit", "--cache-ram", "--no-jinja", "--swa-full", "-ub", "--alias"]
-    {
+    for flag in [
+        "--n-cpu-moe",
+        "-fit",
+        "--cache-ram",
+        "--no-jinja",
+        "--swa-full",
+        "-ub",
+        "--alias",
+        "--embeddings",
+        "--pooling",
+    ] {
         assert!(args.iter().any(|a| a == flag), "{flag} in {args:?}");
     }
     use runtime::process::{Flow, LoadDeadline, Ready, Supervised};

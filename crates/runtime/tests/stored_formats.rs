@@ -267,6 +267,7 @@ fn paused_config() -> LlmConfig {
         llama_fit: Some(false),
         cache_ram_mib: Some(1024),
         jinja: Some(true),
+        embeddings: None,
         auto_restart: true,
         max_restarts: Some(3),
         startup_timeout_secs: Some(60),

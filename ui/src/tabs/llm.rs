@@ -1,5 +1,6 @@
 //! The LLM Server tab: the runtime, the server's status, its settings (auto-configured by
-//! default, every field overridable), Start / Stop / Restart, a streaming test chat, and the log.
+//! default, every field overridable), Start / Stop / Restart, a streaming test chat, the API
+//! card (the OpenAI-compatible endpoint), and the log.
 
 use crate::api;
 use crate::components::card::Card;
@@ -59,6 +60,7 @@ pub fn LlmTab() -> impl IntoView {
         </div>
         {move || error.get().map(|e| view! { <ErrorBox error=e /> })}
         <ChatCard status=status />
+        <crate::tabs::api::ApiCard />
         <LogCard title="Server log" list_id="llm-log" lines=feed.lines server=ServerKind::Llm />
     }
 }

@@ -1,5 +1,6 @@
 //! One file per tab.
 
+pub mod api;
 pub mod chat;
 pub mod diffusion;
 pub mod llm;

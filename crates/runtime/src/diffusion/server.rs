@@ -254,6 +254,11 @@ impl DiffusionServer {
         s
     }
 
+    /// The settings the image server runs with (`None` while it is stopped).
+    pub fn config(&self) -> Option<DiffusionConfig> {
+        self.inner.shared.lock().unwrap().running.as_ref().map(|r| r.config.clone())
+    }
+
     /// Ends the warm backend now (the next image loads the model again); answers whether one
     /// was resident. Waits for an image in progress to end first.
     pub async fn release_backend(&self) -> Result<bool> {

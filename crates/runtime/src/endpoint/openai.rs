@@ -24,7 +24,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: u16, kind: &'static str, code: &'static str, message: String) -> Self {
+    pub fn new(status: u16, kind: &'static str, code: &'static str, message: String) -> Self {
         Self { status, message, kind, param: None, code: Some(code), retry_after: None }
     }
 
@@ -114,6 +114,12 @@ impl ApiError {
             retry_after: Some(secs),
             ..Self::new(503, "server_error", "model_unavailable", message.into())
         }
+    }
+
+    /// Something on this side failed (a server that would not start, an image job that
+    /// failed): `status` 500 or 502, with what went wrong and what to do.
+    pub fn server(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, "server_error", code, message.into())
     }
 
     /// The body OpenAI's clients read.

@@ -13,6 +13,16 @@ pub struct LlmNow<'a> {
     pub model_id: Option<&'a str>,
     /// Requests the endpoint is forwarding to it now.
     pub in_flight: u32,
+    /// It runs with `--embeddings` (and so answers embedding requests only).
+    pub embeddings: bool,
+}
+
+/// What a request needs: its model, and whether for embeddings (llama-server serves either
+/// embeddings or text from one start, so the same model in the other mode is a swap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want<'a> {
+    pub model: &'a str,
+    pub embeddings: bool,
 }
 
 /// The next step for a request for a text model.
@@ -35,9 +45,9 @@ pub enum TextPlan {
     WaitForReload,
 }
 
-pub fn plan_text(want: &str, now: LlmNow<'_>) -> TextPlan {
+pub fn plan_text(want: Want<'_>, now: LlmNow<'_>) -> TextPlan {
     use ServerState::*;
-    let same = now.model_id == Some(want);
+    let same = now.model_id == Some(want.model) && now.embeddings == want.embeddings;
     match now.state {
         Running if same => TextPlan::Forward,
         Running => match now.model_id {
@@ -82,10 +92,34 @@ mod tests {
             (Crashed, Some("a"), 0, TextPlan::Start),
             (Running, None, 0, TextPlan::WaitThenPlan),
         ];
+        let a = Want { model: "a", embeddings: false };
         for (state, model_id, in_flight, want) in cases {
-            let now = LlmNow { state: *state, model_id: *model_id, in_flight: *in_flight };
-            assert_eq!(plan_text("a", now), *want, "{now:?}");
+            let now = LlmNow {
+                state: *state,
+                model_id: *model_id,
+                in_flight: *in_flight,
+                embeddings: false,
+            };
+            assert_eq!(plan_text(a, now), *want, "{now:?}");
         }
+    }
+
+    #[test]
+    fn the_same_model_in_the_other_mode_is_a_swap() {
+        let now = |model, embeddings, state| LlmNow {
+            state,
+            model_id: Some(model),
+            in_flight: 1,
+            embeddings,
+        };
+        let embed = Want { model: "a", embeddings: true };
+        let swap = TextPlan::Swap { from: "a".into(), drain: true };
+        assert_eq!(plan_text(embed, now("a", false, Running)), swap);
+        assert_eq!(plan_text(embed, now("a", true, Running)), TextPlan::Forward);
+        assert_eq!(plan_text(embed, now("a", true, Starting)), TextPlan::WaitForStart);
+        assert_eq!(plan_text(embed, now("a", false, Starting)), TextPlan::WaitThenPlan);
+        let text = Want { model: "a", embeddings: false };
+        assert_eq!(plan_text(text, now("a", true, Running)), swap);
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     if s.swa_full {
         push(&["--swa-full"]);
     }
+    if s.embeddings {
+        push(&["--embeddings"]);
+    }
+    if let Some(p) = &s.pooling {
+        push(&["--pooling", p]);
+    }
     if let Some(mib) = s.cache_ram_mib {
         push(&["--cache-ram", &mib.to_string()]);
     }
@@ -106,6 +112,8 @@ mod tests {
             llama_fit: false,
             cache_ram_mib: None,
             jinja: true,
+            embeddings: false,
+            pooling: None,
             expected_vram_bytes: 0,
             expected_ram_bytes: 0,
             estimate: vec![],
@@ -146,9 +154,16 @@ mod tests {
                  -lv 4",
             ),
             (
-                LlmSettings { ubatch: Some(256), swa_full: true, ..base() },
+                LlmSettings {
+                    ubatch: Some(256),
+                    swa_full: true,
+                    embeddings: true,
+                    pooling: Some("mean".into()),
+                    ..base()
+                },
                 "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --threads 8 -c 4096 -n -1 \
-                 -ngl 28 -fit off -np 1 -fa auto -ub 256 --swa-full -lv 4",
+                 -ngl 28 -fit off -np 1 -fa auto -ub 256 --swa-full --embeddings --pooling mean \
+                 -lv 4",
             ),
             (
                 LlmSettings { n_cpu_moe: 12, ..base() },

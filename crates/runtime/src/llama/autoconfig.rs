@@ -40,6 +40,8 @@ pub struct ModelFacts {
     pub native_context: u32,
     /// What the KV cache and the compute buffers depend on.
     pub shape: Shape,
+    /// `{arch}.pooling_type` (0 none, 1 mean, 2 cls, 3 last, 4 rank): set by embedding models.
+    pub pooling: Option<u64>,
 }
 
 impl ModelFacts {
@@ -64,6 +66,7 @@ impl ModelFacts {
             experts,
             other,
             native_context: h.context_length().unwrap_or(4096).min(u32::MAX as u64) as u32,
+            pooling: h.architecture().and_then(|a| h.get_u64(&format!("{a}.pooling_type"))),
         })
     }
 
@@ -434,6 +437,11 @@ pub fn resolve(
         llama_fit: cfg.llama_fit.unwrap_or(false),
         cache_ram_mib: cfg.cache_ram_mib,
         jinja: cfg.jinja.unwrap_or(true),
+        embeddings: cfg.embeddings.unwrap_or(false),
+        // A chat model asked for embeddings pools none by default, which OpenAI's
+        // /v1/embeddings cannot answer with: its tokens are averaged.
+        pooling: (cfg.embeddings == Some(true) && m.pooling.is_none_or(|p| p == 0))
+            .then(|| "mean".to_owned()),
         expected_vram_bytes: chosen.vram,
         expected_ram_bytes: chosen.ram,
         estimate: chosen.estimate,
@@ -458,6 +466,7 @@ mod tests {
             experts: vec![0; 32],
             other: 500 * MIB,
             native_context: 32768,
+            pooling: None,
             shape: Shape {
                 n_embd: 4096,
                 n_head: 32,
@@ -482,6 +491,24 @@ mod tests {
 
     fn run(cfg: LlmConfig, m: &ModelFacts, mach: &MachineFacts) -> LlmSettings {
         resolve(&cfg, m, mach, 8080).unwrap()
+    }
+
+    #[test]
+    fn embeddings_pool_by_the_model_else_by_the_mean() {
+        let mach = machine(None, 32 * GIB);
+        let embed = LlmConfig { embeddings: Some(true), ..Default::default() };
+        let cases = [
+            (LlmConfig::default(), None, (false, None)),
+            (embed.clone(), None, (true, Some("mean"))),
+            (embed.clone(), Some(0), (true, Some("mean"))),
+            (embed.clone(), Some(2), (true, None)),
+            (LlmConfig { embeddings: Some(false), ..Default::default() }, None, (false, None)),
+        ];
+        for (cfg, pooling, want) in cases {
+            let m = ModelFacts { pooling, ..llama8b() };
+            let s = run(cfg.clone(), &m, &mach);
+            assert_eq!((s.embeddings, s.pooling.as_deref()), want, "{cfg:?} {pooling:?}");
+        }
     }
 
     #[test]

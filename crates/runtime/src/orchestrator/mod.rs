@@ -106,6 +106,7 @@ impl LlmControl for LlamaServer {
             llama_fit: Some(s.llama_fit),
             cache_ram_mib: s.cache_ram_mib,
             jinja: Some(s.jinja),
+            embeddings: Some(s.embeddings),
             auto_restart: last.as_ref().is_some_and(|c| c.auto_restart),
             max_restarts: last.as_ref().and_then(|c| c.max_restarts),
             startup_timeout_secs: last.as_ref().and_then(|c| c.startup_timeout_secs),

@@ -38,6 +38,8 @@ mirror_struct! {
         cache_ram_mib: Option<u32>,
         #[serde(default)]
         jinja: Option<bool>,
+        #[serde(default)]
+        embeddings: Option<bool>,
         auto_restart: bool,
         #[serde(default)]
         max_restarts: Option<u32>,

@@ -12,6 +12,7 @@
 //! message and never written over.
 
 pub mod applog;
+pub mod endpoint;
 pub mod llm;
 pub mod model;
 pub mod orchestrator;
