@@ -29,6 +29,62 @@ pub fn local_client() -> Result<reqwest::Client> {
         .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
 }
 
+/// A client for forwarding to llama-server: a new connection per request. llama-server's HTTP
+/// library closes a kept-alive connection after a few requests or seconds, and a request sent on
+/// one it is closing fails with nothing answered; on loopback a connect costs microseconds.
+pub fn forwarding_client() -> Result<reqwest::Client> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| RuntimeError::Internal(format!("HTTP client: {e}")))
+}
+
+/// A listener for one of the app's HTTP APIs on `host`: the port asked for, else `default` or
+/// the next free one ([`choose_port`]; "any free port" is port 0 given to the bind itself, no
+/// probe-then-bind race). Answers it, its port, and why the port is not the default when it is
+/// not (`what`: the API's name in that note).
+pub async fn listen(
+    host: &str,
+    asked: Option<u16>,
+    default: u16,
+    what: &str,
+) -> Result<(tokio::net::TcpListener, u16, Option<String>)> {
+    let (want, taken) =
+        choose_port(asked, default, ipc::llm::DEFAULT_PORT, |p| port_free(host, p), || Ok(0))?;
+    let listener = tokio::net::TcpListener::bind((host, want)).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            RuntimeError::PortInUse(want)
+        } else {
+            RuntimeError::InvalidInput(format!("cannot listen on {host}:{want}: {e}"))
+        }
+    })?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| RuntimeError::Internal(format!("listener address: {e}")))?
+        .port();
+    let note = taken.map(|d| port_note(d, port, "another program", what));
+    Ok((listener, port, note))
+}
+
+/// Serves `app` on `listener` until the sender is used (or dropped); the task ends once the
+/// requests in progress are answered.
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (tx, task)
+}
+
 /// Whether `url` (a server's `/health`) answers with a success status within `timeout`.
 pub async fn answers(client: &reqwest::Client, url: &str, timeout: std::time::Duration) -> bool {
     client.get(url).timeout(timeout).send().await.is_ok_and(|r| r.status().is_success())

@@ -451,3 +451,27 @@ async fn an_ordinary_openai_client_uses_every_installed_model() {
     rt.llm().stop().await.unwrap();
     rt.diffusion().stop().await.unwrap();
 }
+
+/// "Stop an idle text model after N minutes": the model the endpoint started is stopped once
+/// no request came for that long (a minute is a second here), and the next request starts it
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server; scripts/test builds it and runs this"]
+async fn an_idle_text_model_is_stopped_and_the_next_request_starts_it() {
+    let dir = TempDir::new("real-endpoint-idle");
+    let config = EndpointConfig { idle_minute: Duration::from_secs(1), ..quiet() };
+    let rt = world(&dir, config).await;
+    let settings = EndpointSettings { idle_unload_mins: Some(2), ..Default::default() };
+    let base = rt.endpoint().set(settings).await.unwrap().base_url.unwrap();
+    let mut rx = rt.events().subscribe();
+    let (s, _) = json_of(post(&base, "/chat/completions", &chat("tiny", 2, false)).await).await;
+    assert_eq!(s, 200);
+    let started = Instant::now();
+    until_llm(&mut rx, ServerState::Stopped).await;
+    let idle = started.elapsed();
+    assert!(idle >= Duration::from_secs(2), "not before the idle time: {idle:?}");
+    assert!(idle < Duration::from_secs(8), "{idle:?}");
+    let (s, _) = json_of(post(&base, "/chat/completions", &chat("tiny", 2, false)).await).await;
+    assert_eq!(s, 200, "started again on demand");
+    rt.llm().stop().await.unwrap();
+}

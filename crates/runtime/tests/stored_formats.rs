@@ -378,3 +378,46 @@ async fn the_image_path_of_an_sd_build_is_kept_and_an_older_record_has_none() {
     std::fs::write(cache.path(RuntimeKind::Diffusion), older.to_string()).unwrap();
     assert_eq!(cache.load(RuntimeKind::Diffusion).unwrap().installed.images, None);
 }
+
+/// The endpoint's settings (`config/endpoint.json`): written in the file's own names with its
+/// format, read back by the next launch; a newer version's file is not written over.
+#[tokio::test]
+async fn the_endpoint_settings_are_kept_in_their_own_names_and_a_newer_file_is_left_alone() {
+    use ipc::endpoint::EndpointSettings;
+    use runtime::system::SystemProbe;
+    let dir = TempDir::new("stored-endpoint");
+    let open = || {
+        runtime::Runtime::open(
+            StorageRoot::new(dir.join("home"), StorageRootSource::Env),
+            EventBus::default(),
+            Arc::new(SystemProbe::real()),
+        )
+        .unwrap()
+    };
+    let rt = open();
+    let settings = EndpointSettings {
+        enabled: false,
+        port: Some(9100),
+        host: None,
+        token: Some("s3cret-token".into()),
+        wait_secs: 30,
+        idle_unload_mins: Some(15),
+    };
+    rt.endpoint().set(settings.clone()).await.unwrap();
+    let path = rt.storage().config().join("endpoint.json");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(
+        written,
+        serde_json::json!({"format": 1, "enabled": false, "port": 9100, "host": null,
+            "token": "s3cret-token", "wait_secs": 30, "idle_unload_mins": 15})
+    );
+    assert_eq!(open().endpoint().status().settings, settings, "read back at the next launch");
+
+    std::fs::write(&path, NEWER).unwrap();
+    let rt = open();
+    assert_eq!(rt.endpoint().status().settings, EndpointSettings::default(), "defaults meanwhile");
+    let e = rt.endpoint().set(settings).await.unwrap_err();
+    assert!(e.to_string().contains("endpoint.json"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), NEWER, "written over");
+}

@@ -392,36 +392,10 @@ impl DiffusionServer {
         let warm = self.image_server(&ensured.installed).map(|server| {
             Warm::new(server, self.inner.storage.root().join("run"), self.inner.events.clone())
         });
-        // "Any free port" is port 0 given to the bind itself: no probe-then-bind race.
-        let (want, taken) = crate::net::choose_port(
-            cfg.port,
-            self.inner.config.default_port,
-            ipc::llm::DEFAULT_PORT,
-            |p| crate::net::port_free(&host, p),
-            || Ok(0),
-        )?;
-        let listener = tokio::net::TcpListener::bind((host.as_str(), want)).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                RuntimeError::PortInUse(want)
-            } else {
-                RuntimeError::InvalidInput(format!("cannot listen on {host}:{want}: {e}"))
-            }
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| RuntimeError::Internal(format!("listener address: {e}")))?
-            .port();
-        let port_note =
-            taken.map(|d| crate::net::port_note(d, port, "another program", "the image API"));
-        let (tx, rx) = oneshot::channel();
-        let app = super::api::router(self.clone());
-        let serve = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (listener, port, port_note) =
+            crate::net::listen(&host, cfg.port, self.inner.config.default_port, "the image API")
+                .await?;
+        let (tx, serve) = crate::net::serve(listener, super::api::router(self.clone()));
         let url_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
         let status = {
             let mut sh = self.inner.shared.lock().unwrap();

@@ -50,6 +50,8 @@ pub struct EndpointConfig {
     pub start_wait: Duration,
     /// How many requests the log keeps.
     pub log_len: usize,
+    /// What "a minute" of the idle-unload setting is (tests: a second).
+    pub idle_minute: Duration,
 }
 
 impl Default for EndpointConfig {
@@ -64,6 +66,7 @@ impl Default for EndpointConfig {
             drain: Duration::from_secs(60),
             start_wait: Duration::from_secs(600),
             log_len: 200,
+            idle_minute: Duration::from_secs(60),
         }
     }
 }
@@ -168,7 +171,7 @@ impl Endpoint {
                 started: Mutex::new(None),
                 image_turn: tokio::sync::Mutex::new(()),
                 files: Mutex::new(files),
-                http: crate::net::local_client()?,
+                http: crate::net::forwarding_client()?,
                 next_id: AtomicU64::new(0),
             }),
         })
@@ -273,47 +276,22 @@ impl Endpoint {
         let host = settings.host.clone().unwrap_or_else(|| "127.0.0.1".to_owned());
         crate::net::check_exposure(&host, settings.token.as_deref(), "the API endpoint")?;
         let config = self.config();
-        let (want, taken) = crate::net::choose_port(
-            settings.port,
-            config.default_port,
-            ipc::llm::DEFAULT_PORT,
-            |p| crate::net::port_free(&host, p),
-            || Ok(0),
-        )?;
-        let listener = tokio::net::TcpListener::bind((host.as_str(), want)).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AddrInUse {
-                RuntimeError::PortInUse(want)
-            } else {
-                RuntimeError::InvalidInput(format!("cannot listen on {host}:{want}: {e}"))
-            }
-        })?;
-        let port = listener
-            .local_addr()
-            .map_err(|e| RuntimeError::Internal(format!("listener address: {e}")))?
-            .port();
-        let (tx, rx) = oneshot::channel();
-        let app = router(self.clone(), config.body_limit);
-        let serve = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
+        let (listener, port, port_note) =
+            crate::net::listen(&host, settings.port, config.default_port, "the API endpoint")
+                .await?;
+        let (tx, serve) = crate::net::serve(listener, router(self.clone(), config.body_limit));
         let url_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
         let idle = settings.idle_unload_mins.map(|mins| {
             let me = self.clone();
-            tokio::spawn(async move {
-                me.unload_when_idle(Duration::from_secs(60 * u64::from(mins))).await
-            })
+            let after = config.idle_minute * mins;
+            tokio::spawn(async move { me.unload_when_idle(after, mins).await })
         });
         let mut st = self.inner.state.lock().unwrap();
         st.listener = Some((tx, serve));
         st.idle = idle;
         st.port = Some(port);
         st.base_url = Some(format!("http://{url_host}:{port}/v1"));
-        st.port_note =
-            taken.map(|d| crate::net::port_note(d, port, "another program", "the API endpoint"));
+        st.port_note = port_note;
         st.error = None;
         tracing::info!("API endpoint listening on http://{url_host}:{port}/v1");
         Ok(())
@@ -356,7 +334,7 @@ impl Endpoint {
         self.inner.events.emit(AppEvent::EndpointNote { message });
     }
 
-    async fn unload_when_idle(self, after: Duration) {
+    async fn unload_when_idle(self, after: Duration, mins: u32) {
         let tick = (after / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
         loop {
             tokio::time::sleep(tick).await;
@@ -375,10 +353,7 @@ impl Endpoint {
             {
                 self.remember_running();
                 if self.inner.llm.stop().await.is_ok() {
-                    self.note(format!(
-                        "stopped {model}: no request for {} min",
-                        after.as_secs() / 60
-                    ));
+                    self.note(format!("stopped {model}: no request for {mins} min"));
                 }
             }
             *self.inner.started.lock().unwrap() = None;
