@@ -157,7 +157,7 @@ impl Endpoint {
                                 "the LLM is paused while an image is made and did not come back within {} s; try again",
                                 self.settings().wait_secs
                             ),
-                            retry_after(None),
+                            retry_after(self.image_time_left()),
                         )
                     })?;
                 }
@@ -170,6 +170,15 @@ impl Endpoint {
         let me = self.clone();
         let k = key.clone();
         self.inner.starts.run(key.clone(), || async move { me.switch(k).await }).await
+    }
+
+    /// How long the image job in progress expects to take still (its progress's ETA), which is
+    /// about when the paused LLM comes back.
+    fn image_time_left(&self) -> Option<Duration> {
+        let server = &self.inner.diffusion;
+        let id = server.status().active_job?;
+        let eta = server.job(&id).ok()?.progress?.eta_secs?;
+        (eta.is_finite() && eta >= 0.0).then(|| Duration::from_secs_f32(eta))
     }
 
     /// The one start or swap to `key` (run once however many requests wait for it).
