@@ -241,3 +241,50 @@ async fn a_taken_port_is_named_and_the_default_moves_on() {
     assert!(st.running && st.port != Some(port), "{st:?}");
     assert!(st.port_note.as_deref().is_some_and(|n| n.contains(&port.to_string())), "{st:?}");
 }
+
+/// Every request looks models up, so the endpoint reads the registry (a folder and every
+/// model's JSON) again only when a registry folder changed: a model registered after the list
+/// was read is found at once; while nothing changed, the list read before is used.
+#[tokio::test]
+async fn the_model_list_is_read_again_only_when_the_registry_changed() {
+    use std::time::{Duration, SystemTime};
+    let dir = TempDir::new("endpoint-listed");
+    let rt = runtime(&dir).await;
+    let base = open(&rt).await;
+    let ids = || async {
+        let v = json_of(client().get(format!("{base}/models")).send().await.unwrap()).await;
+        let mut ids: Vec<String> = v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().into())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // The folders unchanged for an hour, as when the app has been open a while.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for folder in [rt.storage().llm_models(), rt.storage().diffusion_models()] {
+        std::fs::File::open(&folder).unwrap().set_modified(hour_ago).unwrap();
+    }
+    assert_eq!(ids().await, ["flux", "tiny", "tiny-b"]);
+
+    // A record changed in place (the store never does this: it writes by rename) leaves the
+    // folder's time alone: the list read before is still used, which shows it is not re-read.
+    let record = rt.storage().llm_models().join("tiny-b.json");
+    let text = std::fs::read_to_string(&record).unwrap().replace("\"tiny-b\"", "\"tiny-c\"");
+    std::fs::write(&record, text).unwrap();
+    assert_eq!(ids().await, ["flux", "tiny", "tiny-b"]);
+
+    // Registering a model moves the folder's time: the registry is read again, at once.
+    let path = rt.storage().llm_models().join("late.gguf");
+    std::fs::write(&path, b"GGUF").unwrap();
+    let info =
+        ModelInfo::local_file("late", "Late", ModelKind::Llm, &path.display().to_string(), 4);
+    rt.models().register(&info).await.unwrap();
+    assert_eq!(ids().await, ["flux", "late", "tiny", "tiny-c"]);
+    // So does deleting one.
+    rt.models().delete("late").await.unwrap();
+    assert_eq!(ids().await, ["flux", "tiny", "tiny-c"]);
+    rt.endpoint().close().await;
+}

@@ -55,11 +55,7 @@ pub(super) async fn handle(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| {
-            ep.status()
-                .base_url
-                .map(|u| u.trim_start_matches("http://").trim_end_matches("/v1").to_owned())
-        })
+        .or_else(|| ep.authority())
         .unwrap_or_default();
     let mut data = Vec::with_capacity(images.len());
     for (n, img) in images.into_iter().enumerate() {

@@ -26,8 +26,15 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{oneshot, Notify};
+
+/// The installed models as last read, with the registry folders' modification times then.
+type Listed = (Vec<Option<SystemTime>>, Arc<Vec<ipc::models::ModelInfo>>);
+
+/// A registry folder changed less than this long ago is read again on every request: a change
+/// within the same tick of a coarse clock would not move its time.
+const SETTLED: Duration = Duration::from_secs(2);
 
 /// What the app fixes and tests change: ports, limits and waits that are not user settings.
 #[derive(Debug, Clone)]
@@ -112,6 +119,7 @@ pub(super) struct Inner {
     pub(super) files: Mutex<Files>,
     pub(super) http: reqwest::Client,
     next_id: AtomicU64,
+    listed: Mutex<Option<Listed>>,
 }
 
 struct Shared {
@@ -119,7 +127,8 @@ struct Shared {
     listener: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     idle: Option<tokio::task::JoinHandle<()>>,
     port: Option<u16>,
-    base_url: Option<String>,
+    /// `host:port` as a URL writes it (an IPv6 address in brackets), while open.
+    authority: Option<String>,
     port_note: Option<String>,
     error: Option<ipc::IpcError>,
     log: VecDeque<EndpointRequest>,
@@ -156,7 +165,7 @@ impl Endpoint {
                     listener: None,
                     idle: None,
                     port: None,
-                    base_url: None,
+                    authority: None,
                     port_note: None,
                     error: None,
                     log: VecDeque::new(),
@@ -173,6 +182,7 @@ impl Endpoint {
                 files: Mutex::new(files),
                 http: crate::net::forwarding_client()?,
                 next_id: AtomicU64::new(0),
+                listed: Mutex::new(None),
             }),
         })
     }
@@ -192,12 +202,17 @@ impl Endpoint {
         self.inner.state.lock().unwrap().settings.clone()
     }
 
+    /// `host:port` of the open endpoint, for URLs it hands out.
+    pub(super) fn authority(&self) -> Option<String> {
+        self.inner.state.lock().unwrap().authority.clone()
+    }
+
     pub fn status(&self) -> EndpointStatus {
         let st = self.inner.state.lock().unwrap();
         EndpointStatus {
             settings: st.settings.clone(),
             running: st.listener.is_some(),
-            base_url: st.base_url.clone(),
+            base_url: st.authority.as_ref().map(|a| format!("http://{a}/v1")),
             port: st.port,
             port_note: st.port_note.clone(),
             error: st.error.clone(),
@@ -258,7 +273,7 @@ impl Endpoint {
         let (listener, idle) = {
             let mut st = self.inner.state.lock().unwrap();
             st.port = None;
-            st.base_url = None;
+            st.authority = None;
             st.port_note = None;
             st.error = None;
             (st.listener.take(), st.idle.take())
@@ -290,7 +305,7 @@ impl Endpoint {
         st.listener = Some((tx, serve));
         st.idle = idle;
         st.port = Some(port);
-        st.base_url = Some(format!("http://{url_host}:{port}/v1"));
+        st.authority = Some(format!("{url_host}:{port}"));
         st.port_note = port_note;
         st.error = None;
         tracing::info!("API endpoint listening on http://{url_host}:{port}/v1");
@@ -543,16 +558,36 @@ pub(super) fn loaded(ep: &Endpoint) -> Vec<String> {
     ids
 }
 
-/// Installed models, or a 500 saying why the list could not be read.
+/// Installed models, or a 500 saying why the list could not be read. Every request asks, so the
+/// registry (a folder read and every model's JSON) is read again only when one of its folders
+/// changed: the store writes and deletes records by rename and unlink, which move the folder's
+/// time.
 pub(super) async fn installed(
     ep: &Endpoint,
-) -> std::result::Result<Vec<ipc::models::ModelInfo>, ApiError> {
-    ep.inner
+) -> std::result::Result<Arc<Vec<ipc::models::ModelInfo>>, ApiError> {
+    use ipc::models::ModelKind;
+    let mut stamp = Vec::with_capacity(2);
+    for kind in [ModelKind::Llm, ModelKind::Diffusion] {
+        let dir = ep.inner.models.dir(kind);
+        stamp.push(tokio::fs::metadata(dir).await.and_then(|m| m.modified()).ok());
+    }
+    let settled = stamp.iter().flatten().all(|t| t.elapsed().is_ok_and(|e| e >= SETTLED));
+    if let Some((was, list)) = ep.inner.listed.lock().unwrap().as_ref() {
+        if settled && *was == stamp {
+            return Ok(list.clone());
+        }
+    }
+    let list = ep
+        .inner
         .models
         .list()
         .await
-        .map(|l| l.models)
-        .map_err(|e| ApiError::server(500, "models_unreadable", e.to_string()))
+        .map(|l| Arc::new(l.models))
+        .map_err(|e| ApiError::server(500, "models_unreadable", e.to_string()))?;
+    if settled {
+        *ep.inner.listed.lock().unwrap() = Some((stamp, list.clone()));
+    }
+    Ok(list)
 }
 
 async fn models(State(ep): State<Endpoint>) -> Response {
