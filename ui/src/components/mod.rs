@@ -10,6 +10,12 @@ pub mod runtime_card;
 use js_sys::{Array, Date, Function, Intl, Object, Reflect};
 use wasm_bindgen::JsValue;
 
+/// A number typed in a field: `None` when empty or not a number of that type (a port above
+/// 65535 is not truncated into one).
+pub fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
+    s.trim().parse().ok()
+}
+
 /// A formatter of the user's locale with `fields` (name, style): made once per thread and
 /// reused. `Date.toLocaleString` builds a new ICU formatter on every call (about 1.7 MB of
 /// WebKit's native heap each, kept until its garbage collector runs); a server log of a few

@@ -5,7 +5,7 @@
 use crate::api;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::components::local_date;
+use crate::components::{local_date, num};
 use crate::feeds::EndpointFeed;
 use ipc::endpoint::{EndpointRequest, EndpointSettings, EndpointStatus};
 use ipc::IpcError;
@@ -13,10 +13,6 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 /// A number field: empty means "not set".
-fn num<T: std::str::FromStr>(s: &str) -> Option<T> {
-    s.trim().parse().ok()
-}
-
 /// Example requests for `base` (an OpenAI base URL), with the key when one is set.
 fn examples(base: &str, key: Option<&str>) -> Vec<(&'static str, String)> {
     let auth = key.map(|k| format!(" -H 'Authorization: Bearer {k}'")).unwrap_or_default();

@@ -6,9 +6,9 @@ use crate::api;
 use crate::components::bar::ProgressBar;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::components::local_time;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
+use crate::components::{local_time, num};
 use crate::feeds::{DiffusionFeed, LlmFeed, ModelsChanged};
 use ipc::diffusion::{
     preset_for, BackendInfo, BackendState, DiffusionConfig, DiffusionStatus, ImageRequest,
@@ -27,10 +27,6 @@ use leptos::task::spawn_local;
 /// Image sizes offered; "custom" opens width and height fields.
 const SIZES: &[(u32, u32)] =
     &[(512, 512), (768, 768), (1024, 1024), (1024, 768), (768, 1024), (1536, 1024), (1024, 1536)];
-
-fn num(s: &str) -> Option<u32> {
-    s.trim().parse().ok()
-}
 
 #[component]
 pub fn DiffusionTab() -> impl IntoView {
@@ -226,17 +222,13 @@ fn ConfigCard(
         let p = port.get_untracked();
         let config = DiffusionConfig {
             model_id: model.get_untracked(),
-            port: if p.trim().eq_ignore_ascii_case("auto") {
-                Some(0)
-            } else {
-                num(&p).map(|p| p as u16)
-            },
+            port: if p.trim().eq_ignore_ascii_case("auto") { Some(0) } else { num(&p) },
             usage_mode: match usage.get_untracked().as_str() {
                 "burst" => Some(UsageMode::Burst),
                 "single" => Some(UsageMode::Single),
                 _ => Some(UsageMode::Auto),
             },
-            idle_release_secs: num(&idle_min.get_untracked()).map(|m| u64::from(m) * 60),
+            idle_release_secs: num::<u32>(&idle_min.get_untracked()).map(|m| u64::from(m) * 60),
             ..Default::default()
         };
         spawn_local(async move {

@@ -5,9 +5,9 @@
 use crate::api;
 use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
-use crate::components::local_date;
 use crate::components::log_card::{preload, server_status, LogCard};
 use crate::components::runtime_card::RuntimeCard;
+use crate::components::{local_date, num};
 use crate::feeds::{LlmFeed, ModelsChanged};
 use crate::tabs::chat::ChatCard;
 use ipc::event::{ServerKind, ServerState};
@@ -38,10 +38,6 @@ fn parts(devices: &[DeviceMemory]) -> String {
 }
 
 /// A number field: empty means "auto".
-fn num(s: &str) -> Option<u32> {
-    s.trim().parse().ok()
-}
-
 #[component]
 pub fn LlmTab() -> impl IntoView {
     let feed = expect_context::<LlmFeed>();
@@ -185,7 +181,7 @@ fn ConfigCard(
         let kv = kv.get();
         LlmConfig {
             model_id: model.get(),
-            port: num(&port.get()).map(|p| p as u16),
+            port: num(&port.get()),
             context_size: num(&ctx.get()).filter(|_| manual),
             gpu_layers: num(&ngl.get()).filter(|_| manual),
             threads: num(&threads.get()).filter(|_| manual),
