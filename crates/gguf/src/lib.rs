@@ -12,7 +12,9 @@ mod value;
 mod write;
 
 pub use ggml::GgmlType;
-pub use read::{read_checked_from_path, read_header, read_header_from_path, Limits};
+pub use read::{
+    read_checked_from_path, read_header, read_header_from_path, read_header_prefix, Limits, Prefix,
+};
 pub use value::{Value, ValueType};
 pub use write::{TensorData, Writer};
 

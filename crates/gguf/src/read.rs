@@ -42,6 +42,19 @@ impl Default for Limits {
 /// only as fast as real bytes arrive.
 const MAX_RESERVE: usize = 4096;
 
+/// The fewest bytes one metadata entry takes: its key's length, its type, a one-byte value.
+const KV_MIN: u64 = 8 + 4 + 1;
+/// The fewest bytes one tensor info takes: its name's length, dimension count, type, offset.
+const TENSOR_MIN: u64 = 8 + 4 + 4 + 8;
+
+/// The fewest bytes one value of type `ty` takes.
+fn value_min(ty: ValueType) -> u64 {
+    ty.fixed_size().unwrap_or(match ty {
+        ValueType::String => 8,
+        _ => 4 + 8, // an array: its element type and length
+    })
+}
+
 struct Reader<R> {
     inner: R,
     offset: u64,
@@ -49,6 +62,11 @@ struct Reader<R> {
     /// Reused for skipping: a fresh zeroed buffer per skipped token string costs more than the
     /// parsing itself.
     scratch: Vec<u8>,
+    /// Bytes that what the header announced (counts and lengths read, entries and items not yet
+    /// begun) will take at least past the read under way.
+    owed: u64,
+    /// Where the read under way ends (a string's bytes, a skipped run, a number).
+    reading_to: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -60,6 +78,7 @@ impl<R: Read> Reader<R> {
 
     fn fill(&mut self, buf: &mut [u8]) -> Result<()> {
         let end = self.offset + buf.len() as u64;
+        self.reading_to = self.reading_to.max(end);
         if end > self.limits.max_header_bytes {
             return Err(Error::TooLarge {
                 what: "header size",
@@ -93,6 +112,7 @@ impl<R: Read> Reader<R> {
 
     /// Reads past `n` bytes without keeping them.
     fn skip(&mut self, mut n: u64) -> Result<()> {
+        self.reading_to = self.reading_to.max(self.offset.saturating_add(n));
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.resize(8192, 0);
         let mut result = Ok(());
@@ -129,9 +149,25 @@ impl<R: Read> Reader<R> {
     fn skip_items(&mut self, elem: ValueType, len: u64, depth: u32) -> Result<()> {
         match elem.fixed_size() {
             // len <= max_array_len and size <= 8, so this cannot overflow.
-            Some(size) => self.skip(size * len),
-            None => (0..len).try_for_each(|_| self.skip_value(elem, depth)),
+            Some(size) => {
+                self.begin(size * len);
+                self.skip(size * len)
+            }
+            None => (0..len).try_for_each(|_| {
+                self.begin(value_min(elem));
+                self.skip_value(elem, depth)
+            }),
         }
+    }
+
+    /// `n` more bytes announced (a count or length just read).
+    fn owe(&mut self, n: u64) {
+        self.owed = self.owed.saturating_add(n);
+    }
+
+    /// An announced part of `n` bytes (at least) is being read now.
+    fn begin(&mut self, n: u64) {
+        self.owed = self.owed.saturating_sub(n);
     }
 
     /// An array's element type and length, checked.
@@ -141,12 +177,16 @@ impl<R: Read> Reader<R> {
         }
         let elem = self.value_type()?;
         let len = self.u64()?;
-        Ok((elem, self.checked("array length", len, self.limits.max_array_len)?))
+        let len = self.checked("array length", len, self.limits.max_array_len)?;
+        // len <= max_array_len and value_min <= 12, so this cannot overflow.
+        self.owe(len * value_min(elem));
+        Ok((elem, len))
     }
 
     fn string(&mut self) -> Result<String> {
         let len = self.u64()?;
         let len = self.checked("string length", len, self.limits.max_string_bytes)? as usize;
+        self.reading_to = self.reading_to.max(self.offset + len as u64);
         // Read in chunks so a length that lies about a short file fails before a big allocation.
         let mut out = Vec::with_capacity(len.min(1 << 16));
         let mut chunk = [0u8; 8192];
@@ -191,6 +231,7 @@ impl<R: Read> Reader<R> {
                 }
                 let mut items = Vec::with_capacity((len as usize).min(MAX_RESERVE));
                 for _ in 0..len {
+                    self.begin(value_min(elem));
                     items.push(self.value(elem, depth + 1)?);
                 }
                 Value::Array(items)
@@ -211,7 +252,48 @@ impl<R: Read> Reader<R> {
 /// Reads the header from any reader positioned at the start of a GGUF file. Reads only the
 /// header: nothing past the tensor infos.
 pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
-    let mut r = Reader { inner: source, offset: 0, limits, scratch: Vec::new() };
+    parse(&mut reader(source, limits))
+}
+
+/// What [`read_header_prefix`] found short of a header.
+#[derive(Debug)]
+pub enum Prefix {
+    /// The bytes end inside the header, which spans at least this many bytes: a lower bound
+    /// from the counts and lengths read so far, so asking for that much never reads past the
+    /// header.
+    More(u64),
+    /// Not a header this reader takes (or one over the limits).
+    Invalid(Error),
+}
+
+/// Reads a header from a file's first bytes, or says how many bytes it spans at least: a remote
+/// reader asks for that much next (and a little more), and so reads the header in a few
+/// requests without reading much past it.
+pub fn read_header_prefix(bytes: &[u8], limits: Limits) -> std::result::Result<Header, Prefix> {
+    let mut r = reader(bytes, limits);
+    match parse(&mut r) {
+        Ok(h) => Ok(h),
+        Err(Error::Truncated(_)) => {
+            let at_least = r.reading_to.max(r.offset).saturating_add(r.owed);
+            match r.checked(
+                "header size",
+                at_least.max(bytes.len() as u64 + 1),
+                limits.max_header_bytes,
+            ) {
+                Ok(n) => Err(Prefix::More(n)),
+                Err(e) => Err(Prefix::Invalid(e)),
+            }
+        }
+        Err(e) => Err(Prefix::Invalid(e)),
+    }
+}
+
+fn reader<R: Read>(inner: R, limits: Limits) -> Reader<R> {
+    Reader { inner, offset: 0, limits, scratch: Vec::new(), owed: 0, reading_to: 0 }
+}
+
+fn parse<R: Read>(r: &mut Reader<R>) -> Result<Header> {
+    let limits = r.limits;
     let magic = r.bytes::<4>()?;
     if u32::from_le_bytes(magic) != MAGIC {
         return Err(Error::NotGguf(magic));
@@ -225,9 +307,12 @@ pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
     let n_tensors = r.checked("tensor count", n_tensors, limits.max_tensors)?;
     let n_kv = r.u64()?;
     let n_kv = r.checked("metadata count", n_kv, limits.max_kv)?;
+    // Both within their limits (2^16 and 2^20), so this cannot overflow.
+    r.owe(n_kv * KV_MIN + n_tensors * TENSOR_MIN);
 
     let mut metadata = Vec::with_capacity((n_kv as usize).min(MAX_RESERVE));
     for _ in 0..n_kv {
+        r.begin(KV_MIN);
         let key = r.string()?;
         let ty = r.value_type()?;
         let value = r.value(ty, 0)?;
@@ -236,6 +321,7 @@ pub fn read_header<R: Read>(source: R, limits: Limits) -> Result<Header> {
 
     let mut tensors = Vec::with_capacity((n_tensors as usize).min(MAX_RESERVE));
     for _ in 0..n_tensors {
+        r.begin(TENSOR_MIN);
         let name = r.string()?;
         let n_dims = r.u32()?;
         r.checked("tensor dimensions", n_dims.into(), limits.max_dims.into())?;

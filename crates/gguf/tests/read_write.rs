@@ -451,3 +451,63 @@ fn expert_tensors_are_told_from_dense_ones_as_llama_cpp_does() {
     assert!(per[0] > 3 * 64 * 32 * 8 * 2, "the block holds attention and the router too");
     assert_eq!(header(ZeroArch::Llama).expert_bytes_per_block().unwrap(), vec![0; 3]);
 }
+
+/// A remote reader asks for as many bytes as `read_header_prefix` says the header spans at
+/// least, plus a little: the bound must never pass the header's end (or more than the header
+/// would be fetched), and must grow fast enough that a header with a large vocabulary takes a
+/// few requests, not one per block.
+#[test]
+fn a_prefix_bounds_the_header_from_below_and_few_rounds_read_it() {
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    use gguf::{read_header_prefix, Prefix};
+    const AHEAD: usize = 64 << 10;
+    let big_vocab = ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 150_000,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 16,
+        n_ff: 128,
+        n_ctx: 4096,
+    };
+    let gemma = ZeroModel { arch: ZeroArch::Gemma3 { window: 512 }, n_vocab: 262_144, ..big_vocab };
+    let cases = [
+        ("tiny", tiny_llama(TinyLlama::default()).to_bytes(), 2),
+        ("150k vocabulary", zero_model(big_vocab).header_bytes().0, 10),
+        ("262k vocabulary", zero_model(gemma).header_bytes().0, 10),
+    ];
+    for (name, bytes, most_rounds) in cases {
+        let end = parse(&bytes).unwrap().header_bytes as usize;
+        // At prefixes all through the header: more than the prefix, never past the end.
+        for p in (0..end).step_by((end / 100).max(1)) {
+            match read_header_prefix(&bytes[..p], Limits::default()) {
+                Err(Prefix::More(n)) => {
+                    let n = n as usize;
+                    assert!(n > p && n <= end, "{name}: at {p} of {end} the bound is {n}");
+                }
+                other => panic!("{name}: at {p} of {end}: {other:?}"),
+            }
+        }
+        // The rounds a remote reader takes: each asks up to the bound and 64 KiB more.
+        let (mut have, mut rounds) = (0usize, 0);
+        let header = loop {
+            rounds += 1;
+            match read_header_prefix(&bytes[..have], Limits::default()) {
+                Ok(h) => break h,
+                Err(Prefix::More(n)) => have = (n as usize + AHEAD).min(bytes.len()),
+                Err(Prefix::Invalid(e)) => panic!("{name}: {e}"),
+            }
+        };
+        assert_eq!(header.header_bytes as usize, end);
+        assert!(have <= end + AHEAD, "{name}: read {have} for a header of {end}");
+        assert!(rounds <= most_rounds, "{name}: {rounds} rounds for {end} bytes");
+        eprintln!("{name}: {end} header bytes in {rounds} rounds, {} read past it", have - end);
+    }
+    // Not GGUF, or a count over the limits: said at once, not asked for more.
+    assert!(matches!(
+        read_header_prefix(b"<html>not a model", Limits::default()),
+        Err(Prefix::Invalid(Error::NotGguf(_)))
+    ));
+}

@@ -3,6 +3,7 @@
 
 use runtime::download::{
     part_path, Control, DownloadConfig, DownloadSpec, Downloader, Outcome, Snapshot,
+    HEADER_READ_AHEAD,
 };
 use runtime::RuntimeError;
 use sha2::{Digest, Sha256};
@@ -363,7 +364,35 @@ async fn remote_gguf_header_reads_only_the_start() {
         assert_eq!(h.architecture(), Some("llama"));
         assert_eq!(h.tensors.last().unwrap().name, "big");
     }
-    assert_eq!(server.gets("/m.gguf")[0].header("range"), Some("bytes=0-134217727"));
+    // Only the header and at most one read-ahead block past it were fetched, in few requests.
+    let header = gguf::read_header(&bytes[..], gguf::Limits::default()).unwrap().header_bytes;
+    assert_eq!(server.gets("/m.gguf")[0].header("range"), Some("bytes=0-65539"));
+    assert!(server.sent("/m.gguf") <= header + HEADER_READ_AHEAD, "{}", server.sent("/m.gguf"));
+    assert!(server.gets("/m.gguf").len() <= 2);
+    // A vocabulary of 150k tokens (a 3.6 MB header, like a real model's) in a handful.
+    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+    let (big, _) = zero_model(ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 150_000,
+        n_embd: 64,
+        n_layer: 4,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: 16,
+        n_ff: 128,
+        n_ctx: 4096,
+    })
+    .header_bytes();
+    let end = gguf::read_header(&big[..], gguf::Limits::default()).unwrap().header_bytes;
+    let mut padded = big.clone();
+    padded.resize(big.len() + (8 << 20), 0); // the weights that follow, never asked for
+    server.add("/big.gguf", Route::bytes(padded));
+    let h = dl.read_gguf_header(&server.url("/big.gguf"), None).await.unwrap();
+    assert_eq!(h.header_bytes, end);
+    let (sent, asks) = (server.sent("/big.gguf"), server.gets("/big.gguf").len());
+    eprintln!("{end} header bytes: {asks} requests, {} bytes past the header", sent - end);
+    assert!(sent >= end && sent <= end + HEADER_READ_AHEAD, "{sent} for {end}");
+    assert!(asks <= 10, "{asks} requests");
     let e = dl.read_gguf_header(&server.url("/not.gguf"), None).await.unwrap_err();
     assert_eq!(e.code(), ipc::ErrorCode::GgufInvalid, "{e}");
     let e = dl.read_gguf_header(&server.url("/missing.gguf"), None).await.unwrap_err();

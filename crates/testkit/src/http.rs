@@ -129,6 +129,8 @@ impl Seen {
 struct State {
     routes: HashMap<String, Route>,
     seen: Vec<Seen>,
+    /// Body bytes handed to the socket, by path.
+    sent: HashMap<String, u64>,
 }
 
 /// The server; it stops when dropped.
@@ -184,6 +186,12 @@ impl FixtureServer {
     /// GET requests seen so far for `path` (the transfers, without pre-flight HEADs).
     pub fn gets(&self, path: &str) -> Vec<Seen> {
         self.seen(path).into_iter().filter(|s| s.method == "GET").collect()
+    }
+
+    /// Body bytes sent so far for `path`, over every request (what a client fetched, whether
+    /// or not it read them all).
+    pub fn sent(&self, path: &str) -> u64 {
+        self.state.lock().unwrap().sent.get(path).copied().unwrap_or(0)
     }
 
     /// Requests seen so far for `path`.
@@ -294,7 +302,16 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     while at < limit {
         let n = (limit - at).min(256 * 1024) as usize;
         route.body.fill(at, &mut buf, n);
-        sock.write_all(&buf).await?;
+        // Written piece by piece so that what a client that leaves got is counted too.
+        let mut off = 0;
+        while off < buf.len() {
+            let k = sock.write(&buf[off..]).await?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            off += k;
+            *state.lock().unwrap().sent.entry(path.clone()).or_default() += k as u64;
+        }
         at += n as u64;
     }
     sock.flush().await?;

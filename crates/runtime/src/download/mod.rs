@@ -169,6 +169,10 @@ pub struct Downloader {
 /// The most a remote GGUF header read fetches before giving up.
 const MAX_REMOTE_HEADER: usize = 128 << 20;
 
+/// Bytes a remote header read asks for past the least the header can span: at most this much
+/// is fetched past its end.
+pub const HEADER_READ_AHEAD: u64 = 64 << 10;
+
 impl Downloader {
     pub fn new(config: DownloadConfig) -> Result<Self> {
         crate::net::install_crypto_provider();
@@ -213,16 +217,48 @@ impl Downloader {
         resp.headers().get(reqwest::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
     }
 
-    /// Reads a remote GGUF file's header without downloading the file: the body is read only
-    /// until the header parses (Range is not needed), at most 128 MiB.
+    /// Reads a remote GGUF file's header without downloading the file, in a few `Range`
+    /// requests: each asks up to the least the header can span by what was read so far
+    /// ([`gguf::read_header_prefix`]) and one read-ahead block more, so at most
+    /// [`HEADER_READ_AHEAD`] bytes past the header's end are fetched, and a large vocabulary
+    /// takes a handful of requests. A header over 128 MiB (by its own counts) is refused.
     pub async fn read_gguf_header(
         &self,
         url: &str,
         bearer_token: Option<&str>,
     ) -> Result<gguf::Header> {
-        // The Range only bounds what a server may send; the body is dropped as soon as the
-        // header parses, and a server without Range support works the same way.
-        let range = format!("bytes=0-{}", MAX_REMOTE_HEADER - 1);
+        let limits =
+            gguf::Limits { max_header_bytes: MAX_REMOTE_HEADER as u64, ..Default::default() };
+        let invalid = |detail: String| RuntimeError::GgufInvalid { path: url.to_owned(), detail };
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ended = false;
+        loop {
+            let at_least = match gguf::read_header_prefix(&buf, limits) {
+                Ok(h) => return Ok(h),
+                Err(gguf::Prefix::Invalid(e)) => return Err(invalid(e.to_string())),
+                Err(gguf::Prefix::More(_)) if ended => {
+                    return Err(invalid(gguf::Error::Truncated(buf.len() as u64).to_string()))
+                }
+                Err(gguf::Prefix::More(n)) => n,
+            };
+            let to = at_least + HEADER_READ_AHEAD;
+            ended = self.read_range(url, bearer_token, &mut buf, to, limits).await?;
+        }
+    }
+
+    /// Appends the file's bytes from `buf.len()` up to `to` (exclusive); true when the file
+    /// ended first. A server that ignores `Range` sends the whole file: that answer is read on
+    /// past `to`, parsing at doubling sizes, until the header parses, and dropped then.
+    async fn read_range(
+        &self,
+        url: &str,
+        bearer_token: Option<&str>,
+        buf: &mut Vec<u8>,
+        to: u64,
+        limits: gguf::Limits,
+    ) -> Result<bool> {
+        let from = buf.len() as u64;
+        let range = format!("bytes={from}-{}", to - 1);
         let mut req = self.client.get(url).header(reqwest::header::RANGE, range);
         if let Some(token) = bearer_token {
             req = req.bearer_auth(token);
@@ -231,34 +267,41 @@ impl Downloader {
             |e: reqwest::Error| RuntimeError::Network { url: url.to_owned(), detail: describe(&e) };
         let resp = req.send().await.map_err(net)?;
         let status = resp.status().as_u16();
+        if status == 416 {
+            return Ok(true); // the file ends before `from`
+        }
         if !(200..300).contains(&status) {
             return Err(RuntimeError::HttpStatus { url: url.to_owned(), status });
         }
-        let invalid = |detail: String| RuntimeError::GgufInvalid { path: url.to_owned(), detail };
+        let whole = status != 206;
+        let mut skip = if whole { from as usize } else { 0 };
+        let mut next_parse = to;
         let mut stream = resp.bytes_stream();
-        let mut buf: Vec<u8> = Vec::new();
-        let mut next_try = 64 * 1024;
         loop {
             let chunk =
                 tokio::time::timeout(self.config.stall_timeout, stream.next()).await.map_err(
                     |_| RuntimeError::Network { url: url.to_owned(), detail: "stalled".into() },
                 )?;
-            let ended = match chunk {
-                Some(c) => {
-                    buf.extend_from_slice(&c.map_err(net)?);
-                    false
+            let Some(chunk) = chunk else { return Ok(true) };
+            let chunk = chunk.map_err(net)?;
+            let fresh = &chunk[skip.min(chunk.len())..];
+            skip -= chunk.len() - fresh.len();
+            if !whole {
+                let take = ((to - buf.len() as u64) as usize).min(fresh.len());
+                buf.extend_from_slice(&fresh[..take]);
+                if buf.len() as u64 >= to {
+                    return Ok(false);
                 }
-                None => true,
-            };
-            // Parse at doubling sizes, so a big header costs a few parses, not one per chunk.
-            if buf.len() < next_try && !ended {
                 continue;
             }
-            next_try = buf.len() * 2;
-            match gguf::read_header(&buf[..], gguf::Limits::default()) {
-                Ok(h) => return Ok(h),
-                Err(gguf::Error::Truncated(_)) if !ended && buf.len() < MAX_REMOTE_HEADER => {}
-                Err(e) => return Err(invalid(e.to_string())),
+            buf.extend_from_slice(fresh);
+            if buf.len() as u64 >= next_parse {
+                let more =
+                    matches!(gguf::read_header_prefix(buf, limits), Err(gguf::Prefix::More(_)));
+                if !more || buf.len() as u64 > limits.max_header_bytes {
+                    return Ok(false);
+                }
+                next_parse = (buf.len() as u64 * 2).min(limits.max_header_bytes + 1);
             }
         }
     }
