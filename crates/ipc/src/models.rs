@@ -359,3 +359,40 @@ mod progress_tests {
         assert_eq!(row.state, DownloadState::Running, "the state comes by DownloadsChanged only");
     }
 }
+
+/// Where a GGUF file would run on this machine at a chosen context: the Models tab's badge,
+/// before a download (its header read remotely) or after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FitBadge {
+    /// Every layer on the GPU(s).
+    Gpu,
+    /// `layers` of `of` layers on the GPU; a mixture of experts may instead keep every layer
+    /// there with the experts of its first `cpu_moe` blocks in RAM.
+    Partial { layers: u32, of: u32, cpu_moe: u32 },
+    /// In RAM only (no GPU, or not one layer fits it).
+    Cpu,
+    /// Does not fit even at the minimum context.
+    TooBig,
+    /// Its header could not be read (not GGUF, truncated, or refused as hostile).
+    Unreadable,
+}
+
+/// A [`FitBadge`] with what it is based on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitReport {
+    pub badge: FitBadge,
+    /// The context asked for, as far as the model was trained for it.
+    pub asked_context: u32,
+    /// The context the badge is for: `asked_context`, or the largest that fits when that does
+    /// not (0 when too big).
+    pub context: u32,
+    /// The largest context that keeps every layer on the GPU (0: none, or no GPU).
+    pub gpu_context: u32,
+    /// Expected memory at `context`, per device (GPU first when any layer is there).
+    pub memory: Vec<crate::llm::DeviceMemory>,
+    /// The badge it would get were the running LLM server stopped, when that is better.
+    pub if_llm_stopped: Option<FitBadge>,
+    /// One sentence for the badge's hover text.
+    pub why: String,
+}

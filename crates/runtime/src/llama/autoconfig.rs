@@ -70,15 +70,15 @@ impl ModelFacts {
         })
     }
 
-    fn layers(&self) -> usize {
+    pub(crate) fn layers(&self) -> usize {
         self.per_layer.len()
     }
 
-    fn weights(&self) -> Weights<'_> {
+    pub(crate) fn weights(&self) -> Weights<'_> {
         Weights { per_layer: &self.per_layer, experts: &self.experts, other: self.other }
     }
 
-    fn is_moe(&self) -> bool {
+    pub(crate) fn is_moe(&self) -> bool {
         self.experts.iter().any(|&e| e > 0)
     }
 }
@@ -121,7 +121,7 @@ struct Plan {
 }
 
 /// The largest multiple of 256 in `1..=max` for which `fits` holds (it is monotone), or 0.
-fn largest_context(max: u64, fits: impl Fn(u64) -> bool) -> u64 {
+pub(crate) fn largest_context(max: u64, fits: impl Fn(u64) -> bool) -> u64 {
     let (mut lo, mut hi) = (0u64, max / CTX_PAD);
     while lo < hi {
         let mid = (lo + hi).div_ceil(2);

@@ -5,6 +5,7 @@ pub mod args;
 pub mod autoconfig;
 pub mod chat;
 pub mod estimate;
+pub mod fit;
 pub mod health;
 pub mod log;
 pub mod server;
