@@ -3,6 +3,7 @@
 //! A file becomes a model only once it is complete, verified and (for GGUF) readable; the JSON
 //! is written last, so a crash never leaves a half-registered model.
 
+pub mod browse;
 pub mod hf;
 pub mod in_use;
 pub mod queue;
