@@ -36,6 +36,14 @@ pub enum RuntimeError {
     #[error("Hugging Face answered HTTP {status} for {url}: {}", if *token_sent { "the token was refused or has no access to this repository" } else { "this repository needs a token" })]
     AuthRequired { url: String, status: u16, page: String, token_sent: bool },
 
+    /// Hugging Face has no such repository, or one this request may not see (a private one).
+    #[error("Hugging Face has no repository {repo}{}", if *token_sent { " that this token can see" } else { " (or it is private)" })]
+    RepoNotFound { repo: String, token_sent: bool },
+
+    /// Hugging Face is limiting requests from this address.
+    #[error("Hugging Face is limiting requests (HTTP 429) for {url}")]
+    RateLimited { url: String, retry_after_secs: Option<u64>, token_sent: bool },
+
     #[error("{file} has SHA-256 {actual}, expected {expected}; the file was deleted")]
     ChecksumMismatch { file: String, expected: String, actual: String },
 
@@ -132,6 +140,8 @@ impl RuntimeError {
                 ErrorCode::AuthRequired
             }
             Self::HttpStatus { .. } => ErrorCode::DownloadFailed,
+            Self::RepoNotFound { .. } => ErrorCode::ModelNotFound,
+            Self::RateLimited { .. } => ErrorCode::Network,
             Self::ChecksumMismatch { .. } => ErrorCode::ChecksumMismatch,
             Self::Cancelled => ErrorCode::Cancelled,
             Self::InsufficientDisk { .. } => ErrorCode::InsufficientDisk,
@@ -181,6 +191,22 @@ impl RuntimeError {
                      settings, save it under Models → Hugging Face access (or set HF_TOKEN), then retry."
                 )
             }),
+            Self::RepoNotFound { token_sent, .. } => e.with_remedy(if *token_sent {
+                "Check the name (owner/name, as on the repository's page), or search for the model; \
+                 for a private repository, save a token of an account that can see it."
+            } else {
+                "Check the name (owner/name, as on the repository's page), or search for the model; \
+                 for a private repository, save a token under Models → Hugging Face access."
+            }),
+            Self::RateLimited { retry_after_secs, token_sent, .. } => e.with_remedy(format!(
+                "Wait {} and try again{}.",
+                retry_after_secs.map_or("a minute".to_owned(), |s| format!("{s} s")),
+                if *token_sent {
+                    ""
+                } else {
+                    "; requests with a token (Models → Hugging Face access) are allowed more"
+                }
+            )),
             Self::HttpStatus { status: 404, .. } => {
                 e.with_remedy("Check the repository, file name and revision (or the URL).")
             }

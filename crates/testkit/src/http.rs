@@ -79,11 +79,20 @@ pub struct Route {
     pub faults: VecDeque<Fault>,
     /// Answer 302 to this location (with `headers`) instead of serving `body`.
     pub redirect: Option<String>,
+    /// Answer this status with `headers` and the whole body (an API's error), ignoring `Range`.
+    pub status: Option<u16>,
 }
 
 impl Route {
     pub fn new(body: Body) -> Self {
-        Self { body, ranges: true, headers: Vec::new(), faults: VecDeque::new(), redirect: None }
+        Self {
+            body,
+            ranges: true,
+            headers: Vec::new(),
+            faults: VecDeque::new(),
+            redirect: None,
+            status: None,
+        }
     }
 
     /// A redirect, as Hugging Face's `resolve` URLs answer (set headers with [`Route::header`]).
@@ -93,6 +102,12 @@ impl Route {
 
     pub fn bytes(bytes: Vec<u8>) -> Self {
         Self::new(Body::Bytes(Arc::new(bytes)))
+    }
+
+    /// An answer with this status (and `headers`), body as given: an API's refusal.
+    pub fn with_status(mut self, code: u16) -> Self {
+        self.status = Some(code);
+        self
     }
 
     pub fn without_ranges(mut self) -> Self {
@@ -260,7 +275,7 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
     }
 
     let len = route.body.len();
-    let range = headers.get("range").filter(|_| route.ranges);
+    let range = headers.get("range").filter(|_| route.ranges && route.status.is_none());
     let (status, start, end) = match range {
         None => (200, 0, len),
         Some(r) => match parse_range(r, len) {
@@ -273,9 +288,14 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
             }
         },
     };
+    let status = route.status.unwrap_or(status);
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n",
-        if status == 200 { "OK" } else { "Partial Content" },
+        match status {
+            200 => "OK",
+            206 => "Partial Content",
+            _ => "Fixture",
+        },
         end - start
     );
     if route.ranges {

@@ -5,6 +5,7 @@
 
 pub mod browse;
 pub mod hf;
+pub mod hf_api;
 pub mod in_use;
 pub mod queue;
 pub mod queue_file;
