@@ -4,6 +4,7 @@
 //! is written last, so a crash never leaves a half-registered model.
 
 pub mod browse;
+pub mod catalog;
 pub mod hf;
 pub mod hf_api;
 pub mod in_use;

@@ -1,0 +1,174 @@
+//! What Hugging Face offers and how it would run here (#17): a repo's GGUF entries
+//! ([`browse::group`]) with every file's header read remotely ([`Downloader::read_gguf_header`]:
+//! a few `Range` requests, at most 64 KiB past each header), a few files at a time, and kept per
+//! endpoint, repo, revision and file, so that the badges ([`badges`], on [`crate::llama::fit`])
+//! are worked out again for any context or KV type without a request.
+
+use super::browse::{self, QuantEntry, RepoFile};
+use super::hf::HfSettings;
+use super::hf_api::{self, RepoHit, Sort};
+use super::source::hf_url;
+use crate::download::{DownloadConfig, Downloader};
+use crate::llama::autoconfig::ModelFacts;
+use crate::llama::fit::{self, FitAsk, FitMachine};
+use crate::{Result, RuntimeError};
+use futures_util::{stream, StreamExt};
+use ipc::models::{FitBadge, FitReport};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Headers read at once (each is a few sequential requests).
+const PARALLEL_READS: usize = 4;
+
+/// What a file's header said, or why it could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Facts {
+    Read(Arc<ModelFacts>),
+    /// Not GGUF, truncated, hostile, or refused by the server (a gated repo): the message says.
+    Unreadable(String),
+}
+
+/// A repo as the browse view shows it: entries smallest first, each with its header's facts.
+#[derive(Debug, Clone)]
+pub struct RepoView {
+    pub repo: String,
+    pub revision: String,
+    pub entries: Vec<(QuantEntry, Facts)>,
+    pub projectors: Vec<RepoFile>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    http: reqwest::Client,
+    downloader: Downloader,
+    hf: HfSettings,
+    /// By the first file's URL (endpoint, repo, revision and path): headers that were read, or
+    /// that are not GGUF. Network failures are not kept: the next open tries again.
+    headers: Mutex<HashMap<String, Facts>>,
+}
+
+impl Catalog {
+    pub fn new(hf: HfSettings, config: DownloadConfig) -> Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http: hf_api::client()?,
+                downloader: Downloader::new(config)?,
+                hf,
+                headers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub async fn search(&self, text: &str, sort: Sort) -> Result<Vec<RepoHit>> {
+        if text.trim().is_empty() {
+            return Err(RuntimeError::InvalidInput("type part of a model's name to search".into()));
+        }
+        hf_api::search(&self.inner.http, &self.inner.hf.access(), text, sort, 30).await
+    }
+
+    /// The repo's GGUF entries with their headers' facts (read now, or kept from before).
+    pub async fn open(&self, repo: &str, revision: &str) -> Result<RepoView> {
+        let access = self.inner.hf.access();
+        let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
+        let tree = hf_api::tree(&self.inner.http, &access, repo, revision).await?;
+        let grouped = browse::group(&tree);
+        let repo = repo.trim().trim_matches('/');
+        let facts: Vec<Facts> = stream::iter(&grouped.entries)
+            .map(|e| self.facts_of(&access.endpoint, access.token.as_deref(), repo, revision, e))
+            .buffered(PARALLEL_READS)
+            .collect()
+            .await;
+        Ok(RepoView {
+            repo: repo.to_owned(),
+            revision: revision.to_owned(),
+            entries: grouped.entries.into_iter().zip(facts).collect(),
+            projectors: grouped.projectors,
+        })
+    }
+
+    /// One entry's facts: its shards' headers read in turn (their tensors merged into the first
+    /// one's), kept when read or when not GGUF.
+    async fn facts_of(
+        &self,
+        endpoint: &str,
+        token: Option<&str>,
+        repo: &str,
+        revision: &str,
+        entry: &QuantEntry,
+    ) -> Facts {
+        let urls: Vec<String> = match entry
+            .files
+            .iter()
+            .map(|f| hf_url(endpoint, repo, &f.path, revision))
+            .collect::<Result<_>>()
+        {
+            Ok(urls) => urls,
+            Err(e) => return Facts::Unreadable(e.to_string()),
+        };
+        if !entry.complete {
+            return Facts::Unreadable(
+                "a shard of this split model is missing from the repository".into(),
+            );
+        }
+        if let Some(kept) = self.inner.headers.lock().unwrap().get(&urls[0]) {
+            return kept.clone();
+        }
+        let mut merged: Option<gguf::Header> = None;
+        for url in &urls {
+            match self.inner.downloader.read_gguf_header(url, token).await {
+                Ok(h) => match merged.as_mut() {
+                    None => merged = Some(h),
+                    Some(m) => m.tensors.extend(h.tensors),
+                },
+                Err(e) => {
+                    let facts = Facts::Unreadable(e.to_string());
+                    if matches!(e, RuntimeError::GgufInvalid { .. }) {
+                        self.inner.headers.lock().unwrap().insert(urls[0].clone(), facts.clone());
+                    }
+                    return facts;
+                }
+            }
+        }
+        let facts = match merged.map(|h| ModelFacts::from_header(&entry.name, &h)) {
+            Some(Ok(f)) => Facts::Read(Arc::new(f)),
+            Some(Err(e)) => Facts::Unreadable(e.to_string()),
+            None => Facts::Unreadable("no files".into()),
+        };
+        self.inner.headers.lock().unwrap().insert(urls[0].clone(), facts.clone());
+        facts
+    }
+}
+
+/// Every entry's badge on `machine` at `ask`, and which one is the best fit
+/// ([`fit::BEST_FIT_RULE`]). Pure: the context slider calls it again without a request.
+pub fn badges(
+    view: &RepoView,
+    machine: &FitMachine,
+    ask: &FitAsk,
+) -> (Vec<FitReport>, Option<usize>) {
+    let reports: Vec<FitReport> = view
+        .entries
+        .iter()
+        .map(|(_, facts)| match facts {
+            Facts::Read(m) => fit::fit(m, machine, ask),
+            Facts::Unreadable(why) => FitReport {
+                badge: FitBadge::Unreadable,
+                asked_context: ask.context,
+                context: 0,
+                gpu_context: 0,
+                memory: Vec::new(),
+                if_llm_stopped: None,
+                why: why.clone(),
+            },
+        })
+        .collect();
+    let sized: Vec<(u64, &FitReport)> =
+        view.entries.iter().map(|(e, _)| e.bytes).zip(reports.iter()).collect();
+    let best = fit::best_fit(&sized, !machine.gpus_free.is_empty());
+    (reports, best)
+}

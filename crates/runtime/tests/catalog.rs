@@ -1,0 +1,122 @@
+//! Fit badges before download, against a loopback fixture with Hugging Face's routes: a repo's
+//! tree, and each GGUF file behind `resolve` with `Range`. Only the headers are fetched (at most
+//! 64 KiB past each), a second look reads nothing again, files that are not GGUF, cut short or
+//! hostile get "cannot read" and nothing else, and the badges and the best fit follow the
+//! machine.
+
+use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+use ipc::models::FitBadge;
+use runtime::download::{DownloadConfig, HEADER_READ_AHEAD};
+use runtime::llama::fit::{FitAsk, FitMachine};
+use runtime::models::catalog::{badges, Catalog, Facts};
+use runtime::models::hf::{HfEnv, HfSettings};
+use testkit::http::{FixtureServer, Route};
+use testkit::TempDir;
+
+const MIB: u64 = 1 << 20;
+
+/// The start of a llama-shaped file of width `n_embd` (its weights: about 47, 125 and 370 MiB
+/// at 256, 512 and 1024): its header and 2 MiB of the weights; the header's length; the whole
+/// file's length, as the repo tree gives it.
+fn model(n_embd: u64) -> (Vec<u8>, u64, u64) {
+    let writer = zero_model(ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 32000,
+        n_embd,
+        n_layer: 8,
+        n_head: 4,
+        n_head_kv: 2,
+        head_dim: n_embd / 4,
+        n_ff: n_embd * 4,
+        n_ctx: 4096,
+    });
+    let (mut bytes, _) = writer.header_bytes();
+    let header = gguf::read_header(&bytes[..], gguf::Limits::default()).unwrap().header_bytes;
+    // The start of the weights: never to be fetched.
+    bytes.resize(bytes.len() + 2 * MIB as usize, 0);
+    (bytes, header, writer.file_len())
+}
+
+#[tokio::test]
+async fn a_repo_gets_badges_from_its_headers_alone() {
+    let server = FixtureServer::start().await;
+    let dir = TempDir::new("catalog");
+    let env = HfEnv { endpoint: Some(server.url("")), token: None };
+    let catalog =
+        Catalog::new(HfSettings::open(dir.path(), env), DownloadConfig::default()).unwrap();
+
+    let files = [("M-Q2_K.gguf", 256), ("M-Q4_K_M.gguf", 512), ("M-Q8_0.gguf", 1024)];
+    let mut tree = Vec::new();
+    let mut headers = Vec::new();
+    for (name, width) in files {
+        let (bytes, header, size) = model(width);
+        tree.push(format!(r#"{{"type": "file", "path": "{name}", "size": {size}}}"#));
+        server.add(&format!("/acme/M-GGUF/resolve/main/{name}"), Route::bytes(bytes));
+        headers.push((name, header));
+    }
+    // Not GGUF; cut short inside its header; a count far over the limits.
+    let (whole, _, _) = model(256);
+    let mut hostile = b"GGUF".to_vec();
+    hostile.extend_from_slice(&3u32.to_le_bytes());
+    hostile.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    hostile.extend_from_slice(&[0; 64]);
+    let bad = [
+        ("M-IQ1_S.gguf", b"<html>not a model</html>".to_vec()),
+        ("M-IQ2_XS.gguf", whole[..2000].to_vec()),
+        ("M-IQ3_XXS.gguf", hostile),
+    ];
+    for (name, bytes) in &bad {
+        tree.push(format!(r#"{{"type": "file", "path": "{name}", "size": 3000000000}}"#));
+        server.add(&format!("/acme/M-GGUF/resolve/main/{name}"), Route::bytes(bytes.clone()));
+    }
+    let tree = format!("[{}]", tree.join(","));
+    server.add("/api/models/acme/M-GGUF/tree/main?recursive=true", Route::bytes(tree.into_bytes()));
+
+    let view = catalog.open("acme/M-GGUF", "").await.unwrap();
+    let names: Vec<&str> = view.entries.iter().map(|(e, _)| e.quant.as_deref().unwrap()).collect();
+    assert_eq!(names, ["Q2_K", "Q4_K_M", "Q8_0", "IQ1_S", "IQ2_XS", "IQ3_XXS"]);
+    for (e, facts) in &view.entries[3..] {
+        assert!(matches!(facts, Facts::Unreadable(_)), "{}: {facts:?}", e.name);
+    }
+    // Only each header, and at most one read-ahead block past it, was fetched.
+    for (name, header) in &headers {
+        let sent = server.sent(&format!("/acme/M-GGUF/resolve/main/{name}"));
+        assert!(
+            sent >= *header && sent <= header + HEADER_READ_AHEAD,
+            "{name}: {sent} for {header}"
+        );
+    }
+
+    // No GPU, 250 MiB of RAM to spare (1 GiB is kept): the two smaller files fit, the largest
+    // does not even at the least context; the best fit is the larger of the two.
+    let machine = FitMachine { ram_available: (1 << 30) + 250 * MIB, ..Default::default() };
+    let ask = FitAsk { context: 4096, kv_type: "f16".into() };
+    let (reports, best) = badges(&view, &machine, &ask);
+    let got: Vec<FitBadge> = reports.iter().map(|r| r.badge).collect();
+    assert_eq!(
+        got,
+        [
+            FitBadge::Cpu,
+            FitBadge::Cpu,
+            FitBadge::TooBig,
+            FitBadge::Unreadable,
+            FitBadge::Unreadable,
+            FitBadge::Unreadable
+        ],
+        "{reports:#?}"
+    );
+    assert_eq!(best, Some(1), "{reports:#?}");
+    assert!(reports[3].why.contains("not a GGUF file"), "{}", reports[3].why);
+    // A GPU that holds the largest: every file on it, the largest the best fit.
+    let gpu = FitMachine { gpus_free: vec![2 << 30], ..machine };
+    let (reports, best) = badges(&view, &gpu, &ask);
+    assert!(reports[..3].iter().all(|r| r.badge == FitBadge::Gpu), "{reports:#?}");
+    assert_eq!(best, Some(2));
+
+    // Opening it again reads the tree, not the headers.
+    let gets = |name: &str| server.gets(&format!("/acme/M-GGUF/resolve/main/{name}")).len();
+    let before: Vec<usize> = files.iter().map(|(n, _)| gets(n)).collect();
+    let again = catalog.open("acme/M-GGUF", "main").await.unwrap();
+    assert_eq!(again.entries.len(), 6);
+    assert_eq!(files.iter().map(|(n, _)| gets(n)).collect::<Vec<_>>(), before);
+}
