@@ -9,8 +9,8 @@ use ipc::endpoint::{EndpointSettings, EndpointStatus};
 use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
-    DeleteModelArgs, DownloadRequest, DownloadStatus, HfSettingsArgs, HfSettingsView, IdArgs,
-    ModelList, VerifyResult,
+    DeleteModelArgs, DownloadRequest, DownloadStatus, HfRepoArgs, HfRepoHit, HfRepoView,
+    HfSearchArgs, HfSettingsArgs, HfSettingsView, HfSort, IdArgs, ModelList, VerifyResult,
 };
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{
@@ -55,6 +55,9 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         download_clear,
         hf_settings,
         hf_settings_set,
+        hf_search,
+        hf_repo,
+        hf_repo_fit,
         runtime_status,
         runtime_install,
         runtime_set_custom,
@@ -200,6 +203,29 @@ async fn hf_settings_set(
     args: HfSettingsArgs,
 ) -> Result<HfSettingsView, IpcError> {
     Ok(state.runtime()?.hf().set(args).await?)
+}
+
+#[tauri::command]
+async fn hf_search(
+    state: State<'_, AppState>,
+    args: HfSearchArgs,
+) -> Result<Vec<HfRepoHit>, IpcError> {
+    let sort = match args.sort {
+        HfSort::Downloads => runtime::models::hf_api::Sort::Downloads,
+        HfSort::Recent => runtime::models::hf_api::Sort::Recent,
+    };
+    let hits = state.runtime()?.catalog().search(&args.text, sort).await?;
+    Ok(hits.iter().map(runtime::models::catalog::hit_for_window).collect())
+}
+
+#[tauri::command]
+async fn hf_repo(state: State<'_, AppState>, args: HfRepoArgs) -> Result<HfRepoView, IpcError> {
+    Ok(state.runtime()?.hf_repo(&args, true).await?)
+}
+
+#[tauri::command]
+async fn hf_repo_fit(state: State<'_, AppState>, args: HfRepoArgs) -> Result<HfRepoView, IpcError> {
+    Ok(state.runtime()?.hf_repo(&args, false).await?)
 }
 
 /// Shows the storage folder in the system's file manager. It takes no path from the window,

@@ -138,6 +138,24 @@ pub async fn hf_settings_set(args: HfSettingsArgs) -> Result<HfSettingsView, Ipc
     invoke_with(cmd::HF_SETTINGS_SET, &args).await
 }
 
+pub async fn hf_search(
+    args: ipc::models::HfSearchArgs,
+) -> Result<Vec<ipc::models::HfRepoHit>, IpcError> {
+    invoke_with(cmd::HF_SEARCH, &args).await
+}
+
+/// Opens a repo (its tree and the headers not read before are fetched).
+pub async fn hf_repo(args: ipc::models::HfRepoArgs) -> Result<ipc::models::HfRepoView, IpcError> {
+    invoke_with(cmd::HF_REPO, &args).await
+}
+
+/// The badges of a repo opened before, for another context: no request to Hugging Face.
+pub async fn hf_repo_fit(
+    args: ipc::models::HfRepoArgs,
+) -> Result<ipc::models::HfRepoView, IpcError> {
+    invoke_with(cmd::HF_REPO_FIT, &args).await
+}
+
 pub async fn open_storage_folder() -> Result<(), IpcError> {
     invoke(cmd::OPEN_STORAGE_FOLDER).await
 }

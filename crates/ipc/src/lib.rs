@@ -66,6 +66,16 @@ pub mod cmd {
     pub const HF_SETTINGS: &str = "hf_settings";
     /// Saves the Hugging Face endpoint and token ([`crate::models::HfSettingsArgs`]).
     pub const HF_SETTINGS_SET: &str = "hf_settings_set";
+    /// Searches Hugging Face for GGUF repos ([`crate::models::HfSearchArgs`] →
+    /// `Vec<`[`crate::models::HfRepoHit`]`>`).
+    pub const HF_SEARCH: &str = "hf_search";
+    /// Opens a repo: its GGUF entries with their headers read remotely and a fit badge each
+    /// ([`crate::models::HfRepoArgs`] → [`crate::models::HfRepoView`]).
+    pub const HF_REPO: &str = "hf_repo";
+    /// The badges of a repo opened before, for another context or KV type, or for the memory
+    /// free now: no request to Hugging Face ([`crate::models::HfRepoArgs`] →
+    /// [`crate::models::HfRepoView`]).
+    pub const HF_REPO_FIT: &str = "hf_repo_fit";
 
     /// Where a runtime stands ([`crate::runtimes::RuntimeArgs`] → [`crate::runtimes::RuntimeStatus`]).
     pub const RUNTIME_STATUS: &str = "runtime_status";
@@ -163,6 +173,9 @@ pub mod cmd {
         DOWNLOAD_CLEAR,
         HF_SETTINGS,
         HF_SETTINGS_SET,
+        HF_SEARCH,
+        HF_REPO,
+        HF_REPO_FIT,
         RUNTIME_STATUS,
         RUNTIME_INSTALL,
         RUNTIME_SET_CUSTOM,

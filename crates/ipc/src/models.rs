@@ -396,3 +396,81 @@ pub struct FitReport {
     /// One sentence for the badge's hover text.
     pub why: String,
 }
+
+/// The order of a Hugging Face search.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HfSort {
+    #[default]
+    Downloads,
+    Recent,
+}
+
+/// `hf_search`'s argument: part of a model's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfSearchArgs {
+    pub text: String,
+    #[serde(default)]
+    pub sort: HfSort,
+}
+
+/// A repo with GGUF files that the search found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfRepoHit {
+    pub id: String,
+    pub downloads: u64,
+    pub likes: u64,
+    pub last_modified: Option<String>,
+    /// Its files need a token and an accepted licence.
+    pub gated: bool,
+}
+
+/// `hf_repo`'s and `hf_repo_fit`'s argument: a repo, and the context and KV cache type its
+/// badges are for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfRepoArgs {
+    pub repo: String,
+    /// A branch, tag or commit; `None` or empty: `main`.
+    #[serde(default)]
+    pub revision: Option<String>,
+    pub context: u32,
+    /// `f16`, `q8_0`, `q4_0`.
+    pub kv_type: String,
+}
+
+/// One file of a repo entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfFile {
+    pub path: String,
+    pub size: u64,
+    /// The LFS SHA-256 from the repo tree, verified on download.
+    pub sha256: Option<String>,
+}
+
+/// One quantisation of a model in a repo, with its badge here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfEntry {
+    pub name: String,
+    pub quant: Option<String>,
+    /// Its shards in order (one file when not split).
+    pub files: Vec<HfFile>,
+    pub bytes: u64,
+    /// Every shard is in the repo.
+    pub complete: bool,
+    pub fit: FitReport,
+}
+
+/// A repo as the browse view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HfRepoView {
+    pub repo: String,
+    pub revision: String,
+    /// Smallest first.
+    pub entries: Vec<HfEntry>,
+    /// Vision projectors (`mmproj`), offered as add-ons.
+    pub projectors: Vec<HfFile>,
+    /// The index of the best fit in `entries`, if any.
+    pub best: Option<usize>,
+    /// How the best fit is chosen, for its hover text.
+    pub best_rule: String,
+}

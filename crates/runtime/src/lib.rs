@@ -56,6 +56,7 @@ pub struct Runtime {
     diffusion: diffusion::DiffusionServer,
     orchestrator: orchestrator::Orchestrator,
     endpoint: endpoint::Endpoint,
+    catalog: models::catalog::Catalog,
     memory: Arc<system::history::MemoryFeed>,
     app_log: applog::AppLog,
 }
@@ -126,12 +127,15 @@ impl Runtime {
             events.clone(),
             storage.config(),
         )?;
+        let catalog =
+            models::catalog::Catalog::new(hf.clone(), download::DownloadConfig::default())?;
         Ok(Self {
             storage,
             events,
             system,
             models,
             downloads,
+            catalog,
             hf,
             binaries,
             llm,
@@ -190,6 +194,29 @@ impl Runtime {
     }
 
     /// The local OpenAI-compatible endpoint (opened by the app at launch: [`endpoint::Endpoint::open`]).
+    /// Hugging Face's repos with fit badges (#17).
+    pub fn catalog(&self) -> &models::catalog::Catalog {
+        &self.catalog
+    }
+
+    /// A repo's view with badges for the memory free now (`fresh`: the tree and unread headers
+    /// fetched; else the view kept from the last open, with no request).
+    pub async fn hf_repo(
+        &self,
+        args: &ipc::models::HfRepoArgs,
+        fresh: bool,
+    ) -> Result<ipc::models::HfRepoView> {
+        let revision = args.revision.as_deref().unwrap_or("");
+        let view = if fresh {
+            self.catalog.open(&args.repo, revision).await?
+        } else {
+            self.catalog.opened(&args.repo, revision)?
+        };
+        let machine = self.llm.fit_machine()?;
+        let ask = llama::fit::FitAsk { context: args.context, kv_type: args.kv_type.clone() };
+        Ok(models::catalog::view_for_window(&view, &machine, &ask))
+    }
+
     pub fn endpoint(&self) -> &endpoint::Endpoint {
         &self.endpoint
     }

@@ -293,6 +293,46 @@ impl LlamaServer {
     /// Free memory now, and the GPU the installed build can use.
     fn machine_facts(&self) -> Result<MachineFacts> {
         let (info, now) = self.system_info()?;
+        let gpu = self.usable_gpus(&info, &now).into_iter().max_by_key(|(_, free)| *free);
+        Ok(MachineFacts {
+            physical_cores: info.cpu.physical_cores.unwrap_or(info.cpu.logical_cores),
+            ram_available: now.memory.available_bytes,
+            gpu,
+        })
+    }
+
+    /// What a fit badge weighs a model against now (#17): RAM available, the free VRAM of every
+    /// GPU the installed build can drive, and what the running server holds (as measured from
+    /// its load log, else its start estimate), given back were it stopped.
+    pub fn fit_machine(&self) -> Result<crate::llama::fit::FitMachine> {
+        let (info, now) = self.system_info()?;
+        let gpus_free = self.usable_gpus(&info, &now).into_iter().map(|(_, free)| free).collect();
+        let status = self.status();
+        let running = matches!(status.state, ServerState::Running | ServerState::Starting);
+        let llm_holds = running.then(|| {
+            if status.measured.is_empty() {
+                let s = status.settings.as_ref();
+                (s.map_or(0, |s| s.expected_vram_bytes), s.map_or(0, |s| s.expected_ram_bytes))
+            } else {
+                let (cpu, gpu): (Vec<_>, Vec<_>) =
+                    status.measured.iter().partition(|d| d.device == "CPU");
+                let sum = |ds: Vec<&ipc::llm::DeviceMemory>| ds.iter().map(|d| d.total()).sum();
+                (sum(gpu), sum(cpu))
+            }
+        });
+        Ok(crate::llama::fit::FitMachine {
+            ram_available: now.memory.available_bytes,
+            gpus_free,
+            llm_holds,
+        })
+    }
+
+    /// The GPUs the installed llama-server build can drive, with their free VRAM now.
+    fn usable_gpus(
+        &self,
+        info: &ipc::system::SystemInfo,
+        now: &ipc::system::MemoryNow,
+    ) -> Vec<(String, u64)> {
         let installed = self.inner.binaries.installed(RuntimeKind::Llama);
         // Which GPUs the installed build can drive: those of its backend (any GPU runs Vulkan);
         // a custom build, any GPU its check found; the CPU build, none.
@@ -303,20 +343,14 @@ impl LlamaServer {
             Some(Variant::Custom) => installed.as_ref().is_some_and(|i| !i.devices.is_empty()),
             _ => false,
         };
-        let gpu = info
-            .gpus
+        info.gpus
             .iter()
             .filter(|g| usable(g))
             .filter_map(|g| {
                 let free = now.gpus.iter().find(|m| m.id == g.id).map(|m| m.vram.free_bytes)?;
                 Some((g.name.clone(), free))
             })
-            .max_by_key(|(_, free)| *free);
-        Ok(MachineFacts {
-            physical_cores: info.cpu.physical_cores.unwrap_or(info.cpu.logical_cores),
-            ram_available: now.memory.available_bytes,
-            gpu,
-        })
+            .collect()
     }
 
     /// Refuses (or again allows) starts while the orchestrator has paused the server.

@@ -13,7 +13,7 @@ use crate::llama::autoconfig::ModelFacts;
 use crate::llama::fit::{self, FitAsk, FitMachine};
 use crate::{Result, RuntimeError};
 use futures_util::{stream, StreamExt};
-use ipc::models::{FitBadge, FitReport};
+use ipc::models::{FitBadge, FitReport, HfEntry, HfFile, HfRepoHit, HfRepoView};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -50,6 +50,8 @@ struct Inner {
     /// By the first file's URL (endpoint, repo, revision and path): headers that were read, or
     /// that are not GGUF. Network failures are not kept: the next open tries again.
     headers: Mutex<HashMap<String, Facts>>,
+    /// The repos opened, by (repo, revision): their badges again without a request.
+    views: Mutex<HashMap<(String, String), Arc<RepoView>>>,
 }
 
 impl Catalog {
@@ -60,6 +62,7 @@ impl Catalog {
                 downloader: Downloader::new(config)?,
                 hf,
                 headers: Mutex::new(HashMap::new()),
+                views: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -72,22 +75,45 @@ impl Catalog {
     }
 
     /// The repo's GGUF entries with their headers' facts (read now, or kept from before).
-    pub async fn open(&self, repo: &str, revision: &str) -> Result<RepoView> {
+    pub async fn open(&self, repo: &str, revision: &str) -> Result<Arc<RepoView>> {
         let access = self.inner.hf.access();
         let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
         let tree = hf_api::tree(&self.inner.http, &access, repo, revision).await?;
         let grouped = browse::group(&tree);
         let repo = repo.trim().trim_matches('/');
-        let facts: Vec<Facts> = stream::iter(&grouped.entries)
-            .map(|e| self.facts_of(&access.endpoint, access.token.as_deref(), repo, revision, e))
-            .buffered(PARALLEL_READS)
-            .collect()
-            .await;
-        Ok(RepoView {
+        // Each read owns what it needs: a future that borrows across `buffered` is not `Send`
+        // for every lifetime, as a Tauri command's future must be.
+        let reads: Vec<_> = grouped
+            .entries
+            .iter()
+            .cloned()
+            .map(|entry| {
+                let (me, access) = (self.clone(), access.clone());
+                let (repo, revision) = (repo.to_owned(), revision.to_owned());
+                async move {
+                    let token = access.token.as_deref();
+                    me.facts_of(&access.endpoint, token, &repo, &revision, &entry).await
+                }
+            })
+            .collect();
+        let facts: Vec<Facts> = stream::iter(reads).buffered(PARALLEL_READS).collect().await;
+        let view = Arc::new(RepoView {
             repo: repo.to_owned(),
             revision: revision.to_owned(),
             entries: grouped.entries.into_iter().zip(facts).collect(),
             projectors: grouped.projectors,
+        });
+        let key = (view.repo.clone(), view.revision.clone());
+        self.inner.views.lock().unwrap().insert(key, view.clone());
+        Ok(view)
+    }
+
+    /// A repo opened before, as it was read then.
+    pub fn opened(&self, repo: &str, revision: &str) -> Result<Arc<RepoView>> {
+        let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
+        let key = (repo.trim().trim_matches('/').to_owned(), revision.to_owned());
+        self.inner.views.lock().unwrap().get(&key).cloned().ok_or_else(|| {
+            RuntimeError::InvalidInput(format!("{} has not been opened yet: open it first", key.0))
         })
     }
 
@@ -171,4 +197,42 @@ pub fn badges(
         view.entries.iter().map(|(e, _)| e.bytes).zip(reports.iter()).collect();
     let best = fit::best_fit(&sized, !machine.gpus_free.is_empty());
     (reports, best)
+}
+
+/// The browse view's answer: the entries with their badges and the best fit.
+pub fn view_for_window(view: &RepoView, machine: &FitMachine, ask: &FitAsk) -> HfRepoView {
+    let (reports, best) = badges(view, machine, ask);
+    let file =
+        |f: &RepoFile| HfFile { path: f.path.clone(), size: f.size, sha256: f.sha256.clone() };
+    HfRepoView {
+        repo: view.repo.clone(),
+        revision: view.revision.clone(),
+        entries: view
+            .entries
+            .iter()
+            .zip(reports)
+            .map(|((e, _), fit)| HfEntry {
+                name: e.name.clone(),
+                quant: e.quant.clone(),
+                files: e.files.iter().map(file).collect(),
+                bytes: e.bytes,
+                complete: e.complete,
+                fit,
+            })
+            .collect(),
+        projectors: view.projectors.iter().map(file).collect(),
+        best,
+        best_rule: fit::BEST_FIT_RULE.to_owned(),
+    }
+}
+
+/// A search hit as the window shows it.
+pub fn hit_for_window(h: &RepoHit) -> HfRepoHit {
+    HfRepoHit {
+        id: h.id.clone(),
+        downloads: h.downloads,
+        likes: h.likes,
+        last_modified: h.last_modified.clone(),
+        gated: h.gated(),
+    }
 }

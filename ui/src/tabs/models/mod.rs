@@ -1,5 +1,7 @@
-//! Models: what is installed, the download form, the queue, and a model's GGUF details.
+//! Models: what is installed, finding a model on Hugging Face with fit badges, the download
+//! form, the queue, and a model's GGUF details.
 
+mod browse;
 mod form;
 mod gguf_modal;
 mod hf_access;
@@ -68,6 +70,7 @@ pub fn ModelsTab() -> impl IntoView {
 
     view! {
         <table::InstalledModels />
+        <browse::Browse />
         <form::DownloadForm />
         <hf_access::HfAccess />
         <queue::DownloadQueue />
