@@ -331,6 +331,24 @@ pub struct ZeroModel {
     pub n_ctx: u64,
 }
 
+impl ZeroModel {
+    /// A small llama whose header is mostly its vocabulary of `n_vocab` tokens, as a real
+    /// model's is (150k tokens: a 3.6 MB header), for reading headers remotely.
+    pub fn big_vocabulary(n_vocab: u64) -> Self {
+        Self {
+            arch: ZeroArch::Llama,
+            n_vocab,
+            n_embd: 64,
+            n_layer: 4,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 16,
+            n_ff: 128,
+            n_ctx: 4096,
+        }
+    }
+}
+
 /// A model of a real llama.cpp architecture with all-zero weights (f16 matrices, f32 norms) and a
 /// byte-level vocabulary padded to `n_vocab`: llama-server loads and runs it, so its buffers can be
 /// measured at any size without generating gigabytes. Every tensor is header-only; write it with

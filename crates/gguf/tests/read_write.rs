@@ -461,17 +461,7 @@ fn a_prefix_bounds_the_header_from_below_and_few_rounds_read_it() {
     use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
     use gguf::{read_header_prefix, Prefix};
     const AHEAD: usize = 64 << 10;
-    let big_vocab = ZeroModel {
-        arch: ZeroArch::Llama,
-        n_vocab: 150_000,
-        n_embd: 64,
-        n_layer: 4,
-        n_head: 4,
-        n_head_kv: 2,
-        head_dim: 16,
-        n_ff: 128,
-        n_ctx: 4096,
-    };
+    let big_vocab = ZeroModel::big_vocabulary(150_000);
     let gemma = ZeroModel { arch: ZeroArch::Gemma3 { window: 512 }, n_vocab: 262_144, ..big_vocab };
     let cases = [
         ("tiny", tiny_llama(TinyLlama::default()).to_bytes(), 2),

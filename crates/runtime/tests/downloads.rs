@@ -370,19 +370,8 @@ async fn remote_gguf_header_reads_only_the_start() {
     assert!(server.sent("/m.gguf") <= header + HEADER_READ_AHEAD, "{}", server.sent("/m.gguf"));
     assert!(server.gets("/m.gguf").len() <= 2);
     // A vocabulary of 150k tokens (a 3.6 MB header, like a real model's) in a handful.
-    use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
-    let (big, _) = zero_model(ZeroModel {
-        arch: ZeroArch::Llama,
-        n_vocab: 150_000,
-        n_embd: 64,
-        n_layer: 4,
-        n_head: 4,
-        n_head_kv: 2,
-        head_dim: 16,
-        n_ff: 128,
-        n_ctx: 4096,
-    })
-    .header_bytes();
+    use gguf::fixtures::{zero_model, ZeroModel};
+    let (big, _) = zero_model(ZeroModel::big_vocabulary(150_000)).header_bytes();
     let end = gguf::read_header(&big[..], gguf::Limits::default()).unwrap().header_bytes;
     let mut padded = big.clone();
     padded.resize(big.len() + (8 << 20), 0); // the weights that follow, never asked for

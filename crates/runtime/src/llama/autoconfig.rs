@@ -450,7 +450,7 @@ pub fn resolve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::llama::args::build_args;
 
@@ -459,7 +459,7 @@ mod tests {
 
     /// An 8B-like model: 32 blocks of 140 MiB (Q4), 500 MiB outside them, 8 KV heads × 128,
     /// trained for 32k. f16 KV = 128 KiB per token.
-    fn llama8b() -> ModelFacts {
+    pub(crate) fn llama8b() -> ModelFacts {
         ModelFacts {
             path: "/m/8b.gguf".into(),
             per_layer: vec![140 * MIB; 32],
@@ -618,7 +618,7 @@ mod tests {
     }
 
     /// A 30B-A3B-like mixture of experts: 48 blocks of 360 MiB, 340 of them experts.
-    fn moe30b() -> ModelFacts {
+    pub(crate) fn moe30b() -> ModelFacts {
         let mut m = llama8b();
         m.per_layer = vec![360 * MIB; 48];
         m.experts = vec![340 * MIB; 48];

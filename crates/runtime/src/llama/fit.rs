@@ -285,45 +285,14 @@ pub fn best_fit(entries: &[(u64, &FitReport)], has_gpu: bool) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llama::estimate::{Moe, Shape, Swa};
+    // The auto-configuration's own test models: an 8B-like model at about Q4_K_M (32 blocks of
+    // 140 MiB, 500 MiB outside them, 8 KV heads × 128: f16 KV is 128 KiB a token, trained for
+    // 32k) and a 30B-A3B-like mixture of experts (48 blocks of 360 MiB, 340 of them experts).
+    use crate::llama::autoconfig::tests::{llama8b as dense, moe30b as moe};
+    use crate::llama::estimate::Swa;
 
     const GIB: u64 = 1 << 30;
     const MIB: u64 = 1 << 20;
-
-    /// An 8B-like model at about Q4_K_M: 32 blocks of 140 MiB, 500 MiB outside them, 8 KV heads
-    /// × 128 (f16 KV: 128 KiB a token), trained for 32k.
-    fn dense() -> ModelFacts {
-        ModelFacts {
-            path: "8b.gguf".into(),
-            per_layer: vec![140 * MIB; 32],
-            experts: vec![0; 32],
-            other: 500 * MIB,
-            native_context: 32768,
-            pooling: None,
-            shape: Shape {
-                n_embd: 4096,
-                n_head: 32,
-                head_k: 128,
-                head_v: 128,
-                n_head_kv: vec![8; 32],
-                n_ff: 14336,
-                n_vocab: 128256,
-                moe: None,
-                swa: None,
-            },
-        }
-    }
-
-    /// A 30B-A3B-like mixture of experts: 48 blocks of 360 MiB, 340 of them experts.
-    fn moe() -> ModelFacts {
-        let mut m = dense();
-        m.per_layer = vec![360 * MIB; 48];
-        m.experts = vec![340 * MIB; 48];
-        m.other = 300 * MIB;
-        m.shape.n_head_kv = vec![4; 48];
-        m.shape.moe = Some(Moe { experts: 128, used: 8, ff_exp: 768 });
-        m
-    }
 
     /// The dense model with every other layer attending a window of 1024 tokens (Gemma 2).
     fn sliding() -> ModelFacts {
