@@ -9,8 +9,9 @@ use ipc::endpoint::{EndpointSettings, EndpointStatus};
 use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
-    DeleteModelArgs, DownloadRequest, DownloadStatus, HfRepoArgs, HfRepoHit, HfRepoView,
-    HfSearchArgs, HfSettingsArgs, HfSettingsView, HfSort, IdArgs, ModelList, VerifyResult,
+    DeleteModelArgs, DownloadRequest, DownloadStatus, FitArgs, HfRepoArgs, HfRepoHit, HfRepoView,
+    HfSearchArgs, HfSettingsArgs, HfSettingsView, HfSort, IdArgs, InstalledFit, ModelList,
+    VerifyResult,
 };
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{
@@ -55,6 +56,7 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         download_clear,
         hf_settings,
         hf_settings_set,
+        models_fit,
         hf_search,
         hf_repo,
         hf_repo_fit,
@@ -203,6 +205,14 @@ async fn hf_settings_set(
     args: HfSettingsArgs,
 ) -> Result<HfSettingsView, IpcError> {
     Ok(state.runtime()?.hf().set(args).await?)
+}
+
+#[tauri::command]
+async fn models_fit(
+    state: State<'_, AppState>,
+    args: FitArgs,
+) -> Result<Vec<InstalledFit>, IpcError> {
+    Ok(state.runtime()?.installed_fit(&args).await?)
 }
 
 #[tauri::command]

@@ -2,7 +2,7 @@
 //! a Hugging Face fixture, open the repo, see a badge per quantisation read from the headers
 //! alone (a model far too big for any machine says so), move the context slider and see the
 //! badges weighed again without a request, then download an entry from the view, verified
-//! against the repo tree's SHA-256, and find it installed.
+//! against the repo tree's SHA-256, and find it installed with the same badge.
 
 use e2e::{live_group_members, App, LaunchOptions};
 use gguf::fixtures::{tiny_llama, zero_model, TinyLlama, ZeroArch, ZeroModel};
@@ -116,6 +116,10 @@ async fn find_a_model_see_how_it_fits_and_download_it() {
     app.wait_visible("#browse-queued").await;
     app.wait_text(".dl-row .badge.state-done", |t| t == "done").await;
     app.wait_visible("tr.model-row[data-id='tiny-q2-k']").await;
+    // Listed with the same badge, weighed against this machine now.
+    let listed =
+        app.wait_text("tr.model-row[data-id='tiny-q2-k'] .badge.fit", |t| !t.is_empty()).await;
+    assert_eq!(listed, "CPU");
     let file = app.genai_home().join("models/llm/Tiny-Q2_K.gguf");
     assert_eq!(std::fs::read(&file).unwrap(), tiny, "the file on disk is the served file");
     app.screenshot("browse-3-downloaded").await;

@@ -144,6 +144,13 @@ pub async fn hf_search(
     invoke_with(cmd::HF_SEARCH, &args).await
 }
 
+/// Every installed LLM's fit badge for the memory free now.
+pub async fn models_fit(
+    args: ipc::models::FitArgs,
+) -> Result<Vec<ipc::models::InstalledFit>, IpcError> {
+    invoke_with(cmd::MODELS_FIT, &args).await
+}
+
 /// Opens a repo (its tree and the headers not read before are fetched).
 pub async fn hf_repo(args: ipc::models::HfRepoArgs) -> Result<ipc::models::HfRepoView, IpcError> {
     invoke_with(cmd::HF_REPO, &args).await

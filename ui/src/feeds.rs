@@ -227,6 +227,9 @@ impl RuntimeFeed {
 #[derive(Clone, Copy)]
 pub struct LlmFeed {
     pub ticks: RwSignal<u64>,
+    /// Bumped only when the server starts, stops or crashes (what moves free memory), not on
+    /// health checks or busy slots: the Models tab's fit badges follow it.
+    pub states: RwSignal<u64>,
     pub lines: RwSignal<Vec<LogLine>>,
     /// The test-chat reply streaming now, or the last one: its pieces joined, so the window
     /// holds one reply's text, never every piece since it opened.
@@ -260,8 +263,11 @@ impl LlmFeed {
     fn on_event(&self, event: &AppEvent) {
         match event {
             AppEvent::ServerState { server: ServerKind::Llm, .. }
-            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. }
-            | AppEvent::LlmHealth { .. }
+            | AppEvent::ServerCrashed { server: ServerKind::Llm, .. } => {
+                self.states.update(|n| *n += 1);
+                self.ticks.update(|n| *n += 1);
+            }
+            AppEvent::LlmHealth { .. }
             | AppEvent::LlmBusy { .. }
             | AppEvent::LlmCpuFallback { .. } => self.ticks.update(|n| *n += 1),
             AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
@@ -379,6 +385,7 @@ pub fn provide() {
     provide_context(runtime_feed);
     let llm_feed = LlmFeed {
         ticks: RwSignal::new(0),
+        states: RwSignal::new(0),
         lines: RwSignal::new(Vec::new()),
         chat: RwSignal::new(StreamedReply::default()),
     };

@@ -53,6 +53,9 @@ pub mod cmd {
     pub const MODEL_DELETE: &str = "model_delete";
     /// Recomputes a model's SHA-256 and compares it ([`crate::models::VerifyResult`]).
     pub const MODEL_VERIFY: &str = "model_verify";
+    /// Every installed LLM's fit badge for the memory free now ([`crate::models::FitArgs`] →
+    /// `Vec<`[`crate::models::InstalledFit`]`>`).
+    pub const MODELS_FIT: &str = "models_fit";
     /// Queues a download ([`crate::models::DownloadRequest`]); answers its id.
     pub const DOWNLOAD_START: &str = "download_start";
     /// Every download in the queue ([`crate::models::DownloadStatus`]).
@@ -173,6 +176,7 @@ pub mod cmd {
         DOWNLOAD_CLEAR,
         HF_SETTINGS,
         HF_SETTINGS_SET,
+        MODELS_FIT,
         HF_SEARCH,
         HF_REPO,
         HF_REPO_FIT,

@@ -474,3 +474,17 @@ pub struct HfRepoView {
     /// How the best fit is chosen, for its hover text.
     pub best_rule: String,
 }
+
+/// `models_fit`'s argument: the context and KV cache type the badges are for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FitArgs {
+    pub context: u32,
+    pub kv_type: String,
+}
+
+/// An installed LLM's badge here, now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledFit {
+    pub id: String,
+    pub fit: FitReport,
+}

@@ -217,6 +217,28 @@ impl Runtime {
         Ok(models::catalog::view_for_window(&view, &machine, &ask))
     }
 
+    /// Every installed LLM's fit badge for the memory free now (#17): headers read once per
+    /// file version, weighed against the live machine.
+    pub async fn installed_fit(
+        &self,
+        args: &ipc::models::FitArgs,
+    ) -> Result<Vec<ipc::models::InstalledFit>> {
+        let machine = self.llm.fit_machine()?;
+        let ask = llama::fit::FitAsk { context: args.context, kv_type: args.kv_type.clone() };
+        let mut out = Vec::new();
+        for m in self.models.list().await?.models {
+            if m.kind != ipc::models::ModelKind::Llm {
+                continue;
+            }
+            let files =
+                m.all_files().into_iter().map(|f| std::path::PathBuf::from(f.path)).collect();
+            let facts = self.catalog.local_facts(files).await;
+            let fit = models::catalog::report(&facts, &machine, &ask);
+            out.push(ipc::models::InstalledFit { id: m.id, fit });
+        }
+        Ok(out)
+    }
+
     pub fn endpoint(&self) -> &endpoint::Endpoint {
         &self.endpoint
     }

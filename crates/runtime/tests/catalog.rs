@@ -120,3 +120,39 @@ async fn a_repo_gets_badges_from_its_headers_alone() {
     assert_eq!(again.entries.len(), 6);
     assert_eq!(files.iter().map(|(n, _)| gets(n)).collect::<Vec<_>>(), before);
 }
+
+/// Installed models get the same badge: read from their files' headers on disk, weighed against
+/// the machine now (no llama-server installed here, so no GPU it could use: CPU), and a diffusion
+/// model gets none.
+#[tokio::test]
+async fn installed_llms_get_the_same_badge() {
+    use ipc::models::{FitArgs, ModelInfo, ModelKind};
+    use runtime::system::SystemProbe;
+    use runtime::{EventBus, Runtime, StorageRoot};
+    let dir = TempDir::new("catalog-installed");
+    let rt = Runtime::open(
+        StorageRoot::new(dir.join("home"), ipc::StorageRootSource::Env),
+        EventBus::default(),
+        std::sync::Arc::new(SystemProbe::real()),
+    )
+    .unwrap();
+    let tiny = gguf::fixtures::tiny_llama(Default::default()).to_bytes();
+    for (id, kind) in [("tiny", ModelKind::Llm), ("pic", ModelKind::Diffusion)] {
+        let folder = match kind {
+            ModelKind::Llm => rt.storage().llm_models(),
+            ModelKind::Diffusion => rt.storage().diffusion_models(),
+        };
+        let path = folder.join(format!("{id}.gguf"));
+        std::fs::write(&path, &tiny).unwrap();
+        let p = path.display().to_string();
+        rt.models()
+            .register(&ModelInfo::local_file(id, id, kind, &p, tiny.len() as u64))
+            .await
+            .unwrap();
+    }
+    let fits = rt.installed_fit(&FitArgs { context: 8192, kv_type: "f16".into() }).await.unwrap();
+    assert_eq!(fits.len(), 1, "{fits:?}");
+    assert_eq!((fits[0].id.as_str(), fits[0].fit.badge), ("tiny", FitBadge::Cpu), "{fits:?}");
+    // The model was trained for 512 tokens: judged at that, as a start would use.
+    assert_eq!(fits[0].fit.asked_context, 512);
+}

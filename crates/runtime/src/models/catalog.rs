@@ -15,10 +15,15 @@ use crate::{Result, RuntimeError};
 use futures_util::{stream, StreamExt};
 use ipc::models::{FitBadge, FitReport, HfEntry, HfFile, HfRepoHit, HfRepoView};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Headers read at once (each is a few sequential requests).
 const PARALLEL_READS: usize = 4;
+
+/// A file on disk as it is now: its path, length and modification time.
+type FileVersion = (PathBuf, u64, Option<SystemTime>);
 
 /// What a file's header said, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +57,8 @@ struct Inner {
     headers: Mutex<HashMap<String, Facts>>,
     /// The repos opened, by (repo, revision): their badges again without a request.
     views: Mutex<HashMap<(String, String), Arc<RepoView>>>,
+    /// Installed models' facts, by their first file's path, length and modification time.
+    local: Mutex<HashMap<FileVersion, Facts>>,
 }
 
 impl Catalog {
@@ -63,6 +70,7 @@ impl Catalog {
                 hf,
                 headers: Mutex::new(HashMap::new()),
                 views: Mutex::new(HashMap::new()),
+                local: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -106,6 +114,38 @@ impl Catalog {
         let key = (view.repo.clone(), view.revision.clone());
         self.inner.views.lock().unwrap().insert(key, view.clone());
         Ok(view)
+    }
+
+    /// An installed model's facts from its files' headers (all shards; read off the async
+    /// workers), kept while its first file is unchanged.
+    pub async fn local_facts(&self, files: Vec<PathBuf>) -> Facts {
+        let Some(first) = files.first().cloned() else {
+            return Facts::Unreadable("no files".into());
+        };
+        let meta = tokio::fs::metadata(&first).await.ok();
+        let key = (
+            first.clone(),
+            meta.as_ref().map_or(0, |m| m.len()),
+            meta.and_then(|m| m.modified().ok()),
+        );
+        if let Some(kept) = self.inner.local.lock().unwrap().get(&key) {
+            return kept.clone();
+        }
+        let read = tokio::task::spawn_blocking(move || -> Result<ModelFacts> {
+            let mut h = super::read_gguf(&files[0])?;
+            for shard in &files[1..] {
+                h.tensors.extend(super::read_gguf(shard)?.tensors);
+            }
+            ModelFacts::from_header(&files[0].display().to_string(), &h)
+        })
+        .await;
+        let facts = match read {
+            Ok(Ok(f)) => Facts::Read(Arc::new(f)),
+            Ok(Err(e)) => Facts::Unreadable(e.to_string()),
+            Err(e) => Facts::Unreadable(e.to_string()),
+        };
+        self.inner.local.lock().unwrap().insert(key, facts.clone());
+        facts
     }
 
     /// A repo opened before, as it was read then.
@@ -177,22 +217,8 @@ pub fn badges(
     machine: &FitMachine,
     ask: &FitAsk,
 ) -> (Vec<FitReport>, Option<usize>) {
-    let reports: Vec<FitReport> = view
-        .entries
-        .iter()
-        .map(|(_, facts)| match facts {
-            Facts::Read(m) => fit::fit(m, machine, ask),
-            Facts::Unreadable(why) => FitReport {
-                badge: FitBadge::Unreadable,
-                asked_context: ask.context,
-                context: 0,
-                gpu_context: 0,
-                memory: Vec::new(),
-                if_llm_stopped: None,
-                why: why.clone(),
-            },
-        })
-        .collect();
+    let reports: Vec<FitReport> =
+        view.entries.iter().map(|(_, facts)| report(facts, machine, ask)).collect();
     let sized: Vec<(u64, &FitReport)> =
         view.entries.iter().map(|(e, _)| e.bytes).zip(reports.iter()).collect();
     let best = fit::best_fit(&sized, !machine.gpus_free.is_empty());
@@ -234,5 +260,21 @@ pub fn hit_for_window(h: &RepoHit) -> HfRepoHit {
         likes: h.likes,
         last_modified: h.last_modified.clone(),
         gated: h.gated(),
+    }
+}
+
+/// A badge for facts, or the "cannot read" one with the reason.
+pub fn report(facts: &Facts, machine: &FitMachine, ask: &FitAsk) -> FitReport {
+    match facts {
+        Facts::Read(m) => fit::fit(m, machine, ask),
+        Facts::Unreadable(why) => FitReport {
+            badge: FitBadge::Unreadable,
+            asked_context: ask.context,
+            context: 0,
+            gpu_context: 0,
+            memory: Vec::new(),
+            if_llm_stopped: None,
+            why: why.clone(),
+        },
     }
 }

@@ -22,7 +22,7 @@ const CONTEXTS: [u32; 8] = [2048, 4096, 8192, 16384, 32768, 65536, 131072, 26214
 const DEFAULT_STOP: usize = 2;
 
 /// The badge's words and style.
-fn badge(b: FitBadge) -> (String, &'static str) {
+pub fn badge(b: FitBadge) -> (String, &'static str) {
     match b {
         FitBadge::Gpu => ("GPU".into(), "fit-gpu"),
         FitBadge::Partial { layers, of, cpu_moe: 0 } => {

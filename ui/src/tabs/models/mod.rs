@@ -9,11 +9,12 @@ mod queue;
 mod table;
 
 use crate::api;
-use crate::feeds::{DownloadsFeed, ModelsChanged};
-use ipc::models::{DownloadStatus, ModelInfo, ModelList};
+use crate::feeds::{DownloadsFeed, LlmFeed, ModelsChanged};
+use ipc::models::{DownloadStatus, FitArgs, FitReport, ModelInfo, ModelList};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use std::collections::HashMap;
 
 /// What the parts of the tab share.
 #[derive(Clone, Copy)]
@@ -21,11 +22,23 @@ pub struct ModelsState {
     pub list: RwSignal<Option<Result<ModelList, IpcError>>>,
     pub downloads: RwSignal<Vec<DownloadStatus>>,
     pub info: RwSignal<Option<ModelInfo>>,
+    /// Installed LLMs' fit badges here, by id, at 8k tokens with an f16 cache.
+    pub fits: RwSignal<HashMap<String, FitReport>>,
 }
 
 impl ModelsState {
     pub fn refresh_list(self) {
         spawn_local(async move { self.list.set(Some(api::models_list().await)) });
+    }
+
+    /// The badges weighed again against the memory free now.
+    pub fn refresh_fits(self) {
+        spawn_local(async move {
+            let args = FitArgs { context: 8192, kv_type: "f16".into() };
+            if let Ok(fits) = api::models_fit(args).await {
+                self.fits.set(fits.into_iter().map(|f| (f.id, f.fit)).collect());
+            }
+        });
     }
 
     pub fn refresh_downloads(self) {
@@ -45,12 +58,21 @@ pub fn ModelsTab() -> impl IntoView {
         list: RwSignal::new(None),
         downloads: RwSignal::new(Vec::new()),
         info: RwSignal::new(None),
+        fits: RwSignal::new(HashMap::new()),
     };
     provide_context(state);
     let changed = expect_context::<ModelsChanged>().0;
     Effect::new(move |_| {
         changed.track();
         state.refresh_list();
+    });
+    // The badges follow the list and the LLM server (its start or stop moves free memory the
+    // most); memory is not polled for them.
+    let llm = expect_context::<LlmFeed>();
+    Effect::new(move |_| {
+        changed.track();
+        llm.states.track();
+        state.refresh_fits();
     });
     // The queue is kept by its events alone: rows read again when they change, one row's
     // figures set by its progress (sent every 250 ms while bytes flow, and when they stop).

@@ -98,6 +98,15 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
             </td>
             <td>
                 <span class=format!("badge kind-{}", model.kind.dir()) data-kind=model.kind.label()>{model.kind.label()}</span>
+                {
+                    let id = id.clone();
+                    move || state.fits.with(|f| f.get(&id).cloned()).map(|fit| {
+                        let (label, class) = super::browse::badge(fit.badge);
+                        view! {
+                            <span class=format!("badge fit {class}") title=format!("At 8192 tokens: {}", fit.why)>{label}</span>
+                        }
+                    })
+                }
                 {(model.files.len() > 1).then(|| {
                     let roles = model.files.iter().map(|f| f.role.clone()).collect::<Vec<_>>().join(", ");
                     view! { <span class="badge" title=roles>{format!("{} files", model.files.len())}</span> }
