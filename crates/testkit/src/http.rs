@@ -146,6 +146,8 @@ struct State {
     seen: Vec<Seen>,
     /// Body bytes handed to the socket, by path.
     sent: HashMap<String, u64>,
+    /// Added before every answer: a distant server's round trip.
+    latency: Duration,
 }
 
 /// The server; it stops when dropped.
@@ -181,6 +183,12 @@ impl FixtureServer {
 
     pub fn add(&self, path: &str, route: Route) {
         self.state.lock().unwrap().routes.insert(path.to_owned(), route);
+    }
+
+    /// Waits `latency` before answering each request from now on (a distant server's round
+    /// trip, for benchmarks).
+    pub fn set_latency(&self, latency: Duration) {
+        self.state.lock().unwrap().latency = latency;
     }
 
     /// Queues a fault for the next request to `path`.
@@ -244,6 +252,10 @@ async fn serve(sock: TcpStream, state: Arc<Mutex<State>>) -> std::io::Result<()>
         if let Some((k, v)) = h.split_once(':') {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
         }
+    }
+    let latency = state.lock().unwrap().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
     }
     let (route, fault) = {
         let mut st = state.lock().unwrap();
