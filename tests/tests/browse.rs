@@ -104,15 +104,18 @@ async fn find_a_model_see_how_it_fits_and_download_it() {
     app.wait_text("#browse-context-value", |t| t == "262144").await;
     let at_top = app.wait_text(why, |t| t != at_8k && t.contains("262144")).await;
     assert_eq!(server.seen(&format!("/{REPO}/resolve/main/Tiny-Q8_0.gguf")).len(), asked_before);
-    if at_top.contains("only") {
-        // Not the whole context here: the best fit moves to the file that has its whole one.
+    let download = if at_top.contains("only") {
+        // Not the whole context here: the best fit moves to the file that has its whole one,
+        // and that is the one downloaded.
         app.wait_text("tr.best-fit code", |t| t == "Q2_K").await;
-    }
+        "tr.best-fit button"
+    } else {
+        "tr.browse-entry[data-quant='Q2_K'] button"
+    };
     app.screenshot("browse-2-long-context").await;
 
-    // Download the small one from the view: verified against the tree's SHA-256, installed.
-    let row = app.wait_visible("tr.browse-entry[data-quant='Q2_K'] button").await;
-    row.click().await.unwrap();
+    // Download it from the view: verified against the tree's SHA-256, installed.
+    app.wait_visible(download).await.click().await.unwrap();
     app.wait_visible("#browse-queued").await;
     app.wait_text(".dl-row .badge.state-done", |t| t == "done").await;
     app.wait_visible("tr.model-row[data-id='tiny-q2-k']").await;
