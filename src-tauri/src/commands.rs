@@ -10,8 +10,7 @@ use ipc::event::{ServerKind, ServerLogArgs};
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
     DeleteModelArgs, DownloadRequest, DownloadStatus, FitArgs, HfRepoArgs, HfRepoHit, HfRepoView,
-    HfSearchArgs, HfSettingsArgs, HfSettingsView, HfSort, IdArgs, InstalledFit, ModelList,
-    VerifyResult,
+    HfSearchArgs, HfSettingsArgs, HfSettingsView, IdArgs, InstalledFit, ModelList, VerifyResult,
 };
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
 use ipc::runtimes::{
@@ -220,12 +219,7 @@ async fn hf_search(
     state: State<'_, AppState>,
     args: HfSearchArgs,
 ) -> Result<Vec<HfRepoHit>, IpcError> {
-    let sort = match args.sort {
-        HfSort::Downloads => runtime::models::hf_api::Sort::Downloads,
-        HfSort::Recent => runtime::models::hf_api::Sort::Recent,
-    };
-    let hits = state.runtime()?.catalog().search(&args.text, sort).await?;
-    Ok(hits.iter().map(runtime::models::catalog::hit_for_window).collect())
+    Ok(state.runtime()?.catalog().search(&args.text, args.sort).await?)
 }
 
 #[tauri::command]

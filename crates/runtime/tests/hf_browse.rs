@@ -2,10 +2,11 @@
 //! the GGUF model search, a repo's tree grouped into quantisation entries, the token sent only
 //! to the Hub's host, and the Hub's refusals (no such repo, rate limiting) as clear errors.
 
+use ipc::models::HfSort as Sort;
 use ipc::ErrorCode;
 use runtime::models::browse::group;
 use runtime::models::hf::HfAccess;
-use runtime::models::hf_api::{client, search, tree, Sort};
+use runtime::models::hf_api::{client, search, tree};
 use testkit::http::{FixtureServer, Route};
 
 fn access(server: &FixtureServer, token: Option<&str>) -> HfAccess {

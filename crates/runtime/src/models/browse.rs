@@ -27,14 +27,9 @@ pub struct Lfs {
     pub size: u64,
 }
 
-/// One file to fetch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoFile {
-    pub path: String,
-    pub size: u64,
-    /// From the tree's LFS pointer, when it is one (64 lower-case hex digits).
-    pub sha256: Option<String>,
-}
+/// One file to fetch (its SHA-256 from the tree's LFS pointer, when it is one): the type the
+/// window receives, so the view needs no copy of it.
+pub use ipc::models::HfFile as RepoFile;
 
 /// One choice in the browse view: a quantisation of a model, all its shards.
 #[derive(Debug, Clone, PartialEq, Eq)]

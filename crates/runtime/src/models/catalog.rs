@@ -6,14 +6,14 @@
 
 use super::browse::{self, QuantEntry, RepoFile};
 use super::hf::HfSettings;
-use super::hf_api::{self, RepoHit, Sort};
+use super::hf_api::{self, RepoHit};
 use super::source::hf_url;
 use crate::download::{DownloadConfig, Downloader};
 use crate::llama::autoconfig::ModelFacts;
 use crate::llama::fit::{self, FitAsk, FitMachine};
 use crate::{Result, RuntimeError};
 use futures_util::{stream, StreamExt};
-use ipc::models::{FitBadge, FitReport, HfEntry, HfFile, HfRepoHit, HfRepoView};
+use ipc::models::{FitBadge, FitReport, HfEntry, HfRepoHit, HfRepoView, HfSort};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -75,11 +75,13 @@ impl Catalog {
         })
     }
 
-    pub async fn search(&self, text: &str, sort: Sort) -> Result<Vec<RepoHit>> {
+    pub async fn search(&self, text: &str, sort: HfSort) -> Result<Vec<HfRepoHit>> {
         if text.trim().is_empty() {
             return Err(RuntimeError::InvalidInput("type part of a model's name to search".into()));
         }
-        hf_api::search(&self.inner.http, &self.inner.hf.access(), text, sort, 30).await
+        let hits =
+            hf_api::search(&self.inner.http, &self.inner.hf.access(), text, sort, 30).await?;
+        Ok(hits.iter().map(hit_for_window).collect())
     }
 
     /// The repo's GGUF entries with their headers' facts (read now, or kept from before).
@@ -228,8 +230,6 @@ pub fn badges(
 /// The browse view's answer: the entries with their badges and the best fit.
 pub fn view_for_window(view: &RepoView, machine: &FitMachine, ask: &FitAsk) -> HfRepoView {
     let (reports, best) = badges(view, machine, ask);
-    let file =
-        |f: &RepoFile| HfFile { path: f.path.clone(), size: f.size, sha256: f.sha256.clone() };
     HfRepoView {
         repo: view.repo.clone(),
         revision: view.revision.clone(),
@@ -240,20 +240,20 @@ pub fn view_for_window(view: &RepoView, machine: &FitMachine, ask: &FitAsk) -> H
             .map(|((e, _), fit)| HfEntry {
                 name: e.name.clone(),
                 quant: e.quant.clone(),
-                files: e.files.iter().map(file).collect(),
+                files: e.files.clone(),
                 bytes: e.bytes,
                 complete: e.complete,
                 fit,
             })
             .collect(),
-        projectors: view.projectors.iter().map(file).collect(),
+        projectors: view.projectors.clone(),
         best,
         best_rule: fit::BEST_FIT_RULE.to_owned(),
     }
 }
 
 /// A search hit as the window shows it.
-pub fn hit_for_window(h: &RepoHit) -> HfRepoHit {
+fn hit_for_window(h: &RepoHit) -> HfRepoHit {
     HfRepoHit {
         id: h.id.clone(),
         downloads: h.downloads,

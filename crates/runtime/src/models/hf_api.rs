@@ -6,6 +6,7 @@
 use super::browse::TreeEntry;
 use super::hf::HfAccess;
 use crate::{Result, RuntimeError};
+use ipc::models::HfSort;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::time::Duration;
@@ -45,20 +46,13 @@ impl RepoHit {
     }
 }
 
-/// The search's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sort {
-    Downloads,
-    Recent,
-}
-
 /// Repos whose name matches `text` and that hold GGUF files, most downloaded (or most recently
 /// changed) first.
 pub async fn search(
     http: &reqwest::Client,
     access: &HfAccess,
     text: &str,
-    sort: Sort,
+    sort: HfSort,
     limit: u32,
 ) -> Result<Vec<RepoHit>> {
     let mut url = reqwest::Url::parse(&format!("{}/api/models", access.endpoint))
@@ -66,7 +60,7 @@ pub async fn search(
     url.query_pairs_mut()
         .append_pair("search", text.trim())
         .append_pair("filter", "gguf")
-        .append_pair("sort", if sort == Sort::Downloads { "downloads" } else { "lastModified" })
+        .append_pair("sort", if sort == HfSort::Downloads { "downloads" } else { "lastModified" })
         .append_pair("direction", "-1")
         .append_pair("limit", &limit.clamp(1, 100).to_string());
     get_json(http, access, url.as_str(), None).await
