@@ -193,7 +193,6 @@ impl Runtime {
         &self.orchestrator
     }
 
-    /// The local OpenAI-compatible endpoint (opened by the app at launch: [`endpoint::Endpoint::open`]).
     /// Hugging Face's repos with fit badges (#17).
     pub fn catalog(&self) -> &models::catalog::Catalog {
         &self.catalog
@@ -239,6 +238,7 @@ impl Runtime {
         Ok(out)
     }
 
+    /// The local OpenAI-compatible endpoint (opened by the app at launch: [`endpoint::Endpoint::open`]).
     pub fn endpoint(&self) -> &endpoint::Endpoint {
         &self.endpoint
     }

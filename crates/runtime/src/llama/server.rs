@@ -255,15 +255,9 @@ impl LlamaServer {
         let first = files.first().cloned().unwrap_or_else(|| PathBuf::from(&model.path));
         // Each shard whole and loadable, checked from its header and length before llama-server
         // is asked to load it.
-        let header = tokio::task::spawn_blocking(move || -> Result<gguf::Header> {
-            let mut h = crate::models::read_gguf(&files[0])?;
-            for shard in &files[1..] {
-                h.tensors.extend(crate::models::read_gguf(shard)?.tensors);
-            }
-            Ok(h)
-        })
-        .await
-        .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        let header = tokio::task::spawn_blocking(move || crate::models::read_gguf_split(&files))
+            .await
+            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
         let facts = ModelFacts::from_header(&first.display().to_string(), &header)?;
         let machine = self.machine_facts()?;
         let settings = autoconfig::resolve(cfg, &facts, &machine, port)?;

@@ -134,10 +134,7 @@ impl Catalog {
             return kept.clone();
         }
         let read = tokio::task::spawn_blocking(move || -> Result<ModelFacts> {
-            let mut h = super::read_gguf(&files[0])?;
-            for shard in &files[1..] {
-                h.tensors.extend(super::read_gguf(shard)?.tensors);
-            }
+            let h = super::read_gguf_split(&files)?;
             ModelFacts::from_header(&files[0].display().to_string(), &h)
         })
         .await;

@@ -213,6 +213,19 @@ pub fn read_gguf(path: &Path) -> Result<gguf::Header> {
     })
 }
 
+/// The header of a model split in `files` (its shards in order): the first shard's, with every
+/// shard's tensors; each shard checked whole and loadable ([`read_gguf`]).
+pub fn read_gguf_split(files: &[PathBuf]) -> Result<gguf::Header> {
+    let (first, rest) = files
+        .split_first()
+        .ok_or_else(|| RuntimeError::InvalidInput("a model with no files".into()))?;
+    let mut h = read_gguf(first)?;
+    for shard in rest {
+        h.tensors.extend(read_gguf(shard)?.tensors);
+    }
+    Ok(h)
+}
+
 pub fn sha256_file(path: &Path) -> Result<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| RuntimeError::io("opening", path, e))?;
