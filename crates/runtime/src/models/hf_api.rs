@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// The largest answer read (a tree of a repo with thousands of files is a few MB).
 const MAX_ANSWER: usize = 32 << 20;
+/// The most pages of one tree followed (the Hub sends up to 1000 entries a page).
+const MAX_PAGES: usize = 64;
 
 /// The client for the Hub's API: TLS ready, the app's user agent, redirects followed.
 pub fn client() -> Result<reqwest::Client> {
@@ -83,7 +85,52 @@ pub async fn tree(
         .pop_if_empty()
         .push(revision);
     url.query_pairs_mut().append_pair("recursive", "true");
-    get_json(http, access, url.as_str(), Some(repo)).await
+    // A large tree comes in pages, each naming the next in a `Link` header.
+    let mut entries = Vec::new();
+    let mut next = Some(url);
+    for _ in 0..MAX_PAGES {
+        let Some(page) = next.take() else { return Ok(entries) };
+        let (mut more, link): (Vec<TreeEntry>, _) =
+            get_page(http, access, page.as_str(), Some(repo)).await?;
+        entries.append(&mut more);
+        next = match link.as_deref().and_then(next_link) {
+            Some(l) => Some(same_origin(&page, l)?),
+            None => None,
+        };
+    }
+    match next {
+        None => Ok(entries),
+        Some(page) => Err(RuntimeError::Network {
+            url: page.to_string(),
+            detail: format!("the repo's file list is longer than {MAX_PAGES} pages"),
+        }),
+    }
+}
+
+/// The `rel="next"` target of a `Link` header (RFC 8288), as written. Pure.
+pub fn next_link(header: &str) -> Option<&str> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        let next = params.split(';').any(|p| {
+            let p = p.trim();
+            p.strip_prefix("rel=").is_some_and(|v| {
+                v.trim_matches('"').split_ascii_whitespace().any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        next.then_some(target)
+    })
+}
+
+/// `link` read against `page`, kept only when it stays on the page's scheme, host and port:
+/// a next page elsewhere would be sent the token's questions, so it is an error.
+fn same_origin(page: &reqwest::Url, link: &str) -> Result<reqwest::Url> {
+    match page.join(link) {
+        Ok(url) if url.origin() == page.origin() => Ok(url),
+        _ => Err(RuntimeError::Network {
+            url: page.to_string(),
+            detail: format!("the next page of the file list is on another host: {link}"),
+        }),
+    }
 }
 
 /// `owner/name` as the Hub names repos, or the error that says why not.
@@ -109,6 +156,16 @@ async fn get_json<T: DeserializeOwned>(
     url: &str,
     repo: Option<&str>,
 ) -> Result<T> {
+    Ok(get_page(http, access, url, repo).await?.0)
+}
+
+/// An answer, and the `Link` header that names its next page.
+async fn get_page<T: DeserializeOwned>(
+    http: &reqwest::Client,
+    access: &HfAccess,
+    url: &str,
+    repo: Option<&str>,
+) -> Result<(T, Option<String>)> {
     let token = access.token_for(url);
     let mut req = http.get(url).timeout(Duration::from_secs(30));
     if let Some(t) = token {
@@ -128,6 +185,7 @@ async fn get_json<T: DeserializeOwned>(
         };
         return Err(refusal(&why, url, repo, access));
     }
+    let link = resp.headers().get("link").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(network)? {
         body.extend_from_slice(&chunk);
@@ -138,10 +196,11 @@ async fn get_json<T: DeserializeOwned>(
             });
         }
     }
-    serde_json::from_slice(&body).map_err(|e| RuntimeError::Network {
+    let answer = serde_json::from_slice(&body).map_err(|e| RuntimeError::Network {
         url: url.to_owned(),
         detail: format!("the answer is not what Hugging Face's API sends: {e}"),
-    })
+    })?;
+    Ok((answer, link))
 }
 
 /// What a refusal said.
@@ -232,6 +291,31 @@ mod tests {
         // A repo that is not there says to check the name.
         let missing = refusal(&r(401, Some("RepoNotFound"), false), "u", repo, &access).to_ipc();
         assert!(missing.remedy.contains("Check the name"), "{missing:?}");
+    }
+
+    #[test]
+    fn the_next_page_is_read_from_the_link_header() {
+        let hub = "https://huggingface.co/api/models/a/b/tree/main?recursive=true&cursor=eyJ";
+        let table = [
+            (format!(r#"<{hub}>; rel="next""#), Some(hub)),
+            (format!(r#"<{hub}>;rel=next"#), Some(hub)),
+            (format!(r#"<https://x/prev>; rel="prev", <{hub}>; rel="next""#), Some(hub)),
+            (r#"<https://x/prev>; rel="prev""#.to_owned(), None),
+            (r#"<https://x/p>; rel="nextish""#.to_owned(), None),
+            ("garbage".to_owned(), None),
+            (String::new(), None),
+        ];
+        for (header, want) in &table {
+            assert_eq!(next_link(header), *want, "{header}");
+        }
+        // Relative links are read against the page; another host is refused.
+        let page = reqwest::Url::parse("http://127.0.0.1:9/api/models/a/b/tree/main").unwrap();
+        let same = same_origin(&page, "/api/models/a/b/tree/main?cursor=2").unwrap();
+        assert_eq!(same.as_str(), "http://127.0.0.1:9/api/models/a/b/tree/main?cursor=2");
+        for elsewhere in ["http://127.0.0.2:9/x", "https://127.0.0.1:9/x", "http://127.0.0.1:10/x"]
+        {
+            assert!(same_origin(&page, elsewhere).is_err(), "{elsewhere}");
+        }
     }
 
     #[test]
