@@ -16,6 +16,30 @@ pub fn unknown_tensor_type() -> Writer {
         })
 }
 
+/// Shard `no` (0-based, as `split.no` counts) of `count` of a split model, the way llama.cpp's
+/// gguf-split writes the shards after the first: the split keys and a share of the tensors,
+/// `values` f32 weights.
+pub fn split_shard(no: u16, count: u16, values: usize) -> Writer {
+    Writer::new()
+        .kv("split.no", Value::U16(no))
+        .kv("split.count", Value::U16(count))
+        .kv("split.tensors.count", Value::I32(23))
+        .tensor(TensorData::f32(
+            &format!("blk.{no}.extra.weight"),
+            &[values as u64],
+            &vec![0.25; values],
+        ))
+}
+
+/// A vision projector's file as its header starts (`clip`, the architecture llama.cpp's
+/// projectors name), with `values` f32 weights.
+pub fn tiny_projector(values: usize) -> Writer {
+    Writer::new()
+        .kv("general.architecture", Value::String("clip".into()))
+        .kv("clip.has_vision_encoder", Value::Bool(true))
+        .tensor(TensorData::f32("mm.0.weight", &[values as u64], &vec![0.5; values]))
+}
+
 /// Shape of [`tiny_llama`].
 #[derive(Debug, Clone, Copy)]
 pub struct TinyLlama {

@@ -112,6 +112,9 @@ fn yes() -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlmSettings {
     pub model_path: String,
+    /// The vision projector loaded beside the model (`--mmproj`), when it has one.
+    #[serde(default)]
+    pub mmproj: Option<String>,
     pub host: String,
     pub port: u16,
     pub threads: u32,

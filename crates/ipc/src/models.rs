@@ -131,6 +131,17 @@ impl ModelInfo {
         info
     }
 
+    /// The files llama-server loads as the model (every shard): all but a vision projector.
+    pub fn weight_files(&self) -> Vec<ModelFile> {
+        let projector = ComponentRole::Projector.as_str();
+        self.all_files().into_iter().filter(|f| f.role != projector).collect()
+    }
+
+    /// The vision projector downloaded with an LLM (`--mmproj`), if one was.
+    pub fn projector(&self) -> Option<&ModelFile> {
+        self.files.iter().find(|f| f.role == ComponentRole::Projector.as_str())
+    }
+
     /// `files`, or the primary alone for metadata written before `files` existed.
     pub fn all_files(&self) -> Vec<ModelFile> {
         if self.files.is_empty() {
@@ -155,7 +166,8 @@ pub struct ModelFile {
     pub sha256: Option<String>,
 }
 
-/// Parts a diffusion model needs besides its own weights.
+/// Parts a model needs besides its own weights: a diffusion model's encoders and decoder, or an
+/// LLM's vision projector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ComponentRole {
@@ -167,6 +179,9 @@ pub enum ComponentRole {
     LlmVision,
     /// A tiny autoencoder that decodes instead of the VAE (`--taesd`).
     Taesd,
+    /// An LLM's vision projector (`mmproj`, llama-server's `--mmproj`): lets it read images.
+    #[serde(rename = "mmproj")]
+    Projector,
 }
 
 impl ComponentRole {
@@ -179,6 +194,7 @@ impl ComponentRole {
             Self::Llm => "llm",
             Self::LlmVision => "llm_vision",
             Self::Taesd => "taesd",
+            Self::Projector => "mmproj",
         }
     }
 }
@@ -198,7 +214,12 @@ pub struct DownloadRequest {
     pub source: ModelSource,
     /// Optional, `sha256:…` or plain hex.
     pub sha256: Option<String>,
-    /// Diffusion only: the files the model needs besides its weights.
+    /// A split model: every shard's SHA-256 in shard order, `None` where unknown (the first
+    /// shard's is `sha256` when this is empty).
+    #[serde(default)]
+    pub shard_sha256: Vec<Option<String>>,
+    /// The files the model needs besides its weights: a diffusion model's, or an LLM's vision
+    /// projector.
     #[serde(default)]
     pub components: Vec<ComponentRequest>,
     /// Diffusion with components: the folder they go in, shared by variants of one model
@@ -458,6 +479,44 @@ pub struct HfEntry {
     /// Every shard is in the repo.
     pub complete: bool,
     pub fit: FitReport,
+}
+
+impl HfEntry {
+    /// Its download from `repo` at `revision`: every shard, each verified against the tree's
+    /// SHA-256, with `projector` beside it when one is chosen.
+    pub fn download_request(
+        &self,
+        repo: &str,
+        revision: &str,
+        projector: Option<&HfFile>,
+    ) -> DownloadRequest {
+        let source = |file: &str| ModelSource::HuggingFace {
+            repo: repo.to_owned(),
+            file: file.to_owned(),
+            revision: revision.to_owned(),
+        };
+        let first = self.files.first();
+        DownloadRequest {
+            name: self.name.clone(),
+            kind: ModelKind::Llm,
+            source: source(first.map_or("", |f| f.path.as_str())),
+            sha256: first.and_then(|f| f.sha256.clone()),
+            shard_sha256: if self.files.len() > 1 {
+                self.files.iter().map(|f| f.sha256.clone()).collect()
+            } else {
+                Vec::new()
+            },
+            components: projector
+                .map(|p| ComponentRequest {
+                    role: ComponentRole::Projector,
+                    source: source(&p.path),
+                    sha256: p.sha256.clone(),
+                })
+                .into_iter()
+                .collect(),
+            directory: None,
+        }
+    }
 }
 
 /// A repo as the browse view shows it.

@@ -150,3 +150,60 @@ pub struct MemorySample {
     pub at_ms: u64,
     pub now: MemoryNow,
 }
+
+impl MemoryNow {
+    /// Whether a fit badge weighed at `self` could read differently now: the GPUs changed, or
+    /// RAM available or a GPU's free VRAM moved by at least `step` bytes. (The badges follow
+    /// what is free, not the small drift of a busy machine.)
+    pub fn free_moved(&self, now: &MemoryNow, step: u64) -> bool {
+        let moved = |a: u64, b: u64| a.abs_diff(b) >= step;
+        moved(self.memory.available_bytes, now.memory.available_bytes)
+            || self.gpus.len() != now.gpus.len()
+            || self
+                .gpus
+                .iter()
+                .zip(&now.gpus)
+                .any(|(a, b)| a.id != b.id || moved(a.vram.free_bytes, b.vram.free_bytes))
+    }
+}
+
+/// How far free memory moves before the installed models' fit badges are weighed again.
+pub const FIT_STEP: u64 = 256 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn badges_are_weighed_again_when_free_memory_moves_a_step() {
+        const MIB: u64 = 1 << 20;
+        let at = |ram: u64, gpus: &[(&str, u64)]| MemoryNow {
+            memory: MemoryInfo { total_bytes: 32 << 30, available_bytes: ram * MIB },
+            gpus: gpus
+                .iter()
+                .map(|(id, free)| GpuMemory {
+                    id: (*id).into(),
+                    vram: VramInfo {
+                        total_bytes: 8 << 30,
+                        used_bytes: (8 << 30) - free * MIB,
+                        free_bytes: free * MIB,
+                    },
+                })
+                .collect(),
+        };
+        let was = at(16000, &[("0", 6000)]);
+        let table = [
+            (at(16000, &[("0", 6000)]), false),
+            (at(16255, &[("0", 5745)]), false),
+            (at(16256, &[("0", 6000)]), true),
+            (at(15744, &[("0", 6000)]), true),
+            (at(16000, &[("0", 6256)]), true),
+            (at(16000, &[("1", 6000)]), true),
+            (at(16000, &[]), true),
+            (at(16000, &[("0", 6000), ("1", 100)]), true),
+        ];
+        for (now, want) in table {
+            assert_eq!(was.free_moved(&now, FIT_STEP), want, "{now:?}");
+        }
+    }
+}

@@ -230,9 +230,11 @@ impl Runtime {
                 continue;
             }
             let files =
-                m.all_files().into_iter().map(|f| std::path::PathBuf::from(f.path)).collect();
+                m.weight_files().into_iter().map(|f| std::path::PathBuf::from(f.path)).collect();
             let facts = self.catalog.local_facts(files).await;
-            let fit = models::catalog::report(&facts, &machine, &ask);
+            // A vision projector is loaded beside it and takes its share first.
+            let left = m.projector().map(|p| machine.less(p.size_bytes));
+            let fit = models::catalog::report(&facts, left.as_ref().unwrap_or(&machine), &ask);
             out.push(ipc::models::InstalledFit { id: m.id, fit });
         }
         Ok(out)

@@ -156,3 +156,149 @@ async fn installed_llms_get_the_same_badge() {
     // The model was trained for 512 tokens: judged at that, as a start would use.
     assert_eq!(fits[0].fit.asked_context, 512);
 }
+
+/// A repo as the Hub serves it (its tree in pages, each file's `resolve` a redirect to storage
+/// with `x-linked-etag`): a model split in two shards and a vision projector, one entry with the
+/// projector as an add-on. Downloading the entry from the view fetches every shard and the
+/// projector, each verified against its own SHA-256 from the tree (a tree whose second shard's
+/// checksum does not match fails the download and leaves nothing); the model is registered
+/// with its projector beside it, which an LLM start passes as `--mmproj` and counts.
+#[tokio::test]
+async fn a_split_model_and_its_projector_download_from_the_view_each_verified() {
+    use ipc::models::{DownloadState, HfRepoArgs, HfSettingsArgs};
+    use runtime::system::SystemProbe;
+    use runtime::{EventBus, Runtime, StorageRoot};
+    use testkit::hub::{serve_repo, storage_path, HubFile};
+    let server = FixtureServer::start().await;
+    let files = vec![
+        HubFile::whole(
+            "Big-Q4_K_M-00001-of-00002.gguf",
+            gguf::fixtures::tiny_llama(Default::default()).to_bytes(),
+        ),
+        HubFile::whole(
+            "Big-Q4_K_M-00002-of-00002.gguf",
+            gguf::fixtures::split_shard(1, 2, 60_000).to_bytes(),
+        ),
+        HubFile::whole("mmproj-Big-F16.gguf", gguf::fixtures::tiny_projector(30_000).to_bytes()),
+    ];
+    // Two entries a page: the tree comes in two pages.
+    serve_repo(&server, "acme/Big-GGUF", "main", &files, 2);
+    // The same files, the tree claiming another checksum for the second shard.
+    let mut lying = files.clone();
+    lying[1] = lying[1].clone().claiming(&"ab".repeat(32));
+    serve_repo(&server, "acme/Lying-GGUF", "main", &lying, 10);
+
+    let dir = TempDir::new("catalog-download");
+    let events = EventBus::default();
+    let mut rx = events.subscribe();
+    let rt = Runtime::open(
+        StorageRoot::new(dir.join("home"), ipc::StorageRootSource::Env),
+        events,
+        std::sync::Arc::new(SystemProbe::real()),
+    )
+    .unwrap();
+    rt.hf().set(HfSettingsArgs { endpoint: server.url(""), token: None }).await.unwrap();
+    let args = |repo: &str| HfRepoArgs {
+        repo: repo.into(),
+        revision: None,
+        context: 512,
+        kv_type: "f16".into(),
+    };
+    let view = rt.hf_repo(&args("acme/Big-GGUF"), true).await.unwrap();
+    assert_eq!(view.entries.len(), 1, "{view:#?}");
+    let entry = &view.entries[0];
+    assert_eq!(
+        (entry.quant.as_deref(), entry.files.len(), entry.complete),
+        (Some("Q4_K_M"), 2, true)
+    );
+    assert_eq!(view.projectors.len(), 1);
+    assert_eq!(entry.files[1].sha256, files[1].sha256);
+    assert_ne!(entry.fit.badge, FitBadge::Unreadable, "{:?}", entry.fit);
+    // Only headers so far: the second shard and the projector were not fetched at all, or in
+    // part.
+    for f in &files {
+        let sent = server.sent(&storage_path(&files, &f.path));
+        assert!(sent <= f.size.min(HEADER_READ_AHEAD * 2), "{}: {sent}", f.path);
+    }
+
+    let request = entry.download_request(&view.repo, &view.revision, view.projectors.first());
+    let id = rt.downloads().enqueue(request).unwrap();
+    let ipc::AppEvent::DownloadFinished { model_id, .. } = outcome(&mut rx, &id).await else {
+        panic!("the download failed")
+    };
+    let m = rt.models().get(&model_id).await.unwrap();
+    let roles: Vec<&str> = m.files.iter().map(|f| f.role.as_str()).collect();
+    assert_eq!(roles, ["shard 1/2", "shard 2/2", "mmproj"]);
+    for (got, want) in m.files.iter().zip(&files) {
+        assert_eq!(got.sha256, want.sha256, "{}", got.path);
+        assert_eq!(std::fs::read(&got.path).unwrap(), want.bytes, "{}", got.path);
+    }
+    let projector = m.projector().unwrap();
+    assert!(projector.path.ends_with("/mmproj-Big-F16.gguf"), "{}", projector.path);
+    assert_eq!(m.weight_files().len(), 2);
+    // A start would load the projector beside the model and count it.
+    let cfg = ipc::llm::LlmConfig { model_id: model_id.clone(), ..Default::default() };
+    let settings = rt.llm().preview(&cfg).await.unwrap();
+    assert_eq!(settings.mmproj.as_deref(), Some(projector.path.as_str()));
+    assert!(settings.explanation.contains("vision projector"), "{}", settings.explanation);
+    // The installed badge weighs the model's shards, not the projector as a shard.
+    let fits = rt
+        .installed_fit(&ipc::models::FitArgs { context: 512, kv_type: "f16".into() })
+        .await
+        .unwrap();
+    assert_eq!(fits.len(), 1);
+    assert_ne!(fits[0].fit.badge, FitBadge::Unreadable, "{:?}", fits[0].fit);
+
+    // A second shard that does not match the tree's checksum: failed, nothing registered or
+    // left on disk of it.
+    let view = rt.hf_repo(&args("acme/Lying-GGUF"), true).await.unwrap();
+    let request =
+        view.entries[0].download_request(&view.repo, &view.revision, view.projectors.first());
+    let id = rt.downloads().enqueue(request).unwrap();
+    let ipc::AppEvent::DownloadFailed { error, .. } = outcome(&mut rx, &id).await else {
+        panic!("a shard that does not match its checksum was accepted")
+    };
+    assert_eq!(error.code, ipc::ErrorCode::ChecksumMismatch, "{error:?}");
+    let status = rt.downloads().statuses().into_iter().find(|s| s.download_id == id).unwrap();
+    assert_eq!(status.state, DownloadState::Failed);
+    assert_eq!(rt.models().list().await.unwrap().models.len(), 1);
+    // The shard that did not match is not kept; clearing the failed row removes the rest.
+    let folder = |name: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(rt.storage().llm_models().join(name))
+            .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let failed_folder = format!("{model_id}-2");
+    assert!(
+        !folder(&failed_folder).iter().any(|n| n.starts_with("Big-Q4_K_M-00002")),
+        "{:?}",
+        folder(&failed_folder)
+    );
+    rt.downloads().clear(&id).unwrap();
+    assert!(!rt.storage().llm_models().join(&failed_folder).exists());
+    assert_eq!(folder(&model_id).len(), 3, "the first model's files untouched");
+}
+
+/// The download's last event: finished or failed.
+async fn outcome(
+    rx: &mut tokio::sync::broadcast::Receiver<ipc::AppEvent>,
+    id: &str,
+) -> ipc::AppEvent {
+    use ipc::AppEvent::{DownloadFailed, DownloadFinished};
+    loop {
+        let e = tokio::time::timeout(std::time::Duration::from_secs(20), rx.recv())
+            .await
+            .expect("an outcome in 20 s")
+            .unwrap();
+        match &e {
+            DownloadFinished { download_id, .. } | DownloadFailed { download_id, .. }
+                if download_id == id =>
+            {
+                return e
+            }
+            _ => {}
+        }
+    }
+}

@@ -90,6 +90,7 @@ fn url_request(name: &str, url: String, sha: Option<String>) -> DownloadRequest 
         kind: ModelKind::Llm,
         source: ModelSource::Url { url },
         sha256: sha,
+        shard_sha256: Vec::new(),
         components: vec![],
         directory: None,
     }
@@ -192,6 +193,7 @@ async fn local_import_and_duplicate_refusal() {
         kind: ModelKind::Llm,
         source: ModelSource::Local { path: src.display().to_string() },
         sha256: None,
+        shard_sha256: Vec::new(),
         components: vec![],
         directory: None,
     };
@@ -428,6 +430,7 @@ fn local_request(name: &str, path: &std::path::Path) -> DownloadRequest {
         kind: ModelKind::Llm,
         source: ModelSource::Local { path: path.display().to_string() },
         sha256: None,
+        shard_sha256: Vec::new(),
         components: vec![],
         directory: None,
     }
@@ -474,19 +477,8 @@ async fn a_cut_gguf_is_refused_at_every_4k_and_the_whole_one_registers() {
     assert!(home.store.verify(&model_id).await.is_ok());
 }
 
-/// Shard `no` of `count` of a split model, the way llama.cpp's gguf-split writes them: the
-/// split keys and a share of the tensors, with `values` f32 weights.
 fn shard(no: u16, count: u16, values: usize) -> Vec<u8> {
-    gguf::Writer::new()
-        .kv("split.no", gguf::Value::U16(no))
-        .kv("split.count", gguf::Value::U16(count))
-        .kv("split.tensors.count", gguf::Value::I32(23))
-        .tensor(gguf::TensorData::f32(
-            &format!("blk.{no}.extra.weight"),
-            &[values as u64],
-            &vec![0.25; values],
-        ))
-        .to_bytes()
+    gguf::fixtures::split_shard(no, count, values).to_bytes()
 }
 
 #[tokio::test]
@@ -571,6 +563,7 @@ async fn diffusion_variants_share_components_and_delete_keeps_what_is_shared() {
         kind: ModelKind::Diffusion,
         source: ModelSource::Url { url: server.url(file) },
         sha256: None,
+        shard_sha256: Vec::new(),
         components: vec![ComponentRequest {
             role: ComponentRole::Vae,
             source: ModelSource::Url { url: server.url("/vae.safetensors") },
@@ -634,6 +627,7 @@ async fn the_hugging_face_token_reaches_its_own_host_only_and_a_gated_repo_says_
             revision: "main".into(),
         },
         sha256: None,
+        shard_sha256: Vec::new(),
         components: vec![],
         directory: None,
     };
@@ -672,4 +666,38 @@ async fn the_hugging_face_token_reaches_its_own_host_only_and_a_gated_repo_says_
         !error.message.contains("hf_secret_token") && !error.remedy.contains("hf_secret_token")
     );
     assert_eq!(home.files("llm"), [format!("{model_id}.json"), "tiny-Q8_0.gguf".to_owned()]);
+}
+
+/// An LLM takes one component, its vision projector; a diffusion model takes no projector; a
+/// shard's checksum that is not one is refused before anything is fetched.
+#[tokio::test]
+async fn components_go_with_the_kind_of_model_they_serve() {
+    let home = Home::new("component-kinds");
+    let url = |f: &str| ModelSource::Url { url: format!("http://127.0.0.1:9/{f}") };
+    let comp = |role| ComponentRequest { role, source: url("c.gguf"), sha256: None };
+    let request = |kind, components| DownloadRequest {
+        name: "M".into(),
+        kind,
+        source: url("M-00001-of-00002.gguf"),
+        sha256: None,
+        shard_sha256: Vec::new(),
+        components,
+        directory: None,
+    };
+    let refused = [
+        (ModelKind::Llm, vec![comp(ComponentRole::Vae)]),
+        (ModelKind::Diffusion, vec![comp(ComponentRole::Projector)]),
+        (ModelKind::Llm, vec![comp(ComponentRole::Projector), comp(ComponentRole::Projector)]),
+    ];
+    for (kind, components) in refused {
+        let e = home.queue.enqueue(request(kind, components)).unwrap_err();
+        assert!(e.to_string().contains("vision projector"), "{kind:?}: {e}");
+    }
+    let bad_shard = DownloadRequest {
+        shard_sha256: vec![None, Some("not hex".into())],
+        ..request(ModelKind::Llm, Vec::new())
+    };
+    let e = home.queue.enqueue(bad_shard).unwrap_err();
+    assert!(e.to_string().contains("is not a SHA-256"), "{e}");
+    assert!(home.queue.statuses().is_empty());
 }

@@ -617,6 +617,7 @@ async fn the_real_server_takes_every_flag_the_app_emits() {
     let port = runtime::net::free_port().unwrap();
     let settings = LlmSettings {
         model_path: path.display().to_string(),
+        mmproj: None,
         host: "127.0.0.1".into(),
         port,
         threads: 2,

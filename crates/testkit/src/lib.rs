@@ -4,6 +4,7 @@
 pub mod archive;
 pub mod fake_runtime;
 pub mod http;
+pub mod hub;
 pub mod png;
 
 use std::path::{Path, PathBuf};

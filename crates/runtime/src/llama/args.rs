@@ -11,6 +11,9 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     let mut push = |parts: &[&str]| a.extend(parts.iter().map(|p| (*p).to_owned()));
     let jinja = if s.jinja { "--jinja" } else { "--no-jinja" };
     push(&["-m", &s.model_path, jinja, "--host", &s.host, "--port", &s.port.to_string()]);
+    if let Some(p) = &s.mmproj {
+        push(&["--mmproj", p]);
+    }
     push(&["--threads", &s.threads.to_string()]);
     if !s.llama_fit {
         push(&["-c", &s.context_size.to_string()]);
@@ -90,6 +93,7 @@ mod tests {
     fn base() -> LlmSettings {
         LlmSettings {
             model_path: "/m/qwen.gguf".into(),
+            mmproj: None,
             host: "127.0.0.1".into(),
             port: 8080,
             threads: 8,
@@ -183,6 +187,12 @@ mod tests {
             ),
             // mmap explicitly on is llama-server's default: no flag.
             (LlmSettings { mmap: Some(true), ..base() }, plain),
+            // A vision projector is loaded beside the model.
+            (
+                LlmSettings { mmproj: Some("/m/mmproj-F16.gguf".into()), ..base() },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 --mmproj /m/mmproj-F16.gguf \
+                 --threads 8 -c 4096 -n -1 -ngl 28 -fit off -np 1 -fa auto -lv 4",
+            ),
         ];
         for (s, want) in cases {
             let want: Vec<&str> = want.split_whitespace().collect();

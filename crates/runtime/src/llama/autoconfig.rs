@@ -163,6 +163,38 @@ pub fn place_layers(
 }
 
 /// Decides every setting. `port` is already resolved (fixed or free).
+/// [`resolve`] for a model with a vision projector (`path`, its bytes): llama-server loads the
+/// projector on the GPU when there is one, else in RAM, beside the model, which is fitted to
+/// what the projector leaves; the expected memory counts it.
+pub fn resolve_with_projector(
+    cfg: &LlmConfig,
+    m: &ModelFacts,
+    mach: &MachineFacts,
+    port: u16,
+    projector: Option<(&str, u64)>,
+) -> Result<LlmSettings> {
+    let Some((path, size)) = projector else { return resolve(cfg, m, mach, port) };
+    let mut left = mach.clone();
+    let on = match &mut left.gpu {
+        Some((name, free)) => {
+            *free = free.saturating_sub(size);
+            name.clone()
+        }
+        None => {
+            left.ram_available = left.ram_available.saturating_sub(size);
+            "RAM".into()
+        }
+    };
+    let mut s = resolve(cfg, m, &left, port)?;
+    s.mmproj = Some(path.to_owned());
+    match mach.gpu {
+        Some(_) => s.expected_vram_bytes += size,
+        None => s.expected_ram_bytes += size,
+    }
+    s.explanation.push_str(&format!(", vision projector ({}) on {on}", bytes(size)));
+    Ok(s)
+}
+
 pub fn resolve(
     cfg: &LlmConfig,
     m: &ModelFacts,
@@ -406,6 +438,7 @@ pub fn resolve(
 
     Ok(LlmSettings {
         model_path: m.path.clone(),
+        mmproj: None,
         host: cfg
             .host
             .clone()
@@ -509,6 +542,53 @@ pub(crate) mod tests {
             let s = run(cfg.clone(), &m, &mach);
             assert_eq!((s.embeddings, s.pooling.as_deref()), want, "{cfg:?} {pooling:?}");
         }
+    }
+
+    /// A vision projector takes its share first: on the GPU when there is one (the model gets
+    /// what is left), else in RAM; it is passed as `--mmproj` and counted in the expectation.
+    #[test]
+    fn a_vision_projector_is_placed_before_the_model() {
+        let m = llama8b();
+        let projector = Some(("/m/mmproj-F16.gguf", GIB));
+        for (gpu, ram) in [(Some(6 * GIB), 32 * GIB), (Some(24 * GIB), 32 * GIB), (None, 16 * GIB)]
+        {
+            let mach = machine(gpu, ram);
+            let plain = run(LlmConfig::default(), &m, &mach);
+            let with =
+                resolve_with_projector(&LlmConfig::default(), &m, &mach, 8080, projector).unwrap();
+            let fewer = machine(gpu.map(|g| g - GIB), if gpu.is_some() { ram } else { ram - GIB });
+            let left = run(LlmConfig::default(), &m, &fewer);
+            // Fitted as the model alone would be to the memory the projector leaves...
+            assert_eq!(
+                (with.gpu_layers, with.context_size, with.cache_type_k.as_str()),
+                (left.gpu_layers, left.context_size, left.cache_type_k.as_str()),
+                "{gpu:?}"
+            );
+            // ...and the projector counted where it goes.
+            let (vram, ram_used) = match gpu {
+                Some(_) => (left.expected_vram_bytes + GIB, left.expected_ram_bytes),
+                None => (left.expected_vram_bytes, left.expected_ram_bytes + GIB),
+            };
+            assert_eq!((with.expected_vram_bytes, with.expected_ram_bytes), (vram, ram_used));
+            assert!(
+                with.explanation.contains("vision projector (1.0 GiB)"),
+                "{}",
+                with.explanation
+            );
+            assert!(build_args(&with).windows(2).any(|w| w == ["--mmproj", "/m/mmproj-F16.gguf"]));
+            assert_eq!(plain.mmproj, None);
+        }
+        // With 6 GB free the projector costs the model layers.
+        let tight = machine(Some(6 * GIB), 32 * GIB);
+        let plain = run(LlmConfig::default(), &m, &tight);
+        let with =
+            resolve_with_projector(&LlmConfig::default(), &m, &tight, 8080, projector).unwrap();
+        assert!(
+            (with.gpu_layers, with.context_size) < (plain.gpu_layers, plain.context_size),
+            "{} vs {}",
+            with.explanation,
+            plain.explanation
+        );
     }
 
     #[test]

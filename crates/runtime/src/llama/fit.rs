@@ -35,6 +35,19 @@ pub struct FitMachine {
     pub llm_holds: Option<(u64, u64)>,
 }
 
+impl FitMachine {
+    /// What is left once `bytes` are loaded beside the model (a vision projector): on the GPU
+    /// with the most free VRAM when there is one, as llama-server places it, else in RAM.
+    pub fn less(&self, bytes: u64) -> FitMachine {
+        let mut left = self.clone();
+        match left.gpus_free.iter_mut().max() {
+            Some(free) => *free = free.saturating_sub(bytes),
+            None => left.ram_available = left.ram_available.saturating_sub(bytes),
+        }
+        left
+    }
+}
+
 /// The context and KV cache type a badge is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FitAsk {
@@ -321,6 +334,21 @@ mod tests {
 
     fn ask(context: u32, kv: &str) -> FitAsk {
         FitAsk { context, kv_type: kv.into() }
+    }
+
+    /// A projector loaded beside the model takes from the GPU with the most free VRAM, else
+    /// from RAM; a model that just fitted no longer does.
+    #[test]
+    fn what_a_projector_leaves() {
+        let m = machine(&[4 * GIB, 6 * GIB], 32 * GIB);
+        assert_eq!(m.less(GIB), machine(&[4 * GIB, 5 * GIB], 32 * GIB));
+        assert_eq!(machine(&[], 8 * GIB).less(GIB), machine(&[], 7 * GIB));
+        assert_eq!(machine(&[], GIB).less(2 * GIB), machine(&[], 0));
+        let at8k = ask(8192, "f16");
+        let need = fit(&dense(), &machine(&[24 * GIB], 32 * GIB), &at8k).memory[0].total();
+        let just = machine(&[need + vram_margin(need) + 64 * MIB], 32 * GIB);
+        assert_eq!(fit(&dense(), &just, &at8k).badge, FitBadge::Gpu);
+        assert_ne!(fit(&dense(), &just.less(GIB), &at8k).badge, FitBadge::Gpu);
     }
 
     #[test]

@@ -251,16 +251,23 @@ impl LlamaServer {
             )));
         }
         let files: Vec<PathBuf> =
-            model.all_files().iter().map(|f| PathBuf::from(&f.path)).collect();
+            model.weight_files().iter().map(|f| PathBuf::from(&f.path)).collect();
         let first = files.first().cloned().unwrap_or_else(|| PathBuf::from(&model.path));
-        // Each shard whole and loadable, checked from its header and length before llama-server
-        // is asked to load it.
-        let header = tokio::task::spawn_blocking(move || crate::models::read_gguf_split(&files))
-            .await
-            .map_err(|e| RuntimeError::Internal(e.to_string()))??;
+        let projector_path = model.projector().map(|p| PathBuf::from(&p.path));
+        // Each shard (and the projector) whole and loadable, checked from its header and length
+        // before llama-server is asked to load it.
+        let header = tokio::task::spawn_blocking(move || {
+            if let Some(p) = projector_path {
+                crate::models::read_gguf(&p)?;
+            }
+            crate::models::read_gguf_split(&files)
+        })
+        .await
+        .map_err(|e| RuntimeError::Internal(e.to_string()))??;
         let facts = ModelFacts::from_header(&first.display().to_string(), &header)?;
         let machine = self.machine_facts()?;
-        let settings = autoconfig::resolve(cfg, &facts, &machine, port)?;
+        let projector = model.projector().map(|p| (p.path.as_str(), p.size_bytes));
+        let settings = autoconfig::resolve_with_projector(cfg, &facts, &machine, port, projector)?;
         Ok((settings, first))
     }
 

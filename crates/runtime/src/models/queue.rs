@@ -11,7 +11,8 @@ use crate::now_ms;
 use crate::stored::Conv;
 use crate::{EventBus, Result, RuntimeError};
 use ipc::models::{
-    DownloadRequest, DownloadState, DownloadStatus, ModelFile, ModelInfo, ModelKind, ModelSource,
+    ComponentRequest, ComponentRole, DownloadRequest, DownloadState, DownloadStatus, ModelFile,
+    ModelInfo, ModelKind, ModelSource,
 };
 use ipc::AppEvent;
 use std::path::{Path, PathBuf};
@@ -260,8 +261,9 @@ impl DownloadQueue {
         self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The files a request stands for: one, every shard of a split GGUF, or a diffusion model
-    /// and its components (in a folder variants share).
+    /// The files a request stands for: one, every shard of a split GGUF (and an LLM's vision
+    /// projector, in a folder of its own), or a diffusion model and its components (in a folder
+    /// variants share).
     fn plan(
         &self,
         request: &DownloadRequest,
@@ -279,59 +281,72 @@ impl DownloadQueue {
                 done: None,
                 size: None,
             };
-        let sha = request.sha256.clone().filter(|s| !s.trim().is_empty());
-        if let (ModelKind::Llm, Some((_, count))) = (request.kind, source::shard_of(&primary)) {
-            if count > 1 {
-                if count > 512 {
-                    return Err(RuntimeError::InvalidInput(format!(
-                        "{count} shards is more than 512"
-                    )));
-                }
-                // `model_id` is free (no model has it), so a folder by that name can only be
-                // left by an interrupted download of these shards: its finished files are kept
-                // and the rest resumes.
-                let dir = store.file_path(ModelKind::Llm, model_id)?;
-                let tasks = (1..=count)
-                    .map(|i| {
-                        let src = source::shard_source(&request.source, i, count);
-                        let dest = store.layout_join(&dir, &source::file_name(&src)?)?;
-                        // A given checksum is the first shard's (the file the user named).
-                        Ok(task(
-                            format!("shard {i}/{count}"),
-                            src,
-                            dest,
-                            if i == 1 { sha.clone() } else { None },
-                        ))
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                return Ok((tasks, Some(dir)));
-            }
+        let given = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
+        let sha = given(&request.sha256);
+        let projector = |c: &ComponentRequest| c.role == ComponentRole::Projector;
+        let components_fit = match request.kind {
+            ModelKind::Llm => request.components.iter().all(projector),
+            ModelKind::Diffusion => !request.components.iter().any(projector),
+        };
+        if !components_fit || (request.kind == ModelKind::Llm && request.components.len() > 1) {
+            return Err(RuntimeError::InvalidInput(
+                "an LLM takes one component, its vision projector; a diffusion model takes \
+                 encoders and decoders"
+                    .into(),
+            ));
         }
-        if !request.components.is_empty() {
-            if request.kind != ModelKind::Diffusion {
-                return Err(RuntimeError::InvalidInput(
-                    "only diffusion models have components".into(),
-                ));
-            }
-            let folder = source::slug(request.directory.as_deref().unwrap_or(model_id));
-            let dir = store.file_path(ModelKind::Diffusion, &folder)?;
-            let mut tasks = vec![task(
-                "diffusion_model".into(),
-                request.source.clone(),
-                store.layout_join(&dir, &primary)?,
-                sha,
-            )];
-            for c in &request.components {
-                let dest = store.layout_join(&dir, &source::file_name(&c.source)?)?;
-                tasks.push(task(c.role.as_str().into(), c.source.clone(), dest, c.sha256.clone()));
-            }
-            return Ok((tasks, Some(dir)));
+        let shards = match (request.kind, source::shard_of(&primary)) {
+            (ModelKind::Llm, Some((_, count))) if count > 1 => count,
+            _ => 1,
+        };
+        if shards > 512 {
+            return Err(RuntimeError::InvalidInput(format!("{shards} shards is more than 512")));
         }
-        let dest = store.file_path(request.kind, &primary)?;
-        if dest.exists() {
-            return Err(RuntimeError::AlreadyExists(dest.display().to_string()));
+        // One plain file goes in the models folder; anything more in a folder of its own, which
+        // variants of a diffusion model share. For an LLM, `model_id` is free (no model has it),
+        // so a folder by that name can only be left by an interrupted download of these files:
+        // its finished files are kept and the rest resumes.
+        if shards == 1 && request.components.is_empty() {
+            let dest = store.file_path(request.kind, &primary)?;
+            if dest.exists() {
+                return Err(RuntimeError::AlreadyExists(dest.display().to_string()));
+            }
+            return Ok((vec![task("model".into(), request.source.clone(), dest, sha)], None));
         }
-        Ok((vec![task("model".into(), request.source.clone(), dest, sha)], None))
+        let dir = match request.kind {
+            ModelKind::Llm => store.file_path(ModelKind::Llm, model_id)?,
+            ModelKind::Diffusion => store.file_path(
+                ModelKind::Diffusion,
+                &source::slug(request.directory.as_deref().unwrap_or(model_id)),
+            )?,
+        };
+        let mut tasks = Vec::new();
+        if shards > 1 {
+            for i in 1..=shards {
+                let src = source::shard_source(&request.source, i, shards);
+                let dest = store.layout_join(&dir, &source::file_name(&src)?)?;
+                // Each shard's own checksum when given, else the one given is the first's (the
+                // file the user named).
+                let sum = match request.shard_sha256.get(i as usize - 1) {
+                    Some(s) => given(s),
+                    None if i == 1 => sha.clone(),
+                    None => None,
+                };
+                tasks.push(task(format!("shard {i}/{shards}"), src, dest, sum));
+            }
+        } else {
+            let role = match request.kind {
+                ModelKind::Llm => "model",
+                ModelKind::Diffusion => "diffusion_model",
+            };
+            let dest = store.layout_join(&dir, &primary)?;
+            tasks.push(task(role.into(), request.source.clone(), dest, sha));
+        }
+        for c in &request.components {
+            let dest = store.layout_join(&dir, &source::file_name(&c.source)?)?;
+            tasks.push(task(c.role.as_str().into(), c.source.clone(), dest, given(&c.sha256)));
+        }
+        Ok((tasks, Some(dir)))
     }
 
     /// Checks the request, reserves its files and id, and starts it (or queues it behind others).
@@ -339,8 +354,9 @@ impl DownloadQueue {
         if request.name.trim().is_empty() {
             return Err(RuntimeError::InvalidInput("give the model a name".into()));
         }
-        let sums =
-            std::iter::once(&request.sha256).chain(request.components.iter().map(|c| &c.sha256));
+        let sums = std::iter::once(&request.sha256)
+            .chain(&request.shard_sha256)
+            .chain(request.components.iter().map(|c| &c.sha256));
         for s in sums.flatten() {
             if !s.trim().is_empty() && download::normalise_sha256(s).is_none() {
                 return Err(RuntimeError::InvalidInput(format!(
