@@ -143,8 +143,8 @@ pub fn every_while_shown(
 #[derive(Clone, Copy)]
 pub struct LiveMemory(pub RwSignal<Option<ipc::system::MemorySample>>);
 
-/// The tabs that show live memory.
-const MEMORY_TABS: [&str; 2] = ["system", "monitor"];
+/// The tabs that show live memory (the Models tab's fit badges follow free memory).
+const MEMORY_TABS: [&str; 3] = ["system", "monitor", "models"];
 
 /// Tells the app whether a tab that shows live memory is on screen, each time that changes.
 /// Called by the shell once the shown tab is known.

@@ -9,8 +9,7 @@ use crate::components::card::Card;
 use crate::components::error_box::ErrorBox;
 use ipc::format::bytes;
 use ipc::models::{
-    DownloadRequest, FitBadge, HfEntry, HfRepoArgs, HfRepoHit, HfRepoView, HfSearchArgs, HfSort,
-    ModelKind, ModelSource,
+    FitArgs, FitBadge, HfEntry, HfRepoArgs, HfRepoHit, HfRepoView, HfSearchArgs, HfSort,
 };
 use ipc::IpcError;
 use leptos::prelude::*;
@@ -58,6 +57,15 @@ pub fn Browse() -> impl IntoView {
     let error = RwSignal::new(None::<IpcError>);
     let queued = RwSignal::new(None::<String>);
 
+    // The installed models' badges are weighed at the same context and KV type.
+    Effect::new(move |_| {
+        let ask = FitArgs { context: CONTEXTS[stop.get()], kv_type: kv.get() };
+        if state.ask.get_untracked() != ask {
+            state.ask.set(ask);
+        }
+    });
+    // The vision projector to download with an entry, by its index in the repo's list.
+    let projector = RwSignal::new(None::<usize>);
     let args = move |repo: String, revision: String| HfRepoArgs {
         repo,
         revision: Some(revision),
@@ -81,6 +89,7 @@ pub fn Browse() -> impl IntoView {
     let open = move |id: String| {
         busy.set(Some(format!("Reading the files of {id}…")));
         queued.set(None);
+        projector.set(None);
         let ask = args(id, "main".into());
         spawn_local(async move {
             match api::hf_repo(ask).await {
@@ -106,24 +115,17 @@ pub fn Browse() -> impl IntoView {
     };
     let download = move |e: HfEntry| {
         let Some(v) = repo.get_untracked() else { return };
-        let first = e.files[0].clone();
-        let request = DownloadRequest {
-            name: e.name.clone(),
-            kind: ModelKind::Llm,
-            source: ModelSource::HuggingFace {
-                repo: v.repo.clone(),
-                file: first.path,
-                revision: v.revision.clone(),
-            },
-            sha256: first.sha256,
-            components: Vec::new(),
-            directory: None,
+        let add_on = projector.get_untracked().and_then(|i| v.projectors.get(i));
+        let request = e.download_request(&v.repo, &v.revision, add_on);
+        let what = match add_on {
+            Some(p) => format!("{} with the vision projector {}", e.name, p.path),
+            None => e.name.clone(),
         };
         spawn_local(async move {
             match api::download_start(request).await {
                 Ok(_) => {
                     error.set(None);
-                    queued.set(Some(e.name));
+                    queued.set(Some(what));
                     state.refresh_downloads();
                 }
                 Err(err) => error.set(Some(err)),
@@ -240,10 +242,19 @@ pub fn Browse() -> impl IntoView {
                                 }.into_any()
                             }}
                             {(!v.projectors.is_empty()).then(|| view! {
-                                <p class="muted small">
-                                    "Vision projectors in this repository: "
-                                    {v.projectors.iter().map(|p| format!("{} ({})", p.path, bytes(p.size))).collect::<Vec<_>>().join(", ")}
-                                </p>
+                                <label class="field">
+                                    <span title="A vision projector lets the model read images; it is loaded beside the model and takes memory of its own">
+                                        "Vision projector (add-on, downloaded with the entry)"
+                                    </span>
+                                    <select id="browse-projector" on:change=move |ev| projector.set(event_target_value(&ev).parse().ok())>
+                                        <option value="" selected=move || projector.get().is_none()>"None: text only"</option>
+                                        {v.projectors.iter().enumerate().map(|(i, p)| view! {
+                                            <option value=i.to_string() selected=move || projector.get() == Some(i)>
+                                                {format!("{} ({})", p.path, bytes(p.size))}
+                                            </option>
+                                        }).collect_view()}
+                                    </select>
+                                </label>
                             })}
                         }
                     })}

@@ -106,6 +106,7 @@ pub fn DownloadForm() -> impl IntoView {
                 kind: kind.get_untracked(),
                 source: src,
                 sha256: (!sha.trim().is_empty()).then_some(sha),
+                shard_sha256: Vec::new(),
                 components: Vec::new(),
                 directory: None,
             }
@@ -121,6 +122,7 @@ pub fn DownloadForm() -> impl IntoView {
                 kind: p.kind,
                 source: hf(p.repo, p.file),
                 sha256: None,
+                shard_sha256: Vec::new(),
                 components: p
                     .components
                     .iter()

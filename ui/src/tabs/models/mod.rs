@@ -9,8 +9,9 @@ mod queue;
 mod table;
 
 use crate::api;
-use crate::feeds::{DownloadsFeed, LlmFeed, ModelsChanged};
+use crate::feeds::{DownloadsFeed, LiveMemory, LlmFeed, ModelsChanged};
 use ipc::models::{DownloadStatus, FitArgs, FitReport, ModelInfo, ModelList};
+use ipc::system::{MemoryNow, FIT_STEP};
 use ipc::IpcError;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -22,8 +23,11 @@ pub struct ModelsState {
     pub list: RwSignal<Option<Result<ModelList, IpcError>>>,
     pub downloads: RwSignal<Vec<DownloadStatus>>,
     pub info: RwSignal<Option<ModelInfo>>,
-    /// Installed LLMs' fit badges here, by id, at 8k tokens with an f16 cache.
+    /// Installed LLMs' fit badges here, by id, at `ask`.
     pub fits: RwSignal<HashMap<String, FitReport>>,
+    /// The context and KV cache type every badge is weighed at: the browse view's slider and
+    /// select (8k tokens, f16 until moved).
+    pub ask: RwSignal<FitArgs>,
 }
 
 impl ModelsState {
@@ -34,8 +38,7 @@ impl ModelsState {
     /// The badges weighed again against the memory free now.
     pub fn refresh_fits(self) {
         spawn_local(async move {
-            let args = FitArgs { context: 8192, kv_type: "f16".into() };
-            if let Ok(fits) = api::models_fit(args).await {
+            if let Ok(fits) = api::models_fit(self.ask.get_untracked()).await {
                 self.fits.set(fits.into_iter().map(|f| (f.id, f.fit)).collect());
             }
         });
@@ -59,6 +62,7 @@ pub fn ModelsTab() -> impl IntoView {
         downloads: RwSignal::new(Vec::new()),
         info: RwSignal::new(None),
         fits: RwSignal::new(HashMap::new()),
+        ask: RwSignal::new(FitArgs { context: 8192, kv_type: "f16".into() }),
     };
     provide_context(state);
     let changed = expect_context::<ModelsChanged>().0;
@@ -66,13 +70,30 @@ pub fn ModelsTab() -> impl IntoView {
         changed.track();
         state.refresh_list();
     });
-    // The badges follow the list and the LLM server (its start or stop moves free memory the
-    // most); memory is not polled for them.
+    // The badges follow the list, the context and KV type asked, the LLM server (its start or
+    // stop moves free memory the most), and free memory moving a step: the memory feed
+    // announces changes while this tab is on screen; nothing is polled for them.
     let llm = expect_context::<LlmFeed>();
     Effect::new(move |_| {
         changed.track();
         llm.states.track();
+        state.ask.track();
         state.refresh_fits();
+    });
+    let live = expect_context::<LiveMemory>().0;
+    let weighed = StoredValue::new(None::<MemoryNow>);
+    Effect::new(move |_| {
+        let Some(sample) = live.get() else { return };
+        let first = weighed.with_value(Option::is_none);
+        let moved =
+            weighed.with_value(|w| w.as_ref().is_some_and(|w| w.free_moved(&sample.now, FIT_STEP)));
+        if first || moved {
+            weighed.set_value(Some(sample.now));
+        }
+        // The first reading is what the badges shown were just weighed at.
+        if moved {
+            state.refresh_fits();
+        }
     });
     // The queue is kept by its events alone: rows read again when they change, one row's
     // figures set by its progress (sent every 250 ms while bytes flow, and when they stop).

@@ -103,10 +103,13 @@ fn ModelRow(model: ModelInfo) -> impl IntoView {
                     move || state.fits.with(|f| f.get(&id).cloned()).map(|fit| {
                         let (label, class) = super::browse::badge(fit.badge);
                         view! {
-                            <span class=format!("badge fit {class}") title=format!("At 8192 tokens: {}", fit.why)>{label}</span>
+                            <span class=format!("badge fit {class}") title=format!("At {} tokens: {}", fit.asked_context, fit.why)>{label}</span>
                         }
                     })
                 }
+                {model.projector().map(|p| view! {
+                    <span class="badge m-vision" title=format!("Reads images: its vision projector {} is loaded beside it", p.path)>"vision"</span>
+                })}
                 {(model.files.len() > 1).then(|| {
                     let roles = model.files.iter().map(|f| f.role.clone()).collect::<Vec<_>>().join(", ");
                     view! { <span class="badge" title=roles>{format!("{} files", model.files.len())}</span> }
