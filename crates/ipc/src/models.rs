@@ -457,6 +457,9 @@ pub struct HfRepoArgs {
     pub context: u32,
     /// `f16`, `q8_0`, `q4_0`.
     pub kv_type: String,
+    /// The bytes of a vision projector chosen to go with the entry (loaded beside it), 0: none.
+    #[serde(default)]
+    pub projector_bytes: u64,
 }
 
 /// One file of a repo entry.

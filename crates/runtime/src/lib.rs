@@ -211,7 +211,8 @@ impl Runtime {
         } else {
             self.catalog.opened(&args.repo, revision)?
         };
-        let machine = self.llm.fit_machine()?;
+        // A projector chosen to go with the entry is loaded beside it and takes its share first.
+        let machine = self.llm.fit_machine()?.less(args.projector_bytes);
         let ask = llama::fit::FitAsk { context: args.context, kv_type: args.kv_type.clone() };
         Ok(models::catalog::view_for_window(&view, &machine, &ask))
     }

@@ -203,6 +203,7 @@ async fn a_split_model_and_its_projector_download_from_the_view_each_verified() 
         revision: None,
         context: 512,
         kv_type: "f16".into(),
+        projector_bytes: 0,
     };
     let view = rt.hf_repo(&args("acme/Big-GGUF"), true).await.unwrap();
     assert_eq!(view.entries.len(), 1, "{view:#?}");
@@ -214,6 +215,11 @@ async fn a_split_model_and_its_projector_download_from_the_view_each_verified() 
     assert_eq!(view.projectors.len(), 1);
     assert_eq!(entry.files[1].sha256, files[1].sha256);
     assert_ne!(entry.fit.badge, FitBadge::Unreadable, "{:?}", entry.fit);
+    // A projector chosen to go with it is weighed too (one larger than any machine's memory:
+    // nothing is left for the model), from the kept view.
+    let with_projector = HfRepoArgs { projector_bytes: u64::MAX / 2, ..args("acme/Big-GGUF") };
+    let weighed = rt.hf_repo(&with_projector, false).await.unwrap();
+    assert_eq!(weighed.entries[0].fit.badge, FitBadge::TooBig, "{:?}", weighed.entries[0].fit);
     // Only headers so far: the second shard and the projector were not fetched at all, or in
     // part.
     for f in &files {

@@ -64,9 +64,14 @@ pub fn Browse() -> impl IntoView {
             state.ask.set(ask);
         }
     });
-    // The vision projector to download with an entry, by its index in the repo's list.
+    // The vision projector to download with an entry, by its index in the repo's list: the
+    // badges weigh it too.
     let projector = RwSignal::new(None::<usize>);
+    let repo_projector = move |i: Option<usize>| {
+        repo.with_untracked(|v| v.as_ref().and_then(|v| v.projectors.get(i?).cloned()))
+    };
     let args = move |repo: String, revision: String| HfRepoArgs {
+        projector_bytes: repo_projector(projector.get_untracked()).map_or(0, |p| p.size),
         repo,
         revision: Some(revision),
         context: CONTEXTS[stop.get_untracked()],
@@ -115,7 +120,8 @@ pub fn Browse() -> impl IntoView {
     };
     let download = move |e: HfEntry| {
         let Some(v) = repo.get_untracked() else { return };
-        let add_on = projector.get_untracked().and_then(|i| v.projectors.get(i));
+        let add_on = repo_projector(projector.get_untracked());
+        let add_on = add_on.as_ref();
         let request = e.download_request(&v.repo, &v.revision, add_on);
         let what = match add_on {
             Some(p) => format!("{} with the vision projector {}", e.name, p.path),
@@ -246,7 +252,7 @@ pub fn Browse() -> impl IntoView {
                                     <span title="A vision projector lets the model read images; it is loaded beside the model and takes memory of its own">
                                         "Vision projector (add-on, downloaded with the entry)"
                                     </span>
-                                    <select id="browse-projector" on:change=move |ev| projector.set(event_target_value(&ev).parse().ok())>
+                                    <select id="browse-projector" on:change=move |ev| { projector.set(event_target_value(&ev).parse().ok()); refit(); }>
                                         <option value="" selected=move || projector.get().is_none()>"None: text only"</option>
                                         {v.projectors.iter().enumerate().map(|(i, p)| view! {
                                             <option value=i.to_string() selected=move || projector.get() == Some(i)>
