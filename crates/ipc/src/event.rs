@@ -165,6 +165,9 @@ pub enum AppEvent {
         code: Option<i32>,
         signal: Option<i32>,
         stderr_tail: Vec<String>,
+        /// Why, in words (the crash's classification; an RPC worker that went away is named).
+        #[serde(default)]
+        reason: String,
     },
     /// A `/health` check of the running LLM server failed, or answered again after failing.
     LlmHealth {
@@ -290,6 +293,9 @@ impl AppEvent {
             }
             Self::ServerLog { server, line } => format!("{}: {}", server.label(), line.message),
             Self::BinaryLog { runtime, line } => format!("{}: {}", runtime.program(), line.message),
+            Self::ServerCrashed { server, reason, .. } if !reason.is_empty() => {
+                format!("{} server crashed: {reason}", server.label())
+            }
             Self::ServerCrashed { server, code, signal, .. } => {
                 format!("{} server crashed (code {code:?}, signal {signal:?})", server.label())
             }

@@ -11,6 +11,7 @@ pub mod format;
 pub mod llm;
 pub mod models;
 pub mod orchestrator;
+pub mod rpc;
 pub mod runtimes;
 pub mod system;
 

@@ -102,6 +102,11 @@ pub struct LlmConfig {
     /// failures in a row count as a crash.
     #[serde(default)]
     pub health_interval_secs: Option<u32>,
+    /// Other machines' llama.cpp RPC workers (`host:port`) that lend their devices' memory to
+    /// this model (`--rpc`); each is probed before the start, which refuses one that is not
+    /// ready and says why.
+    #[serde(default)]
+    pub rpc_workers: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -115,6 +120,13 @@ pub struct LlmSettings {
     /// The vision projector loaded beside the model (`--mmproj`), when it has one.
     #[serde(default)]
     pub mmproj: Option<String>,
+    /// RPC workers the layers are split across with this machine's devices (`--rpc`).
+    #[serde(default)]
+    pub rpc: Vec<String>,
+    /// With RPC workers: the layers each device is planned to hold, as llama.cpp will assign
+    /// them (by free memory), in its device order.
+    #[serde(default)]
+    pub split: Vec<LayerShare>,
     pub host: String,
     pub port: u16,
     pub threads: u32,
@@ -164,6 +176,29 @@ pub struct LlmSettings {
     pub explanation: String,
 }
 
+/// How many of a model's layers (its blocks and the output layer) one device holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerShare {
+    /// llama.cpp's device name: `CPU`, `RPC0`, `CUDA0`, …
+    pub device: String,
+    /// For an RPC device, its worker's `host:port`.
+    #[serde(default)]
+    pub worker: Option<String>,
+    pub layers: u32,
+}
+
+impl LayerShare {
+    /// Shares in a line: `RPC0 (10.0.0.2:50052): 3 layers · CPU: 2 layers`.
+    pub fn line(shares: &[LayerShare]) -> String {
+        let one = |s: &LayerShare| {
+            let at = s.worker.as_ref().map_or(String::new(), |w| format!(" ({w})"));
+            let n = if s.layers == 1 { "layer" } else { "layers" };
+            format!("{}{at}: {} {n}", s.device, s.layers)
+        };
+        shares.iter().map(one).collect::<Vec<_>>().join(" · ")
+    }
+}
+
 /// Memory one device holds for the running server, as its load log says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceMemory {
@@ -178,6 +213,27 @@ impl DeviceMemory {
     pub fn total(&self) -> u64 {
         self.model_bytes + self.kv_bytes + self.compute_bytes
     }
+
+    /// Where the device's memory is: this machine's RAM (`CPU…`), another machine's (an RPC
+    /// worker's buffers, `RPC0[host:port]`), or this machine's VRAM (anything else).
+    pub fn place(&self) -> MemoryPlace {
+        let upper = self.device.to_ascii_uppercase();
+        if upper.starts_with("CPU") {
+            MemoryPlace::Ram
+        } else if upper.starts_with("RPC") {
+            MemoryPlace::Remote
+        } else {
+            MemoryPlace::Vram
+        }
+    }
+}
+
+/// See [`DeviceMemory::place`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryPlace {
+    Ram,
+    Vram,
+    Remote,
 }
 
 /// How an unexpected exit ended.
@@ -236,6 +292,9 @@ pub struct LlmStatus {
     /// Other llama-servers found on 8080–8083 at the last start ("8081: llama-server with qwen…").
     #[serde(default)]
     pub neighbours: Vec<String>,
+    /// The RPC workers asked for at the last start, as their probes found them.
+    #[serde(default)]
+    pub workers: Vec<crate::rpc::WorkerProbe>,
 }
 
 /// The health badge of the LLM tab: what it says and how it looks.
@@ -271,6 +330,7 @@ impl LlmStatus {
             cpu_fallback: None,
             port_note: None,
             neighbours: Vec::new(),
+            workers: Vec::new(),
         }
     }
 

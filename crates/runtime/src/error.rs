@@ -97,6 +97,10 @@ pub enum RuntimeError {
     #[error("another llama-server is running ({0}) and strict mode refuses to start beside it")]
     AnotherServer(String),
 
+    /// RPC workers asked for that cannot take part (each with why), before anything started.
+    #[error("RPC workers not ready: {}", .0.join("; "))]
+    RpcWorkers(Vec<String>),
+
     #[error("the server is not running")]
     ServerNotRunning,
 
@@ -156,6 +160,7 @@ impl RuntimeError {
             Self::BinaryNotFound(_) => ErrorCode::BinaryNotFound,
             Self::PortInUse(_) => ErrorCode::PortInUse,
             Self::ServerAlreadyRunning | Self::AnotherServer(_) => ErrorCode::ServerAlreadyRunning,
+            Self::RpcWorkers(_) => ErrorCode::ServerStartFailed,
             Self::ServerNotRunning => ErrorCode::ServerNotRunning,
             Self::InsufficientMemory(_) => ErrorCode::InsufficientMemory,
             Self::ContextTooLarge { .. } => ErrorCode::ContextTooLarge,
@@ -233,6 +238,11 @@ impl RuntimeError {
                 "Set the minimum context to {largest} or less, choose a q8_0 KV cache or fewer \
                  parallel slots, or stop the other server to free memory."
             )),
+            Self::RpcWorkers(_) => e.with_remedy(
+                "On each machine, start ggml-rpc-server from the same llama.cpp build as this app's \
+                 (ggml-rpc-server -H <its address> -p <port>) and check the address, port and \
+                 firewall; or remove the worker from the list to start without it.",
+            ),
             Self::AnotherServer(_) => e.with_remedy(
                 "Stop the other llama-server (it holds memory this app cannot count), or turn off \
                  strict mode to start beside it.",

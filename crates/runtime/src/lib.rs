@@ -17,6 +17,7 @@ pub mod models;
 pub mod net;
 pub mod orchestrator;
 pub mod process;
+pub mod rpc;
 pub mod storage;
 pub mod stored;
 pub mod system;

@@ -618,6 +618,8 @@ async fn the_real_server_takes_every_flag_the_app_emits() {
     let settings = LlmSettings {
         model_path: path.display().to_string(),
         mmproj: None,
+        rpc: Vec::new(),
+        split: Vec::new(),
         host: "127.0.0.1".into(),
         port,
         threads: 2,

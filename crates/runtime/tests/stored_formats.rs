@@ -272,6 +272,7 @@ fn paused_config() -> LlmConfig {
         max_restarts: Some(3),
         startup_timeout_secs: Some(60),
         health_interval_secs: Some(5),
+        rpc_workers: Vec::new(),
     }
 }
 

@@ -14,6 +14,9 @@ pub fn build_args(s: &LlmSettings) -> Vec<String> {
     if let Some(p) = &s.mmproj {
         push(&["--mmproj", p]);
     }
+    if !s.rpc.is_empty() {
+        push(&["--rpc", &s.rpc.join(",")]);
+    }
     push(&["--threads", &s.threads.to_string()]);
     if !s.llama_fit {
         push(&["-c", &s.context_size.to_string()]);
@@ -94,6 +97,8 @@ mod tests {
         LlmSettings {
             model_path: "/m/qwen.gguf".into(),
             mmproj: None,
+            rpc: Vec::new(),
+            split: Vec::new(),
             host: "127.0.0.1".into(),
             port: 8080,
             threads: 8,
@@ -187,6 +192,16 @@ mod tests {
             ),
             // mmap explicitly on is llama-server's default: no flag.
             (LlmSettings { mmap: Some(true), ..base() }, plain),
+            // Layers split across RPC workers too.
+            (
+                LlmSettings {
+                    rpc: vec!["10.0.0.2:50052".into(), "10.0.0.3:50052".into()],
+                    ..base()
+                },
+                "-m /m/qwen.gguf --jinja --host 127.0.0.1 --port 8080 \
+                 --rpc 10.0.0.2:50052,10.0.0.3:50052 --threads 8 -c 4096 -n -1 -ngl 28 -fit off \
+                 -np 1 -fa auto -lv 4",
+            ),
             // A vision projector is loaded beside the model.
             (
                 LlmSettings { mmproj: Some("/m/mmproj-F16.gguf".into()), ..base() },

@@ -439,6 +439,8 @@ pub fn resolve(
     Ok(LlmSettings {
         model_path: m.path.clone(),
         mmproj: None,
+        rpc: Vec::new(),
+        split: Vec::new(),
         host: cfg
             .host
             .clone()

@@ -96,6 +96,21 @@ impl MemoryLog {
     }
 }
 
+/// The fallback a load log's buffers show when `asked` GPU layers were asked for: every model
+/// buffer in this machine's RAM. (A build with the RPC backend says it offloaded the layers,
+/// and no longer warns that it found no GPU, even when it has no device to put them on.) Pure.
+pub fn buffers_fallback(asked: u32, devices: &[DeviceMemory]) -> Option<String> {
+    let ram = ipc::llm::MemoryPlace::Ram;
+    let loaded = devices.iter().any(|d| d.model_bytes > 0);
+    let all_in_ram = devices.iter().filter(|d| d.model_bytes > 0).all(|d| d.place() == ram);
+    (asked > 0 && loaded && all_in_ram).then(|| {
+        format!(
+            "{asked} GPU layers were asked for, but every model buffer is in RAM: it runs on the \
+             CPU"
+        )
+    })
+}
+
 /// `CPU_Mapped`, `CPU_REPACK`, `CUDA_Host` (pinned host memory) are all RAM: `CPU`.
 fn normalise_device(d: &str) -> String {
     let d = d.trim_end_matches(':');
@@ -167,5 +182,40 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_fallback_is_read_from_where_the_buffers_are() {
+        let d = |device: &str, model_bytes| DeviceMemory {
+            device: device.into(),
+            model_bytes,
+            ..Default::default()
+        };
+        let table = [
+            (2, vec![d("CPU", 100)], true),
+            (0, vec![d("CPU", 100)], false),
+            (2, vec![d("CPU", 10), d("CUDA0", 100)], false),
+            (2, vec![d("CPU", 10), d("RPC0[127.0.0.1:50052]", 100)], false),
+            (2, vec![d("CPU", 10), d("CUDA0", 0)], true),
+            (2, vec![], false),
+        ];
+        for (asked, devices, want) in table {
+            assert_eq!(buffers_fallback(asked, &devices).is_some(), want, "{asked} {devices:?}");
+        }
+    }
+
+    /// An RPC worker's buffers keep their name: another machine's memory.
+    #[test]
+    fn rpc_buffers_are_another_machines() {
+        let mut m = MemoryLog::default();
+        for l in [
+            "0.00.014.522 I load_tensors: RPC0[127.0.0.1:50052] model buffer size =     0.47 MiB",
+            "0.00.017.378 I llama_kv_cache: RPC0[127.0.0.1:50053] KV buffer size =     0.12 MiB",
+        ] {
+            m.feed(l);
+        }
+        let names: Vec<&str> = m.devices.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(names, ["RPC0[127.0.0.1:50052]", "RPC0[127.0.0.1:50053]"]);
+        assert_eq!(m.devices[0].place(), ipc::llm::MemoryPlace::Remote);
     }
 }

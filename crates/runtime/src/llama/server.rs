@@ -30,7 +30,7 @@ use ipc::runtimes::{RuntimeKind, Variant};
 use ipc::system::Backend;
 use ipc::{AppEvent, ErrorCode};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -112,6 +112,8 @@ struct Inner {
     chats: Mutex<HashMap<String, oneshot::Sender<()>>>,
     /// Asked before every start (manual, restart or reload) with what the server will take.
     before_start: Mutex<Option<Arc<dyn BeforeStart>>>,
+    /// The RPC protocol of the installed build's worker program, read once per program.
+    rpc_version: tokio::sync::Mutex<Option<(PathBuf, ipc::rpc::RpcVersion)>>,
 }
 
 /// Something that may hold memory an LLM about to start needs (the warm image backend): asked
@@ -175,6 +177,7 @@ impl LlamaServer {
                 hold: Mutex::new(None),
                 chats: Mutex::new(HashMap::new()),
                 before_start: Mutex::new(None),
+                rpc_version: tokio::sync::Mutex::new(None),
             }),
         };
         if let Some(pid) = me.stop_orphan() {
@@ -235,14 +238,91 @@ impl LlamaServer {
         self.inner.shared.lock().unwrap().status.state
     }
 
-    /// The settings a start with `cfg` would use now (nothing is started).
+    /// The settings a start with `cfg` would use now (nothing is started; RPC workers are
+    /// probed).
     pub async fn preview(&self, cfg: &LlmConfig) -> Result<LlmSettings> {
         let port = cfg.port.unwrap_or(self.inner.config.default_port);
-        let (settings, _) = self.resolve(cfg, port).await?;
+        let installed = self.inner.binaries.installed(RuntimeKind::Llama);
+        let workers = match &installed {
+            Some(r) => self.probe_workers(cfg, Path::new(&r.path)).await?,
+            None => Vec::new(),
+        };
+        let (mut settings, _) = self.resolve(cfg, port, &workers).await?;
+        if installed.is_none() && !cfg.rpc_workers.is_empty() {
+            // Their protocol is checked against the build, which the first start installs.
+            settings
+                .explanation
+                .push_str(", RPC workers checked at Start (once llama.cpp is installed)");
+        }
         Ok(settings)
     }
 
-    async fn resolve(&self, cfg: &LlmConfig, port: u16) -> Result<(LlmSettings, PathBuf)> {
+    /// Probes the RPC workers `cfg` asks for (at once, each bounded in time) against the
+    /// protocol of `llama_server`'s build, and refuses the start when one cannot take part,
+    /// saying which and why. The probes are kept in the status for the window.
+    async fn probe_workers(
+        &self,
+        cfg: &LlmConfig,
+        llama_server: &Path,
+    ) -> Result<Vec<ipc::rpc::WorkerProbe>> {
+        let mut addresses: Vec<String> = Vec::new();
+        for a in cfg.rpc_workers.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+            crate::rpc::probe::check_address(a).map_err(RuntimeError::InvalidInput)?;
+            if !addresses.iter().any(|b| b == a) {
+                addresses.push(a.to_owned());
+            }
+        }
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(worker) = crate::rpc::worker_beside(llama_server) else {
+            return Err(RuntimeError::BinaryNotFound(format!(
+                "the installed llama.cpp build ({}) has no RPC backend: no ggml-rpc-server beside \
+                 it. Install a build made with GGML_RPC, or start without workers.",
+                llama_server.display()
+            )));
+        };
+        let ours = {
+            let mut known = self.inner.rpc_version.lock().await;
+            match known.as_ref() {
+                Some((path, v)) if *path == worker => *v,
+                _ => {
+                    let v = crate::rpc::version_of(&worker).await?;
+                    *known = Some((worker.clone(), v));
+                    v
+                }
+            }
+        };
+        let probes = futures_util::future::join_all(
+            addresses
+                .iter()
+                .map(|a| crate::rpc::probe::probe(a, ours, crate::rpc::probe::PROBE_LIMIT)),
+        )
+        .await;
+        self.inner.shared.lock().unwrap().status.workers = probes.clone();
+        let problems: Vec<String> = probes.iter().filter_map(crate::rpc::problem).collect();
+        if !problems.is_empty() {
+            return Err(RuntimeError::RpcWorkers(problems));
+        }
+        for p in &probes {
+            self.log(
+                LogLevel::Info,
+                format!(
+                    "RPC worker {} ready: {} free",
+                    p.address,
+                    ipc::format::bytes(crate::rpc::lent(std::slice::from_ref(p)))
+                ),
+            );
+        }
+        Ok(probes)
+    }
+
+    async fn resolve(
+        &self,
+        cfg: &LlmConfig,
+        port: u16,
+        workers: &[ipc::rpc::WorkerProbe],
+    ) -> Result<(LlmSettings, PathBuf)> {
         let model = self.inner.models.get(&cfg.model_id).await?;
         if model.kind != ModelKind::Llm {
             return Err(RuntimeError::InvalidInput(format!(
@@ -265,9 +345,20 @@ impl LlamaServer {
         .await
         .map_err(|e| RuntimeError::Internal(e.to_string()))??;
         let facts = ModelFacts::from_header(&first.display().to_string(), &header)?;
-        let machine = self.machine_facts()?;
+        let mut machine = self.machine_facts()?;
+        // Workers lend their devices: the layers offloaded are split across them and this
+        // machine's GPU by free memory.
+        let local_gpu = machine.gpu.clone();
+        machine.gpu = crate::rpc::pooled(machine.gpu.take(), workers);
         let projector = model.projector().map(|p| (p.path.as_str(), p.size_bytes));
-        let settings = autoconfig::resolve_with_projector(cfg, &facts, &machine, port, projector)?;
+        let mut settings =
+            autoconfig::resolve_with_projector(cfg, &facts, &machine, port, projector)?;
+        settings.rpc = workers.iter().map(|w| w.address.clone()).collect();
+        if !workers.is_empty() {
+            let blocks = settings.total_layers.saturating_sub(1);
+            let devices = crate::rpc::devices(workers, local_gpu);
+            settings.split = crate::rpc::layer_split(blocks, settings.gpu_layers, &devices);
+        }
         Ok((settings, first))
     }
 
@@ -315,10 +406,12 @@ impl LlamaServer {
                 let s = status.settings.as_ref();
                 (s.map_or(0, |s| s.expected_vram_bytes), s.map_or(0, |s| s.expected_ram_bytes))
             } else {
-                let (cpu, gpu): (Vec<_>, Vec<_>) =
-                    status.measured.iter().partition(|d| d.device == "CPU");
-                let sum = |ds: Vec<&ipc::llm::DeviceMemory>| ds.iter().map(|d| d.total()).sum();
-                (sum(gpu), sum(cpu))
+                use ipc::llm::MemoryPlace;
+                // An RPC worker's buffers are another machine's memory: not given back here.
+                let sum = |place: MemoryPlace| {
+                    status.measured.iter().filter(|d| d.place() == place).map(|d| d.total()).sum()
+                };
+                (sum(MemoryPlace::Vram), sum(MemoryPlace::Ram))
             }
         });
         Ok(crate::llama::fit::FitMachine {
@@ -496,7 +589,8 @@ impl LlamaServer {
             }
         }
         cfg.port = Some(port);
-        let (settings, _) = self.resolve(&cfg, port).await?;
+        let workers = self.probe_workers(&cfg, Path::new(&runtime.path)).await?;
+        let (settings, _) = self.resolve(&cfg, port, &workers).await?;
         let hook = self.inner.before_start.lock().unwrap().clone();
         if let Some(hook) = hook {
             let need = ipc::orchestrator::Footprint {
@@ -620,7 +714,12 @@ impl LlamaServer {
             });
         }
         // A silent CPU fallback, checked at every start (a driver update can cause one).
-        let fallback = self.inner.shared.lock().unwrap().load.cpu_fallback(settings.gpu_layers);
+        let fallback = {
+            let sh = self.inner.shared.lock().unwrap();
+            let asked = settings.gpu_layers;
+            (sh.load.cpu_fallback(asked))
+                .or_else(|| llog::buffers_fallback(asked, &sh.memory.devices))
+        };
         if let Some(message) = &fallback {
             self.log(LogLevel::Warn, message.clone());
             self.inner.events.emit(AppEvent::LlmCpuFallback { message: message.clone() });
@@ -931,13 +1030,70 @@ impl LlamaServer {
             self.set_state(ServerState::Stopped);
             return;
         }
-        self.log(LogLevel::Error, format!("llama-server crashed: {reason}"));
         self.set_state(ServerState::Crashed);
+        let with_workers = {
+            let sh = self.inner.shared.lock().unwrap();
+            sh.config.as_ref().is_some_and(|c| !c.rpc_workers.is_empty())
+        };
+        if !with_workers {
+            self.after_crash(info, tail, reason, Vec::new(), epoch);
+            return;
+        }
+        // llama-server aborts when a worker goes away without saying which: each is asked again
+        // (bounded in time), and those that no longer answer are named and left out of the
+        // restart.
+        let me = self.clone();
+        tokio::spawn(async move {
+            let gone = me.gone_workers().await;
+            me.after_crash(info, tail, reason, gone, epoch);
+        });
+    }
+
+    /// The RPC workers of the last start that no longer answer as ready, asked again now.
+    async fn gone_workers(&self) -> Vec<String> {
+        let asked = {
+            let sh = self.inner.shared.lock().unwrap();
+            sh.config.as_ref().map(|c| c.rpc_workers.clone()).unwrap_or_default()
+        };
+        let Some(ours) = self.inner.rpc_version.lock().await.as_ref().map(|(_, v)| *v) else {
+            return Vec::new();
+        };
+        let probes = futures_util::future::join_all(
+            asked.iter().map(|a| crate::rpc::probe::probe(a, ours, crate::rpc::probe::PROBE_LIMIT)),
+        )
+        .await;
+        let gone = probes
+            .iter()
+            .filter(|p| crate::rpc::problem(p).is_some())
+            .map(|p| p.address.clone())
+            .collect();
+        self.inner.shared.lock().unwrap().status.workers = probes;
+        gone
+    }
+
+    /// Tells of a crash (naming the RPC workers that went away) and schedules the restart, if
+    /// any, without those workers.
+    fn after_crash(
+        &self,
+        info: ExitInfo,
+        tail: Vec<String>,
+        mut reason: String,
+        gone: Vec<String>,
+        epoch: u64,
+    ) {
+        if !gone.is_empty() {
+            reason = format!("RPC worker {} no longer answers; {reason}", gone.join(", "));
+            if let Some(c) = self.inner.shared.lock().unwrap().status.crash.as_mut() {
+                c.reason = reason.clone();
+            }
+        }
+        self.log(LogLevel::Error, format!("llama-server crashed: {reason}"));
         self.inner.events.emit(AppEvent::ServerCrashed {
             server: ServerKind::Llm,
             code: info.code,
             signal: info.signal,
             stderr_tail: tail,
+            reason,
         });
         self.inner.events.emit(AppEvent::SystemChanged);
         let (auto, restarts, max_restarts, cfg) = {
@@ -949,7 +1105,18 @@ impl LlamaServer {
                 sh.config.clone(),
             )
         };
-        if let (true, Some(cfg)) = (auto && restarts < max_restarts, cfg) {
+        if let (true, Some(mut cfg)) = (auto && restarts < max_restarts, cfg) {
+            if !gone.is_empty() {
+                cfg.rpc_workers.retain(|w| !gone.contains(w));
+                self.log(
+                    LogLevel::Warn,
+                    format!(
+                        "restarting without RPC worker {}: the rest must hold the model, else the \
+                         start says why",
+                        gone.join(", ")
+                    ),
+                );
+            }
             let delay = self.inner.config.restart_backoff * 2u32.saturating_pow(restarts.min(16));
             self.log(
                 LogLevel::Info,

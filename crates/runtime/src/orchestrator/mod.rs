@@ -23,7 +23,7 @@ use crate::{now_ms, Result, RuntimeError};
 use decision::{decide, DecisionInput, LlmUse};
 use futures_util::future::BoxFuture;
 use ipc::event::ServerState;
-use ipc::llm::LlmConfig;
+use ipc::llm::{LlmConfig, MemoryPlace};
 use ipc::orchestrator::{
     CycleTimes, Footprint, OffloadDecision, OrchestratorPhase, OrchestratorSettings,
     OrchestratorStatus, SavedLlmState,
@@ -59,11 +59,6 @@ pub trait LlmControl: Send + Sync {
     fn log(&self, level: ipc::event::LogLevel, message: String);
 }
 
-/// Device names starting with "CPU" in llama.cpp's load log are RAM; the rest are GPUs.
-fn is_ram_device(name: &str) -> bool {
-    name.to_ascii_uppercase().starts_with("CPU")
-}
-
 impl LlmControl for LlamaServer {
     fn running(&self) -> Option<RunningLlm> {
         let status = self.status();
@@ -75,15 +70,11 @@ impl LlmControl for LlamaServer {
         let usage = if status.measured.is_empty() {
             LlmUse { ram: s.expected_ram_bytes, vram: s.expected_vram_bytes, measured: false }
         } else {
-            let sum = |ram: bool| {
-                status
-                    .measured
-                    .iter()
-                    .filter(|d| is_ram_device(&d.device) == ram)
-                    .map(|d| d.total())
-                    .sum::<u64>()
+            // An RPC worker's buffers are another machine's memory: not counted here.
+            let sum = |place: MemoryPlace| {
+                status.measured.iter().filter(|d| d.place() == place).map(|d| d.total()).sum()
             };
-            LlmUse { ram: sum(true), vram: sum(false), measured: true }
+            LlmUse { ram: sum(MemoryPlace::Ram), vram: sum(MemoryPlace::Vram), measured: true }
         };
         let config = LlmConfig {
             model_id: status.model_id.clone().unwrap_or_default(),
@@ -115,6 +106,7 @@ impl LlmControl for LlamaServer {
             max_context: last.as_ref().and_then(|c| c.max_context),
             n_cpu_moe: Some(s.n_cpu_moe),
             strict: last.and_then(|c| c.strict),
+            rpc_workers: s.rpc.clone(),
         };
         Some(RunningLlm { config, port: s.port, context_size: s.context_size, usage })
     }

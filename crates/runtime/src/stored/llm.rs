@@ -47,6 +47,8 @@ mirror_struct! {
         startup_timeout_secs: Option<u32>,
         #[serde(default)]
         health_interval_secs: Option<u32>,
+        #[serde(default)]
+        rpc_workers: Vec<String>,
     }
 }
 

@@ -1,0 +1,143 @@
+//! llama.cpp's RPC workers (#18): other computers (or this one) that lend their devices' memory
+//! to one model over TCP (`ggml-rpc-server`; `llama-server --rpc host:port,...`).
+
+use serde::{Deserialize, Serialize};
+
+/// The RPC protocol's version (llama.cpp's `RPC_PROTO_*_VERSION`): it changes between builds,
+/// and a client speaks only to a worker of its own major version and no newer minor one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RpcVersion {
+    pub major: u8,
+    pub minor: u8,
+    pub patch: u8,
+}
+
+impl RpcVersion {
+    /// Whether a client of version `self` accepts a worker of version `worker` (llama.cpp's
+    /// own rule: the same major version, a minor version no newer than the client's).
+    pub fn accepts(self, worker: RpcVersion) -> bool {
+        worker.major == self.major && worker.minor <= self.minor
+    }
+}
+
+impl std::fmt::Display for RpcVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// One device a worker lends, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcDevice {
+    /// Its index on that worker.
+    pub index: u32,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// What a probe of a worker found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum WorkerState {
+    /// It speaks this build's protocol; its devices and their memory.
+    Ready { version: RpcVersion, devices: Vec<RpcDevice> },
+    /// Nothing answers there (refused, no route, name not found, timed out connecting).
+    Unreachable { why: String },
+    /// It answers, but in a protocol this build's llama-server refuses.
+    WrongVersion { worker: RpcVersion, ours: RpcVersion },
+    /// It took the connection but did not answer in time: it serves one client at a time, so
+    /// another program (a llama-server) may be using it; or it is not an RPC worker.
+    Busy,
+    /// It answered something that is not llama.cpp's RPC protocol.
+    NotRpc { why: String },
+}
+
+/// A worker's address and what its last probe found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerProbe {
+    /// `host:port`.
+    pub address: String,
+    pub state: WorkerState,
+    /// How long the probe took, in milliseconds.
+    pub took_ms: u64,
+}
+
+impl WorkerProbe {
+    /// The state in a word, for a badge: `ready`, `unreachable`, `wrong version`, `busy`,
+    /// `not a worker`.
+    pub fn label(&self) -> &'static str {
+        match self.state {
+            WorkerState::Ready { .. } => "ready",
+            WorkerState::Unreachable { .. } => "unreachable",
+            WorkerState::WrongVersion { .. } => "wrong version",
+            WorkerState::Busy => "busy",
+            WorkerState::NotRpc { .. } => "not a worker",
+        }
+    }
+
+    /// What the probe found, in a line: the devices and their memory, or what is wrong.
+    pub fn detail(&self) -> String {
+        match &self.state {
+            WorkerState::Ready { version, devices } => {
+                let each: Vec<String> = devices
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} free of {}",
+                            crate::format::bytes(d.free_bytes),
+                            crate::format::bytes(d.total_bytes)
+                        )
+                    })
+                    .collect();
+                format!("protocol {version}; {}", each.join(", "))
+            }
+            WorkerState::Unreachable { why } => why.clone(),
+            WorkerState::WrongVersion { worker, ours } => {
+                format!("it speaks RPC protocol {worker}, this llama.cpp build {ours}")
+            }
+            WorkerState::Busy => {
+                "it took the connection but did not answer: in use by another program".into()
+            }
+            WorkerState::NotRpc { why } => why.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_accepts_its_major_version_and_no_newer_minor() {
+        let v = |major, minor, patch| RpcVersion { major, minor, patch };
+        let ours = v(7, 1, 0);
+        let table = [
+            (v(7, 1, 0), true),
+            (v(7, 0, 3), true),
+            (v(7, 1, 9), true),
+            (v(7, 2, 0), false),
+            (v(6, 0, 0), false),
+            (v(8, 0, 0), false),
+        ];
+        for (worker, want) in table {
+            assert_eq!(ours.accepts(worker), want, "{worker}");
+        }
+        assert_eq!(v(7, 0, 0).to_string(), "7.0.0");
+    }
+
+    #[test]
+    fn a_probe_reads_as_a_badge_and_a_line() {
+        let p = |state| WorkerProbe { address: "10.0.0.2:50052".into(), state, took_ms: 4 };
+        let v7 = RpcVersion { major: 7, minor: 0, patch: 0 };
+        let ready = p(WorkerState::Ready {
+            version: v7,
+            devices: vec![RpcDevice { index: 0, free_bytes: 10 << 30, total_bytes: 12 << 30 }],
+        });
+        assert_eq!(ready.label(), "ready");
+        assert_eq!(ready.detail(), "protocol 7.0.0; 10.0 GiB free of 12.0 GiB");
+        let old = p(WorkerState::WrongVersion { worker: RpcVersion { major: 6, ..v7 }, ours: v7 });
+        assert_eq!(old.label(), "wrong version");
+        assert_eq!(old.detail(), "it speaks RPC protocol 6.0.0, this llama.cpp build 7.0.0");
+        assert_eq!(p(WorkerState::Busy).label(), "busy");
+    }
+}

@@ -1,0 +1,253 @@
+//! llama.cpp's RPC workers (#18): `ggml-rpc-server` lends a machine's devices over TCP, and
+//! `llama-server --rpc host:port,...` splits a model's layers across them. `probe` asks a
+//! worker who it is and what it lends, in the protocol itself, bounded in time; `cache` keeps
+//! the local worker's tensor cache under a cap. Here: the worker program of an installed build
+//! and the protocol it speaks, and what stops a start (pure).
+
+pub mod cache;
+pub mod probe;
+
+use crate::{Result, RuntimeError};
+use ipc::rpc::{RpcVersion, WorkerProbe, WorkerState};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The worker's names in llama.cpp's builds: `ggml-rpc-server` now, `rpc-server` before.
+pub const WORKER_NAMES: [&str; 2] = ["ggml-rpc-server", "rpc-server"];
+
+/// The worker program shipped beside an installed llama-server, if the build has one (only
+/// builds with the RPC backend do).
+pub fn worker_beside(llama_server: &Path) -> Option<PathBuf> {
+    let dir = llama_server.parent()?;
+    let exe = |name: &str| dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    WORKER_NAMES.iter().map(|n| exe(n)).find(|p| crate::process::is_executable(p))
+}
+
+/// The RPC protocol a build speaks, read from its own worker: started on a free loopback port,
+/// asked HELLO, stopped. About a tenth of a second.
+pub async fn version_of(worker: &Path) -> Result<RpcVersion> {
+    let port = crate::net::free_port()?;
+    let mut cmd = crate::process::command(worker, ["-H", "127.0.0.1", "-p", &port.to_string()]);
+    cmd.args(["-t", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = crate::process::spawn(cmd, worker)?;
+    let address = format!("127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        if let Some(v) = probe::version(&address, Duration::from_millis(500)).await {
+            break Some(v);
+        }
+        if Instant::now() > until || child.try_wait().ok().flatten().is_some() {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    let _ = child.kill().await;
+    found.ok_or_else(|| RuntimeError::BinaryRejected {
+        path: worker.display().to_string(),
+        detail: "it did not answer as an RPC worker on a loopback port".into(),
+    })
+}
+
+/// Why a probed worker cannot take part in a start, or `None` when it is ready. Pure.
+pub fn problem(p: &WorkerProbe) -> Option<String> {
+    let at = &p.address;
+    match &p.state {
+        WorkerState::Ready { devices, .. } if devices.is_empty() => {
+            Some(format!("{at} lends no device"))
+        }
+        WorkerState::Ready { .. } => None,
+        WorkerState::Unreachable { why } => Some(format!("{at} is unreachable ({why})")),
+        WorkerState::WrongVersion { worker, ours } => Some(format!(
+            "{at} speaks RPC protocol {worker}, this llama.cpp build {ours}: both need the same \
+             build"
+        )),
+        WorkerState::Busy => Some(format!(
+            "{at} took the connection but did not answer: another program (a llama-server) is \
+             using it"
+        )),
+        WorkerState::NotRpc { why } => Some(format!("{at} is not a llama.cpp RPC worker ({why})")),
+    }
+}
+
+/// The free memory the ready workers lend, in all (each device's free bytes).
+pub fn lent(probes: &[WorkerProbe]) -> u64 {
+    probes
+        .iter()
+        .filter_map(|p| match &p.state {
+            WorkerState::Ready { devices, .. } => {
+                Some(devices.iter().map(|d| d.free_bytes).sum::<u64>())
+            }
+            _ => None,
+        })
+        .sum()
+}
+
+/// The device llama.cpp offloads layers to when workers lend memory: this machine's GPU (if
+/// any) and every remote device, pooled. llama.cpp splits the offloaded layers across them in
+/// proportion to their free memory, so the pool holds what its parts hold together. Pure.
+pub fn pooled(gpu: Option<(String, u64)>, probes: &[WorkerProbe]) -> Option<(String, u64)> {
+    let remote = lent(probes);
+    let workers = probes.iter().filter(|p| problem(p).is_none()).count();
+    if workers == 0 {
+        return gpu;
+    }
+    let them =
+        if workers == 1 { "1 RPC worker".to_owned() } else { format!("{workers} RPC workers") };
+    Some(match gpu {
+        Some((name, free)) => (format!("{name} + {them}"), free + remote),
+        None => (them, remote),
+    })
+}
+
+/// The devices llama.cpp offloads to when given `probes` (ready ones) and this machine's
+/// `gpu`, in its order: every worker's devices first (named `RPC0`, `RPC1`, … across the workers
+/// in `--rpc` order), then the local GPU. Each with its worker and free bytes.
+pub fn devices(
+    probes: &[WorkerProbe],
+    gpu: Option<(String, u64)>,
+) -> Vec<(String, Option<String>, u64)> {
+    let mut out = Vec::new();
+    for p in probes {
+        if let WorkerState::Ready { devices, .. } = &p.state {
+            for d in devices {
+                out.push((format!("RPC{}", out.len()), Some(p.address.clone()), d.free_bytes));
+            }
+        }
+    }
+    out.extend(gpu.map(|(name, free)| (name, None, free)));
+    out
+}
+
+/// How llama.cpp assigns a model's `blocks` and its output layer when the last `gpu_layers` of
+/// them are offloaded and no split is given (`llama-model.cpp`, `load_tensors`): in proportion
+/// to each device's free memory, by cumulative share, in single precision as it computes; the
+/// rest stay on the `CPU`. Devices that take no layer are left out. Pure.
+pub fn layer_split(
+    blocks: u32,
+    gpu_layers: u32,
+    devices: &[(String, Option<String>, u64)],
+) -> Vec<ipc::llm::LayerShare> {
+    let all = blocks as i64 + 1;
+    let start = (all - gpu_layers as i64).max(0);
+    let act = if devices.is_empty() { 0 } else { (gpu_layers as i64).min(all) };
+    let mut cumulative = Vec::with_capacity(devices.len());
+    let mut sum = 0f32;
+    for (_, _, free) in devices {
+        sum += *free as f32;
+        cumulative.push(sum);
+    }
+    for c in &mut cumulative {
+        *c /= sum;
+    }
+    let mut shares: Vec<ipc::llm::LayerShare> = Vec::new();
+    for il in 0..all {
+        let (device, worker) = if il < start || il - start >= act {
+            ("CPU".to_owned(), None)
+        } else {
+            let x = (il - start) as f32 / act as f32;
+            // The first split point above x (C++'s upper_bound).
+            let at = cumulative.partition_point(|&c| c <= x).min(devices.len() - 1);
+            (devices[at].0.clone(), devices[at].1.clone())
+        };
+        match shares.iter_mut().find(|s| s.device == device) {
+            Some(s) => s.layers += 1,
+            None => shares.push(ipc::llm::LayerShare { device, worker, layers: 1 }),
+        }
+    }
+    shares
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc::rpc::RpcDevice;
+
+    const GIB: u64 = 1 << 30;
+    const V7: RpcVersion = RpcVersion { major: 7, minor: 0, patch: 0 };
+
+    fn probe(address: &str, state: WorkerState) -> WorkerProbe {
+        WorkerProbe { address: address.into(), state, took_ms: 3 }
+    }
+
+    fn ready(address: &str, free: &[u64]) -> WorkerProbe {
+        let devices = free
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| RpcDevice { index: i as u32, free_bytes: f, total_bytes: f + GIB })
+            .collect();
+        probe(address, WorkerState::Ready { version: V7, devices })
+    }
+
+    #[test]
+    fn what_stops_a_start_is_said_per_worker() {
+        let v6 = RpcVersion { major: 6, minor: 1, patch: 0 };
+        let table = [
+            (ready("a:1", &[GIB]), None),
+            (ready("a:1", &[]), Some("lends no device")),
+            (
+                probe("a:1", WorkerState::Unreachable { why: "refused".into() }),
+                Some("a:1 is unreachable (refused)"),
+            ),
+            (
+                probe("a:1", WorkerState::WrongVersion { worker: v6, ours: V7 }),
+                Some("speaks RPC protocol 6.1.0, this llama.cpp build 7.0.0"),
+            ),
+            (probe("a:1", WorkerState::Busy), Some("another program")),
+            (
+                probe("a:1", WorkerState::NotRpc { why: "HTTP".into() }),
+                Some("not a llama.cpp RPC worker"),
+            ),
+        ];
+        for (p, want) in table {
+            match (problem(&p), want) {
+                (None, None) => {}
+                (Some(got), Some(want)) => assert!(got.contains(want), "{got}"),
+                (got, want) => panic!("{p:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn layers_are_split_by_free_memory_as_llama_cpp_does() {
+        let share = |device: &str, layers| ipc::llm::LayerShare {
+            device: device.into(),
+            worker: device.starts_with("RPC").then(|| format!("w{}", &device[3..])),
+            layers,
+        };
+        let two = [ready("w0", &[8 * GIB]), ready("w1", &[8 * GIB])];
+        let devs = devices(&two, None);
+        // 4 blocks and the output layer, all offloaded, equal memory: 0.0, 0.2, 0.4 on the
+        // first; 0.6, 0.8 on the second.
+        assert_eq!(layer_split(4, 5, &devs), [share("RPC0", 3), share("RPC1", 2)]);
+        // Three layers offloaded: the first two stay on the CPU.
+        assert_eq!(layer_split(4, 3, &devs), [share("CPU", 2), share("RPC0", 2), share("RPC1", 1)]);
+        // 3:1 memory across 32 blocks + output: 25 and 8 of 33.
+        let uneven = devices(&[ready("w0", &[12 * GIB]), ready("w1", &[4 * GIB])], None);
+        assert_eq!(layer_split(32, 33, &uneven), [share("RPC0", 25), share("RPC1", 8)]);
+        // A worker with two devices, then this machine's GPU: named in llama.cpp's order.
+        let mixed = devices(&[ready("w0", &[GIB, GIB])], Some(("CUDA0".into(), 2 * GIB)));
+        let names: Vec<&str> = mixed.iter().map(|d| d.0.as_str()).collect();
+        assert_eq!(names, ["RPC0", "RPC1", "CUDA0"]);
+        let split = layer_split(7, 8, &mixed);
+        assert_eq!(split.iter().map(|s| s.layers).collect::<Vec<_>>(), [2, 2, 4]);
+        assert_eq!(split[1].worker.as_deref(), Some("w0"));
+        // Nothing offloaded, or no device: all on the CPU.
+        assert_eq!(layer_split(4, 0, &devs), [share("CPU", 5)]);
+        assert_eq!(layer_split(4, 5, &[]), [share("CPU", 5)]);
+    }
+
+    #[test]
+    fn ready_workers_pool_their_memory_with_the_local_gpu() {
+        let two = [ready("a:1", &[10 * GIB]), ready("b:1", &[4 * GIB, 2 * GIB])];
+        assert_eq!(lent(&two), 16 * GIB);
+        assert_eq!(pooled(None, &two), Some(("2 RPC workers".into(), 16 * GIB)));
+        assert_eq!(
+            pooled(Some(("RTX".into(), 8 * GIB)), &two[..1]),
+            Some(("RTX + 1 RPC worker".into(), 18 * GIB))
+        );
+        // A worker that is not ready lends nothing.
+        let down = [probe("a:1", WorkerState::Busy)];
+        assert_eq!(pooled(Some(("RTX".into(), GIB)), &down), Some(("RTX".into(), GIB)));
+        assert_eq!(pooled(None, &[]), None);
+    }
+}
