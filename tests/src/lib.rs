@@ -452,8 +452,15 @@ pub fn llama_release_mirror(
     use runtime::binaries::manifest::{Asset, ReleaseManifest};
     let real = std::env::var_os("GENAI_TEST_LLAMA_SERVER")
         .expect("GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)");
+    // The RPC worker rides along, as in llama.cpp's own release archives.
+    let worker = std::path::Path::new(&real).with_file_name("ggml-rpc-server");
+    let worker = std::fs::read(worker).ok();
     let exe = std::fs::read(real).unwrap();
-    let body = testkit::archive::tar_gz(&[("llama-b9860/llama-server", &exe, 0o755)]);
+    let mut files = vec![("llama-b9860/llama-server", exe.as_slice(), 0o755)];
+    if let Some(w) = &worker {
+        files.push(("llama-b9860/ggml-rpc-server", w.as_slice(), 0o755));
+    }
+    let body = testkit::archive::tar_gz(&files);
     let file = "llama-b9860-bin-ubuntu-x64.tar.gz";
     let cpu = Asset {
         variant: ipc::runtimes::Variant::Cpu,

@@ -12,7 +12,7 @@ use crate::feeds::{LlmFeed, ModelsChanged};
 use crate::tabs::chat::ChatCard;
 use ipc::event::{ServerKind, ServerState};
 use ipc::format::bytes;
-use ipc::llm::{DeviceMemory, LlmConfig, LlmSettings, LlmStatus, Toggle};
+use ipc::llm::{DeviceMemory, LayerShare, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
 use ipc::runtimes::RuntimeKind;
 use ipc::IpcError;
@@ -84,6 +84,27 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                                 <dt>"Also running"</dt>
                                 <dd id="llm-neighbours" class="small warn-text">{format!("{} (its memory is not in the estimates)", s.neighbours.join("; "))}</dd>
                             })}
+                            {(!s.workers.is_empty()).then(|| view! {
+                                <dt>"RPC workers"</dt>
+                                <dd>
+                                    <ul id="llm-workers" class="plain-list">
+                                        {s.workers.iter().map(|w| {
+                                            let class = if w.label() == "ready" { "badge state-running" } else { "badge state-crashed" };
+                                            view! {
+                                                <li class="small" data-worker=w.address.clone()>
+                                                    <code>{w.address.clone()}</code>" "
+                                                    <span class=class>{w.label()}</span>" "
+                                                    <span class="muted">{w.detail()}</span>
+                                                </li>
+                                            }
+                                        }).collect_view()}
+                                    </ul>
+                                </dd>
+                            })}
+                            {s.settings.as_ref().filter(|x| !x.split.is_empty()).map(|x| view! {
+                                <dt>"Layers"</dt>
+                                <dd class="small" id="llm-split-planned">{format!("planned: {}", LayerShare::line(&x.split))}</dd>
+                            })}
                             <dt>"PID"</dt><dd id="llm-pid">{s.pid.map(|p| p.to_string()).unwrap_or_else(|| "—".into())}</dd>
                             <dt>"Health"</dt>
                             <dd>{
@@ -152,6 +173,7 @@ fn ConfigCard(
     let max_ctx = RwSignal::new(String::new());
     let cpu_moe = RwSignal::new(String::new());
     let strict = RwSignal::new(false);
+    let workers = RwSignal::new(String::new());
     let preview = RwSignal::new(None::<Result<LlmSettings, IpcError>>);
 
     // Read again whenever a download finishes or a model is deleted: the choice stays while
@@ -204,6 +226,13 @@ fn ConfigCard(
             max_context: num(&max_ctx.get()),
             n_cpu_moe: num(&cpu_moe.get()).filter(|_| manual),
             strict: strict.get().then_some(true),
+            rpc_workers: workers
+                .get()
+                .split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|w| !w.is_empty())
+                .map(str::to_owned)
+                .collect(),
             ..Default::default()
         }
     };
@@ -256,6 +285,12 @@ fn ConfigCard(
             <label class="check"><input id="llm-auto" type="checkbox" prop:checked=auto on:change=move |ev| auto.set(event_target_checked(&ev)) />" Auto-configure"</label>
             <label class="check"><input type="checkbox" prop:checked=restart on:change=move |ev| restart.set(event_target_checked(&ev)) />" Restart after a crash or a hang"</label>
             <label class="check"><input id="llm-strict" type="checkbox" prop:checked=strict on:change=move |ev| strict.set(event_target_checked(&ev)) />" Strict: refuse to start beside another llama-server (ports 8080–8083)"</label>
+            <label class="field">
+                <span title="Other computers running llama.cpp's ggml-rpc-server (the same build as this app's) lend their memory to the model; the RPC protocol has no authentication, so use workers on a trusted network only">
+                    "RPC workers (host:port, comma-separated; other machines' memory for this model)"
+                </span>
+                <input id="llm-rpc-workers" type="text" placeholder="none: this computer only" prop:value=workers on:input=move |ev| workers.set(event_target_value(&ev)) />
+            </label>
             <div class="form-grid">
                 <label class="field"><span>"Max restarts"</span><input id="llm-max-restarts" type="text" placeholder="3" prop:value=max_restarts on:input=move |ev| max_restarts.set(event_target_value(&ev)) /></label>
                 <label class="field"><span>"Start-up timeout (s, quiet log)"</span><input id="llm-startup-timeout" type="text" placeholder="60" prop:value=startup_timeout on:input=move |ev| startup_timeout.set(event_target_value(&ev)) /></label>
@@ -265,6 +300,7 @@ fn ConfigCard(
             </div>
             <p class="small" id="llm-preview">
                 {move || match preview.get() {
+                    Some(Ok(s)) if !s.split.is_empty() => format!("{} — {} — layers: {}", s.explanation, parts(&s.estimate), LayerShare::line(&s.split)),
                     Some(Ok(s)) => format!("{} — {}", s.explanation, parts(&s.estimate)),
                     Some(Err(e)) => format!("{}: {}", e.title, e.message),
                     None => String::new(),

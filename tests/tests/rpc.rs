@@ -1,0 +1,93 @@
+//! Several machines for one model (#18), in the real window: after a first run on this computer
+//! alone (which installs llama.cpp), two llama.cpp RPC workers on loopback (the worker built
+//! beside llama-server) are listed in the LLM tab; the preview shows the planned layers per
+//! worker before Start; after Start each worker shows ready with its memory, the plan stays
+//! shown and the measured buffers name each worker; Stop leaves no server behind.
+
+use e2e::{installed_tiny_llama, live_group_members, llama_release_mirror, App, LaunchOptions};
+use std::process::{Child, Command, Stdio};
+use testkit::http::FixtureServer;
+use testkit::TempDir;
+
+/// A worker on a free loopback port, killed when dropped.
+struct Worker(Child, String);
+
+impl Worker {
+    fn start() -> Self {
+        let llama = std::env::var_os("GENAI_TEST_LLAMA_SERVER").expect(
+            "GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)",
+        );
+        let exe = std::path::Path::new(&llama).with_file_name("ggml-rpc-server");
+        let port = runtime::net::free_port().unwrap();
+        let child = Command::new(exe)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Worker(child, format!("127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "real window: run scripts/test"]
+async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
+    let server = FixtureServer::start().await;
+    let dir = TempDir::new("e2e-rpc");
+    let (env, _) = llama_release_mirror(&server, dir.path());
+    let home = dir.join("home");
+    installed_tiny_llama(&home);
+    let (w1, w2) = (Worker::start(), Worker::start());
+
+    let app = App::launch_with(LaunchOptions {
+        genai_home: Some(home.clone()),
+        env,
+        ..Default::default()
+    })
+    .await;
+    app.click("#tab-btn-llm").await;
+    app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
+    // Run once on this computer alone (the first start installs llama.cpp), then stop.
+    app.click("#llm-start").await;
+    app.wait_text("#llm-state", |t| t == "Running").await;
+    app.click("#llm-stop").await;
+    app.wait_text("#llm-state", |t| t == "Stopped").await;
+    let list = format!("{}, {}", w1.1, w2.1);
+    app.script(&format!(
+        "const i = document.querySelector('#llm-rpc-workers'); i.value = '{list}'; \
+         i.dispatchEvent(new Event('input', {{ bubbles: true }}));"
+    ))
+    .await;
+    // Before Start: the planned layers per worker (3 layers, equal memory: 2 and 1).
+    let planned = format!("RPC0 ({}): 2 layers · RPC1 ({}): 1 layer", w1.1, w2.1);
+    let preview = app.wait_text("#llm-preview", |t| t.contains("layers: RPC0")).await;
+    assert!(preview.contains(&planned), "{preview}");
+    assert!(preview.contains("2 RPC workers"), "{preview}");
+
+    app.click("#llm-start").await;
+    app.wait_text("#llm-state", |t| t == "Running").await;
+    for w in [&w1.1, &w2.1] {
+        let row =
+            app.wait_text(&format!("#llm-workers li[data-worker='{w}']"), |t| !t.is_empty()).await;
+        assert!(row.contains("ready") && row.contains("free of"), "{row}");
+    }
+    let plan = app.wait_text("#llm-split-planned", |t| !t.is_empty()).await;
+    assert_eq!(plan, format!("planned: {planned}"));
+    let measured = app.wait_text("#llm-measured", |t| t.contains("measured")).await;
+    assert!(measured.contains(&format!("RPC0[{}]", w1.1)), "{measured}");
+    app.screenshot("rpc-1-split").await;
+
+    app.click("#llm-stop").await;
+    app.wait_text("#llm-state", |t| t == "Stopped").await;
+    let group = app.finish().await;
+    let left = live_group_members(group);
+    assert!(left.is_empty(), "processes left behind: {left:?}");
+}
