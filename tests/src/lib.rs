@@ -445,6 +445,15 @@ fn live_processes() -> impl Iterator<Item = Proc> {
 /// `server` serves the real llama-server (`GENAI_TEST_LLAMA_SERVER`) as the Linux CPU build of
 /// b9860, and a manifest in `dir` lists it with its SHA-256. Answers the env and the archive's
 /// URL path.
+/// The app launched with the tiny llama installed and llama-server on a release mirror served
+/// by `server`, its home under `dir`: the start of every LLM journey.
+pub async fn launch_with_tiny_llama(server: &testkit::http::FixtureServer, dir: &Path) -> App {
+    let (env, _) = llama_release_mirror(server, dir);
+    let home = dir.join("home");
+    installed_tiny_llama(&home);
+    App::launch_with(LaunchOptions { genai_home: Some(home), env, ..Default::default() }).await
+}
+
 pub fn llama_release_mirror(
     server: &testkit::http::FixtureServer,
     dir: &Path,

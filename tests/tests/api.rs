@@ -4,10 +4,7 @@
 //! both requests with their model and status, and the LLM tab shows the server it started.
 //! Turning the endpoint off in the card closes the port.
 
-use e2e::{
-    installed_tiny_llama, live_group_members, live_processes_matching, llama_release_mirror, App,
-    LaunchOptions,
-};
+use e2e::{launch_with_tiny_llama, live_group_members, live_processes_matching};
 use testkit::http::FixtureServer;
 use testkit::TempDir;
 
@@ -16,15 +13,7 @@ use testkit::TempDir;
 async fn another_program_chats_through_the_api_and_the_card_shows_it() {
     let server = FixtureServer::start().await;
     let dir = TempDir::new("e2e-api");
-    let (env, _) = llama_release_mirror(&server, dir.path());
-    let home = dir.join("home");
-    installed_tiny_llama(&home);
-    let app = App::launch_with(LaunchOptions {
-        genai_home: Some(home.clone()),
-        env,
-        ..Default::default()
-    })
-    .await;
+    let app = launch_with_tiny_llama(&server, dir.path()).await;
     app.click("#tab-btn-llm").await;
     let base = app.wait_text("#api-url", |t| t.starts_with("http://127.0.0.1:")).await;
     assert!(base.ends_with("/v1"), "{base}");
@@ -71,7 +60,7 @@ async fn another_program_chats_through_the_api_and_the_card_shows_it() {
 
     app.click("#llm-stop").await;
     app.wait_text("#llm-state", |t| t == "Stopped").await;
-    let left = live_processes_matching(&home.join("binaries").display().to_string());
+    let left = live_processes_matching(&dir.join("home/binaries").display().to_string());
     assert!(left.is_empty(), "llama-server left running: {left:?}");
     let group = app.finish().await;
     let left = live_group_members(group);

@@ -6,10 +6,7 @@
 //! (SIGSTOP) and the health badge says Not responding, then Healthy again after the watchdog's
 //! restart; Stop, and no server process left.
 
-use e2e::{
-    installed_tiny_llama, live_group_members, live_processes_matching, llama_release_mirror, App,
-    LaunchOptions,
-};
+use e2e::{launch_with_tiny_llama, live_group_members, live_processes_matching, App};
 use testkit::http::FixtureServer;
 use testkit::TempDir;
 
@@ -18,17 +15,9 @@ use testkit::TempDir;
 async fn start_chat_and_stop_the_llm_server() {
     let server = FixtureServer::start().await;
     let dir = TempDir::new("e2e-llm");
-    let (env, _) = llama_release_mirror(&server, dir.path());
     // A model already downloaded: the file and its metadata, as the Models tab leaves them.
+    let app = launch_with_tiny_llama(&server, dir.path()).await;
     let home = dir.join("home");
-    installed_tiny_llama(&home);
-
-    let app = App::launch_with(LaunchOptions {
-        genai_home: Some(home.clone()),
-        env,
-        ..Default::default()
-    })
-    .await;
     app.click("#tab-btn-llm").await;
     app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
     let preview = app.wait_text("#llm-preview", |t| t.contains("context")).await;

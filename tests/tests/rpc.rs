@@ -4,7 +4,7 @@
 //! worker before Start; after Start each worker shows ready with its memory, the plan stays
 //! shown and the measured buffers name each worker; Stop leaves no server behind.
 
-use e2e::{installed_tiny_llama, live_group_members, llama_release_mirror, App, LaunchOptions};
+use e2e::{launch_with_tiny_llama, live_group_members};
 use std::process::{Child, Command, Stdio};
 use testkit::http::FixtureServer;
 use testkit::TempDir;
@@ -42,17 +42,8 @@ impl Drop for Worker {
 async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     let server = FixtureServer::start().await;
     let dir = TempDir::new("e2e-rpc");
-    let (env, _) = llama_release_mirror(&server, dir.path());
-    let home = dir.join("home");
-    installed_tiny_llama(&home);
     let (w1, w2) = (Worker::start(), Worker::start());
-
-    let app = App::launch_with(LaunchOptions {
-        genai_home: Some(home.clone()),
-        env,
-        ..Default::default()
-    })
-    .await;
+    let app = launch_with_tiny_llama(&server, dir.path()).await;
     app.click("#tab-btn-llm").await;
     app.wait_text("#llm-model option", |t| t == "Tiny Llama").await;
     // Run once on this computer alone (the first start installs llama.cpp), then stop.

@@ -44,6 +44,22 @@ fn start_worker(cache: &std::path::Path, log: &std::path::Path) -> (Child, Strin
     (child, format!("127.0.0.1:{port}"))
 }
 
+/// Four greedy tokens from the llama-server on `port`: how many came.
+async fn complete(port: u16) -> u64 {
+    let answer: serde_json::Value = runtime::net::local_client()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{port}/completion"))
+        .json(&serde_json::json!({"prompt": "Hello", "n_predict": 4, "temperature": 0, "seed": 1}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["content"].is_string(), "{answer}");
+    answer["tokens_predicted"].as_u64().unwrap_or(0)
+}
+
 /// Probes until the worker is ready (it prints its banner before it listens).
 async fn ready(address: &str) -> WorkerState {
     let ours = ipc::rpc::RpcVersion { major: 7, minor: 0, patch: 0 };
@@ -106,17 +122,7 @@ async fn two_loopback_workers_hold_a_split_model_and_it_answers() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let answer: serde_json::Value = http
-        .post(format!("{base}/completion"))
-        .json(&serde_json::json!({"prompt": "Hello", "n_predict": 4, "temperature": 0, "seed": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(answer["content"].is_string(), "{answer}");
-    assert!(answer["tokens_predicted"].as_u64().unwrap_or(0) > 0, "{answer}");
+    assert!(complete(port).await > 0);
 
     // The load log names a model buffer on each worker.
     let text = std::fs::read_to_string(&log_path).unwrap();
@@ -218,17 +224,7 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     let per_block = (kv1 + kv2) as f64 / (blocks[0] + blocks[1]) as f64;
     let measured = [kv1, kv2].map(|k| (k as f64 / per_block).round() as u64);
     assert_eq!(measured.to_vec(), blocks, "plan {:?}, measured {:?}", s.split, st.measured);
-    let answer: serde_json::Value = runtime::net::local_client()
-        .unwrap()
-        .post(format!("http://127.0.0.1:{}/completion", st.port.unwrap()))
-        .json(&serde_json::json!({"prompt": "Hello", "n_predict": 4, "temperature": 0, "seed": 1}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(answer["tokens_predicted"].as_u64().unwrap_or(0) > 0, "{answer}");
+    assert!(complete(st.port.unwrap()).await > 0);
 
     // The second worker killed mid-reply: llama-server aborts; the crash names the worker, and
     // the restart goes on with the first alone, which holds the model.
