@@ -13,6 +13,7 @@ use ipc::models::{
     HfSearchArgs, HfSettingsArgs, HfSettingsView, IdArgs, InstalledFit, ModelList, VerifyResult,
 };
 use ipc::orchestrator::{OffloadDecision, OrchestratorSettings, OrchestratorStatus};
+use ipc::rpc::{ShareArgs, ShareStatus};
 use ipc::runtimes::{
     CancelSetupArgs, InstallArgs, MirrorArgs, RuntimeArgs, RuntimeStatus, SetCustomArgs,
 };
@@ -72,6 +73,10 @@ fn commands() -> impl Fn(tauri::ipc::Invoke) -> bool + Send + Sync + 'static {
         llm_stop,
         llm_restart,
         llm_logs,
+        rpc_share_status,
+        rpc_share_start,
+        rpc_share_stop,
+        rpc_share_logs,
         llm_chat,
         llm_chat_stop,
         diffusion_status,
@@ -141,6 +146,7 @@ fn server_log_clear(state: State<'_, AppState>, args: ServerLogArgs) -> Result<(
     Ok(match args.server {
         ServerKind::Llm => rt.llm().clear_logs(),
         ServerKind::Diffusion => rt.diffusion().clear_logs(),
+        ServerKind::RpcWorker => rt.rpc_worker().clear_logs(),
     }?)
 }
 
@@ -361,6 +367,29 @@ async fn llm_stop(state: State<'_, AppState>) -> Result<(), IpcError> {
 #[tauri::command]
 async fn llm_restart(state: State<'_, AppState>) -> Result<LlmStatus, IpcError> {
     Ok(state.runtime()?.llm().restart().await?)
+}
+
+#[tauri::command]
+fn rpc_share_status(state: State<'_, AppState>) -> Result<ShareStatus, IpcError> {
+    Ok(state.runtime()?.rpc_worker().status())
+}
+
+#[tauri::command]
+async fn rpc_share_start(
+    state: State<'_, AppState>,
+    args: ShareArgs,
+) -> Result<ShareStatus, IpcError> {
+    Ok(state.runtime()?.rpc_worker().start(args).await?)
+}
+
+#[tauri::command]
+async fn rpc_share_stop(state: State<'_, AppState>) -> Result<ShareStatus, IpcError> {
+    Ok(state.runtime()?.rpc_worker().stop().await)
+}
+
+#[tauri::command]
+fn rpc_share_logs(state: State<'_, AppState>) -> Result<LlmLogs, IpcError> {
+    Ok(LlmLogs { lines: state.runtime()?.rpc_worker().logs() })
 }
 
 #[tauri::command]

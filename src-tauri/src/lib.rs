@@ -80,6 +80,7 @@ pub fn run() {
                         rt.orchestrator().shutting_down();
                         rt.endpoint().close().await;
                         let _ = rt.diffusion().stop().await;
+                        let _ = rt.rpc_worker().stop().await;
                         rt.llm().stop().await
                     });
                 }

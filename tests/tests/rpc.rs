@@ -2,7 +2,9 @@
 //! alone (which installs llama.cpp), two llama.cpp RPC workers on loopback (the worker built
 //! beside llama-server) are listed in the LLM tab; the preview shows the planned layers per
 //! worker before Start; after Start each worker shows ready with its memory, the plan stays
-//! shown and the measured buffers name each worker; Stop leaves no server behind.
+//! shown and the measured buffers name each worker. Then this computer is shared as a worker
+//! itself (another address refused until confirmed), shown with what it lends and in the
+//! Monitor's servers; Stop leaves no server behind.
 
 use e2e::{launch_with_tiny_llama, live_group_members};
 use std::process::{Child, Command, Stdio};
@@ -78,6 +80,35 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
 
     app.click("#llm-stop").await;
     app.wait_text("#llm-state", |t| t == "Stopped").await;
+
+    // Share this computer: another address needs the user's confirmation first; on loopback it
+    // lends at once, shows what it lends, and the Monitor lists it among the servers.
+    let set = |id: &str, value: &str| {
+        format!(
+            "const i = document.querySelector('#{id}'); i.value = '{value}'; \
+             i.dispatchEvent(new Event('input', {{ bubbles: true }}));"
+        )
+    };
+    app.script(&set("share-host", "0.0.0.0")).await;
+    app.wait_visible("#share-exposed-ok").await;
+    app.click("#share-start").await;
+    let refused = app.wait_text(".error-box", |t| t.contains("no authentication")).await;
+    assert!(refused.contains("trusted network"), "{refused}");
+    app.script(&set("share-host", "127.0.0.1")).await;
+    let port = runtime::net::free_port().unwrap();
+    app.script(&set("share-port", &port.to_string())).await;
+    app.click("#share-start").await;
+    let lending = app.wait_text("#share-status", |t| t.contains("protocol")).await;
+    assert!(
+        lending.contains(&format!("127.0.0.1:{port}")) && lending.contains("free of"),
+        "{lending}"
+    );
+    app.click("#tab-btn-monitor").await;
+    let row = app.wait_text("#server-rpc-worker", |t| !t.is_empty()).await;
+    assert!(row.contains("lending") && row.contains(&port.to_string()), "{row}");
+    app.click("#tab-btn-llm").await;
+    app.click("#share-stop").await;
+    app.wait_text("#share-start", |_| true).await;
     let group = app.finish().await;
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");

@@ -247,6 +247,22 @@ pub async fn llm_restart() -> Result<LlmStatus, IpcError> {
     invoke(cmd::LLM_RESTART).await
 }
 
+pub async fn rpc_share_status() -> Result<ipc::rpc::ShareStatus, IpcError> {
+    invoke(cmd::RPC_SHARE_STATUS).await
+}
+
+pub async fn rpc_share_start(args: ipc::rpc::ShareArgs) -> Result<ipc::rpc::ShareStatus, IpcError> {
+    invoke_with(cmd::RPC_SHARE_START, &args).await
+}
+
+pub async fn rpc_share_stop() -> Result<ipc::rpc::ShareStatus, IpcError> {
+    invoke(cmd::RPC_SHARE_STOP).await
+}
+
+pub async fn rpc_share_logs() -> Result<LlmLogs, IpcError> {
+    invoke(cmd::RPC_SHARE_LOGS).await
+}
+
 pub async fn llm_logs() -> Result<LlmLogs, IpcError> {
     invoke(cmd::LLM_LOGS).await
 }

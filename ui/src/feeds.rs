@@ -283,6 +283,29 @@ impl LlmFeed {
     }
 }
 
+/// What this computer's RPC worker reports: a counter bumped on each state change, its lines.
+#[derive(Clone, Copy)]
+pub struct RpcWorkerFeed {
+    pub ticks: RwSignal<u64>,
+    pub lines: RwSignal<Vec<LogLine>>,
+}
+
+impl RpcWorkerFeed {
+    fn on_event(&self, event: &AppEvent) {
+        match event {
+            AppEvent::ServerState { server: ServerKind::RpcWorker, .. } => {
+                self.ticks.update(|n| *n += 1)
+            }
+            AppEvent::ServerLog { server: ServerKind::RpcWorker, line } => self.lines.update(|l| {
+                l.push(line.clone());
+                let extra = l.len().saturating_sub(LLM_LOG_LEN);
+                l.drain(..extra);
+            }),
+            _ => {}
+        }
+    }
+}
+
 /// What the diffusion server reports: a counter bumped on each state change and job end (the
 /// tab reads the status and its job again), its log lines, and the newest job progress.
 #[derive(Clone, Copy)]
@@ -397,6 +420,8 @@ pub fn provide() {
         ended: RwSignal::new(None),
     };
     provide_context(diffusion_feed);
+    let rpc_feed = RpcWorkerFeed { ticks: RwSignal::new(0), lines: RwSignal::new(Vec::new()) };
+    provide_context(rpc_feed);
     let endpoint_feed =
         EndpointFeed { ticks: RwSignal::new(0), requests: RwSignal::new(Vec::new()) };
     provide_context(endpoint_feed);
@@ -414,6 +439,7 @@ pub fn provide() {
         runtime_feed.on_event(&event);
         llm_feed.on_event(&event);
         diffusion_feed.on_event(&event);
+        rpc_feed.on_event(&event);
         endpoint_feed.on_event(&event);
         match &event {
             AppEvent::SystemChanged | AppEvent::ServerState { .. } => changed.0.update(|n| *n += 1),

@@ -27,6 +27,8 @@ pub struct Stamped {
 pub enum ServerKind {
     Llm,
     Diffusion,
+    /// This computer's llama.cpp RPC worker, lending its devices to other machines.
+    RpcWorker,
 }
 
 /// Arguments naming one managed server.
@@ -40,6 +42,7 @@ impl ServerKind {
         match self {
             Self::Llm => "LLM",
             Self::Diffusion => "Diffusion",
+            Self::RpcWorker => "RPC worker",
         }
     }
 }

@@ -117,6 +117,15 @@ pub mod cmd {
     /// keeps running. Answers whether a reply was streaming.
     pub const LLM_CHAT_STOP: &str = "llm_chat_stop";
 
+    /// This computer's RPC worker ([`crate::rpc::ShareStatus`]).
+    pub const RPC_SHARE_STATUS: &str = "rpc_share_status";
+    /// Lends this computer to other machines' llama-server ([`crate::rpc::ShareArgs`] →
+    /// [`crate::rpc::ShareStatus`]); answers once the worker answers its own probe.
+    pub const RPC_SHARE_START: &str = "rpc_share_start";
+    pub const RPC_SHARE_STOP: &str = "rpc_share_stop";
+    /// The worker's recent log lines ([`crate::llm::LlmLogs`]).
+    pub const RPC_SHARE_LOGS: &str = "rpc_share_logs";
+
     /// Where the diffusion server stands ([`crate::diffusion::DiffusionStatus`]).
     pub const DIFFUSION_STATUS: &str = "diffusion_status";
     /// Starts the job API ([`crate::diffusion::DiffusionConfig`]); installs sd-cli if needed.
@@ -194,6 +203,10 @@ pub mod cmd {
         LLM_STOP,
         LLM_RESTART,
         LLM_LOGS,
+        RPC_SHARE_STATUS,
+        RPC_SHARE_START,
+        RPC_SHARE_STOP,
+        RPC_SHARE_LOGS,
         LLM_CHAT,
         LLM_CHAT_STOP,
         DIFFUSION_STATUS,

@@ -103,6 +103,48 @@ impl WorkerProbe {
     }
 }
 
+/// The port llama.cpp's worker listens on by default.
+pub const DEFAULT_PORT: u16 = 50052;
+/// The tensor cache's cap by default: 20 GiB.
+pub const DEFAULT_CACHE_CAP_GIB: u32 = 20;
+
+/// `rpc_share_start`'s argument: lend this computer's devices to other machines' llama-server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareArgs {
+    /// The address to listen on (empty: 127.0.0.1, this computer only).
+    #[serde(default)]
+    pub host: String,
+    /// `None`: [`DEFAULT_PORT`].
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// llama.cpp device names to lend (`CUDA0`, `CPU`, …); empty: every GPU, else the CPU.
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// The tensor cache's cap in GiB (`None`: [`DEFAULT_CACHE_CAP_GIB`]; 0: no cache).
+    #[serde(default)]
+    pub cache_cap_gib: Option<u32>,
+    /// The user confirmed that an address other than 127.0.0.1 exposes an unauthenticated
+    /// protocol, to be used on a trusted network only.
+    #[serde(default)]
+    pub exposed_ok: bool,
+}
+
+/// This computer's own worker, as the window shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareStatus {
+    pub running: bool,
+    /// `host:port` while it runs.
+    pub address: Option<String>,
+    pub pid: Option<u32>,
+    /// What it answered its own probe: protocol and devices.
+    pub probe: Option<WorkerProbe>,
+    pub cache_bytes: u64,
+    pub cache_cap_bytes: u64,
+    /// Files removed from the cache at the last trim, and their bytes.
+    pub trimmed: (usize, u64),
+    pub last_error: Option<crate::IpcError>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,7 @@ pub struct Runtime {
     orchestrator: orchestrator::Orchestrator,
     endpoint: endpoint::Endpoint,
     catalog: models::catalog::Catalog,
+    rpc_worker: rpc::local::LocalWorker,
     memory: Arc<system::history::MemoryFeed>,
     app_log: applog::AppLog,
 }
@@ -130,6 +131,8 @@ impl Runtime {
         )?;
         let catalog =
             models::catalog::Catalog::new(hf.clone(), download::DownloadConfig::default())?;
+        let rpc_worker =
+            rpc::local::LocalWorker::new(storage.clone(), events.clone(), binaries.clone());
         Ok(Self {
             storage,
             events,
@@ -137,6 +140,7 @@ impl Runtime {
             models,
             downloads,
             catalog,
+            rpc_worker,
             hf,
             binaries,
             llm,
@@ -192,6 +196,11 @@ impl Runtime {
 
     pub fn orchestrator(&self) -> &orchestrator::Orchestrator {
         &self.orchestrator
+    }
+
+    /// This computer as an RPC worker for other machines (#18).
+    pub fn rpc_worker(&self) -> &rpc::local::LocalWorker {
+        &self.rpc_worker
     }
 
     /// Hugging Face's repos with fit badges (#17).

@@ -90,6 +90,25 @@ async fn two_loopback_workers_hold_a_split_model_and_it_answers() {
         assert!(devices[0].free_bytes <= devices[0].total_bytes, "{devices:?}");
     }
 
+    // A worker serves one client at a time: held by one, it is Busy to a probe, and the probe's
+    // late HELLO, answered once the first client leaves, does not kill it (its answer to a
+    // vanished client would end it with SIGPIPE).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut holder = tokio::net::TcpStream::connect(&a1).await.unwrap();
+        holder.write_all(&runtime::rpc::probe::request(14, &[0; 24])).await.unwrap();
+        let mut answer = [0u8; 36];
+        holder.read_exact(&mut answer).await.unwrap();
+        let ours = ipc::rpc::RpcVersion { major: 7, minor: 0, patch: 0 };
+        let busy = probe(&a1, ours, Duration::from_millis(300)).await;
+        assert_eq!(busy.state, WorkerState::Busy);
+        holder.shutdown().await.unwrap();
+        drop(holder);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(w1.try_wait().unwrap().is_none(), "the worker died after the busy probe");
+        assert!(matches!(ready(&a1).await, WorkerState::Ready { .. }));
+    }
+
     let model = dir.join("tiny.gguf");
     std::fs::write(&model, tiny_llama(TinyLlama { n_layer: 4, ..Default::default() }).to_bytes())
         .unwrap();
@@ -295,4 +314,72 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     );
     assert_eq!(llm.status().pid, None);
     w1.kill().await.unwrap();
+}
+
+/// This computer as a worker, from the app: the installed build's worker on 127.0.0.1 (another
+/// address only once confirmed), its tensor cache in the app's storage trimmed oldest-first under
+/// the cap before it starts, ready once it answers its own probe; a taken port is refused; Stop
+/// ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real llama-server and ggml-rpc-server; scripts/test builds them and runs this"]
+async fn this_computer_is_lent_as_a_worker_with_its_cache_under_the_cap() {
+    use ipc::rpc::ShareArgs;
+    use ipc::runtimes::RuntimeKind;
+    use ipc::StorageRootSource;
+    use runtime::binaries::{Binaries, BinariesConfig};
+    use runtime::rpc::local::LocalWorker;
+    use runtime::{EventBus, StorageLayout, StorageRoot};
+
+    let dir = TempDir::new("real-rpc-share");
+    let storage =
+        StorageLayout::create(StorageRoot::new(dir.join("home"), StorageRootSource::Env)).unwrap();
+    let events = EventBus::default();
+    let binaries =
+        Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
+            .unwrap();
+    binaries.set_custom(RuntimeKind::Llama, Some(&real_llama_server())).await.unwrap();
+    let worker = LocalWorker::new(storage, events, binaries);
+    // A cache left over 1 GiB (sparse files, oldest first): two must go.
+    let cache = worker.cache_root().join("rpc");
+    std::fs::create_dir_all(&cache).unwrap();
+    let now = std::time::SystemTime::now();
+    for (i, name) in ["000000000000000a", "000000000000000b", "000000000000000c"].iter().enumerate()
+    {
+        let f = std::fs::File::create(cache.join(name)).unwrap();
+        f.set_len(600 << 20).unwrap();
+        f.set_modified(now - Duration::from_secs(300 - 100 * i as u64)).unwrap();
+    }
+
+    // Another address needs the user's confirmation.
+    let exposed = ShareArgs { host: "0.0.0.0".into(), ..Default::default() };
+    let e = worker.start(exposed).await.unwrap_err().to_ipc();
+    assert!(e.message.contains("no authentication"), "{e:?}");
+
+    // A port another program holds is refused, and says so.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = ShareArgs { port: Some(held.local_addr().unwrap().port()), ..Default::default() };
+    let e = worker.start(taken).await.unwrap_err().to_ipc();
+    assert_eq!(e.code, ipc::ErrorCode::PortInUse, "{e:?}");
+    assert!(!worker.status().running);
+
+    let port = runtime::net::free_port().unwrap();
+    let args = ShareArgs { port: Some(port), cache_cap_gib: Some(1), ..Default::default() };
+    let st = worker.start(args.clone()).await.unwrap();
+    assert!(st.running, "{st:?}");
+    assert_eq!(st.address.as_deref(), Some(format!("127.0.0.1:{port}").as_str()));
+    assert_eq!(st.trimmed, (2, 1200 << 20));
+    let left: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["000000000000000c"]);
+    assert!(matches!(st.probe.as_ref().map(|p| &p.state), Some(WorkerState::Ready { .. })));
+    // Other machines see it ready.
+    assert!(matches!(ready(&format!("127.0.0.1:{port}")).await, WorkerState::Ready { .. }));
+    assert!(worker.logs().iter().any(|l| l.message.contains("lending this computer")));
+
+    let pid = st.pid.unwrap();
+    let st = worker.stop().await;
+    assert!(!st.running && st.pid.is_none(), "{st:?}");
+    assert!(!runtime::process::is_running(pid), "the worker was left running");
 }

@@ -58,6 +58,7 @@ pub fn LlmTab() -> impl IntoView {
         <ChatCard status=status />
         <crate::tabs::api::ApiCard />
         <LogCard title="Server log" list_id="llm-log" lines=feed.lines server=ServerKind::Llm />
+        <crate::tabs::share::ShareCard />
     }
 }
 

@@ -6,4 +6,5 @@ pub mod diffusion;
 pub mod llm;
 pub mod models;
 pub mod monitor;
+pub mod share;
 pub mod system;

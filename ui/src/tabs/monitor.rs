@@ -319,6 +319,8 @@ fn ServersCard() -> impl IntoView {
     let sd_feed = expect_context::<DiffusionFeed>();
     let llm = RwSignal::new(None::<LlmStatus>);
     let sd = RwSignal::new(None::<DiffusionStatus>);
+    let rpc_feed = expect_context::<crate::feeds::RpcWorkerFeed>();
+    let share = RwSignal::new(None::<ipc::rpc::ShareStatus>);
     let refresh = move || {
         spawn_local(async move {
             // Set only when different: an unchanged status would make the rows again.
@@ -332,6 +334,11 @@ fn ServersCard() -> impl IntoView {
                     sd.set(Some(s));
                 }
             }
+            if let Ok(s) = api::rpc_share_status().await {
+                if share.with_untracked(|d| d.as_ref() != Some(&s)) {
+                    share.set(Some(s));
+                }
+            }
         })
     };
     // Everything here is announced (state, busy slots, jobs): read again on each announcement
@@ -340,6 +347,7 @@ fn ServersCard() -> impl IntoView {
     Effect::new(move |_| {
         llm_feed.ticks.track();
         sd_feed.ticks.track();
+        rpc_feed.ticks.track();
         if on.get() {
             refresh();
         }
@@ -366,6 +374,16 @@ fn ServersCard() -> impl IntoView {
                                 <td>{if measured > 0 { format!("{} measured", bytes(measured)) } else { s.settings.map(|x| format!("{} expected", bytes(x.expected_ram_bytes + x.expected_vram_bytes))).unwrap_or_else(dash) }}</td>
                             </tr>
                         }
+                    })}
+                    {move || share.get().filter(|s| s.running).map(|s| view! {
+                        <tr id="server-rpc-worker">
+                            <th>"RPC worker"</th>
+                            <td class="server-state">"Running"</td>
+                            <td>{s.pid.map(|p| p.to_string()).unwrap_or_else(dash)}</td>
+                            <td>{s.address.clone().and_then(|a| a.rsplit(':').next().map(str::to_owned)).unwrap_or_else(dash)}</td>
+                            <td title="Lending this computer's devices to another machine's LLM server">"lending"</td>
+                            <td>{format!("tensor cache {}", bytes(s.cache_bytes))}</td>
+                        </tr>
                     })}
                     {move || sd.get().map(|s| view! {
                         <tr id="server-diffusion">

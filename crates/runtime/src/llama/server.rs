@@ -243,7 +243,15 @@ impl LlamaServer {
     pub async fn preview(&self, cfg: &LlmConfig) -> Result<LlmSettings> {
         let port = cfg.port.unwrap_or(self.inner.config.default_port);
         let installed = self.inner.binaries.installed(RuntimeKind::Llama);
+        // Workers the running server holds would answer as busy (one client at a time): their
+        // probes from its start stand.
+        let status = self.status();
+        let held = status.state == ServerState::Running
+            && cfg.rpc_workers.iter().all(|w| status.workers.iter().any(|p| p.address == w.trim()));
         let workers = match &installed {
+            _ if held && !cfg.rpc_workers.is_empty() => (status.workers.into_iter())
+                .filter(|p| cfg.rpc_workers.iter().any(|w| w.trim() == p.address))
+                .collect(),
             Some(r) => self.probe_workers(cfg, Path::new(&r.path)).await?,
             None => Vec::new(),
         };

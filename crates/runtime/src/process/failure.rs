@@ -19,6 +19,8 @@ pub enum Program {
     SdCli,
     /// The warm image backend (sd-server), loading or making an image.
     SdServer,
+    /// llama.cpp's RPC worker (ggml-rpc-server), lending this computer's devices.
+    RpcServer,
 }
 
 impl Program {
@@ -27,6 +29,7 @@ impl Program {
             Self::LlamaServer => "llama-server",
             Self::SdCli => "sd-cli",
             Self::SdServer => "sd-server",
+            Self::RpcServer => "ggml-rpc-server",
         }
     }
 }
@@ -47,8 +50,14 @@ const OUT_OF_MEMORY: &[&str] = &[
 ];
 
 /// The address was taken.
-const PORT_IN_USE: &[&str] =
-    &["address already in use", "couldn't bind", "failed to bind", "bind failed"];
+const PORT_IN_USE: &[&str] = &[
+    "address already in use",
+    "couldn't bind",
+    "failed to bind",
+    "bind failed",
+    // ggml-rpc-server, which then exits 0
+    "failed to create server socket",
+];
 
 /// The GPU or its driver failed (not for lack of memory).
 const GPU_FAILED: &[&str] = &[

@@ -5,6 +5,7 @@
 //! and the protocol it speaks, and what stops a start (pure).
 
 pub mod cache;
+pub mod local;
 pub mod probe;
 
 use crate::{Result, RuntimeError};

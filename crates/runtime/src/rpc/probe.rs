@@ -22,6 +22,34 @@ pub const MAX_DEVICES: u32 = 64;
 /// How long a probe may take in all, by default: the bound for a closed port.
 pub const PROBE_LIMIT: Duration = Duration::from_millis(1500);
 
+/// How long a probe that gave up keeps its connection to take the worker's late answer.
+pub const LINGER: Duration = Duration::from_secs(600);
+
+/// Keeps a connection whose answer is still due until the worker has sent it, then closes it.
+/// llama.cpp's worker writes an answer in two sends and does not ignore SIGPIPE: closing while
+/// an answer is due (a probe that timed out on a worker busy with another client) would kill
+/// the worker when it answers, up to ten minutes later.
+pub fn linger(mut stream: TcpStream) {
+    tokio::spawn(async move {
+        let mut buf = [0u8; 256];
+        let take = async {
+            // The first bytes, whenever they come; then whatever follows within a moment.
+            if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                return;
+            }
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await
+            {
+                if n == 0 {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, take).await;
+        let _ = stream.shutdown().await;
+    });
+}
+
 /// One request's bytes.
 pub fn request(command: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + payload.len());
@@ -129,8 +157,12 @@ async fn probe_state(
     let left = limit.saturating_sub(started.elapsed());
     let state = match tokio::time::timeout(left, converse(&mut stream, ours)).await {
         Ok(Ok(state)) => state,
-        // It took the connection and said nothing: it is serving another client.
-        Err(_) => WorkerState::Busy,
+        // It took the connection and said nothing: it is serving another client. Its answer
+        // will come when it is free, and is taken then.
+        Err(_) => {
+            linger(stream);
+            return WorkerState::Busy;
+        }
         Ok(Err(Stop::Size { got, want })) => WorkerState::NotRpc {
             why: format!("an answer of {got} bytes where llama.cpp's protocol sends {want}"),
         },
@@ -151,13 +183,20 @@ async fn probe_state(
 /// The protocol version the worker at `address` speaks (its answer to HELLO alone), within
 /// `limit`; `None` when it does not answer as a worker.
 pub async fn version(address: &str, limit: Duration) -> Option<RpcVersion> {
-    let ask_hello = async {
-        let mut stream = TcpStream::connect(address).await.ok()?;
-        let hello = ask(&mut stream, HELLO, &[0; CONN_CAPS], HELLO_ANSWER as u64).await.ok();
-        let _ = stream.shutdown().await;
-        hello_version(&hello?)
-    };
-    tokio::time::timeout(limit, ask_hello).await.ok().flatten()
+    let started = Instant::now();
+    let mut stream = tokio::time::timeout(limit, TcpStream::connect(address)).await.ok()?.ok()?;
+    let left = limit.saturating_sub(started.elapsed());
+    let hello = ask(&mut stream, HELLO, &[0; CONN_CAPS], HELLO_ANSWER as u64);
+    match tokio::time::timeout(left, hello).await {
+        Ok(answer) => {
+            let _ = stream.shutdown().await;
+            hello_version(&answer.ok()?)
+        }
+        Err(_) => {
+            linger(stream);
+            None
+        }
+    }
 }
 
 /// `host:port` as llama.cpp's `--rpc` reads it (split at the first `:`, so an IPv4 address or
