@@ -53,6 +53,26 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     app.wait_text("#llm-state", |t| t == "Running").await;
     app.click("#llm-stop").await;
     app.wait_text("#llm-state", |t| t == "Stopped").await;
+    // A worker that is not there: the start names it and offers to go on without it.
+    let closed = format!("127.0.0.1:{}", runtime::net::free_port().unwrap());
+    app.script(&format!(
+        "const i = document.querySelector('#llm-rpc-workers'); i.value = '{}, {closed}'; \
+         i.dispatchEvent(new Event('input', {{ bubbles: true }}));",
+        w1.1
+    ))
+    .await;
+    app.click("#llm-start").await;
+    let refused = app.wait_text(".error-box", |t| t.contains("unreachable")).await;
+    assert!(refused.contains(&closed) && !refused.contains(&w1.1), "{refused}");
+    let offer = app.wait_text("#llm-start-without", |t| !t.is_empty()).await;
+    assert_eq!(offer, format!("Start without {closed}"));
+    app.click("#llm-start-without").await;
+    app.wait_text("#llm-state", |t| t == "Running").await;
+    let left = app.wait_text("#llm-workers", |t| !t.is_empty()).await;
+    assert!(left.contains(&w1.1) && !left.contains(&closed), "{left}");
+    app.click("#llm-stop").await;
+    app.wait_text("#llm-state", |t| t == "Stopped").await;
+
     let list = format!("{}, {}", w1.1, w2.1);
     app.script(&format!(
         "const i = document.querySelector('#llm-rpc-workers'); i.value = '{list}'; \

@@ -266,6 +266,27 @@ fn ConfigCard(
     let state =
         move || status.with(|s| s.as_ref().map(|s| s.state).unwrap_or(ServerState::Stopped));
     let running = move || matches!(state(), ServerState::Running | ServerState::Starting);
+    // Workers the last start found not ready, while they are still listed: offered to leave out.
+    let not_ready = move || {
+        let listed = workers.get();
+        status.with(|s| {
+            let probes = s.as_ref().map(|s| s.workers.as_slice()).unwrap_or_default();
+            (probes.iter())
+                .filter(|p| p.label() != "ready" && listed.contains(p.address.as_str()))
+                .map(|p| p.address.clone())
+                .collect::<Vec<_>>()
+        })
+    };
+    let without = move |_| {
+        let gone = not_ready();
+        workers.update(|w| {
+            *w = (w.split([',', ' ', '\n']).map(str::trim))
+                .filter(|a| !a.is_empty() && !gone.iter().any(|g| g == a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        run(Lifecycle::Start);
+    };
 
     view! {
         <Card title="Configuration">
@@ -335,6 +356,14 @@ fn ConfigCard(
                 </button>
                 <button id="llm-stop" class="btn" disabled=move || !running() && state() != ServerState::Crashed on:click=move |_| run(Lifecycle::Stop)>"Stop"</button>
                 <button id="llm-restart" class="btn" disabled=move || busy.get() || !running() on:click=move |_| run(Lifecycle::Restart)>"Restart"</button>
+                {move || {
+                    let gone = not_ready();
+                    (!gone.is_empty() && !running()).then(|| view! {
+                        <button id="llm-start-without" class="btn" disabled=move || busy.get() on:click=without>
+                            {format!("Start without {}", gone.join(", "))}
+                        </button>
+                    })
+                }}
             </div>
         </Card>
     }

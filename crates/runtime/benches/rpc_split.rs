@@ -1,0 +1,203 @@
+//! Several machines for one model (#18), on loopback: tokens per second with a model split over
+//! two llama.cpp RPC workers against the same model all on this computer, and the load time
+//! with the workers' tensor cache warm against cold: straight over loopback (where sending is
+//! nearly free), and through a proxy that passes 1 Gbit/s, as a wired LAN would. The local server
+//! has both cores; each worker one thread and the split server one (on one 2-core machine,
+//! three processes of two threads each spin against each other: 0.41 of local was measured that
+//! way, against 0.66 with one thread each). Each figure is the median of three runs, side by
+//! side in one run of this program.
+//!
+//! GENAI_TEST_LLAMA_SERVER=$(scripts/build-llama-server) cargo bench -p runtime --bench rpc_split
+//!
+//! The model: a llama of width 1024, 8 blocks with a feed-forward of 8192 (its 16 MiB tensors
+//! are over the 10 MiB the worker caches), zero f16 weights (a sparse file), about 520 MB.
+
+use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn worker(exe: &Path, cache: &Path) -> (Child, String) {
+    let port = runtime::net::free_port().unwrap();
+    let child = Command::new(exe)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "-c"])
+        .env("LLAMA_CACHE", cache)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    (child, format!("127.0.0.1:{port}"))
+}
+
+/// Starts llama-server on `model` (over `rpc` when given); answers it and the seconds from spawn
+/// to healthy.
+async fn serve(llama: &Path, model: &Path, rpc: Option<&str>, threads: u32) -> (Child, u16, f64) {
+    let port = runtime::net::free_port().unwrap();
+    let mut cmd = Command::new(llama);
+    cmd.args(["-m", model.to_str().unwrap(), "-c", "512", "-np", "1", "-fit", "off"])
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--threads", &threads.to_string()]);
+    match rpc {
+        Some(r) => cmd.args(["--rpc", r, "-ngl", "99"]),
+        None => cmd.args(["-ngl", "0"]),
+    };
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = runtime::net::local_client().unwrap();
+    loop {
+        let ok = http
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        if ok {
+            return (child, port, started.elapsed().as_secs_f64());
+        }
+        assert!(child.try_wait().unwrap().is_none(), "llama-server exited while loading");
+        assert!(started.elapsed() < Duration::from_secs(300), "no load in 5 minutes");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Tokens per second generating 48 tokens, as llama-server times them.
+async fn speed(port: u16) -> f64 {
+    let answer: serde_json::Value = runtime::net::local_client()
+        .unwrap()
+        .post(format!("http://127.0.0.1:{port}/completion"))
+        .json(&serde_json::json!({"prompt": "Hello", "n_predict": 48, "ignore_eos": true, "temperature": 0}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["timings"]["predicted_per_second"].as_f64().expect("timings")
+}
+
+/// Bytes a second through [`proxy`]: 1 Gbit/s.
+const LAN: f64 = 125e6;
+
+/// A TCP proxy on a free loopback port to `to`, passing at most [`LAN`] bytes a second each way
+/// (no added latency); its address.
+async fn proxy(to: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    async fn pipe(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let mut buf = vec![0u8; 256 << 10];
+        let started = Instant::now();
+        let mut sent = 0f64;
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            sent += n as f64;
+            let due = Duration::from_secs_f64(sent / LAN);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let _ = to.shutdown().await;
+    }
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&to).await else { continue };
+            let _ = (client.set_nodelay(true), server.set_nodelay(true));
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw));
+            tokio::spawn(pipe(sr, cw));
+        }
+    });
+    at
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let Some(llama) = std::env::var_os("GENAI_TEST_LLAMA_SERVER").map(PathBuf::from) else {
+        println!("skipped: set GENAI_TEST_LLAMA_SERVER=$(scripts/build-llama-server)");
+        return;
+    };
+    let exe = llama.with_file_name("ggml-rpc-server");
+    let dir = testkit::TempDir::new("bench-rpc");
+    let model = dir.join("split.gguf");
+    let w = zero_model(ZeroModel {
+        arch: ZeroArch::Llama,
+        n_vocab: 32000,
+        n_embd: 1024,
+        n_layer: 8,
+        n_head: 8,
+        n_head_kv: 8,
+        head_dim: 128,
+        n_ff: 8192,
+        n_ctx: 2048,
+    });
+    w.write_sparse(&model).unwrap();
+    println!("model: {:.0} MB, 8 blocks", w.file_len() as f64 / 1e6);
+
+    let (mut local, mut split) = (Vec::new(), Vec::new());
+    // (cold, warm) load seconds: straight, and through the 1 Gbit/s proxy.
+    let (mut direct, mut lan) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        // All on this computer.
+        let (mut s, port, _) = serve(&llama, &model, None, 2).await;
+        local.push(speed(port).await);
+        s.kill().await.unwrap();
+        for through_lan in [false, true] {
+            // Two workers with fresh caches: a cold load, then a warm one.
+            let tag = if through_lan { "lan" } else { "direct" };
+            let (mut w1, a1) = worker(&exe, &dir.join(format!("c{run}{tag}1")));
+            let (mut w2, a2) = worker(&exe, &dir.join(format!("c{run}{tag}2")));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let rpc = if through_lan {
+                format!("{},{}", proxy(a1).await, proxy(a2).await)
+            } else {
+                format!("{a1},{a2}")
+            };
+            let (mut s, port, cold) = serve(&llama, &model, Some(&rpc), 1).await;
+            if !through_lan {
+                split.push(speed(port).await);
+            }
+            s.kill().await.unwrap();
+            let _ = s.wait().await;
+            let (mut s, _, warm) = serve(&llama, &model, Some(&rpc), 1).await;
+            s.kill().await.unwrap();
+            let _ = s.wait().await;
+            w1.kill().await.unwrap();
+            w2.kill().await.unwrap();
+            if through_lan {
+                lan.push((cold, warm))
+            } else {
+                direct.push((cold, warm))
+            }
+        }
+        println!(
+            "run {run}: local {:.1} tok/s, split {:.1} tok/s; load cold/warm: loopback {:.2}/{:.2} s, 1 Gbit/s {:.2}/{:.2} s",
+            local[run], split[run], direct[run].0, direct[run].1, lan[run].0, lan[run].1
+        );
+    }
+    let (l, s) = (median(local), median(split));
+    println!("tokens/s: split over two loopback workers {s:.1} / all local {l:.1} = {:.2}", s / l);
+    for (name, loads) in [("loopback", &direct), ("1 Gbit/s", &lan)] {
+        let c = median(loads.iter().map(|x| x.0).collect());
+        let w = median(loads.iter().map(|x| x.1).collect());
+        println!("load over {name}: warm tensor cache {w:.2} s / cold {c:.2} s = {:.2}", w / c);
+    }
+}
