@@ -60,6 +60,24 @@ async fn complete(port: u16) -> u64 {
     answer["tokens_predicted"].as_u64().unwrap_or(0)
 }
 
+/// A storage root under a new temp folder, with the real llama-server installed as a custom
+/// build (its worker beside it).
+async fn home(
+    name: &str,
+) -> (TempDir, runtime::StorageLayout, runtime::EventBus, runtime::binaries::Binaries) {
+    use runtime::binaries::{Binaries, BinariesConfig};
+    use runtime::{EventBus, StorageLayout, StorageRoot};
+    let dir = TempDir::new(name);
+    let root = StorageRoot::new(dir.join("home"), ipc::StorageRootSource::Env);
+    let storage = StorageLayout::create(root).unwrap();
+    let events = EventBus::default();
+    let config = BinariesConfig::from_env().unwrap();
+    let binaries = Binaries::new(storage.clone(), events.clone(), config).unwrap();
+    let llama = ipc::runtimes::RuntimeKind::Llama;
+    binaries.set_custom(llama, Some(&real_llama_server())).await.unwrap();
+    (dir, storage, events, binaries)
+}
+
 /// Probes until the worker is ready (it prints its banner before it listens).
 async fn ready(address: &str) -> WorkerState {
     let ours = ipc::rpc::RpcVersion { major: 7, minor: 0, patch: 0 };
@@ -164,21 +182,11 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     use ipc::event::ServerState;
     use ipc::llm::LlmConfig;
     use ipc::models::{ModelInfo, ModelKind};
-    use ipc::runtimes::RuntimeKind;
-    use ipc::{ErrorCode, StorageRootSource};
-    use runtime::binaries::{Binaries, BinariesConfig};
+    use ipc::ErrorCode;
     use runtime::llama::{LlamaServer, ServerConfig};
     use runtime::models::ModelStore;
-    use runtime::{EventBus, StorageLayout, StorageRoot};
 
-    let dir = TempDir::new("real-rpc-app");
-    let storage =
-        StorageLayout::create(StorageRoot::new(dir.join("home"), StorageRootSource::Env)).unwrap();
-    let events = EventBus::default();
-    let binaries =
-        Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
-            .unwrap();
-    binaries.set_custom(RuntimeKind::Llama, Some(&real_llama_server())).await.unwrap();
+    let (dir, storage, events, binaries) = home("real-rpc-app").await;
     let models = ModelStore::new(storage.clone());
     let bytes = tiny_llama(TinyLlama { n_layer: 4, ..Default::default() }).to_bytes();
     let path = storage.llm_models().join("tiny.gguf");
@@ -324,20 +332,9 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
 #[ignore = "needs the real llama-server and ggml-rpc-server; scripts/test builds them and runs this"]
 async fn this_computer_is_lent_as_a_worker_with_its_cache_under_the_cap() {
     use ipc::rpc::ShareArgs;
-    use ipc::runtimes::RuntimeKind;
-    use ipc::StorageRootSource;
-    use runtime::binaries::{Binaries, BinariesConfig};
     use runtime::rpc::local::LocalWorker;
-    use runtime::{EventBus, StorageLayout, StorageRoot};
 
-    let dir = TempDir::new("real-rpc-share");
-    let storage =
-        StorageLayout::create(StorageRoot::new(dir.join("home"), StorageRootSource::Env)).unwrap();
-    let events = EventBus::default();
-    let binaries =
-        Binaries::new(storage.clone(), events.clone(), BinariesConfig::from_env().unwrap())
-            .unwrap();
-    binaries.set_custom(RuntimeKind::Llama, Some(&real_llama_server())).await.unwrap();
+    let (_dir, storage, events, binaries) = home("real-rpc-share").await;
     let worker = LocalWorker::new(storage, events, binaries);
     // A cache left over 1 GiB (sparse files, oldest first): two must go.
     let cache = worker.cache_root().join("rpc");
