@@ -10,7 +10,9 @@
 //! GENAI_TEST_LLAMA_SERVER=$(scripts/build-llama-server) cargo bench -p runtime --bench rpc_split
 //!
 //! The model: a llama of width 1024, 8 blocks with a feed-forward of 8192 (its 16 MiB tensors
-//! are over the 10 MiB the worker caches), zero f16 weights (a sparse file), about 520 MB.
+//! are over the 10 MiB the worker caches), about 600 MB of small pseudo-random f16 weights: the
+//! worker's cache is keyed by the data's hash, so zero weights (every tensor of one size alike)
+//! would be found in a "cold" cache after the first one and hide what the cache saves.
 
 use gguf::fixtures::{zero_model, ZeroArch, ZeroModel};
 use std::path::{Path, PathBuf};
@@ -88,6 +90,31 @@ async fn speed(port: u16) -> f64 {
     answer["timings"]["predicted_per_second"].as_f64().expect("timings")
 }
 
+/// Writes small pseudo-random f16 values (finite, under 1 in size; every tensor different) over
+/// everything after the header.
+fn fill_weights(path: &Path, header: u64) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.seek(SeekFrom::Start(header)).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len - header;
+    while left > 0 {
+        for pair in buf.chunks_exact_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            // Four f16s with the exponent held low (0x33ff: magnitude under 1, never NaN).
+            let v = state & 0x33ff_33ff_33ff_33ff;
+            pair.copy_from_slice(&v.to_le_bytes());
+        }
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+}
+
 /// Bytes a second through [`proxy`]: 1 Gbit/s.
 const LAN: f64 = 125e6;
 
@@ -150,6 +177,7 @@ async fn main() {
         n_ctx: 2048,
     });
     w.write_sparse(&model).unwrap();
+    fill_weights(&model, w.header_bytes().0.len() as u64);
     println!("model: {:.0} MB, 8 blocks", w.file_len() as f64 / 1e6);
 
     let (mut local, mut split) = (Vec::new(), Vec::new());
