@@ -6,7 +6,7 @@ use ipc::diffusion::{
     DiffusionConfig, DiffusionStatus, ImageRequest, JobArgs, JobView, SaveImageArgs, SavedImage,
 };
 use ipc::endpoint::{EndpointSettings, EndpointStatus};
-use ipc::event::{ServerKind, ServerLogArgs};
+use ipc::event::ServerLogArgs;
 use ipc::llm::{ChatArgs, ChatReply, LlmConfig, LlmLogs, LlmSettings, LlmStatus};
 use ipc::models::{
     DeleteModelArgs, DownloadRequest, DownloadStatus, FitArgs, HfRepoArgs, HfRepoHit, HfRepoView,
@@ -142,12 +142,7 @@ fn memory_watch(state: State<'_, AppState>, args: MemoryWatchArgs) -> Result<(),
 
 #[tauri::command]
 fn server_log_clear(state: State<'_, AppState>, args: ServerLogArgs) -> Result<(), IpcError> {
-    let rt = state.runtime()?;
-    Ok(match args.server {
-        ServerKind::Llm => rt.llm().clear_logs(),
-        ServerKind::Diffusion => rt.diffusion().clear_logs(),
-        ServerKind::RpcWorker => rt.rpc_worker().clear_logs(),
-    }?)
+    Ok(state.runtime()?.clear_server_log(args.server)?)
 }
 
 #[tauri::command]

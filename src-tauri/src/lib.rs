@@ -76,13 +76,7 @@ pub fn run() {
             if let tauri::RunEvent::Exit = event {
                 use tauri::Manager;
                 if let Ok(rt) = app.state::<AppState>().runtime() {
-                    let _ = tauri::async_runtime::block_on(async {
-                        rt.orchestrator().shutting_down();
-                        rt.endpoint().close().await;
-                        let _ = rt.diffusion().stop().await;
-                        let _ = rt.rpc_worker().stop().await;
-                        rt.llm().stop().await
-                    });
+                    tauri::async_runtime::block_on(rt.shutdown());
                 }
             }
         });

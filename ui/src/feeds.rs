@@ -259,6 +259,15 @@ impl StreamedReply {
 /// Log lines the LLM tab keeps.
 pub const LLM_LOG_LEN: usize = 1000;
 
+/// Adds a server's log line, keeping the newest [`LLM_LOG_LEN`].
+fn push_capped(lines: RwSignal<Vec<LogLine>>, line: &LogLine) {
+    lines.update(|l| {
+        l.push(line.clone());
+        let extra = l.len().saturating_sub(LLM_LOG_LEN);
+        l.drain(..extra);
+    });
+}
+
 impl LlmFeed {
     fn on_event(&self, event: &AppEvent) {
         match event {
@@ -270,11 +279,7 @@ impl LlmFeed {
             AppEvent::LlmHealth { .. }
             | AppEvent::LlmBusy { .. }
             | AppEvent::LlmCpuFallback { .. } => self.ticks.update(|n| *n += 1),
-            AppEvent::ServerLog { server: ServerKind::Llm, line } => self.lines.update(|l| {
-                l.push(line.clone());
-                let extra = l.len().saturating_sub(LLM_LOG_LEN);
-                l.drain(..extra);
-            }),
+            AppEvent::ServerLog { server: ServerKind::Llm, line } => push_capped(self.lines, line),
             AppEvent::ChatDelta { request_id, content, reasoning, done } => {
                 self.chat.update(|r| r.add(request_id, content, reasoning, *done))
             }
@@ -296,11 +301,9 @@ impl RpcWorkerFeed {
             AppEvent::ServerState { server: ServerKind::RpcWorker, .. } => {
                 self.ticks.update(|n| *n += 1)
             }
-            AppEvent::ServerLog { server: ServerKind::RpcWorker, line } => self.lines.update(|l| {
-                l.push(line.clone());
-                let extra = l.len().saturating_sub(LLM_LOG_LEN);
-                l.drain(..extra);
-            }),
+            AppEvent::ServerLog { server: ServerKind::RpcWorker, line } => {
+                push_capped(self.lines, line)
+            }
             _ => {}
         }
     }
@@ -323,11 +326,9 @@ impl DiffusionFeed {
         match event {
             AppEvent::ServerState { server: ServerKind::Diffusion, .. }
             | AppEvent::DiffusionBackend { .. } => self.ticks.update(|n| *n += 1),
-            AppEvent::ServerLog { server: ServerKind::Diffusion, line } => self.lines.update(|l| {
-                l.push(line.clone());
-                let extra = l.len().saturating_sub(LLM_LOG_LEN);
-                l.drain(..extra);
-            }),
+            AppEvent::ServerLog { server: ServerKind::Diffusion, line } => {
+                push_capped(self.lines, line)
+            }
             AppEvent::ImageJobStarted { job_id, count, steps, .. } => {
                 self.ticks.update(|n| *n += 1);
                 let start = JobProgress::at_start(ImageStage::Loading, *steps, *count);

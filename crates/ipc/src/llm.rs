@@ -214,6 +214,11 @@ impl DeviceMemory {
         self.model_bytes + self.kv_bytes + self.compute_bytes
     }
 
+    /// The memory of `devices` at `place`, in all.
+    pub fn sum_at(devices: &[DeviceMemory], place: MemoryPlace) -> u64 {
+        devices.iter().filter(|d| d.place() == place).map(DeviceMemory::total).sum()
+    }
+
     /// Where the device's memory is: this machine's RAM (`CPU…`), another machine's (an RPC
     /// worker's buffers, `RPC0[host:port]`), or this machine's VRAM (anything else).
     pub fn place(&self) -> MemoryPlace {

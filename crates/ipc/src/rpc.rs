@@ -63,10 +63,39 @@ pub struct WorkerProbe {
 }
 
 impl WorkerProbe {
+    /// Why it cannot take part in a start, or `None` when it can.
+    pub fn problem(&self) -> Option<String> {
+        let at = &self.address;
+        match &self.state {
+            WorkerState::Ready { devices, .. } if devices.is_empty() => {
+                Some(format!("{at} lends no device"))
+            }
+            WorkerState::Ready { .. } => None,
+            WorkerState::Unreachable { why } => Some(format!("{at} is unreachable ({why})")),
+            WorkerState::WrongVersion { worker, ours } => Some(format!(
+                "{at} speaks RPC protocol {worker}, this llama.cpp build {ours}: both need the \
+                 same build"
+            )),
+            WorkerState::Busy => Some(format!(
+                "{at} took the connection but did not answer: another program (a llama-server) \
+                 is using it"
+            )),
+            WorkerState::NotRpc { why } => {
+                Some(format!("{at} is not a llama.cpp RPC worker ({why})"))
+            }
+        }
+    }
+
+    /// It can take part in a start ([`Self::problem`] is `None`).
+    pub fn is_ready(&self) -> bool {
+        self.problem().is_none()
+    }
+
     /// The state in a word, for a badge: `ready`, `unreachable`, `wrong version`, `busy`,
-    /// `not a worker`.
+    /// `not a worker` (`no device` for a worker that lends none).
     pub fn label(&self) -> &'static str {
-        match self.state {
+        match &self.state {
+            WorkerState::Ready { devices, .. } if devices.is_empty() => "no device",
             WorkerState::Ready { .. } => "ready",
             WorkerState::Unreachable { .. } => "unreachable",
             WorkerState::WrongVersion { .. } => "wrong version",
@@ -101,6 +130,24 @@ impl WorkerProbe {
             WorkerState::NotRpc { why } => why.clone(),
         }
     }
+}
+
+/// The worker addresses in what a person typed: separated by commas, spaces or lines, each
+/// once, in order.
+pub fn parse_workers(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in text.split([',', ' ', '\n', '\t']).map(str::trim).filter(|a| !a.is_empty()) {
+        if !out.iter().any(|b| b == a) {
+            out.push(a.to_owned());
+        }
+    }
+    out
+}
+
+/// Whether listening on `host` lends this computer beyond itself (anything but 127.0.0.1,
+/// which an empty host means): the user must confirm first.
+pub fn exposes(host: &str) -> bool {
+    !matches!(host.trim(), "" | "127.0.0.1")
 }
 
 /// The port llama.cpp's worker listens on by default.
@@ -181,5 +228,55 @@ mod tests {
         assert_eq!(old.label(), "wrong version");
         assert_eq!(old.detail(), "it speaks RPC protocol 6.0.0, this llama.cpp build 7.0.0");
         assert_eq!(p(WorkerState::Busy).label(), "busy");
+    }
+
+    #[test]
+    fn what_stops_a_start_is_said_per_worker() {
+        let p = |state| WorkerProbe { address: "a:1".into(), state, took_ms: 3 };
+        let v7 = RpcVersion { major: 7, minor: 0, patch: 0 };
+        let v6 = RpcVersion { major: 6, minor: 1, patch: 0 };
+        let dev = RpcDevice { index: 0, free_bytes: 1 << 30, total_bytes: 2 << 30 };
+        let table = [
+            (p(WorkerState::Ready { version: v7, devices: vec![dev] }), None),
+            (p(WorkerState::Ready { version: v7, devices: vec![] }), Some("lends no device")),
+            (
+                p(WorkerState::Unreachable { why: "refused".into() }),
+                Some("a:1 is unreachable (refused)"),
+            ),
+            (
+                p(WorkerState::WrongVersion { worker: v6, ours: v7 }),
+                Some("speaks RPC protocol 6.1.0, this llama.cpp build 7.0.0"),
+            ),
+            (p(WorkerState::Busy), Some("another program")),
+            (p(WorkerState::NotRpc { why: "HTTP".into() }), Some("not a llama.cpp RPC worker")),
+        ];
+        for (probe, want) in table {
+            match (probe.problem(), want) {
+                (None, None) => assert!(probe.is_ready()),
+                (Some(got), Some(want)) => {
+                    assert!(got.contains(want), "{got}");
+                    assert!(!probe.is_ready() && probe.label() != "ready", "{probe:?}");
+                }
+                (got, want) => panic!("{probe:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn typed_worker_lists_and_exposed_hosts() {
+        let table: [(&str, &[&str]); 4] = [
+            ("", &[]),
+            ("a:1, b:2", &["a:1", "b:2"]),
+            (" a:1,,a:1\nb:2\tc:3 ", &["a:1", "b:2", "c:3"]),
+            ("10.0.0.2:50052 10.0.0.3:50052", &["10.0.0.2:50052", "10.0.0.3:50052"]),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_workers(text), want, "{text:?}");
+        }
+        for (host, want) in
+            [("", false), (" 127.0.0.1 ", false), ("0.0.0.0", true), ("10.0.0.2", true)]
+        {
+            assert_eq!(exposes(host), want, "{host}");
+        }
     }
 }

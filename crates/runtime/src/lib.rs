@@ -198,6 +198,26 @@ impl Runtime {
         &self.orchestrator
     }
 
+    /// Ends every server the app started, as it quits (a crash of the app is handled by the
+    /// pidfiles on the next launch instead).
+    pub async fn shutdown(&self) {
+        self.orchestrator.shutting_down();
+        self.endpoint.close().await;
+        let _ = self.diffusion.stop().await;
+        let _ = self.rpc_worker.stop().await;
+        let _ = self.llm.stop().await;
+    }
+
+    /// Empties a server's log: its lines in memory and its files.
+    pub fn clear_server_log(&self, server: ipc::event::ServerKind) -> Result<()> {
+        use ipc::event::ServerKind;
+        match server {
+            ServerKind::Llm => self.llm.clear_logs(),
+            ServerKind::Diffusion => self.diffusion.clear_logs(),
+            ServerKind::RpcWorker => self.rpc_worker.clear_logs(),
+        }
+    }
+
     /// This computer as an RPC worker for other machines (#18).
     pub fn rpc_worker(&self) -> &rpc::local::LocalWorker {
         &self.rpc_worker

@@ -14,6 +14,7 @@ use ipc::event::{ServerKind, ServerState};
 use ipc::format::bytes;
 use ipc::llm::{DeviceMemory, LayerShare, LlmConfig, LlmSettings, LlmStatus, Toggle};
 use ipc::models::ModelKind;
+use ipc::rpc::parse_workers;
 use ipc::runtimes::RuntimeKind;
 use ipc::IpcError;
 use leptos::prelude::*;
@@ -90,7 +91,7 @@ fn StatusCard(status: RwSignal<Option<LlmStatus>>) -> impl IntoView {
                                 <dd>
                                     <ul id="llm-workers" class="plain-list">
                                         {s.workers.iter().map(|w| {
-                                            let class = if w.label() == "ready" { "badge state-running" } else { "badge state-crashed" };
+                                            let class = if w.is_ready() { "badge state-running" } else { "badge state-crashed" };
                                             view! {
                                                 <li class="small" data-worker=w.address.clone()>
                                                     <code>{w.address.clone()}</code>" "
@@ -227,13 +228,7 @@ fn ConfigCard(
             max_context: num(&max_ctx.get()),
             n_cpu_moe: num(&cpu_moe.get()).filter(|_| manual),
             strict: strict.get().then_some(true),
-            rpc_workers: workers
-                .get()
-                .split([',', ' ', '\n'])
-                .map(str::trim)
-                .filter(|w| !w.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            rpc_workers: parse_workers(&workers.get()),
             ..Default::default()
         }
     };
@@ -268,23 +263,22 @@ fn ConfigCard(
     let running = move || matches!(state(), ServerState::Running | ServerState::Starting);
     // Workers the last start found not ready, while they are still listed: offered to leave out.
     let not_ready = move || {
-        let listed = workers.get();
+        let listed = parse_workers(&workers.get());
         status.with(|s| {
             let probes = s.as_ref().map(|s| s.workers.as_slice()).unwrap_or_default();
             (probes.iter())
-                .filter(|p| p.label() != "ready" && listed.contains(p.address.as_str()))
+                .filter(|p| !p.is_ready() && listed.contains(&p.address))
                 .map(|p| p.address.clone())
                 .collect::<Vec<_>>()
         })
     };
     let without = move |_| {
         let gone = not_ready();
-        workers.update(|w| {
-            *w = (w.split([',', ' ', '\n']).map(str::trim))
-                .filter(|a| !a.is_empty() && !gone.iter().any(|g| g == a))
-                .collect::<Vec<_>>()
-                .join(", ")
-        });
+        let kept: Vec<String> = parse_workers(&workers.get_untracked())
+            .into_iter()
+            .filter(|a| !gone.contains(a))
+            .collect();
+        workers.set(kept.join(", "));
         run(Lifecycle::Start);
     };
 
@@ -311,7 +305,7 @@ fn ConfigCard(
                 <span title="Other computers running llama.cpp's ggml-rpc-server (the same build as this app's) lend their memory to the model; the RPC protocol has no authentication, so use workers on a trusted network only">
                     "RPC workers (host:port, comma-separated; other machines' memory for this model)"
                 </span>
-                <input id="llm-rpc-workers" type="text" placeholder="none: this computer only" prop:value=workers on:input=move |ev| workers.set(event_target_value(&ev)) />
+                <input id="llm-rpc-workers" type="text" placeholder="none: this computer only" prop:value=workers on:change=move |ev| workers.set(event_target_value(&ev)) />
             </label>
             <div class="form-grid">
                 <label class="field"><span>"Max restarts"</span><input id="llm-max-restarts" type="text" placeholder="3" prop:value=max_restarts on:input=move |ev| max_restarts.set(event_target_value(&ev)) /></label>

@@ -28,7 +28,7 @@ pub fn ShareCard() -> impl IntoView {
     let exposed_ok = RwSignal::new(false);
     let _read_again = server_status(feed.ticks, status, error, api::rpc_share_status);
     preload(feed.lines, api::rpc_share_logs());
-    let exposed = move || host.with(|h| !h.trim().is_empty() && h.trim() != "127.0.0.1");
+    let exposed = move || host.with(|h| ipc::rpc::exposes(h));
 
     let start = move |_| {
         let args = ShareArgs {

@@ -162,10 +162,9 @@ pub fn place_layers(
     ((0..=all).rev().find(|&n| n == 0 || fits(n, 0)).unwrap_or(0), 0)
 }
 
-/// Decides every setting. `port` is already resolved (fixed or free).
 /// [`resolve`] for a model with a vision projector (`path`, its bytes): llama-server loads the
 /// projector on the GPU when there is one, else in RAM, beside the model, which is fitted to
-/// what the projector leaves; the expected memory counts it.
+/// what the projector leaves ([`MachineFacts::less`]); the expected memory counts it.
 pub fn resolve_with_projector(
     cfg: &LlmConfig,
     m: &ModelFacts,
@@ -174,27 +173,37 @@ pub fn resolve_with_projector(
     projector: Option<(&str, u64)>,
 ) -> Result<LlmSettings> {
     let Some((path, size)) = projector else { return resolve(cfg, m, mach, port) };
-    let mut left = mach.clone();
-    let on = match &mut left.gpu {
-        Some((name, free)) => {
-            *free = free.saturating_sub(size);
-            name.clone()
+    let mut s = resolve(cfg, m, &mach.less(size), port)?;
+    s.mmproj = Some(path.to_owned());
+    let on = match &mach.gpu {
+        Some((name, _)) => {
+            s.expected_vram_bytes += size;
+            name.as_str()
         }
         None => {
-            left.ram_available = left.ram_available.saturating_sub(size);
-            "RAM".into()
+            s.expected_ram_bytes += size;
+            "RAM"
         }
     };
-    let mut s = resolve(cfg, m, &left, port)?;
-    s.mmproj = Some(path.to_owned());
-    match mach.gpu {
-        Some(_) => s.expected_vram_bytes += size,
-        None => s.expected_ram_bytes += size,
-    }
     s.explanation.push_str(&format!(", vision projector ({}) on {on}", bytes(size)));
     Ok(s)
 }
 
+impl MachineFacts {
+    /// What is left once `bytes` are loaded beside the model (a vision projector): on the GPU
+    /// when there is one, as llama-server places it, else in RAM. (The fit badges' twin:
+    /// [`super::fit::FitMachine::less`].)
+    pub fn less(&self, bytes: u64) -> MachineFacts {
+        let mut left = self.clone();
+        match &mut left.gpu {
+            Some((_, free)) => *free = free.saturating_sub(bytes),
+            None => left.ram_available = left.ram_available.saturating_sub(bytes),
+        }
+        left
+    }
+}
+
+/// Decides every setting. `port` is already resolved (fixed or free).
 pub fn resolve(
     cfg: &LlmConfig,
     m: &ModelFacts,

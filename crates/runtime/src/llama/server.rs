@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone)]
@@ -114,7 +114,19 @@ struct Inner {
     before_start: Mutex<Option<Arc<dyn BeforeStart>>>,
     /// The RPC protocol of the installed build's worker program, read once per program.
     rpc_version: tokio::sync::Mutex<Option<(PathBuf, ipc::rpc::RpcVersion)>>,
+    /// The last probe of each RPC worker, and when: a preview reuses a recent one.
+    probes: Mutex<HashMap<String, (Instant, ipc::rpc::WorkerProbe)>>,
 }
+
+/// Why workers are probed: a start (afresh, recorded) or a preview (reusing, recording nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probing {
+    Start,
+    Preview,
+}
+
+/// How long a preview reuses a worker's probe.
+const PROBE_REUSE: Duration = Duration::from_secs(5);
 
 /// Something that may hold memory an LLM about to start needs (the warm image backend): asked
 /// before each start with the expected use, it makes room first. It must not wait on the LLM.
@@ -178,6 +190,7 @@ impl LlamaServer {
                 chats: Mutex::new(HashMap::new()),
                 before_start: Mutex::new(None),
                 rpc_version: tokio::sync::Mutex::new(None),
+                probes: Mutex::new(HashMap::new()),
             }),
         };
         if let Some(pid) = me.stop_orphan() {
@@ -238,21 +251,13 @@ impl LlamaServer {
         self.inner.shared.lock().unwrap().status.state
     }
 
-    /// The settings a start with `cfg` would use now (nothing is started; RPC workers are
-    /// probed).
+    /// The settings a start with `cfg` would use now (nothing is started or logged; RPC
+    /// workers are probed, or their probe of the last few seconds reused).
     pub async fn preview(&self, cfg: &LlmConfig) -> Result<LlmSettings> {
         let port = cfg.port.unwrap_or(self.inner.config.default_port);
         let installed = self.inner.binaries.installed(RuntimeKind::Llama);
-        // Workers the running server holds would answer as busy (one client at a time): their
-        // probes from its start stand.
-        let status = self.status();
-        let held = status.state == ServerState::Running
-            && cfg.rpc_workers.iter().all(|w| status.workers.iter().any(|p| p.address == w.trim()));
         let workers = match &installed {
-            _ if held && !cfg.rpc_workers.is_empty() => (status.workers.into_iter())
-                .filter(|p| cfg.rpc_workers.iter().any(|w| w.trim() == p.address))
-                .collect(),
-            Some(r) => self.probe_workers(cfg, Path::new(&r.path)).await?,
+            Some(r) => self.probe_workers(cfg, Path::new(&r.path), Probing::Preview).await?,
             None => Vec::new(),
         };
         let (mut settings, _) = self.resolve(cfg, port, &workers).await?;
@@ -265,24 +270,8 @@ impl LlamaServer {
         Ok(settings)
     }
 
-    /// Probes the RPC workers `cfg` asks for (at once, each bounded in time) against the
-    /// protocol of `llama_server`'s build, and refuses the start when one cannot take part,
-    /// saying which and why. The probes are kept in the status for the window.
-    async fn probe_workers(
-        &self,
-        cfg: &LlmConfig,
-        llama_server: &Path,
-    ) -> Result<Vec<ipc::rpc::WorkerProbe>> {
-        let mut addresses: Vec<String> = Vec::new();
-        for a in cfg.rpc_workers.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
-            crate::rpc::probe::check_address(a).map_err(RuntimeError::InvalidInput)?;
-            if !addresses.iter().any(|b| b == a) {
-                addresses.push(a.to_owned());
-            }
-        }
-        if addresses.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The RPC protocol of the installed build's worker program, read once per program.
+    async fn rpc_version(&self, llama_server: &Path) -> Result<ipc::rpc::RpcVersion> {
         let Some(worker) = crate::rpc::worker_beside(llama_server) else {
             return Err(RuntimeError::BinaryNotFound(format!(
                 "the installed llama.cpp build ({}) has no RPC backend: no ggml-rpc-server beside \
@@ -290,37 +279,75 @@ impl LlamaServer {
                 llama_server.display()
             )));
         };
-        let ours = {
-            let mut known = self.inner.rpc_version.lock().await;
-            match known.as_ref() {
-                Some((path, v)) if *path == worker => *v,
-                _ => {
-                    let v = crate::rpc::version_of(&worker).await?;
-                    *known = Some((worker.clone(), v));
-                    v
+        let mut known = self.inner.rpc_version.lock().await;
+        match known.as_ref() {
+            Some((path, v)) if *path == worker => Ok(*v),
+            _ => {
+                let v = crate::rpc::version_of(&worker).await?;
+                *known = Some((worker, v));
+                Ok(v)
+            }
+        }
+    }
+
+    /// Probes the RPC workers `cfg` asks for (at once, each bounded in time) against the
+    /// protocol of `llama_server`'s build, and refuses when one cannot take part, saying which
+    /// and why. A start probes afresh and keeps the probes in the status (and the log); a
+    /// preview reuses a probe of the last [`PROBE_REUSE`], or the running server's own (its
+    /// workers would answer as busy with it), and records nothing.
+    async fn probe_workers(
+        &self,
+        cfg: &LlmConfig,
+        llama_server: &Path,
+        probing: Probing,
+    ) -> Result<Vec<ipc::rpc::WorkerProbe>> {
+        let addresses = crate::rpc::addresses(&cfg.rpc_workers)?;
+        if addresses.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ours = self.rpc_version(llama_server).await?;
+        let status = self.status();
+        let held = |a: &str| {
+            let running = status.state == ServerState::Running;
+            let used = status.settings.as_ref().is_some_and(|s| s.rpc.iter().any(|r| r == a));
+            (running && used).then(|| status.workers.iter().find(|p| p.address == a)).flatten()
+        };
+        let recent = |a: &str| {
+            let kept = self.inner.probes.lock().unwrap();
+            kept.get(a).filter(|(at, _)| at.elapsed() < PROBE_REUSE).map(|(_, p)| p.clone())
+        };
+        let probes = futures_util::future::join_all(addresses.iter().map(|a| async {
+            let known = match probing {
+                Probing::Start => None,
+                Probing::Preview => held(a).cloned().or_else(|| recent(a)),
+            };
+            match known {
+                Some(p) => p,
+                None => {
+                    let limit = crate::rpc::probe::PROBE_LIMIT;
+                    let p = crate::rpc::probe::probe(a, ours, limit).await;
+                    self.inner
+                        .probes
+                        .lock()
+                        .unwrap()
+                        .insert(a.clone(), (Instant::now(), p.clone()));
+                    p
                 }
             }
-        };
-        let probes = futures_util::future::join_all(
-            addresses
-                .iter()
-                .map(|a| crate::rpc::probe::probe(a, ours, crate::rpc::probe::PROBE_LIMIT)),
-        )
+        }))
         .await;
-        self.inner.shared.lock().unwrap().status.workers = probes.clone();
-        let problems: Vec<String> = probes.iter().filter_map(crate::rpc::problem).collect();
+        if probing == Probing::Start {
+            self.inner.shared.lock().unwrap().status.workers = probes.clone();
+        }
+        let problems: Vec<String> = probes.iter().filter_map(|p| p.problem()).collect();
         if !problems.is_empty() {
             return Err(RuntimeError::RpcWorkers(problems));
         }
-        for p in &probes {
-            self.log(
-                LogLevel::Info,
-                format!(
-                    "RPC worker {} ready: {} free",
-                    p.address,
-                    ipc::format::bytes(crate::rpc::lent(std::slice::from_ref(p)))
-                ),
-            );
+        if probing == Probing::Start {
+            for p in &probes {
+                let lent = ipc::format::bytes(crate::rpc::lent(std::slice::from_ref(p)));
+                self.log(LogLevel::Info, format!("RPC worker {} ready: {lent} free", p.address));
+            }
         }
         Ok(probes)
     }
@@ -414,11 +441,9 @@ impl LlamaServer {
                 let s = status.settings.as_ref();
                 (s.map_or(0, |s| s.expected_vram_bytes), s.map_or(0, |s| s.expected_ram_bytes))
             } else {
-                use ipc::llm::MemoryPlace;
+                use ipc::llm::{DeviceMemory, MemoryPlace};
                 // An RPC worker's buffers are another machine's memory: not given back here.
-                let sum = |place: MemoryPlace| {
-                    status.measured.iter().filter(|d| d.place() == place).map(|d| d.total()).sum()
-                };
+                let sum = |place| DeviceMemory::sum_at(&status.measured, place);
                 (sum(MemoryPlace::Vram), sum(MemoryPlace::Ram))
             }
         });
@@ -597,7 +622,7 @@ impl LlamaServer {
             }
         }
         cfg.port = Some(port);
-        let workers = self.probe_workers(&cfg, Path::new(&runtime.path)).await?;
+        let workers = self.probe_workers(&cfg, Path::new(&runtime.path), Probing::Start).await?;
         let (settings, _) = self.resolve(&cfg, port, &workers).await?;
         let hook = self.inner.before_start.lock().unwrap().clone();
         if let Some(hook) = hook {
@@ -1059,9 +1084,10 @@ impl LlamaServer {
 
     /// The RPC workers of the last start that no longer answer as ready, asked again now.
     async fn gone_workers(&self) -> Vec<String> {
+        // The workers the crashed server used, as its start cleaned them.
         let asked = {
             let sh = self.inner.shared.lock().unwrap();
-            sh.config.as_ref().map(|c| c.rpc_workers.clone()).unwrap_or_default()
+            sh.status.settings.as_ref().map(|s| s.rpc.clone()).unwrap_or_default()
         };
         let Some(ours) = self.inner.rpc_version.lock().await.as_ref().map(|(_, v)| *v) else {
             return Vec::new();
@@ -1070,11 +1096,7 @@ impl LlamaServer {
             asked.iter().map(|a| crate::rpc::probe::probe(a, ours, crate::rpc::probe::PROBE_LIMIT)),
         )
         .await;
-        let gone = probes
-            .iter()
-            .filter(|p| crate::rpc::problem(p).is_some())
-            .map(|p| p.address.clone())
-            .collect();
+        let gone = probes.iter().filter(|p| !p.is_ready()).map(|p| p.address.clone()).collect();
         self.inner.shared.lock().unwrap().status.workers = probes;
         gone
     }
@@ -1115,7 +1137,7 @@ impl LlamaServer {
         };
         if let (true, Some(mut cfg)) = (auto && restarts < max_restarts, cfg) {
             if !gone.is_empty() {
-                cfg.rpc_workers.retain(|w| !gone.contains(w));
+                cfg.rpc_workers.retain(|w| !gone.iter().any(|g| g == w.trim()));
                 self.log(
                     LogLevel::Warn,
                     format!(

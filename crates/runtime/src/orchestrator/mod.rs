@@ -23,7 +23,7 @@ use crate::{now_ms, Result, RuntimeError};
 use decision::{decide, DecisionInput, LlmUse};
 use futures_util::future::BoxFuture;
 use ipc::event::ServerState;
-use ipc::llm::{LlmConfig, MemoryPlace};
+use ipc::llm::{DeviceMemory, LlmConfig, MemoryPlace};
 use ipc::orchestrator::{
     CycleTimes, Footprint, OffloadDecision, OrchestratorPhase, OrchestratorSettings,
     OrchestratorStatus, SavedLlmState,
@@ -71,9 +71,7 @@ impl LlmControl for LlamaServer {
             LlmUse { ram: s.expected_ram_bytes, vram: s.expected_vram_bytes, measured: false }
         } else {
             // An RPC worker's buffers are another machine's memory: not counted here.
-            let sum = |place: MemoryPlace| {
-                status.measured.iter().filter(|d| d.place() == place).map(|d| d.total()).sum()
-            };
+            let sum = |place| DeviceMemory::sum_at(&status.measured, place);
             LlmUse { ram: sum(MemoryPlace::Ram), vram: sum(MemoryPlace::Vram), measured: true }
         };
         let config = LlmConfig {

@@ -4,11 +4,11 @@
 //! before each start and after each stop, its lines in its own server log, ready once it
 //! answers its own probe.
 
-use super::probe::{probe, version};
+use super::probe::probe;
 use super::{cache, worker_beside};
 use crate::binaries::Binaries;
 use crate::logfile::ServerLog;
-use crate::process::{Event, Supervised};
+use crate::process::{pidfile, Event, Supervised};
 use crate::{EventBus, Result, RuntimeError, StorageLayout};
 use ipc::event::{LogLevel, LogLine, ServerKind, ServerState};
 use ipc::rpc::{ShareArgs, ShareStatus, DEFAULT_CACHE_CAP_GIB, DEFAULT_PORT};
@@ -16,7 +16,7 @@ use ipc::runtimes::RuntimeKind;
 use ipc::AppEvent;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How long a started worker has to answer its own probe.
@@ -24,7 +24,7 @@ const READY_WITHIN: Duration = Duration::from_secs(15);
 
 /// Why a listening address is refused without the user's confirmation, or `None`. Pure.
 pub fn exposure(host: &str, confirmed: bool) -> Option<String> {
-    (host != "127.0.0.1" && !confirmed).then(|| {
+    (ipc::rpc::exposes(host) && !confirmed).then(|| {
         format!(
             "listening on {host} lets every computer that reaches it use this one: llama.cpp's \
              RPC protocol has no authentication and no encryption. Confirm that this is a trusted \
@@ -40,7 +40,8 @@ pub struct LocalWorker {
 
 impl std::fmt::Debug for LocalWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalWorker").field("status", &self.status()).finish()
+        let status = self.inner.shared.lock().unwrap().status.clone();
+        f.debug_struct("LocalWorker").field("status", &status).finish()
     }
 }
 
@@ -67,7 +68,7 @@ impl LocalWorker {
             storage.logs().join("rpc-server.log"),
             events.clone(),
         );
-        Self {
+        let me = Self {
             inner: Arc::new(Inner {
                 storage,
                 events,
@@ -76,7 +77,18 @@ impl LocalWorker {
                 shared: Mutex::new(Shared::default()),
                 op: tokio::sync::Mutex::new(()),
             }),
+        };
+        // A worker left by a crash of the app (perhaps listening beyond this computer) ends.
+        if let Some(pid) = pidfile::stop_orphan(&me.pidfile()) {
+            let why =
+                format!("stopped ggml-rpc-server (pid {pid}) left running by an earlier session");
+            me.log(LogLevel::Warn, why);
         }
+        me
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.inner.storage.root().join("run").join("rpc-server.json")
     }
 
     /// Where llama.cpp keeps the tensor cache: `$LLAMA_CACHE/rpc`, `LLAMA_CACHE` being this.
@@ -88,10 +100,14 @@ impl LocalWorker {
         self.cache_root().join("rpc")
     }
 
+    /// Where it stands. The cache's size is read from its folder only while the worker runs
+    /// (and fills it); else it is what the last trim kept.
     pub fn status(&self) -> ShareStatus {
         let mut s = self.inner.shared.lock().unwrap().status.clone();
-        s.cache_bytes =
-            cache::list(&self.cache_dir()).map_or(0, |f| f.iter().map(|f| f.bytes).sum());
+        if s.running {
+            s.cache_bytes =
+                cache::list(&self.cache_dir()).map_or(0, |f| f.iter().map(|f| f.bytes).sum());
+        }
         s
     }
 
@@ -132,6 +148,7 @@ impl LocalWorker {
         }
         let mut sh = self.inner.shared.lock().unwrap();
         sh.status.trimmed = (done.removed, done.freed_bytes);
+        sh.status.cache_bytes = done.kept_bytes;
         sh.status.cache_cap_bytes = cap;
         Ok(())
     }
@@ -192,45 +209,39 @@ impl LocalWorker {
         self.log(LogLevel::Info, format!("spawning {} {}", exe.display(), argv.join(" ")));
         let mut child = Supervised::spawn_with_env(&exe, &argv, &env)?;
         let pid = child.pid();
+        if let Err(e) = pidfile::write(&self.pidfile(), pid, &exe.display().to_string()).await {
+            self.log(
+                LogLevel::Warn,
+                format!("no pidfile ({e}): a crash of the app would leave it running"),
+            );
+        }
         self.announce(ServerState::Starting, Some(pid), Some(port));
         // Asked on loopback when it listens everywhere.
         let ask = if host == "0.0.0.0" { "127.0.0.1" } else { host };
         let address = format!("{ask}:{port}");
-        let until = Instant::now() + READY_WITHIN;
-        // Never cancelled halfway: a worker whose client vanishes while it answers dies of
-        // SIGPIPE (llama.cpp's worker does not ignore it), so each HELLO runs to its end and the
-        // lines are read between them.
-        let ours = loop {
-            if let Some(v) = version(&address, Duration::from_millis(500)).await {
-                break v;
-            }
-            let failed = |message: String| RuntimeError::ServerFailed {
-                code: ipc::ErrorCode::ServerStartFailed,
-                message,
-            };
-            match tokio::time::timeout(Duration::from_millis(50), child.next()).await {
-                Ok(Event::Line(_, l)) => self.log(crate::llama::log::level(&l), l),
-                // It exits 0 when it cannot listen: any exit here is a failed start.
-                Ok(Event::Exited(info)) => {
-                    self.announce(ServerState::Stopped, None, None);
-                    let program = crate::process::Program::RpcServer;
-                    let tail = child.tail();
-                    let why = crate::process::failure_message(
-                        program,
+        let failed = |message: String| RuntimeError::ServerFailed {
+            code: ipc::ErrorCode::ServerStartFailed,
+            message,
+        };
+        let lines = |l: String| self.log(crate::llama::log::level(&l), l);
+        let ours = match super::answering(&mut child, &address, READY_WITHIN, lines).await {
+            Ok(v) => v,
+            Err(exit) => {
+                let why = match exit {
+                    Some(info) => crate::process::failure_message(
+                        crate::process::Program::RpcServer,
                         Some(info),
                         "while starting",
-                        tail,
-                    );
-                    return Err(failed(why));
-                }
-                Err(_) => {}
-            }
-            if Instant::now() > until {
-                let _ = child.kill().await;
+                        child.tail(),
+                    ),
+                    None => {
+                        let _ = child.kill().await;
+                        format!("ggml-rpc-server did not answer on {address} in {READY_WITHIN:?}")
+                    }
+                };
+                pidfile::remove(&self.pidfile());
                 self.announce(ServerState::Stopped, None, None);
-                return Err(failed(format!(
-                    "ggml-rpc-server did not answer on {address} in {READY_WITHIN:?}"
-                )));
+                return Err(failed(why));
             }
         };
         let found = probe(&address, ours, super::probe::PROBE_LIMIT).await;
@@ -274,6 +285,7 @@ impl LocalWorker {
                 },
             }
         };
+        pidfile::remove(&self.pidfile());
         {
             let mut sh = self.inner.shared.lock().unwrap();
             sh.status.running = false;

@@ -8,10 +8,14 @@ pub mod cache;
 pub mod local;
 pub mod probe;
 
+use crate::process::{Event, ExitInfo, Supervised};
 use crate::{Result, RuntimeError};
 use ipc::rpc::{RpcVersion, WorkerProbe, WorkerState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// How long a worker started only to read its protocol has to answer.
+const VERSION_WITHIN: Duration = Duration::from_secs(10);
 
 /// The worker's names in llama.cpp's builds: `ggml-rpc-server` now, `rpc-server` before.
 pub const WORKER_NAMES: [&str; 2] = ["ggml-rpc-server", "rpc-server"];
@@ -24,50 +28,57 @@ pub fn worker_beside(llama_server: &Path) -> Option<PathBuf> {
     WORKER_NAMES.iter().map(|n| exe(n)).find(|p| crate::process::is_executable(p))
 }
 
+/// Waits until the worker started as `child` answers HELLO on `address`, giving its lines to
+/// `on_line` between tries. Each HELLO runs to its end, never cancelled midway: a worker whose
+/// client vanishes while it answers dies of SIGPIPE. `Err` with its exit when it ended first
+/// (it exits 0 when it cannot listen), with `None` when `within` passed.
+pub async fn answering(
+    child: &mut Supervised,
+    address: &str,
+    within: Duration,
+    mut on_line: impl FnMut(String),
+) -> std::result::Result<RpcVersion, Option<ExitInfo>> {
+    let until = Instant::now() + within;
+    loop {
+        if let Some(v) = probe::version(address, Duration::from_millis(500)).await {
+            return Ok(v);
+        }
+        match tokio::time::timeout(Duration::from_millis(50), child.next()).await {
+            Ok(Event::Line(_, l)) => on_line(l),
+            Ok(Event::Exited(info)) => return Err(Some(info)),
+            Err(_) => {}
+        }
+        if Instant::now() > until {
+            return Err(None);
+        }
+    }
+}
+
 /// The RPC protocol a build speaks, read from its own worker: started on a free loopback port,
 /// asked HELLO, stopped. About a tenth of a second.
 pub async fn version_of(worker: &Path) -> Result<RpcVersion> {
     let port = crate::net::free_port()?;
-    let mut cmd = crate::process::command(worker, ["-H", "127.0.0.1", "-p", &port.to_string()]);
-    cmd.args(["-t", "1"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut child = crate::process::spawn(cmd, worker)?;
-    let address = format!("127.0.0.1:{port}");
-    let until = Instant::now() + Duration::from_secs(10);
-    let found = loop {
-        if let Some(v) = probe::version(&address, Duration::from_millis(500)).await {
-            break Some(v);
-        }
-        if Instant::now() > until || child.try_wait().ok().flatten().is_some() {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    };
+    let argv = ["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "1"].map(str::to_owned);
+    let mut child = Supervised::spawn(worker, &argv)?;
+    let found = answering(&mut child, &format!("127.0.0.1:{port}"), VERSION_WITHIN, drop).await;
     let _ = child.kill().await;
-    found.ok_or_else(|| RuntimeError::BinaryRejected {
+    found.map_err(|_| RuntimeError::BinaryRejected {
         path: worker.display().to_string(),
         detail: "it did not answer as an RPC worker on a loopback port".into(),
     })
 }
 
-/// Why a probed worker cannot take part in a start, or `None` when it is ready. Pure.
-pub fn problem(p: &WorkerProbe) -> Option<String> {
-    let at = &p.address;
-    match &p.state {
-        WorkerState::Ready { devices, .. } if devices.is_empty() => {
-            Some(format!("{at} lends no device"))
+/// The workers a start asks for, as llama.cpp reads them: trimmed, each once, each `host:port`
+/// (else the error that says which is not).
+pub fn addresses(asked: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for a in asked.iter().map(|a| a.trim()).filter(|a| !a.is_empty()) {
+        probe::check_address(a).map_err(RuntimeError::InvalidInput)?;
+        if !out.iter().any(|b| b == a) {
+            out.push(a.to_owned());
         }
-        WorkerState::Ready { .. } => None,
-        WorkerState::Unreachable { why } => Some(format!("{at} is unreachable ({why})")),
-        WorkerState::WrongVersion { worker, ours } => Some(format!(
-            "{at} speaks RPC protocol {worker}, this llama.cpp build {ours}: both need the same \
-             build"
-        )),
-        WorkerState::Busy => Some(format!(
-            "{at} took the connection but did not answer: another program (a llama-server) is \
-             using it"
-        )),
-        WorkerState::NotRpc { why } => Some(format!("{at} is not a llama.cpp RPC worker ({why})")),
     }
+    Ok(out)
 }
 
 /// The free memory the ready workers lend, in all (each device's free bytes).
@@ -88,7 +99,7 @@ pub fn lent(probes: &[WorkerProbe]) -> u64 {
 /// proportion to their free memory, so the pool holds what its parts hold together. Pure.
 pub fn pooled(gpu: Option<(String, u64)>, probes: &[WorkerProbe]) -> Option<(String, u64)> {
     let remote = lent(probes);
-    let workers = probes.iter().filter(|p| problem(p).is_none()).count();
+    let workers = probes.iter().filter(|p| p.is_ready()).count();
     if workers == 0 {
         return gpu;
     }
@@ -180,32 +191,10 @@ mod tests {
     }
 
     #[test]
-    fn what_stops_a_start_is_said_per_worker() {
-        let v6 = RpcVersion { major: 6, minor: 1, patch: 0 };
-        let table = [
-            (ready("a:1", &[GIB]), None),
-            (ready("a:1", &[]), Some("lends no device")),
-            (
-                probe("a:1", WorkerState::Unreachable { why: "refused".into() }),
-                Some("a:1 is unreachable (refused)"),
-            ),
-            (
-                probe("a:1", WorkerState::WrongVersion { worker: v6, ours: V7 }),
-                Some("speaks RPC protocol 6.1.0, this llama.cpp build 7.0.0"),
-            ),
-            (probe("a:1", WorkerState::Busy), Some("another program")),
-            (
-                probe("a:1", WorkerState::NotRpc { why: "HTTP".into() }),
-                Some("not a llama.cpp RPC worker"),
-            ),
-        ];
-        for (p, want) in table {
-            match (problem(&p), want) {
-                (None, None) => {}
-                (Some(got), Some(want)) => assert!(got.contains(want), "{got}"),
-                (got, want) => panic!("{p:?}: {got:?} vs {want:?}"),
-            }
-        }
+    fn asked_workers_are_trimmed_checked_and_kept_once() {
+        let asked = [" a:1".to_owned(), "".into(), "a:1".into(), "b:2 ".into()];
+        assert_eq!(addresses(&asked).unwrap(), ["a:1", "b:2"]);
+        assert!(addresses(&["a".into()]).is_err());
     }
 
     #[test]

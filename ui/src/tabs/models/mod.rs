@@ -9,7 +9,7 @@ mod queue;
 mod table;
 
 use crate::api;
-use crate::feeds::{DownloadsFeed, LiveMemory, LlmFeed, ModelsChanged, ShownTab};
+use crate::feeds::{on_screen, DownloadsFeed, LiveMemory, LlmFeed, ModelsChanged};
 use ipc::models::{DownloadStatus, FitArgs, FitReport, ModelInfo, ModelList};
 use ipc::system::{MemoryNow, FIT_STEP};
 use ipc::IpcError;
@@ -83,10 +83,10 @@ pub fn ModelsTab() -> impl IntoView {
     // Only while this tab is on screen (the memory feed also speaks to the Monitor); shown
     // again after memory moved, the badges are weighed at once.
     let live = expect_context::<LiveMemory>().0;
-    let shown = expect_context::<ShownTab>().0;
+    let on = on_screen("models");
     let weighed = StoredValue::new(None::<MemoryNow>);
     Effect::new(move |_| {
-        if shown.get() != "models" {
+        if !on.get() {
             return;
         }
         let Some(sample) = live.get() else { return };
