@@ -441,10 +441,6 @@ fn live_processes() -> impl Iterator<Item = Proc> {
     })
 }
 
-/// Environment that makes the app install llama-server from a release mirror: the fixture
-/// `server` serves the real llama-server (`GENAI_TEST_LLAMA_SERVER`) as the Linux CPU build of
-/// b9860, and a manifest in `dir` lists it with its SHA-256. Answers the env and the archive's
-/// URL path.
 /// The app launched with the tiny llama installed and llama-server on a release mirror served
 /// by `server`, its home under `dir`: the start of every LLM journey.
 pub async fn launch_with_tiny_llama(server: &testkit::http::FixtureServer, dir: &Path) -> App {
@@ -454,6 +450,10 @@ pub async fn launch_with_tiny_llama(server: &testkit::http::FixtureServer, dir: 
     App::launch_with(LaunchOptions { genai_home: Some(home), env, ..Default::default() }).await
 }
 
+/// Environment that makes the app install llama-server from a release mirror: the fixture
+/// `server` serves the real llama-server (`GENAI_TEST_LLAMA_SERVER`) and its RPC worker as the
+/// Linux CPU build of b9860, and a manifest in `dir` lists it with its SHA-256. Answers the env
+/// and the archive's URL path.
 pub fn llama_release_mirror(
     server: &testkit::http::FixtureServer,
     dir: &Path,
@@ -463,12 +463,14 @@ pub fn llama_release_mirror(
         .expect("GENAI_TEST_LLAMA_SERVER must name a llama-server (scripts/build-llama-server)");
     // The RPC worker rides along, as in llama.cpp's own release archives.
     let worker = std::path::Path::new(&real).with_file_name("ggml-rpc-server");
-    let worker = std::fs::read(worker).ok();
+    let worker = std::fs::read(&worker).unwrap_or_else(|e| {
+        panic!("{} ({e}): rebuild with scripts/build-llama-server", worker.display())
+    });
     let exe = std::fs::read(real).unwrap();
-    let mut files = vec![("llama-b9860/llama-server", exe.as_slice(), 0o755)];
-    if let Some(w) = &worker {
-        files.push(("llama-b9860/ggml-rpc-server", w.as_slice(), 0o755));
-    }
+    let files = [
+        ("llama-b9860/llama-server", exe.as_slice(), 0o755),
+        ("llama-b9860/ggml-rpc-server", worker.as_slice(), 0o755),
+    ];
     let body = testkit::archive::tar_gz(&files);
     let file = "llama-b9860-bin-ubuntu-x64.tar.gz";
     let cpu = Asset {

@@ -6,7 +6,7 @@
 //! itself (another address refused until confirmed), shown with what it lends and in the
 //! Monitor's servers; Stop leaves no server behind.
 
-use e2e::{launch_with_tiny_llama, live_group_members};
+use e2e::{launch_with_tiny_llama, live_group_members, live_processes_matching};
 use std::process::{Child, Command, Stdio};
 use testkit::http::FixtureServer;
 use testkit::TempDir;
@@ -57,7 +57,7 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     let closed = format!("127.0.0.1:{}", runtime::net::free_port().unwrap());
     app.script(&format!(
         "const i = document.querySelector('#llm-rpc-workers'); i.value = '{}, {closed}'; \
-         i.dispatchEvent(new Event('input', {{ bubbles: true }}));",
+         i.dispatchEvent(new Event('change', {{ bubbles: true }}));",
         w1.1
     ))
     .await;
@@ -76,7 +76,7 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     let list = format!("{}, {}", w1.1, w2.1);
     app.script(&format!(
         "const i = document.querySelector('#llm-rpc-workers'); i.value = '{list}'; \
-         i.dispatchEvent(new Event('input', {{ bubbles: true }}));"
+         i.dispatchEvent(new Event('change', {{ bubbles: true }}));"
     ))
     .await;
     // Before Start: the planned layers per worker (3 layers, equal memory: 2 and 1).
@@ -128,7 +128,15 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     assert!(row.contains("lending") && row.contains(&port.to_string()), "{row}");
     app.click("#tab-btn-llm").await;
     app.click("#share-stop").await;
-    app.wait_text("#share-start", |_| true).await;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.is_displayed("#share-status").await {
+        assert!(std::time::Instant::now() < until, "still sharing after Stop sharing");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The worker runs in its own process group: looked for by its program's path.
+    let binaries = app.genai_home().join("binaries").display().to_string();
+    let left = live_processes_matching(&binaries);
+    assert!(left.is_empty(), "the worker was left running: {left:?}");
     let group = app.finish().await;
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");

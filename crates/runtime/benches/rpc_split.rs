@@ -193,7 +193,13 @@ async fn main() {
             let tag = if through_lan { "lan" } else { "direct" };
             let (mut w1, a1) = worker(&exe, &dir.join(format!("c{run}{tag}1")));
             let (mut w2, a2) = worker(&exe, &dir.join(format!("c{run}{tag}2")));
-            tokio::time::sleep(Duration::from_millis(300)).await;
+            for a in [&a1, &a2] {
+                let until = Instant::now() + Duration::from_secs(15);
+                while runtime::rpc::probe::version(a, Duration::from_millis(500)).await.is_none() {
+                    assert!(Instant::now() < until, "worker {a} did not answer");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
             let rpc = if through_lan {
                 format!("{},{}", proxy(a1).await, proxy(a2).await)
             } else {

@@ -179,7 +179,7 @@ async fn a_split_model_and_its_projector_download_from_the_view_each_verified() 
             "Big-Q4_K_M-00002-of-00002.gguf",
             gguf::fixtures::split_shard(1, 2, 60_000).to_bytes(),
         ),
-        HubFile::whole("mmproj-Big-F16.gguf", gguf::fixtures::tiny_projector(30_000).to_bytes()),
+        HubFile::whole("mmproj-Big-F16.gguf", gguf::fixtures::tiny_projector(100_000).to_bytes()),
     ];
     // Two entries a page: the tree comes in two pages.
     serve_repo(&server, "acme/Big-GGUF", "main", &files, 2);

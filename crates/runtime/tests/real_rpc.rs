@@ -97,9 +97,9 @@ async fn two_loopback_workers_hold_a_split_model_and_it_answers() {
     let dir = TempDir::new("real-rpc");
     let (mut w1, a1) = start_worker(&dir.join("cache1"), &dir.join("w1.log"));
     let (mut w2, a2) = start_worker(&dir.join("cache2"), &dir.join("w2.log"));
-    for a in [&a1, &a2] {
+    for (a, log) in [(&a1, "w1.log"), (&a2, "w2.log")] {
         let WorkerState::Ready { version, devices } = ready(a).await else {
-            panic!("{a} is not ready: {}", std::fs::read_to_string(dir.join("w1.log")).unwrap())
+            panic!("{a} is not ready: {}", std::fs::read_to_string(dir.join(log)).unwrap())
         };
         // This build's protocol, and its one CPU device with the machine's memory.
         assert_eq!(version.major, 7, "{version}");
@@ -266,6 +266,15 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     w2.kill().await.unwrap();
+    // Should the long reply have ended before the kill, the next one needs the dead worker.
+    let again = tokio::spawn(async move {
+        let _ = runtime::net::local_client()
+            .unwrap()
+            .post(format!("http://127.0.0.1:{port}/completion"))
+            .json(&serde_json::json!({"prompt": "Hi", "n_predict": 4}))
+            .send()
+            .await;
+    });
     let crash = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             if let Ok(ipc::AppEvent::ServerCrashed { reason, .. }) = rx.recv().await {
@@ -277,6 +286,7 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     .expect("a crash event");
     assert!(crash.contains(&format!("RPC worker {a2} no longer answers")), "{crash}");
     let _ = long.await;
+    let _ = again.await;
     let until = Instant::now() + Duration::from_secs(60);
     while !(llm.status().state == ServerState::Running && llm.status().healthy) {
         assert!(Instant::now() < until, "no restart: {:?}", llm.status());
