@@ -117,8 +117,14 @@ async fn two_workers_hold_the_model_and_the_window_shows_the_split() {
     app.script(&set("share-host", "127.0.0.1")).await;
     let port = runtime::net::free_port().unwrap();
     app.script(&set("share-port", &port.to_string())).await;
+    // The devices it can lend are offered by llama.cpp's names: this build, the processor.
+    let offered = app.wait_text("#share-devices", |t| t.contains("CPU")).await;
+    assert!(offered.contains("CPU (the processor and its RAM)"), "{offered}");
+    app.click("#share-devices input[data-device='CPU']").await;
     app.click("#share-start").await;
     let lending = app.wait_text("#share-status", |t| t.contains("protocol")).await;
+    let log = app.wait_text("#share-log", |t| t.contains("spawning")).await;
+    assert!(log.contains(" -d CPU"), "the ticked device was not lent by name: {log}");
     assert!(
         lending.contains(&format!("127.0.0.1:{port}")) && lending.contains("free of"),
         "{lending}"

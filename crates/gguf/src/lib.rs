@@ -276,6 +276,18 @@ impl Header {
         Some((per, other))
     }
 
+    /// The token embedding's bytes (`token_embd.*`) and whether the output layer shares it (no
+    /// `output.weight`: llama.cpp then loads a copy of the embedding as the output layer).
+    /// llama.cpp keeps the embedding (the input layer) on the CPU however many layers go to a
+    /// GPU.
+    pub fn embedding_bytes(&self) -> (u64, bool) {
+        let embd = (self.tensors.iter())
+            .filter(|t| t.name.starts_with("token_embd."))
+            .filter_map(TensorInfo::byte_size)
+            .fold(0u64, u64::saturating_add);
+        (embd, !self.tensors.iter().any(|t| t.name == "output.weight"))
+    }
+
     /// Bytes of the expert tensors ([`TensorInfo::is_expert`]) of each block (0 for a dense
     /// block); `None` as for [`Self::bytes_per_block`].
     pub fn expert_bytes_per_block(&self) -> Option<Vec<u64>> {

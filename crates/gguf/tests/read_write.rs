@@ -450,6 +450,11 @@ fn expert_tensors_are_told_from_dense_ones_as_llama_cpp_does() {
     let (per, _) = moe.bytes_per_block().unwrap();
     assert!(per[0] > 3 * 64 * 32 * 8 * 2, "the block holds attention and the router too");
     assert_eq!(header(ZeroArch::Llama).expert_bytes_per_block().unwrap(), vec![0; 3]);
+    // The token embedding (300 × 64 f16), and whether the output layer is a copy of it: a
+    // llama has its own output.weight, Gemma 2 reuses the embedding.
+    assert_eq!(header(ZeroArch::Llama).embedding_bytes(), (300 * 64 * 2, false));
+    let gemma = header(ZeroArch::Gemma2 { window: 128 });
+    assert_eq!(gemma.embedding_bytes(), (300 * 64 * 2, true));
 }
 
 /// A remote reader asks for as many bytes as `read_header_prefix` says the header spans at

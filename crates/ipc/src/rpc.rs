@@ -176,6 +176,55 @@ pub struct ShareArgs {
     pub exposed_ok: bool,
 }
 
+/// A device this computer can lend, by llama.cpp's name for it (`CUDA0`, `Vulkan0`, `CPU`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LendableDevice {
+    pub name: String,
+    pub description: String,
+}
+
+impl LendableDevice {
+    /// What the installed build can lend: the GPUs its check found (`NAME: description`) and,
+    /// always, the processor with the RAM.
+    pub fn from_check(found: &[String]) -> Vec<LendableDevice> {
+        let mut out: Vec<LendableDevice> = found
+            .iter()
+            .filter_map(|d| {
+                let (name, description) = d.split_once(':').unwrap_or((d.as_str(), ""));
+                let name = name.trim();
+                let gpu = !name.is_empty() && !name.to_ascii_uppercase().starts_with("CPU");
+                gpu.then(|| LendableDevice {
+                    name: name.to_owned(),
+                    description: description.trim().to_owned(),
+                })
+            })
+            .collect();
+        out.dedup_by(|a, b| a.name == b.name);
+        out.push(LendableDevice {
+            name: "CPU".into(),
+            description: "the processor and its RAM".into(),
+        });
+        out
+    }
+
+    /// Why devices asked for cannot be lent (one this computer does not have), or `None`.
+    pub fn refuse(asked: &[String], lendable: &[LendableDevice]) -> Option<String> {
+        let unknown: Vec<&str> = asked
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !lendable.iter().any(|d| d.name == *a))
+            .collect();
+        (!unknown.is_empty()).then(|| {
+            let have: Vec<&str> = lendable.iter().map(|d| d.name.as_str()).collect();
+            format!(
+                "this computer has no device {}; the installed llama.cpp build can lend {}",
+                unknown.join(", "),
+                have.join(", ")
+            )
+        })
+    }
+}
+
 /// This computer's own worker, as the window shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareStatus {
@@ -190,6 +239,9 @@ pub struct ShareStatus {
     /// Files removed from the cache at the last trim, and their bytes.
     pub trimmed: (usize, u64),
     pub last_error: Option<crate::IpcError>,
+    /// The devices it can lend (the window's choice; none chosen: every GPU, else the CPU).
+    #[serde(default)]
+    pub lendable: Vec<LendableDevice>,
 }
 
 #[cfg(test)]
@@ -212,6 +264,28 @@ mod tests {
             assert_eq!(ours.accepts(worker), want, "{worker}");
         }
         assert_eq!(v(7, 0, 0).to_string(), "7.0.0");
+    }
+
+    #[test]
+    fn lendable_devices_are_the_checked_gpus_and_the_cpu() {
+        let names = |found: &[&str]| -> Vec<String> {
+            let found: Vec<String> = found.iter().map(|s| s.to_string()).collect();
+            LendableDevice::from_check(&found).into_iter().map(|d| d.name).collect()
+        };
+        assert_eq!(names(&[]), ["CPU"]);
+        assert_eq!(names(&["CPU: AMD Ryzen"]), ["CPU"]);
+        assert_eq!(
+            names(&["CUDA0: NVIDIA H100", "CUDA1: NVIDIA L4", "CUDA1: NVIDIA L4"]),
+            ["CUDA0", "CUDA1", "CPU"]
+        );
+        let found = ["Vulkan0: AMD Radeon RX 7900 XTX".to_owned()];
+        let lendable = LendableDevice::from_check(&found);
+        assert_eq!(lendable[0].description, "AMD Radeon RX 7900 XTX");
+        assert_eq!(LendableDevice::refuse(&["Vulkan0".into(), " CPU".into()], &lendable), None);
+        assert_eq!(
+            LendableDevice::refuse(&["CUDA0".into()], &lendable).as_deref(),
+            Some("this computer has no device CUDA0; the installed llama.cpp build can lend Vulkan0, CPU")
+        );
     }
 
     #[test]

@@ -251,6 +251,24 @@ async fn the_llm_starts_split_over_two_workers_and_refuses_one_it_cannot_use() {
     let per_block = (kv1 + kv2) as f64 / (blocks[0] + blocks[1]) as f64;
     let measured = [kv1, kv2].map(|k| (k as f64 / per_block).round() as u64);
     assert_eq!(measured.to_vec(), blocks, "plan {:?}, measured {:?}", s.split, st.measured);
+    // What the app expected each worker to hold, against its measured buffers: weights (the
+    // last worker's with the output layer, not the token embedding) and KV cache within 10 %;
+    // none of it counted as this machine's VRAM.
+    for (i, a) in [&a1, &a2].into_iter().enumerate() {
+        let planned = s.estimate.iter().find(|d| d.device == format!("RPC{i}"));
+        let planned = planned.unwrap_or_else(|| panic!("no RPC{i} in {:?}", s.estimate));
+        let held = st.measured.iter().find(|d| d.device == format!("RPC0[{a}]")).unwrap();
+        for (what, want, got) in [
+            ("weights", planned.model_bytes, held.model_bytes),
+            ("KV", planned.kv_bytes, held.kv_bytes),
+        ] {
+            let off = (want as f64 - got as f64).abs() / got as f64;
+            assert!(off <= 0.10, "{a}: {what} expected {want}, measured {got}");
+        }
+    }
+    assert_eq!(s.expected_vram_bytes, 0, "{}", s.explanation);
+    assert!(s.explanation.contains("on the RPC workers"), "{}", s.explanation);
+    assert!(!s.explanation.contains("VRAM"), "{}", s.explanation);
     assert!(complete(st.port.unwrap()).await > 0);
 
     // The second worker killed mid-reply: llama-server aborts; the crash names the worker, and
@@ -362,6 +380,13 @@ async fn this_computer_is_lent_as_a_worker_with_its_cache_under_the_cap() {
     let e = worker.start(exposed).await.unwrap_err().to_ipc();
     assert!(e.message.contains("no authentication"), "{e:?}");
 
+    // A device this computer does not have is refused before anything starts, naming those
+    // it can lend (this build: the CPU alone).
+    assert!(worker.status().lendable.iter().any(|d| d.name == "CPU"));
+    let gpu = ShareArgs { devices: vec!["CUDA0".into()], ..Default::default() };
+    let e = worker.start(gpu).await.unwrap_err().to_ipc();
+    assert!(e.message.contains("no device CUDA0") && e.message.contains("CPU"), "{e:?}");
+
     // A port another program holds is refused, and says so.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = ShareArgs { port: Some(held.local_addr().unwrap().port()), ..Default::default() };
@@ -370,7 +395,13 @@ async fn this_computer_is_lent_as_a_worker_with_its_cache_under_the_cap() {
     assert!(!worker.status().running);
 
     let port = runtime::net::free_port().unwrap();
-    let args = ShareArgs { port: Some(port), cache_cap_gib: Some(1), ..Default::default() };
+    // The CPU chosen by name, as the window's device choice sends it (`-d CPU`).
+    let args = ShareArgs {
+        port: Some(port),
+        cache_cap_gib: Some(1),
+        devices: vec!["CPU".into()],
+        ..Default::default()
+    };
     let st = worker.start(args.clone()).await.unwrap();
     assert!(st.running, "{st:?}");
     assert_eq!(st.address.as_deref(), Some(format!("127.0.0.1:{port}").as_str()));
@@ -384,6 +415,7 @@ async fn this_computer_is_lent_as_a_worker_with_its_cache_under_the_cap() {
     // Other machines see it ready.
     assert!(matches!(ready(&format!("127.0.0.1:{port}")).await, WorkerState::Ready { .. }));
     assert!(worker.logs().iter().any(|l| l.message.contains("lending this computer")));
+    assert!(worker.logs().iter().any(|l| l.message.contains(" -d CPU")));
 
     let pid = st.pid.unwrap();
     let st = worker.stop().await;

@@ -26,6 +26,8 @@ pub fn ShareCard() -> impl IntoView {
     let port = RwSignal::new(String::new());
     let cap = RwSignal::new(String::new());
     let exposed_ok = RwSignal::new(false);
+    // Devices ticked to lend; none: every GPU, else the CPU (llama.cpp's worker's own choice).
+    let chosen = RwSignal::new(Vec::<String>::new());
     let _read_again = server_status(feed.ticks, status, error, api::rpc_share_status);
     preload(feed.lines, api::rpc_share_logs());
     let exposed = move || host.with(|h| ipc::rpc::exposes(h));
@@ -34,7 +36,7 @@ pub fn ShareCard() -> impl IntoView {
         let args = ShareArgs {
             host: host.get_untracked(),
             port: num(&port.get_untracked()),
-            devices: Vec::new(),
+            devices: chosen.get_untracked(),
             cache_cap_gib: num(&cap.get_untracked()),
             exposed_ok: exposed_ok.get_untracked(),
         };
@@ -76,6 +78,30 @@ pub fn ShareCard() -> impl IntoView {
                 <label class="field"><span>"Tensor cache cap (GiB, 0: none)"</span>
                     <input id="share-cache-cap" type="text" placeholder=DEFAULT_CACHE_CAP_GIB.to_string() prop:value=cap on:input=move |ev| cap.set(event_target_value(&ev)) />
                 </label>
+            </div>
+            <div class="field" id="share-devices">
+                <span>"Devices to lend (none ticked: every GPU, else the processor)"</span>
+                <For each=move || status.with(|s| s.as_ref().map(|s| s.lendable.clone()).unwrap_or_default())
+                     key=|d| d.name.clone() let:d>
+                    {
+                        let name = d.name.clone();
+                        let ticked = name.clone();
+                        view! {
+                            <label class="check">
+                                <input type="checkbox" data-device=d.name.clone()
+                                    prop:checked=move || chosen.with(|c| c.contains(&ticked))
+                                    on:change=move |ev| {
+                                        let on = event_target_checked(&ev);
+                                        chosen.update(|c| {
+                                            c.retain(|x| *x != name);
+                                            if on { c.push(name.clone()); }
+                                        });
+                                    } />
+                                {format!(" {} ({})", d.name, d.description)}
+                            </label>
+                        }
+                    }
+                </For>
             </div>
             <Show when=exposed>
                 <label class="check warn-text">

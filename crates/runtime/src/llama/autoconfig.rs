@@ -37,6 +37,10 @@ pub struct ModelFacts {
     pub experts: Vec<u64>,
     /// Weights outside the blocks (embeddings, output head).
     pub other: u64,
+    /// Of those, the token embedding's, and whether the output layer is the embedding
+    /// ([`gguf::Header::embedding_bytes`]).
+    pub embd: u64,
+    pub tied: bool,
     pub native_context: u32,
     /// What the KV cache and the compute buffers depend on.
     pub shape: Shape,
@@ -54,6 +58,7 @@ impl ModelFacts {
             .bytes_per_block()
             .ok_or_else(|| invalid("no block count or an unknown tensor type"))?;
         let experts = h.expert_bytes_per_block().unwrap_or_else(|| vec![0; per_layer.len()]);
+        let (embd, tied) = h.embedding_bytes();
         let shape = Shape::from_header(h)
             .ok_or_else(|| invalid("no embedding length or attention heads"))?;
         if shape.layers() != per_layer.len() {
@@ -65,6 +70,8 @@ impl ModelFacts {
             per_layer,
             experts,
             other,
+            embd,
+            tied,
             native_context: h.context_length().unwrap_or(4096).min(u32::MAX as u64) as u32,
             pooling: h.architecture().and_then(|a| h.get_u64(&format!("{a}.pooling_type"))),
         })
@@ -75,7 +82,13 @@ impl ModelFacts {
     }
 
     pub(crate) fn weights(&self) -> Weights<'_> {
-        Weights { per_layer: &self.per_layer, experts: &self.experts, other: self.other }
+        Weights {
+            per_layer: &self.per_layer,
+            experts: &self.experts,
+            other: self.other,
+            embd: self.embd,
+            tied: self.tied,
+        }
     }
 
     pub(crate) fn is_moe(&self) -> bool {
@@ -118,6 +131,42 @@ struct Plan {
     vram: u64,
     ram: u64,
     estimate: Vec<DeviceMemory>,
+}
+
+/// The weights and KV cache of `m`'s last `n` layers at `s`'s settings (its context, slots, KV
+/// types, flash attention and expert blocks kept in RAM), in llama.cpp's count: the output layer
+/// is the last of all, so `n` of them are the output layer (the weights outside the blocks but
+/// the token embedding, which stays on the CPU) and the last `n - 1` blocks: what the devices
+/// that take those layers hold together. [`crate::rpc::apportion`] shares a start's pooled part
+/// out with it. For every layer it is the estimate's GPU part with every layer offloaded.
+pub fn offloaded(m: &ModelFacts, s: &LlmSettings, n: u32) -> (u64, u64) {
+    if n == 0 {
+        return (0, 0);
+    }
+    let start = Start {
+        context: u64::from(s.context_size),
+        batch: s.batch.map(u64::from).unwrap_or(DEFAULT_BATCH),
+        ubatch: s.ubatch.map(u64::from).unwrap_or(DEFAULT_UBATCH),
+        slots: u64::from(s.parallel),
+        flash: s.flash_attention != Toggle::Off,
+        swa_full: s.swa_full,
+        k_type: kv_type_size(&s.cache_type_k).unwrap_or((2, 1)),
+        v_type: kv_type_size(&s.cache_type_v).unwrap_or((2, 1)),
+    };
+    let blocks = (n - 1) as usize;
+    let (gpu, _) = estimate::estimate(&m.shape, m.weights(), blocks, s.n_cpu_moe as usize, &start);
+    let output = if m.tied { m.other } else { m.other.saturating_sub(m.embd) };
+    (gpu.weights + output, gpu.kv)
+}
+
+/// The explanation's words on memory: "1.0 GiB VRAM + 2.0 GiB RAM expected", or "… RAM
+/// expected" with nothing on a GPU.
+pub(crate) fn expected_words(vram: u64, ram: u64) -> String {
+    if vram > 0 {
+        format!("{} VRAM + {} RAM expected", bytes(vram), bytes(ram))
+    } else {
+        format!("{} RAM expected", bytes(ram))
+    }
 }
 
 /// The largest multiple of 256 in `1..=max` for which `fits` holds (it is monotone), or 0.
@@ -175,6 +224,7 @@ pub fn resolve_with_projector(
     let Some((path, size)) = projector else { return resolve(cfg, m, mach, port) };
     let mut s = resolve(cfg, m, &mach.less(size), port)?;
     s.mmproj = Some(path.to_owned());
+    let before = expected_words(s.expected_vram_bytes, s.expected_ram_bytes);
     let on = match &mach.gpu {
         Some((name, _)) => {
             s.expected_vram_bytes += size;
@@ -185,6 +235,8 @@ pub fn resolve_with_projector(
             "RAM"
         }
     };
+    let after = expected_words(s.expected_vram_bytes, s.expected_ram_bytes);
+    s.explanation = s.explanation.replacen(&before, &after, 1);
     s.explanation.push_str(&format!(", vision projector ({}) on {on}", bytes(size)));
     Ok(s)
 }
@@ -420,11 +472,7 @@ pub fn resolve(
     if chosen.k == "q8_0" && pin_k.is_none() {
         why.push("q8_0 KV cache with flash attention to fit more context".into());
     }
-    if chosen.vram > 0 {
-        why.push(format!("{} VRAM + {} RAM expected", bytes(chosen.vram), bytes(chosen.ram)));
-    } else {
-        why.push(format!("{} RAM expected", bytes(chosen.ram)));
-    }
+    why.push(expected_words(chosen.vram, chosen.ram));
     let set: Vec<&str> = [
         (cfg.context_size.is_some(), "context"),
         (cfg.gpu_layers.is_some(), "GPU layers"),
@@ -509,6 +557,8 @@ pub(crate) mod tests {
             per_layer: vec![140 * MIB; 32],
             experts: vec![0; 32],
             other: 500 * MIB,
+            embd: 0,
+            tied: false,
             native_context: 32768,
             pooling: None,
             shape: Shape {

@@ -284,6 +284,11 @@ pub struct Weights<'a> {
     pub experts: &'a [u64],
     /// Bytes outside the blocks (embeddings, output head).
     pub other: u64,
+    /// Of those, the token embedding's: llama.cpp keeps it (the input layer) on the CPU.
+    pub embd: u64,
+    /// The output layer is the embedding (no `output.weight`): a copy of it goes with the
+    /// output layer, the embedding itself staying on the CPU.
+    pub tied: bool,
 }
 
 impl Weights<'_> {
@@ -320,7 +325,10 @@ pub fn estimate(
         compute: output_bytes(shape, start),
     };
     if gpu_layers > n {
-        gpu.weights += w.other;
+        // The output layer offloaded: the weights outside the blocks but the embedding (with a
+        // copy of it when the output layer is the embedding); the embedding stays in RAM.
+        gpu.weights += if w.tied { w.other } else { w.other.saturating_sub(w.embd) };
+        cpu.weights += w.embd.min(w.other);
     } else {
         cpu.weights += w.other;
     }
@@ -453,7 +461,7 @@ mod tests {
         let per_layer = vec![10u64 << 20; 8];
         let other = 30u64 << 20;
         let s = start(4096, true);
-        let w = Weights { per_layer: &per_layer, experts: &[], other };
+        let w = Weights { per_layer: &per_layer, experts: &[], other, embd: 0, tied: false };
         let (gpu, cpu) = estimate(&ex, w, 0, 0, &s);
         assert_eq!(gpu, Parts::default());
         assert_eq!(cpu.weights, 110 << 20);
@@ -483,6 +491,17 @@ mod tests {
         // The experts of CPU blocks are in RAM anyway.
         let (gpu, cpu) = estimate(&ex, moe, 4, 8, &s);
         assert_eq!((gpu.weights, cpu.weights), ((40 - 24) << 20, (70 + 24) << 20));
+        // Of the 30 MiB outside the blocks, a 16 MiB token embedding: it stays in RAM when
+        // every layer is offloaded; with no output.weight the output layer is a copy of it.
+        let embd = Weights { embd: 16 << 20, ..w };
+        let (gpu, cpu) = estimate(&ex, embd, 9, 0, &s);
+        assert_eq!((gpu.weights, cpu.weights), ((80 + 14) << 20, 16 << 20));
+        let tied = Weights { tied: true, ..embd };
+        let (gpu, cpu) = estimate(&ex, tied, 9, 0, &s);
+        assert_eq!((gpu.weights, cpu.weights), (110 << 20, 16 << 20));
+        // The output layer in RAM: all of it there, once.
+        let (gpu, cpu) = estimate(&ex, tied, 4, 0, &s);
+        assert_eq!((gpu.weights, cpu.weights), (40 << 20, 70 << 20));
     }
 
     #[test]

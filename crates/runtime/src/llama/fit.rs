@@ -321,6 +321,7 @@ mod tests {
             per_layer: m.per_layer.iter().map(|&b| scale(b)).collect(),
             experts: m.experts.iter().map(|&b| scale(b)).collect(),
             other: scale(m.other),
+            embd: scale(m.embd),
             ..m.clone()
         }
     }

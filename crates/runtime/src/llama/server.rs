@@ -391,8 +391,14 @@ impl LlamaServer {
         settings.rpc = workers.iter().map(|w| w.address.clone()).collect();
         if !workers.is_empty() {
             let blocks = settings.total_layers.saturating_sub(1);
+            let here = local_gpu.as_ref().map(|g| g.0.clone());
+            let pool = machine.gpu.as_ref().map_or(String::new(), |g| g.0.clone());
             let devices = crate::rpc::devices(workers, local_gpu);
             settings.split = crate::rpc::layer_split(blocks, settings.gpu_layers, &devices);
+            let pooled = settings.clone();
+            crate::rpc::apportion(&mut settings, &pool, here.as_deref(), |n| {
+                autoconfig::offloaded(&facts, &pooled, n)
+            });
         }
         Ok((settings, first))
     }

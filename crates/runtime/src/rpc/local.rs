@@ -11,7 +11,7 @@ use crate::logfile::ServerLog;
 use crate::process::{pidfile, Event, Supervised};
 use crate::{EventBus, Result, RuntimeError, StorageLayout};
 use ipc::event::{LogLevel, LogLine, ServerKind, ServerState};
-use ipc::rpc::{ShareArgs, ShareStatus, DEFAULT_CACHE_CAP_GIB, DEFAULT_PORT};
+use ipc::rpc::{LendableDevice, ShareArgs, ShareStatus, DEFAULT_CACHE_CAP_GIB, DEFAULT_PORT};
 use ipc::runtimes::RuntimeKind;
 use ipc::AppEvent;
 use std::path::{Path, PathBuf};
@@ -104,11 +104,19 @@ impl LocalWorker {
     /// (and fills it); else it is what the last trim kept.
     pub fn status(&self) -> ShareStatus {
         let mut s = self.inner.shared.lock().unwrap().status.clone();
+        s.lendable = self.lendable();
         if s.running {
             s.cache_bytes =
                 cache::list(&self.cache_dir()).map_or(0, |f| f.iter().map(|f| f.bytes).sum());
         }
         s
+    }
+
+    /// The devices the installed llama.cpp build can lend (the GPUs its check found, and the
+    /// CPU); just the CPU before one is installed.
+    fn lendable(&self) -> Vec<LendableDevice> {
+        let installed = self.inner.binaries.installed(RuntimeKind::Llama);
+        LendableDevice::from_check(installed.as_ref().map_or(&[][..], |i| &i.devices[..]))
     }
 
     pub fn logs(&self) -> Vec<LogLine> {
@@ -196,14 +204,21 @@ impl LocalWorker {
                 installed.path
             ))
         })?;
+        let devices: Vec<&str> =
+            args.devices.iter().map(|d| d.trim()).filter(|d| !d.is_empty()).collect();
+        let asked: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        let lendable = LendableDevice::from_check(&installed.devices);
+        if let Some(why) = LendableDevice::refuse(&asked, &lendable) {
+            return Err(RuntimeError::InvalidInput(why));
+        }
         let cap = u64::from(args.cache_cap_gib.unwrap_or(DEFAULT_CACHE_CAP_GIB)) << 30;
         self.trim(cap).await?;
         let mut argv = vec!["-H".to_owned(), host.to_owned(), "-p".into(), port.to_string()];
         if cap > 0 {
             argv.push("-c".into());
         }
-        if !args.devices.is_empty() {
-            argv.extend(["-d".to_owned(), args.devices.join(",")]);
+        if !devices.is_empty() {
+            argv.extend(["-d".to_owned(), devices.join(",")]);
         }
         let env = vec![("LLAMA_CACHE".to_owned(), self.cache_root().display().to_string())];
         self.log(LogLevel::Info, format!("spawning {} {}", exe.display(), argv.join(" ")));

@@ -169,12 +169,81 @@ pub fn layer_split(
     shares
 }
 
+/// What a start over workers holds where (pure but for `tail`). The fit weighed the offloaded
+/// layers against one pooled device; here its part (`GPU` in `settings.estimate`) is shared out
+/// over the planned `split`. llama.cpp hands the offloaded layers out in order, the output layer
+/// last, so each device holds a run of them: its weights and KV cache are what `tail(n)` (the
+/// weights and KV of the last `n` layers) gives for the runs up to and after it; each device
+/// that runs blocks allocates a compute buffer of its own, of the pooled size. The workers'
+/// parts are named `RPC0`, `RPC1`, … (another machine's memory); this machine's GPU keeps
+/// `GPU`. The expected VRAM and the explanation then speak of this machine alone, with what
+/// the workers hold said apart. A vision projector counted on the pool (named `pool` in the
+/// explanation) stays in this machine's VRAM when it has a GPU (`local_gpu`, its name); else
+/// llama.cpp loads it on the first GPU-like device, the first worker's (`RPC0`).
+pub fn apportion(
+    settings: &mut ipc::llm::LlmSettings,
+    pool: &str,
+    local_gpu: Option<&str>,
+    tail: impl Fn(u32) -> (u64, u64),
+) {
+    use ipc::llm::{DeviceMemory, MemoryPlace};
+    let Some(at) = settings.estimate.iter().position(|d| d.device == "GPU") else { return };
+    let offloaded: Vec<_> = settings.split.iter().filter(|s| s.device != "CPU").cloned().collect();
+    if offloaded.iter().all(|s| s.layers == 0) {
+        return;
+    }
+    let before = crate::llama::autoconfig::expected_words(
+        settings.expected_vram_bytes,
+        settings.expected_ram_bytes,
+    );
+    let pooled = settings.estimate.remove(at);
+    let projector = settings.expected_vram_bytes.saturating_sub(pooled.total());
+    // The layers each device and those after it hold: its run is the difference.
+    let mut after: u32 = offloaded.iter().map(|s| s.layers).sum();
+    let parts: Vec<DeviceMemory> = offloaded
+        .iter()
+        .map(|s| {
+            let (upto, from) = (tail(after), tail(after - s.layers));
+            after -= s.layers;
+            DeviceMemory {
+                device: if s.worker.is_some() { s.device.clone() } else { "GPU".into() },
+                model_bytes: upto.0.saturating_sub(from.0),
+                kv_bytes: upto.1.saturating_sub(from.1),
+                compute_bytes: pooled.compute_bytes,
+            }
+        })
+        .collect();
+    let here = DeviceMemory::sum_at(&parts, MemoryPlace::Vram);
+    let mut remote = DeviceMemory::sum_at(&parts, MemoryPlace::Remote);
+    settings.expected_vram_bytes = here + if local_gpu.is_some() { projector } else { 0 };
+    if local_gpu.is_none() {
+        remote += projector;
+    }
+    for (i, p) in parts.into_iter().enumerate() {
+        settings.estimate.insert(at + i, p);
+    }
+    let words = format!(
+        "{} here, {} on the RPC workers",
+        crate::llama::autoconfig::expected_words(
+            settings.expected_vram_bytes,
+            settings.expected_ram_bytes
+        ),
+        ipc::format::bytes(remote)
+    );
+    settings.explanation = settings
+        .explanation
+        .replacen(&before, &words, 1)
+        .replacen(" on GPU (", " offloaded (", 1)
+        .replacen(&format!(") on {pool}"), &format!(") on {}", local_gpu.unwrap_or("RPC0")), 1);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use ipc::rpc::RpcDevice;
 
     const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
     const V7: RpcVersion = RpcVersion { major: 7, minor: 0, patch: 0 };
 
     fn probe(address: &str, state: WorkerState) -> WorkerProbe {
@@ -224,6 +293,113 @@ mod tests {
         // Nothing offloaded, or no device: all on the CPU.
         assert_eq!(layer_split(4, 0, &devs), [share("CPU", 5)]);
         assert_eq!(layer_split(4, 5, &[]), [share("CPU", 5)]);
+    }
+
+    /// The 8B test model resolved as a start over `workers` does, with this machine's GPU
+    /// (`local`) and a projector of `projector` bytes.
+    fn over(workers: &[WorkerProbe], local: Option<u64>, projector: u64) -> ipc::llm::LlmSettings {
+        use crate::llama::autoconfig::{resolve_with_projector, tests::llama8b, MachineFacts};
+        let gpu = local.map(|f| ("RTX".to_owned(), f));
+        let machine = MachineFacts {
+            physical_cores: 8,
+            ram_available: 64 * GIB,
+            gpu: pooled(gpu.clone(), workers),
+        };
+        let cfg = ipc::llm::LlmConfig { context_size: Some(8192), ..Default::default() };
+        let with = (projector > 0).then_some(("/m/mmproj.gguf", projector));
+        let mut s = resolve_with_projector(&cfg, &llama8b(), &machine, 8080, with).unwrap();
+        s.split = layer_split(s.total_layers - 1, s.gpu_layers, &devices(workers, gpu));
+        let pool = machine.gpu.as_ref().map_or("", |g| g.0.as_str()).to_owned();
+        let facts = llama8b();
+        let before = s.clone();
+        apportion(&mut s, &pool, local.map(|_| "RTX"), |n| {
+            crate::llama::autoconfig::offloaded(&facts, &before, n)
+        });
+        s
+    }
+
+    #[test]
+    fn memory_lent_by_workers_is_theirs_not_this_machines_vram() {
+        use ipc::llm::{DeviceMemory, MemoryPlace};
+        let two = [ready("a:1", &[8 * GIB]), ready("b:1", &[8 * GIB])];
+        let pooled_alone = {
+            let machine = crate::llama::autoconfig::MachineFacts {
+                physical_cores: 8,
+                ram_available: 64 * GIB,
+                gpu: pooled(None, &two),
+            };
+            let cfg = ipc::llm::LlmConfig { context_size: Some(8192), ..Default::default() };
+            let m = crate::llama::autoconfig::tests::llama8b();
+            crate::llama::autoconfig::resolve(&cfg, &m, &machine, 8080).unwrap()
+        };
+        let pool = pooled_alone.estimate.iter().find(|d| d.device == "GPU").unwrap().clone();
+
+        // Two workers, no GPU here: 33 layers, 17 blocks on the first, 15 and the output layer
+        // on the second (the 8B's blocks are 140 MiB each, 128 KiB of f16 KV per token);
+        // a compute buffer on each; nothing in this machine's VRAM.
+        let s = over(&two, None, 0);
+        let names: Vec<&str> = s.estimate.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(names, ["RPC0", "RPC1", "CPU"]);
+        let (a, b) = (&s.estimate[0], &s.estimate[1]);
+        assert_eq!(a.model_bytes + b.model_bytes, pool.model_bytes);
+        assert_eq!(a.kv_bytes + b.kv_bytes, pool.kv_bytes);
+        assert_eq!(a.model_bytes, 17 * 140 * MIB);
+        assert_eq!((a.kv_bytes, b.kv_bytes), (17 * 8192 * 4096, 15 * 8192 * 4096));
+        assert!(b.model_bytes > 15 * 140 * MIB, "the output layer's weights are the last's");
+        assert_eq!((a.compute_bytes, b.compute_bytes), (pool.compute_bytes, pool.compute_bytes));
+        assert_eq!(s.expected_vram_bytes, 0);
+        assert_eq!(s.expected_ram_bytes, pooled_alone.expected_ram_bytes);
+        let remote = DeviceMemory::sum_at(&s.estimate, MemoryPlace::Remote);
+        assert!(
+            s.explanation.starts_with("33/33 layers offloaded (2 RPC workers), 8192 context"),
+            "{}",
+            s.explanation
+        );
+        let words = format!(
+            "{} RAM expected here, {} on the RPC workers",
+            ipc::format::bytes(s.expected_ram_bytes),
+            ipc::format::bytes(remote)
+        );
+        assert!(s.explanation.contains(&words), "{}", s.explanation);
+        assert!(!s.explanation.contains("VRAM"), "{}", s.explanation);
+
+        // A GPU here beside one worker: its share is this machine's VRAM, the worker's is not;
+        // a projector loads on this GPU.
+        let one = [ready("a:1", &[8 * GIB])];
+        let s = over(&one, Some(8 * GIB), GIB);
+        let names: Vec<&str> = s.estimate.iter().map(|d| d.device.as_str()).collect();
+        assert_eq!(names, ["RPC0", "GPU", "CPU"]);
+        let here = DeviceMemory::sum_at(&s.estimate, MemoryPlace::Vram);
+        assert_eq!(s.expected_vram_bytes, here + GIB);
+        assert!(
+            s.explanation.contains("layers offloaded (RTX + 1 RPC worker)"),
+            "{}",
+            s.explanation
+        );
+        assert!(s.explanation.contains(" VRAM + "), "{}", s.explanation);
+        assert!(s.explanation.contains("on the RPC workers"), "{}", s.explanation);
+        assert!(s.explanation.ends_with("vision projector (1.0 GiB) on RTX"), "{}", s.explanation);
+
+        // No GPU here: the projector goes to the first worker, not to this machine.
+        let s = over(&two, None, GIB);
+        assert_eq!(s.expected_vram_bytes, 0);
+        let remote = DeviceMemory::sum_at(&s.estimate, MemoryPlace::Remote) + GIB;
+        assert!(
+            s.explanation.contains(&format!("{} on the RPC workers", ipc::format::bytes(remote))),
+            "{}",
+            s.explanation
+        );
+        assert!(s.explanation.ends_with("vision projector (1.0 GiB) on RPC0"), "{}", s.explanation);
+
+        // Without workers (or with nothing offloaded) nothing changes.
+        let mut plain = pooled_alone.clone();
+        plain.split = layer_split(32, 0, &devices(&two, None));
+        apportion(&mut plain, "2 RPC workers", None, |_| unreachable!("nothing offloaded"));
+        assert_eq!(plain, {
+            let mut p = pooled_alone.clone();
+            p.split = plain.split.clone();
+            p
+        });
     }
 
     #[test]
