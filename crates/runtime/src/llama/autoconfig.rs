@@ -134,15 +134,10 @@ struct Plan {
 }
 
 /// The weights and KV cache of `m`'s last `n` layers at `s`'s settings (its context, slots, KV
-/// types, flash attention and expert blocks kept in RAM), in llama.cpp's count: the output layer
-/// is the last of all, so `n` of them are the output layer (the weights outside the blocks but
-/// the token embedding, which stays on the CPU) and the last `n - 1` blocks: what the devices
-/// that take those layers hold together. [`crate::rpc::apportion`] shares a start's pooled part
-/// out with it. For every layer it is the estimate's GPU part with every layer offloaded.
+/// types, flash attention and expert blocks kept in RAM), in llama.cpp's count (the output
+/// layer last of all): what the devices that take those layers hold together.
+/// [`crate::rpc::apportion`] shares a start's pooled part out with it.
 pub fn offloaded(m: &ModelFacts, s: &LlmSettings, n: u32) -> (u64, u64) {
-    if n == 0 {
-        return (0, 0);
-    }
     let start = Start {
         context: u64::from(s.context_size),
         batch: s.batch.map(u64::from).unwrap_or(DEFAULT_BATCH),
@@ -153,10 +148,9 @@ pub fn offloaded(m: &ModelFacts, s: &LlmSettings, n: u32) -> (u64, u64) {
         k_type: kv_type_size(&s.cache_type_k).unwrap_or((2, 1)),
         v_type: kv_type_size(&s.cache_type_v).unwrap_or((2, 1)),
     };
-    let blocks = (n - 1) as usize;
-    let (gpu, _) = estimate::estimate(&m.shape, m.weights(), blocks, s.n_cpu_moe as usize, &start);
-    let output = if m.tied { m.other } else { m.other.saturating_sub(m.embd) };
-    (gpu.weights + output, gpu.kv)
+    let (gpu, _) =
+        estimate::estimate(&m.shape, m.weights(), n as usize, s.n_cpu_moe as usize, &start);
+    (gpu.weights, gpu.kv)
 }
 
 /// The explanation's words on memory: "1.0 GiB VRAM + 2.0 GiB RAM expected", or "… RAM
@@ -325,7 +319,7 @@ pub fn resolve(
         v_type: kv_type_size(v).unwrap_or((2, 1)),
     };
     // (GPU, CPU) parts with `n` layers offloaded and the experts of the first `moe` blocks in
-    // RAM; llama.cpp offloads the last `n` blocks, and n = layers + 1 also takes the output layer.
+    // RAM; llama.cpp offloads the output layer and the last `n - 1` blocks.
     let parts = |n: usize, moe: usize, context: u64, k: &str, v: &str, flash: Toggle| {
         estimate::estimate(&m.shape, m.weights(), n, moe, &start_of(context, k, v, flash))
     };
@@ -694,9 +688,10 @@ pub(crate) mod tests {
         assert_eq!((s.cache_type_k.as_str(), s.flash_attention), ("q8_0", Toggle::On));
         assert!(s.context_size >= 2048 && s.context_size < 32768, "{}", s.context_size);
         assert!(s.expected_vram_bytes <= free - vram_margin(free));
-        // 6 GB: the compute buffer no longer fits beside every layer; one block stays in RAM.
+        // 6 GB: the compute buffer no longer fits beside every layer; two blocks stay in RAM
+        // (31 layers: the output layer, 500 MiB here, and the last 30 blocks).
         let s = run(LlmConfig::default(), &m, &machine(Some(6 * GIB), 32 * GIB));
-        assert_eq!(s.gpu_layers, 32);
+        assert_eq!(s.gpu_layers, 31);
         assert!(s.expected_vram_bytes <= 6 * GIB - vram_margin(6 * GIB));
 
         // 3 GB free: a partial offload, counted from the real layer sizes.

@@ -297,8 +297,8 @@ impl Weights<'_> {
     }
 }
 
-/// Where each part lands with `gpu_layers` of the blocks on the GPU (the last ones, as
-/// llama.cpp offloads) and the output layer too when `gpu_layers > blocks`, and with the expert
+/// Where each part lands with `gpu_layers` layers on the GPU, as llama.cpp's `-ngl` counts them:
+/// the output layer (the last of all) and the last `gpu_layers - 1` blocks; with the expert
 /// tensors of the first `cpu_moe` blocks kept in RAM (`--n-cpu-moe`).
 pub fn estimate(
     shape: &Shape,
@@ -308,7 +308,10 @@ pub fn estimate(
     start: &Start,
 ) -> (Parts, Parts) {
     let n = shape.layers().min(w.per_layer.len());
-    let blocks = gpu_layers.min(n);
+    // llama.cpp's `-ngl g` offloads the last g of the blocks and the output layer, the output
+    // layer being the last of all: g - 1 blocks with it.
+    let output = gpu_layers > 0;
+    let blocks = gpu_layers.saturating_sub(1).min(n);
     let (cpu_r, gpu_r) = (0..n - blocks, n - blocks..n);
     // Expert tensors of GPU blocks that `--n-cpu-moe` keeps in RAM.
     let moved: Vec<u64> =
@@ -324,7 +327,7 @@ pub fn estimate(
         kv: kv_bytes(shape, start, cpu_r.clone()),
         compute: output_bytes(shape, start),
     };
-    if gpu_layers > n {
+    if output {
         // The output layer offloaded: the weights outside the blocks but the embedding (with a
         // copy of it when the output layer is the embedding); the embedding stays in RAM.
         gpu.weights += if w.tied { w.other } else { w.other.saturating_sub(w.embd) };
@@ -472,11 +475,15 @@ mod tests {
         assert_eq!((gpu.weights, cpu.weights), (110 << 20, 0));
         assert_eq!((gpu.kv, cpu.kv), (kv_bytes(&ex, &s, 0..8), 0));
         assert!(cpu.compute > output_bytes(&ex, &s));
-        // Half: the last four blocks on the GPU.
+        // Four layers: the output layer (the 30 MiB outside the blocks, here) and the last
+        // three blocks on the GPU, as llama.cpp hands `-ngl 4` out.
         let (gpu, cpu) = estimate(&ex, w, 4, 0, &s);
-        assert_eq!((gpu.weights, cpu.weights), (40 << 20, 70 << 20));
-        assert_eq!(gpu.kv, cpu.kv);
+        assert_eq!((gpu.weights, cpu.weights), (60 << 20, 50 << 20));
+        assert_eq!((gpu.kv, cpu.kv), (kv_bytes(&ex, &s, 5..8), kv_bytes(&ex, &s, 0..5)));
         assert_eq!(gpu.compute, compute_bytes(&ex, &s) + (10 << 20));
+        // One layer: the output layer alone.
+        let (gpu, cpu) = estimate(&ex, w, 1, 0, &s);
+        assert_eq!((gpu.weights, gpu.kv, cpu.weights), (30 << 20, 0, 80 << 20));
         // A dense model: `--n-cpu-moe` moves nothing.
         assert_eq!(estimate(&ex, w, 9, 8, &s), estimate(&ex, w, 9, 0, &s));
         // MoE, 6 of each block's 10 MiB are experts: every layer on the GPU, the experts of the
@@ -490,7 +497,7 @@ mod tests {
         assert_eq!(cpu.compute, compute_bytes(&ex, &s) + output_bytes(&ex, &s));
         // The experts of CPU blocks are in RAM anyway.
         let (gpu, cpu) = estimate(&ex, moe, 4, 8, &s);
-        assert_eq!((gpu.weights, cpu.weights), ((40 - 24) << 20, (70 + 24) << 20));
+        assert_eq!((gpu.weights, cpu.weights), ((30 - 18 + 30) << 20, (50 + 18) << 20));
         // Of the 30 MiB outside the blocks, a 16 MiB token embedding: it stays in RAM when
         // every layer is offloaded; with no output.weight the output layer is a copy of it.
         let embd = Weights { embd: 16 << 20, ..w };
@@ -499,9 +506,9 @@ mod tests {
         let tied = Weights { tied: true, ..embd };
         let (gpu, cpu) = estimate(&ex, tied, 9, 0, &s);
         assert_eq!((gpu.weights, cpu.weights), (110 << 20, 16 << 20));
-        // The output layer in RAM: all of it there, once.
-        let (gpu, cpu) = estimate(&ex, tied, 4, 0, &s);
-        assert_eq!((gpu.weights, cpu.weights), (40 << 20, 70 << 20));
+        // Nothing offloaded: all of it in RAM, once.
+        let (gpu, cpu) = estimate(&ex, tied, 0, 0, &s);
+        assert_eq!((gpu.weights, cpu.weights), (0, 110 << 20));
     }
 
     #[test]
