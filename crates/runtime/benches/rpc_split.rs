@@ -1,11 +1,15 @@
 //! Several machines for one model (#18), on loopback: tokens per second with a model split over
 //! two llama.cpp RPC workers against the same model all on this computer, and the load time
 //! with the workers' tensor cache warm against cold: straight over loopback (where sending is
-//! nearly free), and through a proxy that passes 1 Gbit/s, as a wired LAN would. The local server
-//! has both cores; each worker one thread and the split server one (on one 2-core machine,
-//! three processes of two threads each spin against each other: 0.41 of local was measured that
-//! way, against 0.66 with one thread each). Each figure is the median of three runs, side by
-//! side in one run of this program.
+//! nearly free), and through a proxy that passes 1 Gbit/s, as a wired LAN would.
+//!
+//! Each worker runs one thread held to a core of its own (the split server beside the first), so
+//! each stands for a machine of one core. The model all local is timed twice: on one core with
+//! one thread (one of those machines alone: the ratio is what the split itself costs), and on
+//! both cores with two threads (this whole computer: the split runs its halves one after the
+//! other, one core busy at a time, so this ratio also counts the core left idle; on one 2-core
+//! computer, workers of two threads each spin against each other: 0.41 was measured that way).
+//! Each figure is the median of three runs, side by side in one run of this program.
 //!
 //! GENAI_TEST_LLAMA_SERVER=$(scripts/build-llama-server) cargo bench -p runtime --bench rpc_split
 //!
@@ -25,9 +29,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn worker(exe: &Path, cache: &Path) -> (Child, String) {
+/// A command for `exe`, held to one `core` (through `taskset`) when one is given and this
+/// computer has more than one.
+fn on_core(exe: &Path, core: Option<usize>) -> Command {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match core.filter(|_| cores > 1) {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string()]).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    }
+}
+
+fn worker(exe: &Path, cache: &Path, core: usize) -> (Child, String) {
     let port = runtime::net::free_port().unwrap();
-    let child = Command::new(exe)
+    let child = on_core(exe, Some(core))
         .args(["-H", "127.0.0.1", "-p", &port.to_string(), "-t", "1", "-c"])
         .env("LLAMA_CACHE", cache)
         .stdin(Stdio::null())
@@ -39,11 +57,17 @@ fn worker(exe: &Path, cache: &Path) -> (Child, String) {
     (child, format!("127.0.0.1:{port}"))
 }
 
-/// Starts llama-server on `model` (over `rpc` when given); answers it and the seconds from spawn
-/// to healthy.
-async fn serve(llama: &Path, model: &Path, rpc: Option<&str>, threads: u32) -> (Child, u16, f64) {
+/// Starts llama-server on `model` (over `rpc` when given, on `core` when given); answers it and
+/// the seconds from spawn to healthy.
+async fn serve(
+    llama: &Path,
+    model: &Path,
+    rpc: Option<&str>,
+    threads: u32,
+    core: Option<usize>,
+) -> (Child, u16, f64) {
     let port = runtime::net::free_port().unwrap();
-    let mut cmd = Command::new(llama);
+    let mut cmd = on_core(llama, core);
     cmd.args(["-m", model.to_str().unwrap(), "-c", "512", "-np", "1", "-fit", "off"])
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .args(["--threads", &threads.to_string()]);
@@ -180,19 +204,26 @@ async fn main() {
     fill_weights(&model, w.header_bytes().0.len() as u64);
     println!("model: {:.0} MB, 8 blocks", w.file_len() as f64 / 1e6);
 
-    let (mut local, mut split) = (Vec::new(), Vec::new());
+    let (mut local, mut local_one, mut split) = (Vec::new(), Vec::new(), Vec::new());
     // (cold, warm) load seconds: straight, and through the 1 Gbit/s proxy.
     let (mut direct, mut lan) = (Vec::new(), Vec::new());
     for run in 0..3 {
         // All on this computer.
-        let (mut s, port, _) = serve(&llama, &model, None, 2).await;
+        let (mut s, port, _) = serve(&llama, &model, None, 2, None).await;
         local.push(speed(port).await);
         s.kill().await.unwrap();
+        let _ = s.wait().await;
+        // All on one core: one of the two "machines" below, alone.
+        let (mut s, port, _) = serve(&llama, &model, None, 1, Some(0)).await;
+        local_one.push(speed(port).await);
+        s.kill().await.unwrap();
+        let _ = s.wait().await;
         for through_lan in [false, true] {
             // Two workers with fresh caches: a cold load, then a warm one.
             let tag = if through_lan { "lan" } else { "direct" };
-            let (mut w1, a1) = worker(&exe, &dir.join(format!("c{run}{tag}1")));
-            let (mut w2, a2) = worker(&exe, &dir.join(format!("c{run}{tag}2")));
+            // One core each, the server beside the first: two one-core "machines".
+            let (mut w1, a1) = worker(&exe, &dir.join(format!("c{run}{tag}1")), 0);
+            let (mut w2, a2) = worker(&exe, &dir.join(format!("c{run}{tag}2")), 1);
             for a in [&a1, &a2] {
                 let until = Instant::now() + Duration::from_secs(15);
                 while runtime::rpc::probe::version(a, Duration::from_millis(500)).await.is_none() {
@@ -205,13 +236,13 @@ async fn main() {
             } else {
                 format!("{a1},{a2}")
             };
-            let (mut s, port, cold) = serve(&llama, &model, Some(&rpc), 1).await;
+            let (mut s, port, cold) = serve(&llama, &model, Some(&rpc), 1, Some(0)).await;
             if !through_lan {
                 split.push(speed(port).await);
             }
             s.kill().await.unwrap();
             let _ = s.wait().await;
-            let (mut s, _, warm) = serve(&llama, &model, Some(&rpc), 1).await;
+            let (mut s, _, warm) = serve(&llama, &model, Some(&rpc), 1, Some(0)).await;
             s.kill().await.unwrap();
             let _ = s.wait().await;
             w1.kill().await.unwrap();
@@ -223,12 +254,20 @@ async fn main() {
             }
         }
         println!(
-            "run {run}: local {:.1} tok/s, split {:.1} tok/s; load cold/warm: loopback {:.2}/{:.2} s, 1 Gbit/s {:.2}/{:.2} s",
-            local[run], split[run], direct[run].0, direct[run].1, lan[run].0, lan[run].1
+            "run {run}: local {:.1} tok/s (one core {:.1}), split {:.1} tok/s; load cold/warm: loopback {:.2}/{:.2} s, 1 Gbit/s {:.2}/{:.2} s",
+            local[run], local_one[run], split[run], direct[run].0, direct[run].1, lan[run].0, lan[run].1
         );
     }
-    let (l, s) = (median(local), median(split));
-    println!("tokens/s: split over two loopback workers {s:.1} / all local {l:.1} = {:.2}", s / l);
+    let (l, l1, s) = (median(local), median(local_one), median(split));
+    println!(
+        "tokens/s: split over two loopback workers {s:.1} / all local on both cores {l:.1} = {:.2}",
+        s / l
+    );
+    println!(
+        "tokens/s, a core standing for a machine: split over two one-core workers {s:.1} / all \
+         local on one core {l1:.1} = {:.2}",
+        s / l1
+    );
     for (name, loads) in [("loopback", &direct), ("1 Gbit/s", &lan)] {
         let c = median(loads.iter().map(|x| x.0).collect());
         let w = median(loads.iter().map(|x| x.1).collect());
