@@ -308,3 +308,40 @@ async fn outcome(
         }
     }
 }
+
+/// An installed model's facts are kept while its file is unchanged, and read again (the old
+/// version forgotten) once the file is replaced, as a new download under the same name does.
+#[tokio::test]
+async fn an_installed_file_replaced_is_read_again() {
+    let dir = TempDir::new("catalog-local");
+    let env = HfEnv { endpoint: None, token: None };
+    let catalog =
+        Catalog::new(HfSettings::open(dir.path(), env), DownloadConfig::default()).unwrap();
+    let path = dir.join("m.gguf");
+    let width = |facts: Facts| match facts {
+        Facts::Read(f) => f.shape.n_embd,
+        Facts::Unreadable(why) => panic!("{why}"),
+    };
+    // Whole (sparse) files, as a finished download leaves them.
+    let write = |n_embd: u64| {
+        let _ = std::fs::remove_file(&path);
+        zero_model(ZeroModel {
+            arch: ZeroArch::Llama,
+            n_vocab: 32000,
+            n_embd,
+            n_layer: 8,
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: n_embd / 4,
+            n_ff: n_embd * 4,
+            n_ctx: 4096,
+        })
+        .write_sparse(&path)
+        .unwrap();
+    };
+    write(256);
+    assert_eq!(width(catalog.local_facts(vec![path.clone()]).await), 256);
+    assert_eq!(width(catalog.local_facts(vec![path.clone()]).await), 256);
+    write(512);
+    assert_eq!(width(catalog.local_facts(vec![path.clone()]).await), 512);
+}

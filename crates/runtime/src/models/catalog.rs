@@ -25,6 +25,50 @@ const PARALLEL_READS: usize = 4;
 /// A file on disk as it is now: its path, length and modification time.
 type FileVersion = (PathBuf, u64, Option<SystemTime>);
 
+/// How many of each the catalog keeps: an app left open for days, browsing repo after repo,
+/// keeps the most recently used (a header's facts are a few KiB).
+const KEEP_HEADERS: usize = 1024;
+const KEEP_VIEWS: usize = 32;
+const KEEP_LOCAL: usize = 256;
+
+/// A map that keeps at most `cap` entries, forgetting the least recently used first.
+#[derive(Debug)]
+struct Kept<K, V> {
+    cap: usize,
+    tick: u64,
+    map: HashMap<K, (V, u64)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Kept<K, V> {
+    fn new(cap: usize) -> Self {
+        Self { cap: cap.max(1), tick: 0, map: HashMap::new() }
+    }
+
+    fn get(&mut self, k: &K) -> Option<V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(k).map(|(v, used)| {
+            *used = tick;
+            v.clone()
+        })
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        self.tick += 1;
+        if !self.map.contains_key(&k) && self.map.len() >= self.cap {
+            let oldest = self.map.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                self.map.remove(&oldest);
+            }
+        }
+        self.map.insert(k, (v, self.tick));
+    }
+
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        self.map.retain(|k, _| keep(k));
+    }
+}
+
 /// What a file's header said, or why it could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facts {
@@ -54,11 +98,12 @@ struct Inner {
     hf: HfSettings,
     /// By the first file's URL (endpoint, repo, revision and path): headers that were read, or
     /// that are not GGUF. Network failures are not kept: the next open tries again.
-    headers: Mutex<HashMap<String, Facts>>,
+    headers: Mutex<Kept<String, Facts>>,
     /// The repos opened, by (repo, revision): their badges again without a request.
-    views: Mutex<HashMap<(String, String), Arc<RepoView>>>,
-    /// Installed models' facts, by their first file's path, length and modification time.
-    local: Mutex<HashMap<FileVersion, Facts>>,
+    views: Mutex<Kept<(String, String), Arc<RepoView>>>,
+    /// Installed models' facts, by their first file's path, length and modification time (the
+    /// latest version of each path only).
+    local: Mutex<Kept<FileVersion, Facts>>,
 }
 
 impl Catalog {
@@ -68,9 +113,9 @@ impl Catalog {
                 http: hf_api::client()?,
                 downloader: Downloader::new(config)?,
                 hf,
-                headers: Mutex::new(HashMap::new()),
-                views: Mutex::new(HashMap::new()),
-                local: Mutex::new(HashMap::new()),
+                headers: Mutex::new(Kept::new(KEEP_HEADERS)),
+                views: Mutex::new(Kept::new(KEEP_VIEWS)),
+                local: Mutex::new(Kept::new(KEEP_LOCAL)),
             }),
         })
     }
@@ -131,7 +176,7 @@ impl Catalog {
             meta.and_then(|m| m.modified().ok()),
         );
         if let Some(kept) = self.inner.local.lock().unwrap().get(&key) {
-            return kept.clone();
+            return kept;
         }
         let read = tokio::task::spawn_blocking(move || -> Result<ModelFacts> {
             let h = super::read_gguf_split(&files)?;
@@ -143,7 +188,12 @@ impl Catalog {
             Ok(Err(e)) => Facts::Unreadable(e.to_string()),
             Err(e) => Facts::Unreadable(e.to_string()),
         };
-        self.inner.local.lock().unwrap().insert(key, facts.clone());
+        {
+            let mut local = self.inner.local.lock().unwrap();
+            // An earlier version of the same file is gone for good.
+            local.retain(|(path, ..)| *path != key.0);
+            local.insert(key, facts.clone());
+        }
         facts
     }
 
@@ -151,7 +201,7 @@ impl Catalog {
     pub fn opened(&self, repo: &str, revision: &str) -> Result<Arc<RepoView>> {
         let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
         let key = (repo.trim().trim_matches('/').to_owned(), revision.to_owned());
-        self.inner.views.lock().unwrap().get(&key).cloned().ok_or_else(|| {
+        self.inner.views.lock().unwrap().get(&key).ok_or_else(|| {
             RuntimeError::InvalidInput(format!("{} has not been opened yet: open it first", key.0))
         })
     }
@@ -181,7 +231,7 @@ impl Catalog {
             );
         }
         if let Some(kept) = self.inner.headers.lock().unwrap().get(&urls[0]) {
-            return kept.clone();
+            return kept;
         }
         let mut merged: Option<gguf::Header> = None;
         for url in &urls {
@@ -273,5 +323,26 @@ pub fn report(facts: &Facts, machine: &FitMachine, ask: &FitAsk) -> FitReport {
             if_llm_stopped: None,
             why: why.clone(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_is_forgotten_first() {
+        let mut kept = Kept::new(2);
+        kept.insert("a", 1);
+        kept.insert("b", 2);
+        // "a" used after "b" was put in: "b" is the one to go.
+        assert_eq!(kept.get(&"a"), Some(1));
+        kept.insert("c", 3);
+        assert_eq!((kept.get(&"a"), kept.get(&"b"), kept.get(&"c")), (Some(1), None, Some(3)));
+        // Putting in a key it has replaces it and forgets nothing.
+        kept.insert("a", 10);
+        assert_eq!((kept.map.len(), kept.get(&"a"), kept.get(&"c")), (2, Some(10), Some(3)));
+        kept.retain(|k| *k != "a");
+        assert_eq!((kept.get(&"a"), kept.map.len()), (None, 1));
     }
 }
