@@ -15,11 +15,9 @@ use testkit::TempDir;
 
 const MIB: u64 = 1 << 20;
 
-/// The start of a llama-shaped file of width `n_embd` (its weights: about 47, 125 and 370 MiB
-/// at 256, 512 and 1024): its header and 2 MiB of the weights; the header's length; the whole
-/// file's length, as the repo tree gives it.
-fn model(n_embd: u64) -> (Vec<u8>, u64, u64) {
-    let writer = zero_model(ZeroModel {
+/// A llama of width `n_embd`, 8 blocks.
+fn llama_of(n_embd: u64) -> gguf::Writer {
+    zero_model(ZeroModel {
         arch: ZeroArch::Llama,
         n_vocab: 32000,
         n_embd,
@@ -29,7 +27,14 @@ fn model(n_embd: u64) -> (Vec<u8>, u64, u64) {
         head_dim: n_embd / 4,
         n_ff: n_embd * 4,
         n_ctx: 4096,
-    });
+    })
+}
+
+/// The start of a llama-shaped file of width `n_embd` (its weights: about 47, 125 and 370 MiB
+/// at 256, 512 and 1024): its header and 2 MiB of the weights; the header's length; the whole
+/// file's length, as the repo tree gives it.
+fn model(n_embd: u64) -> (Vec<u8>, u64, u64) {
+    let writer = llama_of(n_embd);
     let (mut bytes, _) = writer.header_bytes();
     let header = gguf::read_header(&bytes[..], gguf::Limits::default()).unwrap().header_bytes;
     // The start of the weights: never to be fetched.
@@ -325,19 +330,7 @@ async fn an_installed_file_replaced_is_read_again() {
     // Whole (sparse) files, as a finished download leaves them.
     let write = |n_embd: u64| {
         let _ = std::fs::remove_file(&path);
-        zero_model(ZeroModel {
-            arch: ZeroArch::Llama,
-            n_vocab: 32000,
-            n_embd,
-            n_layer: 8,
-            n_head: 4,
-            n_head_kv: 2,
-            head_dim: n_embd / 4,
-            n_ff: n_embd * 4,
-            n_ctx: 4096,
-        })
-        .write_sparse(&path)
-        .unwrap();
+        llama_of(n_embd).write_sparse(&path).unwrap();
     };
     write(256);
     assert_eq!(width(catalog.local_facts(vec![path.clone()]).await), 256);
