@@ -207,12 +207,13 @@ impl LendableDevice {
         out
     }
 
-    /// Why devices asked for cannot be lent (one this computer does not have), or `None`.
+    /// Why devices asked for (trimmed, blanks ignored) cannot be lent (one this computer does
+    /// not have), or `None`.
     pub fn refuse(asked: &[String], lendable: &[LendableDevice]) -> Option<String> {
         let unknown: Vec<&str> = asked
             .iter()
             .map(|a| a.trim())
-            .filter(|a| !lendable.iter().any(|d| d.name == *a))
+            .filter(|a| !a.is_empty() && !lendable.iter().any(|d| d.name == *a))
             .collect();
         (!unknown.is_empty()).then(|| {
             let have: Vec<&str> = lendable.iter().map(|d| d.name.as_str()).collect();

@@ -135,9 +135,9 @@ struct Plan {
 
 /// The weights and KV cache of `m`'s last `n` layers at `s`'s settings (its context, slots, KV
 /// types, flash attention and expert blocks kept in RAM), in llama.cpp's count (the output
-/// layer last of all): what the devices that take those layers hold together.
+/// layer last of all): what the devices that take those layers hold together, for any `n`.
 /// [`crate::rpc::apportion`] shares a start's pooled part out with it.
-pub fn offloaded(m: &ModelFacts, s: &LlmSettings, n: u32) -> (u64, u64) {
+pub fn offloaded<'m>(m: &'m ModelFacts, s: &LlmSettings) -> impl Fn(u32) -> (u64, u64) + 'm {
     let start = Start {
         context: u64::from(s.context_size),
         batch: s.batch.map(u64::from).unwrap_or(DEFAULT_BATCH),
@@ -148,9 +148,11 @@ pub fn offloaded(m: &ModelFacts, s: &LlmSettings, n: u32) -> (u64, u64) {
         k_type: kv_type_size(&s.cache_type_k).unwrap_or((2, 1)),
         v_type: kv_type_size(&s.cache_type_v).unwrap_or((2, 1)),
     };
-    let (gpu, _) =
-        estimate::estimate(&m.shape, m.weights(), n as usize, s.n_cpu_moe as usize, &start);
-    (gpu.weights, gpu.kv)
+    let moe = s.n_cpu_moe as usize;
+    move |n| {
+        let (gpu, _) = estimate::estimate(&m.shape, m.weights(), n as usize, moe, &start);
+        (gpu.weights, gpu.kv)
+    }
 }
 
 /// The explanation's words on memory: "1.0 GiB VRAM + 2.0 GiB RAM expected", or "… RAM

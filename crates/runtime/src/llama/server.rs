@@ -395,10 +395,8 @@ impl LlamaServer {
             let pool = machine.gpu.as_ref().map_or(String::new(), |g| g.0.clone());
             let devices = crate::rpc::devices(workers, local_gpu);
             settings.split = crate::rpc::layer_split(blocks, settings.gpu_layers, &devices);
-            let pooled = settings.clone();
-            crate::rpc::apportion(&mut settings, &pool, here.as_deref(), |n| {
-                autoconfig::offloaded(&facts, &pooled, n)
-            });
+            let tail = autoconfig::offloaded(&facts, &settings);
+            crate::rpc::apportion(&mut settings, &pool, here.as_deref(), tail);
         }
         Ok((settings, first))
     }

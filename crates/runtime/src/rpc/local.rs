@@ -204,13 +204,12 @@ impl LocalWorker {
                 installed.path
             ))
         })?;
-        let devices: Vec<&str> =
-            args.devices.iter().map(|d| d.trim()).filter(|d| !d.is_empty()).collect();
-        let asked: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
         let lendable = LendableDevice::from_check(&installed.devices);
-        if let Some(why) = LendableDevice::refuse(&asked, &lendable) {
+        if let Some(why) = LendableDevice::refuse(&args.devices, &lendable) {
             return Err(RuntimeError::InvalidInput(why));
         }
+        let devices: Vec<&str> =
+            args.devices.iter().map(|d| d.trim()).filter(|d| !d.is_empty()).collect();
         let cap = u64::from(args.cache_cap_gib.unwrap_or(DEFAULT_CACHE_CAP_GIB)) << 30;
         self.trim(cap).await?;
         let mut argv = vec!["-H".to_owned(), host.to_owned(), "-p".into(), port.to_string()];

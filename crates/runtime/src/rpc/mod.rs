@@ -219,9 +219,7 @@ pub fn apportion(
     if local_gpu.is_none() {
         remote += projector;
     }
-    for (i, p) in parts.into_iter().enumerate() {
-        settings.estimate.insert(at + i, p);
-    }
+    settings.estimate.splice(at..at, parts);
     let words = format!(
         "{} here, {} on the RPC workers",
         crate::llama::autoconfig::expected_words(
@@ -311,10 +309,8 @@ mod tests {
         s.split = layer_split(s.total_layers - 1, s.gpu_layers, &devices(workers, gpu));
         let pool = machine.gpu.as_ref().map_or("", |g| g.0.as_str()).to_owned();
         let facts = llama8b();
-        let before = s.clone();
-        apportion(&mut s, &pool, local.map(|_| "RTX"), |n| {
-            crate::llama::autoconfig::offloaded(&facts, &before, n)
-        });
+        let tail = crate::llama::autoconfig::offloaded(&facts, &s);
+        apportion(&mut s, &pool, local.map(|_| "RTX"), tail);
         s
     }
 
