@@ -5,6 +5,7 @@
 
 mod commands;
 mod drawing;
+mod engine;
 mod events;
 mod save_dialog;
 mod state;
@@ -12,8 +13,9 @@ mod state;
 use state::AppState;
 
 pub fn run() {
-    // First: it changes the environment, which is sound only before any thread exists.
+    // First: they change the environment, which is sound only before any thread exists.
     let drawing = drawing::apply();
+    let engine = engine::apply();
     let state = AppState::open();
     if let Some(e) = state.startup_error() {
         // The window still opens and shows this error with its remedy in the footer.
@@ -46,6 +48,15 @@ pub fn run() {
                         }
                         Some(drawing::Drawing::WebKit(why)) => {
                             tracing::info!("the window draws as WebKit chooses: {why}")
+                        }
+                        None => {}
+                    }
+                    match engine {
+                        Some(engine::Engine::NoJit(why)) => {
+                            tracing::info!("the window's scripts run without the JIT: {why}")
+                        }
+                        Some(engine::Engine::WebKit(why)) => {
+                            tracing::info!("the window's scripts run with the JIT: {why}")
                         }
                         None => {}
                     }

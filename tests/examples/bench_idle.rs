@@ -80,7 +80,7 @@ async fn measure(app: &App, window: Duration, keep: &dyn Fn(&str) -> bool) -> Fi
 
 fn row(name: &str, f: &Figures, base: &Figures) {
     println!(
-        "{name:<40} {:>7.2} % {:>7.0} MB {:>7.0} MB   rss {:>4.2}x  pss {:>4.2}x",
+        "{name:<48} {:>7.2} % {:>7.0} MB {:>7.0} MB   rss {:>4.2}x  pss {:>4.2}x",
         f.cpu_pct,
         f.rss_mb,
         f.pss_mb,
@@ -88,7 +88,7 @@ fn row(name: &str, f: &Figures, base: &Figures) {
         f.pss_mb / base.pss_mb,
     );
     let parts: Vec<String> = f.parts.iter().map(|(n, mb)| format!("{n} {mb:.0}")).collect();
-    println!("{:<40}   PSS MB: {}", "", parts.join(", "));
+    println!("{:<48}   PSS MB: {}", "", parts.join(", "));
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +103,7 @@ async fn main() {
     let not_server = |c: &str| c != "llama-server";
     let only_server = |c: &str| c == "llama-server";
     println!(
-        "{:<40} {:>9} {:>10} {:>10}   (CPU: % of one core over {} s after {} s; memory: whole tree)",
+        "{:<48} {:>9} {:>10} {:>10}   (CPU: % of one core over {} s after {} s; memory: whole tree)",
         "",
         "CPU",
         "RSS",
@@ -112,12 +112,14 @@ async fn main() {
         settle.as_secs()
     );
 
-    // The baseline: a window that shows a heading and does nothing else, as Tauri draws it by
-    // default, and again without compositing. On a machine without a GPU render node the app
-    // turns compositing off (src-tauri/src/drawing.rs), so the ratios are taken against the
-    // baseline drawn the same way; the default one is printed beside it.
-    let plain_run = |env: Vec<(String, String)>| {
+    // The baseline: a window that shows a heading and does nothing else, with Tauri's defaults,
+    // and again with the settings the app gives its own window: the JIT off
+    // (src-tauri/src/engine.rs) and, on a machine without a GPU render node, compositing off
+    // (src-tauri/src/drawing.rs). The ratios are taken against the plain window set up as the
+    // app is, so that they weigh the app's own content; the others are printed beside it.
+    let plain_run = |env: Vec<(&str, &str)>| {
         let plain = plain.clone();
+        let env = env.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
         async move {
             let app =
                 App::launch_with(LaunchOptions { binary: Some(plain), env, ..Default::default() })
@@ -129,17 +131,25 @@ async fn main() {
             f
         }
     };
-    let no_compositing = vec![("WEBKIT_DISABLE_COMPOSITING_MODE".to_owned(), "1".to_owned())];
-    let default_drawing = plain_run(vec![]).await;
-    let same_drawing = plain_run(no_compositing.clone()).await;
     let render_node = runtime::system::has_render_node();
-    let base = if render_node { default_drawing.clone() } else { same_drawing.clone() };
-    row("plain window, Tauri's default drawing", &default_drawing, &base);
-    row("plain window, no compositing", &same_drawing, &base);
+    let no_jit = ("JSC_useJIT", "0");
+    let no_compositing = ("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
+    let defaults = plain_run(vec![]).await;
+    row("plain window, Tauri's defaults", &defaults, &defaults);
+    let as_the_app = if render_node {
+        plain_run(vec![no_jit]).await
+    } else {
+        let drawn_so = plain_run(vec![no_compositing]).await;
+        row("plain window, no compositing", &drawn_so, &defaults);
+        plain_run(vec![no_compositing, no_jit]).await
+    };
+    row("plain window, set up as the app (the baseline)", &as_the_app, &as_the_app);
+    let base = as_the_app;
     println!(
-        "(this machine has {} GPU render node: the app draws {}; ratios are to the plain window drawn so)",
+        "(ratios above the baseline are to Tauri's defaults; this machine has {} GPU render node: \
+         the app's window runs without the JIT{}; the app's ratios are to the plain window set up so)",
         if render_node { "a" } else { "no" },
-        if render_node { "as WebKit chooses" } else { "without compositing" }
+        if render_node { "" } else { " and without compositing" }
     );
 
     // The app, with a model on disk and llama-server on a local release mirror.
@@ -184,7 +194,7 @@ async fn main() {
     let (f, s) = tokio::join!(sample, server_side);
     row("app, Resource Monitor, LLM running", &f, &base);
     println!(
-        "{:<40} {:>7.2} % {:>7.0} MB {:>7.0} MB   (the server itself, not counted above)",
+        "{:<48} {:>7.2} % {:>7.0} MB {:>7.0} MB   (the server itself, not counted above)",
         "  llama-server (tiny model)", s.cpu_pct, s.rss_mb, s.pss_mb
     );
     app.click("#tab-btn-llm").await;

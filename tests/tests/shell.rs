@@ -298,3 +298,37 @@ async fn hidden_tabs_and_a_hidden_window_call_nothing() {
     let left = live_group_members(group);
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
+
+/// The window's scripts run without the JIT (src-tauri/src/engine.rs: it saves 9–23 MB of the
+/// idle window), unless the user asks for it: the setting reaches the web process, which
+/// WebKit starts with the app's environment.
+#[tokio::test]
+#[ignore = "real window: run scripts/test"]
+async fn the_window_runs_without_the_jit_unless_asked() {
+    let web_env = |app: &App| {
+        let web = app
+            .app_tree()
+            .into_iter()
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim()
+                    == "WebKitWebProces"
+            })
+            .expect("the web process");
+        let environ = std::fs::read(format!("/proc/{web}/environ")).unwrap();
+        environ
+            .split(|b| *b == 0)
+            .map(|kv| String::from_utf8_lossy(kv).into_owned())
+            .filter(|kv| kv.starts_with("JSC_useJIT="))
+            .collect::<Vec<_>>()
+    };
+    let app = App::launch().await;
+    app.wait_visible("#cpu-model").await;
+    assert_eq!(web_env(&app), ["JSC_useJIT=0"], "the web process's JIT setting");
+    app.finish().await;
+
+    let asked = vec![("GENAI_JIT".to_owned(), "on".to_owned())];
+    let app = App::launch_with(LaunchOptions { env: asked, ..Default::default() }).await;
+    app.wait_visible("#cpu-model").await;
+    assert!(web_env(&app).is_empty(), "GENAI_JIT=on still set {:?}", web_env(&app));
+    app.finish().await;
+}
