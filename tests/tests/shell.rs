@@ -299,7 +299,7 @@ async fn hidden_tabs_and_a_hidden_window_call_nothing() {
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
-/// The window's scripts run without the JIT (src-tauri/src/engine.rs: it saves 9–23 MB of the
+/// The window's scripts run without the JIT (src-tauri/src/engine.rs: it saves 8–23 MB of the
 /// idle window), unless the user asks for it: the setting reaches the web process, which
 /// WebKit starts with the app's environment.
 #[tokio::test]
