@@ -2,9 +2,9 @@
 //! little JavaScript) that does a few milliseconds of work when something changes. WebKit's
 //! JavaScriptCore compiles whatever runs often to machine code, keeping the code and its
 //! compilers' working memory for the life of the window: measured under Xvfb (release builds,
-//! the idle benchmark's tree, two runs), 8–9 MB of the idle window on System Info, 16–17 MB with every
-//! tab made and 20–23 MB with the LLM running on the Monitor, against 3–4 MB for a window that
-//! only shows a heading.
+//! the idle benchmark's tree, two runs), 8–9 MB of the idle window on System Info, 16–17 MB
+//! with every tab made and 20–23 MB with the LLM running on the Monitor, against 3–4 MB for a
+//! window that only shows a heading.
 //! Interpreted, the same work takes about as long for a person (a tab made in 17–58 ms against
 //! 16–52 ms, a tab switch 5–13 against 4–10 ms, launch unchanged) and idle CPU does not move, so
 //! the app turns the JIT off for its window, as `JSC_useJIT=0` does.
