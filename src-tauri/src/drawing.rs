@@ -9,53 +9,32 @@
 //! The user decides over both: `GENAI_COMPOSITING=on|off` forces one way, and a
 //! `WEBKIT_DISABLE_COMPOSITING_MODE` already set is left as it is.
 
-/// What the window's drawing will be, and why (written to the app log).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Drawing {
-    /// WebKit's own choice (compositing where it can).
-    WebKit(&'static str),
-    /// Compositing off (`WEBKIT_DISABLE_COMPOSITING_MODE=1` for the web process).
-    NoCompositing(&'static str),
-}
+use crate::webkit_env::Setting;
 
-/// The decision, from `GENAI_COMPOSITING`, `WEBKIT_DISABLE_COMPOSITING_MODE` and whether the
-/// machine has a GPU render node (`/dev/dri/renderD*`).
-pub fn decide(ours: Option<&str>, webkit_env: Option<&str>, render_node: bool) -> Drawing {
-    match ours.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-        Some("on" | "1" | "yes" | "true") => {
-            return Drawing::WebKit("GENAI_COMPOSITING asks for compositing")
-        }
-        Some("off" | "0" | "no" | "false") => {
-            return Drawing::NoCompositing("GENAI_COMPOSITING turns compositing off")
-        }
-        _ => {}
-    }
-    if webkit_env.is_some() {
-        return Drawing::WebKit("WEBKIT_DISABLE_COMPOSITING_MODE is set by the user");
-    }
+/// Compositing off is `WEBKIT_DISABLE_COMPOSITING_MODE=1` for the web process.
+pub const DRAWING: Setting = Setting {
+    ours: "GENAI_COMPOSITING",
+    webkit: ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+    kept: "the window draws as WebKit chooses",
+    changed: "the window draws without compositing",
+};
+
+/// Where neither variable says: compositing off only without a GPU render node
+/// (`/dev/dri/renderD*`).
+pub fn by_default(render_node: bool) -> (bool, &'static str) {
     if render_node {
-        Drawing::WebKit("a GPU render node is present")
+        (false, "a GPU render node is present")
     } else {
-        Drawing::NoCompositing("no GPU render node: compositing would run on the CPU (llvmpipe)")
+        (true, "no GPU render node: compositing would run on the CPU (llvmpipe)")
     }
 }
 
-/// Decides and applies it to this process's environment, which the web process inherits.
-/// Called first thing in `run`, before any thread exists (changing the environment is sound
-/// only then). Elsewhere than Linux there is nothing to decide.
-pub fn apply() -> Option<Drawing> {
+/// Decides and applies it (see [`Setting::apply`]); the app log's line. Elsewhere than Linux
+/// there is nothing to decide.
+pub fn apply() -> Option<String> {
     #[cfg(target_os = "linux")]
     {
-        let var = |k: &str| std::env::var(k).ok();
-        let d = decide(
-            var("GENAI_COMPOSITING").as_deref(),
-            var("WEBKIT_DISABLE_COMPOSITING_MODE").as_deref(),
-            runtime::system::has_render_node(),
-        );
-        if let Drawing::NoCompositing(_) = d {
-            std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1");
-        }
-        Some(d)
+        Some(DRAWING.apply(by_default(runtime::system::has_render_node())))
     }
     #[cfg(not(target_os = "linux"))]
     None
@@ -64,6 +43,7 @@ pub fn apply() -> Option<Drawing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webkit_env::Choice;
 
     #[test]
     fn compositing_is_turned_off_only_where_it_would_run_on_the_cpu() {
@@ -84,9 +64,9 @@ mod tests {
             (Some(""), None, true, false),
         ];
         for &(ours, webkit, node, off) in table {
-            let d = decide(ours, webkit, node);
+            let d = DRAWING.decide(ours, webkit, by_default(node));
             assert_eq!(
-                matches!(d, Drawing::NoCompositing(_)),
+                matches!(d, Choice::Changed(_)),
                 off,
                 "{ours:?} {webkit:?} node={node}: {d:?}"
             );

@@ -12,40 +12,26 @@
 //! The user decides over it: `GENAI_JIT=on|off` forces one way, and a `JSC_useJIT` already set is
 //! left as it is. WebKitGTK reads it; elsewhere than Linux there is nothing to decide.
 
-/// What the window's script engine will do, and why (written to the app log).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Engine {
-    /// JavaScriptCore as WebKit ships it (its JIT compilers on).
-    WebKit(&'static str),
-    /// The JIT off (`JSC_useJIT=0` for the web process): scripts and the wasm interpreted.
-    NoJit(&'static str),
-}
+use crate::webkit_env::Setting;
 
-/// The decision, from `GENAI_JIT` and `JSC_useJIT`.
-pub fn decide(ours: Option<&str>, jsc_env: Option<&str>) -> Engine {
-    match ours.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-        Some("on" | "1" | "yes" | "true") => return Engine::WebKit("GENAI_JIT asks for the JIT"),
-        Some("off" | "0" | "no" | "false") => return Engine::NoJit("GENAI_JIT turns the JIT off"),
-        _ => {}
-    }
-    if jsc_env.is_some() {
-        return Engine::WebKit("JSC_useJIT is set by the user");
-    }
-    Engine::NoJit("the window's work is small: interpreted, it costs less memory and no more time")
-}
+/// The JIT off is `JSC_useJIT=0` for the web process: scripts and the wasm interpreted.
+pub const ENGINE: Setting = Setting {
+    ours: "GENAI_JIT",
+    webkit: ("JSC_useJIT", "0"),
+    kept: "the window's scripts run with the JIT",
+    changed: "the window's scripts run without the JIT",
+};
 
-/// Decides and applies it to this process's environment, which the web process inherits.
-/// Called first thing in `run`, before any thread exists (changing the environment is sound
-/// only then).
-pub fn apply() -> Option<Engine> {
+/// Where neither variable says: the JIT off.
+pub const BY_DEFAULT: (bool, &str) =
+    (true, "the window's work is small: interpreted, it costs less memory and no more time");
+
+/// Decides and applies it (see [`Setting::apply`]); the app log's line. WebKitGTK reads it;
+/// elsewhere than Linux there is nothing to decide.
+pub fn apply() -> Option<String> {
     #[cfg(target_os = "linux")]
     {
-        let var = |k: &str| std::env::var(k).ok();
-        let e = decide(var("GENAI_JIT").as_deref(), var("JSC_useJIT").as_deref());
-        if let Engine::NoJit(_) = e {
-            std::env::set_var("JSC_useJIT", "0");
-        }
-        Some(e)
+        Some(ENGINE.apply(BY_DEFAULT))
     }
     #[cfg(not(target_os = "linux"))]
     None
@@ -54,6 +40,7 @@ pub fn apply() -> Option<Engine> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webkit_env::Choice;
 
     #[test]
     fn the_jit_is_off_unless_the_user_says_otherwise() {
@@ -73,8 +60,8 @@ mod tests {
             (Some(""), Some("1"), false),
         ];
         for &(ours, jsc, off) in table {
-            let e = decide(ours, jsc);
-            assert_eq!(matches!(e, Engine::NoJit(_)), off, "{ours:?} {jsc:?}: {e:?}");
+            let e = ENGINE.decide(ours, jsc, BY_DEFAULT);
+            assert_eq!(matches!(e, Choice::Changed(_)), off, "{ours:?} {jsc:?}: {e:?}");
         }
     }
 }

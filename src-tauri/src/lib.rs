@@ -9,13 +9,13 @@ mod engine;
 mod events;
 mod save_dialog;
 mod state;
+mod webkit_env;
 
 use state::AppState;
 
 pub fn run() {
     // First: they change the environment, which is sound only before any thread exists.
-    let drawing = drawing::apply();
-    let engine = engine::apply();
+    let webkit_env = [drawing::apply(), engine::apply()];
     let state = AppState::open();
     if let Some(e) = state.startup_error() {
         // The window still opens and shows this error with its remedy in the footer.
@@ -42,23 +42,8 @@ pub fn run() {
                         storage = %rt.storage().root().display(),
                         "the app started"
                     );
-                    match drawing {
-                        Some(drawing::Drawing::NoCompositing(why)) => {
-                            tracing::info!("the window draws without compositing: {why}")
-                        }
-                        Some(drawing::Drawing::WebKit(why)) => {
-                            tracing::info!("the window draws as WebKit chooses: {why}")
-                        }
-                        None => {}
-                    }
-                    match engine {
-                        Some(engine::Engine::NoJit(why)) => {
-                            tracing::info!("the window's scripts run without the JIT: {why}")
-                        }
-                        Some(engine::Engine::WebKit(why)) => {
-                            tracing::info!("the window's scripts run with the JIT: {why}")
-                        }
-                        None => {}
+                    for line in webkit_env.iter().flatten() {
+                        tracing::info!("{line}");
                     }
                 }
                 // The OpenAI-compatible endpoint, unless turned off (a taken port is shown on
