@@ -29,15 +29,9 @@ pub fn by_default(render_node: bool) -> (bool, &'static str) {
     }
 }
 
-/// Decides and applies it (see [`Setting::apply`]); the app log's line. Elsewhere than Linux
-/// there is nothing to decide.
+/// Decides and applies it (see [`Setting::apply`]); the app log's line.
 pub fn apply() -> Option<String> {
-    #[cfg(target_os = "linux")]
-    {
-        Some(DRAWING.apply(by_default(runtime::system::has_render_node())))
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
+    DRAWING.apply(by_default(runtime::system::has_render_node()))
 }
 
 #[cfg(test)]

@@ -26,15 +26,9 @@ pub const ENGINE: Setting = Setting {
 pub const BY_DEFAULT: (bool, &str) =
     (true, "the window's work is small: interpreted, it costs less memory and no more time");
 
-/// Decides and applies it (see [`Setting::apply`]); the app log's line. WebKitGTK reads it;
-/// elsewhere than Linux there is nothing to decide.
+/// Decides and applies it (see [`Setting::apply`]); the app log's line.
 pub fn apply() -> Option<String> {
-    #[cfg(target_os = "linux")]
-    {
-        Some(ENGINE.apply(BY_DEFAULT))
-    }
-    #[cfg(not(target_os = "linux"))]
-    None
+    ENGINE.apply(BY_DEFAULT)
 }
 
 #[cfg(test)]

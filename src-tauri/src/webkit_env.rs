@@ -47,17 +47,21 @@ impl Setting {
     }
 
     /// Decides from this process's environment and applies it there; returns the app log's
-    /// line. Sound only before any thread exists (it changes the environment).
-    pub fn apply(&self, by_default: (bool, &str)) -> String {
+    /// line. Sound only before any thread exists (it changes the environment). Only WebKitGTK
+    /// reads these variables: elsewhere than Linux there is nothing to decide.
+    pub fn apply(&self, by_default: (bool, &str)) -> Option<String> {
+        if !cfg!(target_os = "linux") {
+            return None;
+        }
         let var = |k: &str| std::env::var(k).ok();
         let choice =
             self.decide(var(self.ours).as_deref(), var(self.webkit.0).as_deref(), by_default);
-        match choice {
+        Some(match choice {
             Choice::Changed(why) => {
                 std::env::set_var(self.webkit.0, self.webkit.1);
                 format!("{}: {why}", self.changed)
             }
             Choice::Kept(why) => format!("{}: {why}", self.kept),
-        }
+        })
     }
 }

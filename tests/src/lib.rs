@@ -239,11 +239,16 @@ impl App {
     /// The proportional set size of the app's processes named `comm` (as /proc shows it,
     /// `WebKitWebProces` for the web process), in MiB.
     pub fn pss_mib(&self, comm: &str) -> u64 {
-        let kb = |pid: u32| smaps_kb(pid, "Pss");
+        self.pids_named(comm).into_iter().map(|p| smaps_kb(p, "Pss")).sum::<u64>() / 1024
+    }
+
+    /// The app's processes named `comm` (as /proc shows it, `WebKitWebProces` for the web
+    /// process).
+    pub fn pids_named(&self, comm: &str) -> Vec<u32> {
         let named = |pid: &u32| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim() == comm
         };
-        self.app_tree().iter().filter(|p| named(p)).map(|p| kb(*p)).sum::<u64>() / 1024
+        self.app_tree().into_iter().filter(named).collect()
     }
 
     /// Waits until an element matching `css` exists and is displayed.

@@ -306,14 +306,7 @@ async fn hidden_tabs_and_a_hidden_window_call_nothing() {
 #[ignore = "real window: run scripts/test"]
 async fn the_window_runs_without_the_jit_unless_asked() {
     let web_env = |app: &App| {
-        let web = app
-            .app_tree()
-            .into_iter()
-            .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim()
-                    == "WebKitWebProces"
-            })
-            .expect("the web process");
+        let web = *app.pids_named("WebKitWebProces").first().expect("the web process");
         let environ = std::fs::read(format!("/proc/{web}/environ")).unwrap();
         environ
             .split(|b| *b == 0)
